@@ -1,1 +1,54 @@
-//! placeholder
+//! A consistent hash ring with weighted virtual nodes.
+//!
+//! - Keys and vnodes are placed with `xxh3_64` over explicit bytes
+//!   ([`key_token`], [`vnode_token`]), so positions are the same on every
+//!   machine and in every version.
+//! - A [`Ring`] is an immutable, versioned snapshot: a membership change
+//!   returns the next snapshot (`epoch + 1`) in one linear merge, and the
+//!   old one stays valid for readers holding it.
+//! - [`Ring::owner`] finds a key's node through a lookup table over the top
+//!   bits of the token, then a short scan: about one cache line.
+//! - [`Ring::diff`] lists exactly the token ranges whose owner changes
+//!   between two snapshots: the plan a redistribution executes.
+//!
+//! No I/O and no locks: this crate only decides.
+//!
+//! ```
+//! use ringkv_ring::{Ring, RingConfig, key_token};
+//!
+//! let ring = Ring::new(RingConfig::default())?
+//!     .with_node("node1", 1)?
+//!     .with_node("node2", 1)?
+//!     .with_node("node3", 2)?; // twice the share of the others
+//! assert_eq!(ring.epoch(), 3);
+//!
+//! let owner = ring.owner(b"key1").expect("the ring is not empty");
+//! println!("key1 lives on {owner}");
+//!
+//! // Adding a node moves only the ranges it takes over.
+//! let next = ring.with_node("node4", 1)?;
+//! let plan = ring.diff(&next);
+//! assert!(plan.moves.iter().all(|m| m.to.as_str() == "node4"));
+//! let moved = plan.find(key_token(b"key1")).is_some();
+//! assert_eq!(moved, next.owner(b"key1").unwrap().as_str() == "node4");
+//! # Ok::<(), ringkv_ring::RingError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod diff;
+mod error;
+mod hash;
+mod node;
+mod range;
+mod ring;
+
+pub use diff::{RangeMove, ReplicaMove, RingDiff};
+pub use error::RingError;
+pub use hash::{Token, key_token, vnode_token};
+pub use node::NodeId;
+pub use range::TokenRange;
+pub use ring::{MAX_NODE_ID_LEN, MAX_NODES, MAX_VNODES_PER_NODE, PreferenceList, Ring, RingConfig};
+
+#[cfg(test)]
+mod tests;

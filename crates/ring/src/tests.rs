@@ -1,0 +1,125 @@
+//! Unit tests of the ring; properties live in `tests/properties.rs`.
+
+use crate::{Ring, RingConfig, RingError, key_token, vnode_token};
+
+fn ring_of(ids: &[&str]) -> Ring {
+    ids.iter().fold(Ring::default(), |r, id| {
+        r.with_node(*id, 1).expect("valid node")
+    })
+}
+
+/// Golden positions: any change of the hash function or byte layout breaks
+/// every stored ring and every node's data placement, so it must be caught.
+#[test]
+fn golden_tokens() {
+    let keys: [(&[u8], u64); 4] = [
+        (b"", GOLDEN_KEYS[0]),
+        (b"key1", GOLDEN_KEYS[1]),
+        (b"a longer key of 32 bytes, here!!", GOLDEN_KEYS[2]),
+        (&[0u8, 255, 7], GOLDEN_KEYS[3]),
+    ];
+    for (key, want) in keys {
+        assert_eq!(key_token(key), want, "key {key:?}");
+    }
+    let vnodes = [
+        ("node1", 0, GOLDEN_VNODES[0]),
+        ("node1", 1, GOLDEN_VNODES[1]),
+        ("node2", 255, GOLDEN_VNODES[2]),
+        ("ü-node", 7, GOLDEN_VNODES[3]),
+    ];
+    for (id, index, want) in vnodes {
+        assert_eq!(vnode_token(id, index), want, "vnode {id}#{index}");
+    }
+}
+
+// Values computed independently with the Python `xxhash` package
+// (`xxh3_64_intdigest`) over the same bytes.
+const GOLDEN_KEYS: [u64; 4] = [
+    3244421341483603138,
+    4056906591039400418,
+    1523768630264709275,
+    3205264243681286805,
+];
+const GOLDEN_VNODES: [u64; 4] = [
+    9809481056315734373,
+    9635044244664534392,
+    6609596927254542,
+    16665076980907238301,
+];
+
+#[test]
+fn empty_ring_answers_nothing() {
+    let ring = Ring::default();
+    assert!(ring.owner(b"k").is_none());
+    assert_eq!(ring.preference_list(b"k", 3).count(), 0);
+    assert!(ring.range_of_token(5).is_none());
+    assert!(ring.diff(&ring).moves.is_empty());
+}
+
+#[test]
+fn errors_leave_the_ring_unchanged() {
+    let ring = ring_of(&["a", "b"]);
+    assert_eq!(
+        ring.with_node("a", 1).unwrap_err(),
+        RingError::DuplicateNode { id: "a".into() }
+    );
+    assert_eq!(
+        ring.without_node("zz").unwrap_err(),
+        RingError::UnknownNode { id: "zz".into() }
+    );
+    assert_eq!(
+        ring.with_node("c", 0).unwrap_err(),
+        RingError::ZeroWeight { id: "c".into() }
+    );
+    assert_eq!(ring.with_node("", 1).unwrap_err(), RingError::EmptyNodeId);
+    assert!(matches!(
+        ring.with_node("c", u32::MAX).unwrap_err(),
+        RingError::TooManyVnodes { .. }
+    ));
+    assert_eq!(
+        Ring::new(RingConfig {
+            vnodes_per_weight: 0
+        })
+        .unwrap_err(),
+        RingError::ZeroVnodes
+    );
+    assert_eq!(ring.epoch(), 2);
+    assert_eq!(ring.len(), 2);
+    assert!(ring.same_placement(&ring_of(&["b", "a"])));
+    let msg = RingError::DuplicateNode { id: "a".into() }.to_string();
+    assert!(
+        msg.contains("`a`") && msg.contains("remove it first"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn lookup_matches_a_linear_scan() {
+    let ring = ring_of(&["n1", "n2", "n3", "n4", "n5"]);
+    let tokens: Vec<_> = ring.vnodes().map(|(t, id)| (t, id.clone())).collect();
+    let probes = (0..10_000u64).map(|i| key_token(&i.to_le_bytes())).chain([
+        0,
+        1,
+        u64::MAX,
+        tokens[0].0,
+        tokens[tokens.len() - 1].0,
+    ]);
+    for t in probes {
+        let want = tokens
+            .iter()
+            .find(|(tok, _)| *tok >= t)
+            .unwrap_or(&tokens[0])
+            .1
+            .clone();
+        assert_eq!(ring.owner_of_token(t), Some(&want), "token {t}");
+    }
+}
+
+#[test]
+fn epochs_count_changes() {
+    let ring = ring_of(&["a", "b", "c"]);
+    assert_eq!(ring.epoch(), 3);
+    assert_eq!(ring.without_node("b").unwrap().epoch(), 4);
+    assert_eq!(ring.vnode_count(), 3 * 256);
+    assert_eq!(ring.with_node("d", 3).unwrap().vnode_count(), 6 * 256);
+}
