@@ -1,1 +1,54 @@
-//! placeholder
+//! A thread-safe, in-process cluster of key-value nodes placed on a
+//! consistent hash ring ([`ringkv_ring`]).
+//!
+//! - [`Cluster::put`], [`Cluster::get`] and [`Cluster::delete`] are
+//!   linearizable per key from any number of threads, also while nodes
+//!   join and leave.
+//! - [`Cluster::add_node`] and [`Cluster::remove_node`] execute the ring
+//!   diff: exactly the keys whose owner changes move, by range scans over
+//!   token-ordered [`Store`]s, copied, then switched, then cleaned up.
+//! - Failures during a redistribution are retried, then rolled back
+//!   (before the switch) or paused for [`Cluster::resume`] (after it); no
+//!   acknowledged write is lost. [`Fault`]s inject them for tests.
+//!
+//! ```
+//! use ringkv_cluster::Cluster;
+//!
+//! let cluster = Cluster::default();
+//! for id in ["node1", "node2", "node3"] {
+//!     cluster.add_node(id)?;
+//! }
+//! cluster.put("key1", "value1")?;
+//! assert_eq!(cluster.get(b"key1")?.as_deref(), Some(&b"value1"[..]));
+//!
+//! let report = cluster.add_node("node4")?;
+//! println!("moved {} keys to node4", report.keys_moved);
+//! assert_eq!(cluster.get(b"key1")?.as_deref(), Some(&b"value1"[..]));
+//!
+//! cluster.remove_node("node2")?;
+//! assert!(cluster.delete("key1")?);
+//! assert_eq!(cluster.get(b"key1")?, None);
+//! # Ok::<(), ringkv_cluster::ClusterError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cluster;
+mod config;
+mod error;
+mod fault;
+mod node;
+mod plan;
+mod rebalance;
+mod report;
+mod routing;
+mod store;
+
+pub use cluster::{Cluster, StoreFactory};
+pub use config::ClusterConfig;
+pub use error::ClusterError;
+pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
+pub use plan::{Phase, TransferPlan, plan_transfers};
+pub use report::{ChangeKind, ClusterStats, NodeStats, RebalanceReport, TransferReport};
+pub use ringkv_ring::{NodeId, Ring, RingConfig, Token};
+pub use store::{MemStore, Store, StoreError, StoredEntry};

@@ -1,0 +1,51 @@
+//! Cluster settings.
+
+use std::time::Duration;
+
+use ringkv_ring::RingConfig;
+
+use crate::ClusterError;
+
+/// Cluster settings: plain data with [`Default`] and [`ClusterConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Ring settings (virtual nodes per unit of weight).
+    pub ring: RingConfig,
+    /// Keys copied per batch during redistribution. A source's read lock is
+    /// held for one batch at a time, so this bounds how long a migration
+    /// can delay a writer on the source. Default 512.
+    pub copy_batch: usize,
+    /// Attempts per redistribution step (copy a range, switch it, clean it
+    /// up) before the change is rolled back or paused. Default 3.
+    pub max_attempts: u32,
+    /// Pause before the first retry; doubled for each further one.
+    /// Default 1 ms.
+    pub retry_backoff: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            ring: RingConfig::default(),
+            copy_batch: 512,
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(1),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        self.ring.validate()?;
+        if self.copy_batch == 0 {
+            return Err(ClusterError::Config("copy_batch must be at least 1".into()));
+        }
+        if self.max_attempts == 0 {
+            return Err(ClusterError::Config(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Typed errors of cluster operations. Each variant says what state the
+//! cluster is left in.
+
+use ringkv_ring::{NodeId, RingError};
+
+use crate::store::StoreError;
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A membership change was refused by the ring (duplicate or unknown
+    /// node, zero weight, bad id). Nothing changed.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+
+    /// The cluster has no node to hold keys. Nothing changed; add a node.
+    #[error("the cluster has no nodes; add a node first")]
+    NoNodes,
+
+    /// The node that owns the key is down (crashed or unreachable). The
+    /// operation was not applied; retry once the node is back.
+    #[error("node `{node}` is unavailable; the operation was not applied, retry when it is back")]
+    Unavailable {
+        /// The node that could not be reached.
+        node: NodeId,
+    },
+
+    /// The node's storage engine failed. The operation was not applied.
+    #[error("node `{node}` failed to access its store: {source}")]
+    Store {
+        /// The node whose store failed.
+        node: NodeId,
+        /// The engine's error.
+        source: StoreError,
+    },
+
+    /// Removing the last node would drop the keys it holds. Nothing changed;
+    /// remove it with `force` to drop them.
+    #[error(
+        "node `{node}` is the last node and holds {keys} keys; \
+         add another node first, or force the removal to drop them"
+    )]
+    LastNodeHoldsData {
+        /// The last node.
+        node: NodeId,
+        /// How many keys it holds.
+        keys: usize,
+    },
+
+    /// The redistribution failed before its commit point (the switch of
+    /// ownership) and was rolled back: the membership and every key's
+    /// owner are as before the call. Retry the change when the node in
+    /// `cause` is back.
+    #[error("{op}({node}) was rolled back, membership unchanged: {cause}")]
+    RolledBack {
+        /// `add_node` or `remove_node`.
+        op: &'static str,
+        /// The node being added or removed.
+        node: NodeId,
+        /// The failure that stopped the copy.
+        cause: Box<ClusterError>,
+    },
+
+    /// The redistribution passed its commit point and then could not finish
+    /// switching ownership: it is paused. The new membership is in force,
+    /// every key is served by the node that holds its latest value (keys of
+    /// an unavailable node are unavailable), and no key is lost.
+    /// [`Cluster::resume`](crate::Cluster::resume) (or the next membership
+    /// change) completes it once the node in `cause` is back.
+    #[error(
+        "{op}({node}) is paused mid-redistribution; call resume once the failed node is back: {cause}"
+    )]
+    Paused {
+        /// `add_node` or `remove_node`.
+        op: &'static str,
+        /// The node being added or removed.
+        node: NodeId,
+        /// The failure that stopped the switch.
+        cause: Box<ClusterError>,
+    },
+
+    /// An invalid configuration value. Nothing was built.
+    #[error("invalid cluster configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,100 @@
+//! What a membership change did, and what the cluster holds.
+
+use std::time::Duration;
+
+use ringkv_ring::NodeId;
+
+/// Which membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A node joined.
+    AddNode,
+    /// A node left.
+    RemoveNode,
+}
+
+impl ChangeKind {
+    /// `add_node` or `remove_node`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::AddNode => "add_node",
+            ChangeKind::RemoveNode => "remove_node",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The keys one source sent to one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferReport {
+    /// Source node.
+    pub from: NodeId,
+    /// Target node.
+    pub to: NodeId,
+    /// Token ranges moved.
+    pub ranges: usize,
+    /// Keys the target holds for those ranges after the switch.
+    pub keys: u64,
+    /// Bytes of those keys and values.
+    pub bytes: u64,
+    /// Time spent copying, switching and cleaning up these ranges.
+    pub duration: Duration,
+}
+
+/// The redistribution caused by one membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebalanceReport {
+    /// The change.
+    pub kind: ChangeKind,
+    /// The node added or removed.
+    pub node: NodeId,
+    /// Ring epoch after the change.
+    pub epoch: u64,
+    /// One entry per (source, target) pair.
+    pub transfers: Vec<TransferReport>,
+    /// Keys moved in all (each counted once, in its final state).
+    pub keys_moved: u64,
+    /// Bytes of keys and values moved.
+    pub bytes_moved: u64,
+    /// Keys dropped by a forced removal of the last node.
+    pub keys_dropped: u64,
+    /// Ranges whose stale copy could not be deleted from a failed source;
+    /// [`Cluster::repair`](crate::Cluster::repair) retries them.
+    pub pending_cleanups: usize,
+    /// Wall time of the whole change.
+    pub duration: Duration,
+}
+
+/// A snapshot of the cluster's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Current ring epoch.
+    pub epoch: u64,
+    /// Members in id order with their weight and stored key count. Counts
+    /// include stale copies awaiting cleanup, if any.
+    pub nodes: Vec<NodeStats>,
+    /// Sum of the key counts.
+    pub total_keys: usize,
+    /// Whether a redistribution is in progress or paused.
+    pub rebalancing: bool,
+    /// Stale ranges awaiting [`Cluster::repair`](crate::Cluster::repair).
+    pub pending_cleanups: usize,
+}
+
+/// One member in [`ClusterStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStats {
+    /// The node.
+    pub id: NodeId,
+    /// Its weight.
+    pub weight: u32,
+    /// Keys stored on it.
+    pub keys: usize,
+    /// Whether it is down (fault injection).
+    pub down: bool,
+}

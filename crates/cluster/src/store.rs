@@ -1,0 +1,324 @@
+//! Node-local storage: the [`Store`] trait and the in-memory [`MemStore`].
+//!
+//! A store keeps its entries ordered by ring token so that one token range
+//! can be read, copied and deleted at a cost proportional to that range.
+//! A persistent engine (an LSM tree or a B-tree file keyed by
+//! `token || key`) implements the same trait.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use bytes::Bytes;
+use ringkv_ring::Token;
+
+/// One stored pair with its ring token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// `key_token(&key)`.
+    pub token: Token,
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// Why a store call failed. The call changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The engine reported an I/O or corruption error.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+}
+
+/// A node's local key-value store, ordered by `(token, key)`.
+///
+/// Contract, relied on by redistribution:
+/// - every method is atomic: it fails without changing anything, or does
+///   all of its work;
+/// - `token` is always `ringkv_ring::key_token(key)`; the store may trust it;
+/// - `scan` returns entries in ascending `(token, key)` order, so a caller
+///   can page through a range with the last token it saw.
+///
+/// Callers serialise access (the cluster holds each node's store behind a
+/// read-write lock), so methods take `&self` for reads and `&mut self` for
+/// writes.
+pub trait Store: Send + Sync + 'static {
+    /// The value of `key`.
+    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+
+    /// Stores `value` under `key`; returns the previous value.
+    fn put(&mut self, token: Token, key: Bytes, value: Bytes) -> Result<Option<Bytes>, StoreError>;
+
+    /// Removes `key`; returns the removed value.
+    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+
+    /// Appends to `out` up to `limit` entries whose token lies in `tokens`
+    /// and is greater than `after` (when given), in ascending order. All
+    /// entries of one token are returned together, so `limit` may be
+    /// exceeded by the keys sharing the last token.
+    fn scan(
+        &self,
+        tokens: RangeInclusive<Token>,
+        after: Option<Token>,
+        limit: usize,
+        out: &mut Vec<StoredEntry>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes every entry whose token lies in `tokens`; returns how many.
+    fn delete_range(&mut self, tokens: RangeInclusive<Token>) -> Result<usize, StoreError>;
+
+    /// Number of entries.
+    fn len(&self) -> usize;
+
+    /// Whether the store holds no entry.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The default store: an in-memory B-tree keyed by token.
+///
+/// Distinct keys share a token only on a 64-bit hash collision, so each
+/// token holds one entry inline and spills to a small vector otherwise.
+/// Lookups compare `u64`s only.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    map: BTreeMap<Token, Slot>,
+    len: usize,
+}
+
+#[derive(Debug)]
+enum Slot {
+    One(Bytes, Bytes),
+    Many(Vec<(Bytes, Bytes)>),
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemStore::default()
+    }
+}
+
+impl Store for MemStore {
+    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(match self.map.get(&token) {
+            Some(Slot::One(k, v)) if k.as_ref() == key => Some(v.clone()),
+            Some(Slot::Many(pairs)) => pairs
+                .iter()
+                .find(|(k, _)| k.as_ref() == key)
+                .map(|(_, v)| v.clone()),
+            _ => None,
+        })
+    }
+
+    fn put(&mut self, token: Token, key: Bytes, value: Bytes) -> Result<Option<Bytes>, StoreError> {
+        use std::collections::btree_map::Entry;
+        match self.map.entry(token) {
+            Entry::Vacant(e) => {
+                e.insert(Slot::One(key, value));
+                self.len += 1;
+                Ok(None)
+            }
+            Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                match slot {
+                    Slot::One(k, v) if *k == key => Ok(Some(std::mem::replace(v, value))),
+                    Slot::One(k, v) => {
+                        let first = (k.clone(), v.clone());
+                        *slot = Slot::Many(vec![first, (key, value)]);
+                        self.len += 1;
+                        Ok(None)
+                    }
+                    Slot::Many(pairs) => match pairs.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, v)) => Ok(Some(std::mem::replace(v, value))),
+                        None => {
+                            pairs.push((key, value));
+                            self.len += 1;
+                            Ok(None)
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        use std::collections::btree_map::Entry;
+        let Entry::Occupied(mut e) = self.map.entry(token) else {
+            return Ok(None);
+        };
+        let removed = match e.get_mut() {
+            Slot::One(k, _) if k.as_ref() == key => match e.remove() {
+                Slot::One(_, v) => Some(v),
+                Slot::Many(_) => unreachable!("matched One above"),
+            },
+            Slot::One(..) => None,
+            Slot::Many(pairs) => {
+                let i = pairs.iter().position(|(k, _)| k.as_ref() == key);
+                let v = i.map(|i| pairs.swap_remove(i).1);
+                if pairs.is_empty() {
+                    e.remove();
+                }
+                v
+            }
+        };
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        Ok(removed)
+    }
+
+    fn scan(
+        &self,
+        tokens: RangeInclusive<Token>,
+        after: Option<Token>,
+        limit: usize,
+        out: &mut Vec<StoredEntry>,
+    ) -> Result<(), StoreError> {
+        let (lo, hi) = (*tokens.start(), *tokens.end());
+        let lo = match after {
+            Some(a) if a >= hi => return Ok(()),
+            Some(a) if a >= lo => a + 1,
+            _ => lo,
+        };
+        if lo > hi {
+            return Ok(());
+        }
+        let mut taken = 0;
+        for (&token, slot) in self.map.range(lo..=hi) {
+            if taken >= limit {
+                break;
+            }
+            match slot {
+                Slot::One(k, v) => {
+                    out.push(StoredEntry {
+                        token,
+                        key: k.clone(),
+                        value: v.clone(),
+                    });
+                    taken += 1;
+                }
+                Slot::Many(pairs) => {
+                    for (k, v) in pairs {
+                        out.push(StoredEntry {
+                            token,
+                            key: k.clone(),
+                            value: v.clone(),
+                        });
+                        taken += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_range(&mut self, tokens: RangeInclusive<Token>) -> Result<usize, StoreError> {
+        // Collect then remove: O(k log n) for k entries in the range.
+        // (`BTreeMap::split_off` + `append` would rebuild the whole map.)
+        let doomed: Vec<Token> = self.map.range(tokens).map(|(&t, _)| t).collect();
+        let mut removed = 0;
+        for t in doomed {
+            removed += match self.map.remove(&t) {
+                Some(Slot::One(..)) => 1,
+                Some(Slot::Many(pairs)) => pairs.len(),
+                None => 0,
+            };
+        }
+        self.len -= removed;
+        Ok(removed)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap as Model;
+
+    fn b(s: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(s)
+    }
+
+    #[test]
+    fn colliding_tokens_keep_both_keys() {
+        let mut s = MemStore::new();
+        assert_eq!(s.put(7, b(b"a"), b(b"1")).unwrap(), None);
+        assert_eq!(s.put(7, b(b"b"), b(b"2")).unwrap(), None);
+        assert_eq!(s.put(7, b(b"a"), b(b"3")).unwrap(), Some(b(b"1")));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(7, b"a").unwrap(), Some(b(b"3")));
+        assert_eq!(s.get(7, b"b").unwrap(), Some(b(b"2")));
+        assert_eq!(s.get(7, b"c").unwrap(), None);
+        let mut out = Vec::new();
+        s.scan(0..=10, None, 1, &mut out).unwrap();
+        assert_eq!(out.len(), 2, "both keys of one token come together");
+        assert_eq!(s.delete(7, b"a").unwrap(), Some(b(b"3")));
+        assert_eq!(s.delete(7, b"a").unwrap(), None);
+        assert_eq!(s.delete(7, b"b").unwrap(), Some(b(b"2")));
+        assert!(s.is_empty());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u8, u8),
+        Delete(u8, u8),
+        DeleteRange(u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..32u8, 0..4u8, any::<u8>()).prop_map(|(t, k, v)| Op::Put(t, k, v)),
+            (0..32u8, 0..4u8).prop_map(|(t, k)| Op::Delete(t, k)),
+            (0..32u8, 0..32u8).prop_map(|(a, b)| Op::DeleteRange(a.min(b), a.max(b))),
+        ]
+    }
+
+    proptest! {
+        /// The store agrees with a `BTreeMap<(token, key), value>` model,
+        /// including paged scans of arbitrary ranges.
+        #[test]
+        fn matches_model(ops in prop::collection::vec(op(), 1..200), lo in 0..32u64, hi in 0..32u64, page in 1..5usize) {
+            let mut s = MemStore::new();
+            let mut m: Model<(u64, Vec<u8>), Vec<u8>> = Model::new();
+            for op in ops {
+                match op {
+                    Op::Put(t, k, v) => {
+                        let prev = s.put(t as u64, b(&[k]), b(&[v])).unwrap();
+                        prop_assert_eq!(prev.map(|p| p.to_vec()), m.insert((t as u64, vec![k]), vec![v]));
+                    }
+                    Op::Delete(t, k) => {
+                        let prev = s.delete(t as u64, &[k]).unwrap();
+                        prop_assert_eq!(prev.map(|p| p.to_vec()), m.remove(&(t as u64, vec![k])));
+                    }
+                    Op::DeleteRange(a, z) => {
+                        let n = s.delete_range(a as u64..=z as u64).unwrap();
+                        let before = m.len();
+                        m.retain(|(t, _), _| !(a as u64..=z as u64).contains(t));
+                        prop_assert_eq!(n, before - m.len());
+                    }
+                }
+                prop_assert_eq!(s.len(), m.len());
+            }
+            let (lo, hi) = (lo.min(hi), lo.max(hi));
+            let mut got = Vec::new();
+            let mut after = None;
+            loop {
+                let start = got.len();
+                s.scan(lo..=hi, after, page, &mut got).unwrap();
+                if got.len() == start { break; }
+                after = Some(got.last().unwrap().token);
+            }
+            let mut got: Vec<_> = got.into_iter().map(|e| ((e.token, e.key.to_vec()), e.value.to_vec())).collect();
+            got.sort();
+            let want: Vec<_> = m.range((lo, vec![])..).filter(|((t, _), _)| *t <= hi).map(|(k, v)| (k.clone(), v.clone())).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
