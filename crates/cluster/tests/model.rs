@@ -6,35 +6,10 @@ use std::collections::BTreeMap;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringkv_cluster::{ChangeKind, Cluster, ClusterConfig, ClusterError, RingConfig};
+use ringkv_cluster::{ChangeKind, Cluster, ClusterError};
 
-fn small_config() -> ClusterConfig {
-    ClusterConfig {
-        ring: RingConfig {
-            vnodes_per_weight: 8,
-        },
-        copy_batch: 3,
-        ..ClusterConfig::default()
-    }
-}
-
-/// Every key is on its owner and nowhere else, and nothing else is stored.
-fn assert_placement(cluster: &Cluster, model: &BTreeMap<Vec<u8>, Vec<u8>>, ctx: &str) {
-    let ring = cluster.ring();
-    for key in model.keys() {
-        let owner = ring.owner(key).expect("non-empty ring").clone();
-        assert_eq!(
-            cluster.locate(key),
-            vec![(owner, true)],
-            "{ctx}: key {key:?} must be on its owner only"
-        );
-    }
-    assert_eq!(
-        cluster.stats().total_keys,
-        model.len(),
-        "{ctx}: stray copies"
-    );
-}
+mod common;
+use common::{assert_placement, assert_reads, for_each_seed, small_config};
 
 fn run_sequence(seed: u64, steps: usize) {
     let ctx = format!("seed {seed}");
@@ -127,31 +102,14 @@ fn run_sequence(seed: u64, steps: usize) {
         }
         assert_eq!(cluster.epoch(), cluster.ring().epoch());
     }
-    // Finally, every key of the model reads back.
     if !members.is_empty() {
-        for (k, v) in &model {
-            assert_eq!(cluster.get(k).unwrap().as_deref(), Some(&v[..]), "{ctx}");
-        }
+        assert_reads(&cluster, &model, &ctx);
     }
 }
 
 #[test]
 fn random_sequences_match_the_model() {
-    let base: u64 = std::env::var("RINGKV_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
-    let runs: u64 = std::env::var("RINGKV_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
-    for seed in base..base + runs {
-        let result = std::panic::catch_unwind(|| run_sequence(seed, 120));
-        if let Err(e) = result {
-            eprintln!("failing seed: {seed} (replay with RINGKV_SEED={seed} RINGKV_RUNS=1)");
-            std::panic::resume_unwind(e);
-        }
-    }
+    for_each_seed(2000, |seed| run_sequence(seed, 120));
 }
 
 #[test]

@@ -1,0 +1,75 @@
+//! Helpers shared by the cluster's integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
+
+/// A small ring (8 vnodes per weight) and tiny copy batches, so that ranges
+/// span several batches even with few keys.
+pub fn small_config() -> ClusterConfig {
+    ClusterConfig {
+        ring: RingConfig {
+            vnodes_per_weight: 8,
+        },
+        copy_batch: 3,
+        ..ClusterConfig::default()
+    }
+}
+
+/// The base seed and number of runs, from `RINGKV_SEED` and `RINGKV_RUNS`.
+pub fn seeds(default_runs: u64) -> std::ops::Range<u64> {
+    let base: u64 = std::env::var("RINGKV_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    let runs: u64 = std::env::var("RINGKV_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_runs);
+    base..base + runs
+}
+
+/// Runs `f(seed)` for every seed, printing the failing seed and how to
+/// replay it.
+pub fn for_each_seed(default_runs: u64, f: impl Fn(u64) + std::panic::RefUnwindSafe) {
+    for seed in seeds(default_runs) {
+        if let Err(e) = std::panic::catch_unwind(|| f(seed)) {
+            eprintln!("failing seed: {seed} (replay with RINGKV_SEED={seed} RINGKV_RUNS=1)");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+/// Every key of `model` is stored on its owner and nowhere else, and the
+/// cluster stores nothing else.
+pub fn assert_placement(cluster: &Cluster, model: &BTreeMap<Vec<u8>, Vec<u8>>, ctx: &str) {
+    let ring = cluster.ring();
+    for key in model.keys() {
+        let owner = ring.owner(key).expect("non-empty ring").clone();
+        assert_eq!(
+            cluster.locate(key),
+            vec![(owner, true)],
+            "{ctx}: key {key:?} must be on its owner only"
+        );
+    }
+    assert_eq!(
+        cluster.stats().total_keys,
+        model.len(),
+        "{ctx}: stray copies"
+    );
+}
+
+/// Every key of `model` reads back with its value.
+pub fn assert_reads(cluster: &Cluster, model: &BTreeMap<Vec<u8>, Vec<u8>>, ctx: &str) {
+    for (k, v) in model {
+        assert_eq!(
+            cluster
+                .get(k)
+                .unwrap_or_else(|e| panic!("{ctx}: get {k:?}: {e}"))
+                .as_deref(),
+            Some(&v[..]),
+            "{ctx}: key {k:?}"
+        );
+    }
+}
