@@ -1,1 +1,132 @@
-fn main() {}
+//! `ringkv`: play operation scripts against an in-process ringkv cluster,
+//! and benchmark it.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ringkv_cli::logging::{self, LogFormat};
+use ringkv_cli::run::{RunOptions, Runner};
+use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
+
+/// A distributed key-value store on a consistent hash ring, in one process.
+#[derive(Parser)]
+#[command(name = "ringkv", version, about, long_about = None)]
+struct Cli {
+    /// Format of the redistribution log on stderr (RUST_LOG sets verbosity).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Play a script of operations (one per line) and print what gets return.
+    Run(RunArgs),
+}
+
+/// Ring and redistribution settings.
+#[derive(Args)]
+struct ClusterArgs {
+    /// Virtual nodes per unit of node weight.
+    #[arg(long, default_value_t = RingConfig::default().vnodes_per_weight)]
+    vnodes: u32,
+    /// Keys copied per batch while redistributing (bounds how long a copy
+    /// holds a node's lock).
+    #[arg(long, default_value_t = ClusterConfig::default().copy_batch)]
+    copy_batch: usize,
+    /// Attempts per redistribution step before rolling back or pausing.
+    #[arg(long, default_value_t = ClusterConfig::default().max_attempts)]
+    max_attempts: u32,
+    /// Pause before the first retry, in milliseconds (doubled per retry).
+    #[arg(long, default_value_t = 1)]
+    retry_backoff_ms: u64,
+    /// Nodes to start with, comma-separated (e.g. node1,node2,node3).
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<String>,
+}
+
+impl ClusterArgs {
+    fn build(&self) -> anyhow::Result<Cluster> {
+        let config = ClusterConfig {
+            ring: RingConfig {
+                vnodes_per_weight: self.vnodes,
+            },
+            copy_batch: self.copy_batch,
+            max_attempts: self.max_attempts,
+            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+        };
+        let cluster = Cluster::new(config)?;
+        for id in &self.nodes {
+            cluster
+                .add_node(id)
+                .with_context(|| format!("--nodes: cannot add `{id}`"))?;
+        }
+        Ok(cluster)
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The script to play; `-` or nothing reads standard input.
+    #[arg(default_value = "-")]
+    script: PathBuf,
+    /// Report bad lines and failed operations, and go on (the exit code
+    /// still says something failed).
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Run(args) => match run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let input: Box<dyn Read> = if args.script.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = File::open(&args.script)
+            .with_context(|| format!("cannot open script {}", args.script.display()))?;
+        Box::new(file)
+    };
+    let cluster = args.cluster.build()?;
+    let options = RunOptions {
+        keep_going: args.keep_going,
+        progress: true,
+    };
+    let mut runner = Runner::new(cluster, options);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match runner.run(BufReader::new(input), &mut out) {
+        Ok(summary) => {
+            if summary.exit_code() != 0 {
+                eprintln!(
+                    "{} syntax errors, {} failed operations",
+                    summary.syntax_errors, summary.op_errors
+                );
+            }
+            Ok(ExitCode::from(summary.exit_code() as u8))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(e.exit_code() as u8))
+        }
+    }
+}

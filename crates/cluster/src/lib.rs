@@ -49,6 +49,7 @@ pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
 pub use plan::{Phase, TransferPlan, plan_transfers};
-pub use report::{ChangeKind, ClusterStats, NodeStats, RebalanceReport, TransferReport};
+pub use rebalance::ProgressFn;
+pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Ring, RingConfig, Token};
 pub use store::{MemStore, Store, StoreError, StoredEntry};

@@ -29,7 +29,7 @@ use crate::cluster::Cluster;
 use crate::fault::{FaultEffect, FaultPoint};
 use crate::node::Node;
 use crate::plan::{Phase, RangeState, TransferPlan, plan_transfers};
-use crate::report::{ChangeKind, RebalanceReport, TransferReport};
+use crate::report::{ChangeKind, Progress, RebalanceReport, TransferReport};
 use crate::routing::{Migration, Routing};
 use crate::store::StoredEntry;
 
@@ -44,7 +44,11 @@ pub(crate) enum Change {
 pub(crate) struct Membership {
     paused: Option<Active>,
     pub(crate) pending_cleanups: Vec<StaleRange>,
+    progress: Option<ProgressFn>,
 }
+
+/// A callback told of each range copied.
+pub type ProgressFn = Box<dyn Fn(&Progress) + Send + Sync>;
 
 /// A range whose stale copy could not be deleted.
 pub(crate) struct StaleRange {
@@ -88,6 +92,13 @@ impl Active {
 }
 
 impl Cluster {
+    /// Calls `f` after each range a redistribution copies (from the thread
+    /// running the membership change), e.g. to draw a progress bar.
+    /// Replaces any earlier callback.
+    pub fn on_progress(&self, f: impl Fn(&Progress) + Send + Sync + 'static) {
+        self.membership.lock().progress = Some(Box::new(f));
+    }
+
     pub(crate) fn change(
         &self,
         membership: &mut Membership,
@@ -160,8 +171,21 @@ impl Cluster {
             nodes: active.nodes.clone(),
         }));
 
-        for i in 0..active.migration.ranges.len() {
-            if let Err(cause) = self.copy_range(&mut active, i) {
+        let total = active.migration.ranges.len();
+        let mut keys_copied = 0;
+        for i in 0..total {
+            let copied = self.copy_range(&mut active, i);
+            keys_copied += active.moved[i].keys.max(0) as u64;
+            if let (Ok(()), Some(progress)) = (&copied, &membership.progress) {
+                progress(&Progress {
+                    kind: active.kind,
+                    node: active.node.clone(),
+                    ranges_done: i + 1,
+                    ranges_total: total,
+                    keys_copied,
+                });
+            }
+            if let Err(cause) = copied {
                 self.roll_back(membership, &active, routing, i, &cause);
                 return Err(ClusterError::RolledBack {
                     op: active.kind.as_str(),
@@ -448,7 +472,7 @@ impl Cluster {
                 ranges = t.ranges,
                 keys = t.keys,
                 bytes = t.bytes,
-                ms = t.duration.as_secs_f64() * 1e3,
+                ms = millis(t.duration),
                 "transfer done"
             );
         }
@@ -532,13 +556,19 @@ fn build_report(active: &Active, pending: usize) -> RebalanceReport {
 
 fn log_summary(report: &RebalanceReport) {
     info!(
+        event = "rebalance",
         op = %report.kind,
         node = %report.node,
         epoch = report.epoch,
         keys_moved = report.keys_moved,
         bytes_moved = report.bytes_moved,
         transfers = report.transfers.len(),
-        duration_ms = report.duration.as_secs_f64() * 1e3,
+        duration_ms = millis(report.duration),
         "rebalance done"
     );
+}
+
+/// Milliseconds rounded to the microsecond, for readable logs.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }

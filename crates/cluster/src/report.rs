@@ -98,3 +98,19 @@ pub struct NodeStats {
     /// Whether it is down (fault injection).
     pub down: bool,
 }
+
+/// Progress of a redistribution, reported after each range is copied; the
+/// copy is complete when `ranges_done == ranges_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The change.
+    pub kind: ChangeKind,
+    /// The node added or removed.
+    pub node: NodeId,
+    /// Ranges copied so far.
+    pub ranges_done: usize,
+    /// Ranges to copy in all.
+    pub ranges_total: usize,
+    /// Keys copied so far.
+    pub keys_copied: u64,
+}

@@ -1,0 +1,305 @@
+//! Plays a script against a cluster: `ringkv run`.
+//!
+//! Gets and `stats()` print to the output (stdout), one line each; the
+//! redistribution log goes to `tracing` (stderr); errors are printed to
+//! stderr by the caller from [`RunSummary`] and the returned error.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
+use ringkv_cluster::{Cluster, ClusterError, Progress};
+
+use crate::script::{Item, Op, ScriptError, ScriptReader, escape};
+
+/// How a run treats errors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Report bad lines and failed operations, and go on.
+    pub keep_going: bool,
+    /// Show a progress bar for redistributions longer than about a second
+    /// (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Operations executed (successfully or not).
+    pub ops: u64,
+    /// Lines that did not parse.
+    pub syntax_errors: u64,
+    /// Operations that failed (unknown node, last node holding data, ...).
+    pub op_errors: u64,
+}
+
+impl RunSummary {
+    /// 0 if all went well, 2 if any line did not parse, else 1 if any
+    /// operation failed.
+    pub fn exit_code(&self) -> i32 {
+        if self.syntax_errors > 0 {
+            2
+        } else if self.op_errors > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Why a run stopped early (without `--keep-going`) or could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A line did not parse.
+    #[error("{0}")]
+    Script(ScriptError),
+    /// An operation failed.
+    #[error("line {line}: {op}: {source}")]
+    Op {
+        /// Line of the operation.
+        line: usize,
+        /// The operation, in script syntax.
+        op: String,
+        /// Why it failed.
+        source: ClusterError,
+    },
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl RunError {
+    /// The process exit code for this error: 2 for a syntax error, else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Script(ScriptError::Syntax(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Plays scripts against one cluster.
+pub struct Runner {
+    cluster: Arc<Cluster>,
+    options: RunOptions,
+}
+
+impl Runner {
+    /// A runner over `cluster`.
+    pub fn new(cluster: Cluster, options: RunOptions) -> Self {
+        let cluster = Arc::new(cluster);
+        if options.progress && std::io::stderr().is_terminal() {
+            let bar = RebalanceBar::default();
+            cluster.on_progress(move |p| bar.update(p));
+        }
+        Runner { cluster, options }
+    }
+
+    /// The cluster the script runs against.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Plays `script`, writing gets and stats to `out`. Returns the summary,
+    /// or the error that stopped the run; either way, what came before the
+    /// error has been applied and written.
+    pub fn run(
+        &mut self,
+        script: impl BufRead,
+        out: &mut impl Write,
+    ) -> Result<RunSummary, RunError> {
+        let mut summary = RunSummary::default();
+        for item in ScriptReader::new(script) {
+            let item = match item {
+                Ok(item) => item,
+                Err(e @ ScriptError::Io { .. }) => {
+                    out.flush()?;
+                    return Err(RunError::Script(e));
+                }
+                Err(e) => {
+                    summary.syntax_errors += 1;
+                    out.flush()?;
+                    if !self.options.keep_going {
+                        return Err(RunError::Script(e));
+                    }
+                    eprintln!("error: {e}");
+                    continue;
+                }
+            };
+            match item {
+                Item::Op { line, op } => {
+                    summary.ops += 1;
+                    match execute(&self.cluster, &op) {
+                        Ok(Some(text)) => writeln!(out, "{text}")?,
+                        Ok(None) => {}
+                        Err(source) => {
+                            summary.op_errors += 1;
+                            out.flush()?;
+                            let err = RunError::Op {
+                                line,
+                                op: op.to_string(),
+                                source,
+                            };
+                            if !self.options.keep_going {
+                                return Err(err);
+                            }
+                            eprintln!("error: {err}");
+                        }
+                    }
+                }
+                Item::Concurrent { lanes, .. } => {
+                    let results = self.run_lanes(&lanes);
+                    let mut first_error = None;
+                    for lane in results {
+                        for result in lane {
+                            summary.ops += 1;
+                            match result {
+                                Ok(Some(text)) => writeln!(out, "{text}")?,
+                                Ok(None) => {}
+                                Err(err) => {
+                                    summary.op_errors += 1;
+                                    if self.options.keep_going {
+                                        eprintln!("error: {err}");
+                                    } else if first_error.is_none() {
+                                        first_error = Some(err);
+                                    } else {
+                                        eprintln!("error: {err}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if let Some(err) = first_error {
+                        out.flush()?;
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        out.flush()?;
+        Ok(summary)
+    }
+
+    /// Runs each lane on its own thread, all released at once; returns each
+    /// lane's results in lane order. Without `--keep-going` a lane stops at
+    /// its first error (the other lanes run to their end).
+    fn run_lanes(
+        &self,
+        lanes: &[crate::script::Lane],
+    ) -> Vec<Vec<Result<Option<String>, RunError>>> {
+        let barrier = Barrier::new(lanes.len());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = lanes
+                .iter()
+                .map(|lane| {
+                    let barrier = &barrier;
+                    let cluster = &self.cluster;
+                    let keep_going = self.options.keep_going;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let mut results = Vec::with_capacity(lane.ops.len());
+                        for op in &lane.ops {
+                            let result = execute(cluster, op).map_err(|source| RunError::Op {
+                                line: lane.line,
+                                op: op.to_string(),
+                                source,
+                            });
+                            let failed = result.is_err();
+                            results.push(result);
+                            if failed && !keep_going {
+                                break;
+                            }
+                        }
+                        results
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a lane thread panicked"))
+                .collect()
+        })
+    }
+}
+
+/// Executes one operation; returns the line it prints, if any.
+pub fn execute(cluster: &Cluster, op: &Op) -> Result<Option<String>, ClusterError> {
+    Ok(match op {
+        Op::AddNode { id, weight } => {
+            cluster.add_node_weighted(id, weight.unwrap_or(1))?;
+            None
+        }
+        Op::RemoveNode { id } => {
+            cluster.remove_node(id)?;
+            None
+        }
+        Op::Put { key, value } => {
+            cluster.put(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value))?;
+            None
+        }
+        Op::Get { key } => Some(match cluster.get(key)? {
+            Some(value) => escape(&value),
+            None => "None".to_string(),
+        }),
+        Op::Delete { key } => {
+            cluster.delete(Bytes::copy_from_slice(key))?;
+            None
+        }
+        Op::Stats => Some(stats_json(cluster)),
+    })
+}
+
+/// `{"epoch": E, "keys": TOTAL, "nodes": {"node1": COUNT, ...}}` on one line.
+pub fn stats_json(cluster: &Cluster) -> String {
+    let stats = cluster.stats();
+    let nodes: serde_json::Map<String, serde_json::Value> = stats
+        .nodes
+        .iter()
+        .map(|n| (n.id.to_string(), n.keys.into()))
+        .collect();
+    serde_json::json!({
+        "epoch": stats.epoch,
+        "keys": stats.total_keys,
+        "nodes": nodes,
+    })
+    .to_string()
+}
+
+/// A progress bar on stderr for redistributions that take over a second.
+#[derive(Default)]
+struct RebalanceBar {
+    state: Mutex<Option<(Instant, ProgressBar)>>,
+}
+
+impl RebalanceBar {
+    const DELAY: Duration = Duration::from_secs(1);
+
+    fn update(&self, p: &Progress) {
+        let mut state = self.state.lock();
+        if p.ranges_done <= 1 || state.is_none() {
+            let bar = ProgressBar::with_draw_target(
+                Some(p.ranges_total as u64),
+                ProgressDrawTarget::hidden(),
+            );
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ranges, {elapsed}")
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(format!("{}({})", p.kind, p.node));
+            *state = Some((Instant::now(), bar));
+        }
+        let (started, bar) = state.as_ref().expect("set above");
+        if bar.is_hidden() && started.elapsed() >= Self::DELAY {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        bar.set_position(p.ranges_done as u64);
+        if p.ranges_done >= p.ranges_total {
+            bar.finish_and_clear();
+            *state = None;
+        }
+    }
+}
