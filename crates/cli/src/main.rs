@@ -2,7 +2,7 @@
 //! and benchmark it.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
-        Command::Run(args) => match run(args) {
+        Command::Run(args) => match run(args, cli.log_format == LogFormat::Json) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn run(args: RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     let input: Box<dyn Read> = if args.script.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -107,25 +107,28 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Box::new(file)
     };
     let cluster = args.cluster.build()?;
+    let interactive = args.script.as_os_str() == "-" && std::io::stdin().is_terminal();
     let options = RunOptions {
         keep_going: args.keep_going,
         progress: true,
+        flush_each: interactive,
+        json_errors: json,
     };
     let mut runner = Runner::new(cluster, options);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match runner.run(BufReader::new(input), &mut out) {
         Ok(summary) => {
-            if summary.exit_code() != 0 {
+            if summary.exit_code() != 0 && !json {
                 eprintln!(
-                    "{} syntax errors, {} failed operations",
+                    "errors: {} line(s) did not parse, {} operation(s) failed",
                     summary.syntax_errors, summary.op_errors
                 );
             }
             Ok(ExitCode::from(summary.exit_code() as u8))
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            options.report(&e, e.line());
             Ok(ExitCode::from(e.exit_code() as u8))
         }
     }

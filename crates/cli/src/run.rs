@@ -23,6 +23,11 @@ pub struct RunOptions {
     /// Show a progress bar for redistributions longer than about a second
     /// (only when stderr is a terminal).
     pub progress: bool,
+    /// Flush the output after every line (for a person typing a script).
+    pub flush_each: bool,
+    /// Report errors on stderr as JSON objects (`{"event":"error",...}`)
+    /// instead of `error: ...` lines, to match `--log-format json`.
+    pub json_errors: bool,
 }
 
 /// What a run did.
@@ -71,7 +76,29 @@ pub enum RunError {
     Output(#[from] std::io::Error),
 }
 
+impl RunOptions {
+    /// Writes one error report to stderr, as text or as a JSON object.
+    pub fn report(&self, err: &dyn std::fmt::Display, line: usize) {
+        if self.json_errors {
+            let obj =
+                serde_json::json!({"event": "error", "line": line, "message": err.to_string()});
+            eprintln!("{obj}");
+        } else {
+            eprintln!("error: {err}");
+        }
+    }
+}
+
 impl RunError {
+    /// The script line the error is about (0 if none).
+    pub fn line(&self) -> usize {
+        match self {
+            RunError::Script(e) => e.line(),
+            RunError::Op { line, .. } => *line,
+            RunError::Output(_) => 0,
+        }
+    }
+
     /// The process exit code for this error: 2 for a syntax error, else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -125,7 +152,7 @@ impl Runner {
                     if !self.options.keep_going {
                         return Err(RunError::Script(e));
                     }
-                    eprintln!("error: {e}");
+                    self.options.report(&e, e.line());
                     continue;
                 }
             };
@@ -133,7 +160,12 @@ impl Runner {
                 Item::Op { line, op } => {
                     summary.ops += 1;
                     match execute(&self.cluster, &op) {
-                        Ok(Some(text)) => writeln!(out, "{text}")?,
+                        Ok(Some(text)) => {
+                            writeln!(out, "{text}")?;
+                            if self.options.flush_each {
+                                out.flush()?;
+                            }
+                        }
                         Ok(None) => {}
                         Err(source) => {
                             summary.op_errors += 1;
@@ -146,7 +178,7 @@ impl Runner {
                             if !self.options.keep_going {
                                 return Err(err);
                             }
-                            eprintln!("error: {err}");
+                            self.options.report(&err, line);
                         }
                     }
                 }
@@ -161,12 +193,10 @@ impl Runner {
                                 Ok(None) => {}
                                 Err(err) => {
                                     summary.op_errors += 1;
-                                    if self.options.keep_going {
-                                        eprintln!("error: {err}");
-                                    } else if first_error.is_none() {
+                                    if !self.options.keep_going && first_error.is_none() {
                                         first_error = Some(err);
                                     } else {
-                                        eprintln!("error: {err}");
+                                        self.options.report(&err, err.line());
                                     }
                                 }
                             }

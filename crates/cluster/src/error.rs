@@ -38,7 +38,7 @@ pub enum ClusterError {
     /// Removing the last node would drop the keys it holds. Nothing changed;
     /// remove it with `force` to drop them.
     #[error(
-        "node `{node}` is the last node and holds {keys} keys; \
+        "node `{node}` is the last node and still holds {keys} key(s); \
          add another node first, or force the removal to drop them"
     )]
     LastNodeHoldsData {

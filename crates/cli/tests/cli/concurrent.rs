@@ -83,7 +83,10 @@ fn keep_going_runs_the_rest_of_the_lane_and_the_script() {
         [r#""v""#, r#""v""#, r#""v2""#, r#""v2""#, r#""v3""#]
     );
     assert!(out.stderr.contains("`ghost`"), "stderr:\n{}", out.stderr);
-    assert!(out.stderr.contains("0 syntax errors, 1 failed operations"));
+    assert!(
+        out.stderr
+            .contains("errors: 0 line(s) did not parse, 1 operation(s) failed")
+    );
 }
 
 #[test]

@@ -108,7 +108,10 @@ fn removing_the_last_node_holding_data_fails_with_exit_1() {
     let script = "add_node(n1)\nput(k, v)\nget(k)\nremove_node(n1)\nget(k)\n";
     let out = run_stdin(script, &[], "warn");
     out.expect_code(1);
-    assert_err_line(&out, &["line 4", "`n1`", "last node", "holds 1 keys"]);
+    assert_err_line(
+        &out,
+        &["line 4", "`n1`", "last node", "still holds 1 key(s)"],
+    );
     assert_eq!(out.stdout, "\"v\"\n");
 
     // Kept going, the node and its data are still there.
@@ -158,7 +161,10 @@ stats()
     assert_err_line(&out, &["line 8:", "add_node(n1)", "already in the ring"]);
     assert_err_line(&out, &["line 9, column 1:", "expected an operation name"]);
     assert_err_line(&out, &["line 12:", "remove_node(n1)", "last node"]);
-    assert_err_line(&out, &["2 syntax errors, 3 failed operations"]);
+    assert_err_line(
+        &out,
+        &["errors: 2 line(s) did not parse, 3 operation(s) failed"],
+    );
     let errors = out
         .err_lines()
         .iter()
@@ -183,7 +189,10 @@ fn keep_going_with_only_failed_operations_exits_1() {
     let script = "add_node(n1)\nput(k, v)\nremove_node(ghost)\nadd_node(n1)\nget(k)\n";
     let out = run_stdin(script, &["--keep-going"], "warn");
     out.expect_code(1);
-    assert_err_line(&out, &["0 syntax errors, 2 failed operations"]);
+    assert_err_line(
+        &out,
+        &["errors: 0 line(s) did not parse, 2 operation(s) failed"],
+    );
     assert_eq!(out.stdout, "\"v\"\n");
 }
 
@@ -192,7 +201,10 @@ fn keep_going_with_only_syntax_errors_exits_2() {
     let script = "add_node(n1)\nput(k, v)\nput(\nget(k)\n";
     let out = run_stdin(script, &["--keep-going"], "warn");
     out.expect_code(2);
-    assert_err_line(&out, &["1 syntax errors, 0 failed operations"]);
+    assert_err_line(
+        &out,
+        &["errors: 1 line(s) did not parse, 0 operation(s) failed"],
+    );
     assert_eq!(out.stdout, "\"v\"\n");
 }
 

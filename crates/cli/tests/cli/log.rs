@@ -246,3 +246,23 @@ fn rust_log_debug_shows_each_range() {
     let events = rebalances(&out.stderr);
     assert_eq!(keys, events[1].keys_moved, "ranges add up to the change");
 }
+
+/// With `--log-format json`, error reports are JSON objects too, so stderr
+/// stays one JSON object per line even when the run fails.
+#[test]
+fn json_errors_keep_stderr_machine_readable() {
+    let script = "add_node(n1)\nput(k, v)\nremove_node(ghost)\nput(k v)\nget(k)\n";
+    let out = crate::run_stdin(script, &["--log-format", "json", "--keep-going"], "info");
+    assert_eq!(out.code, Some(2));
+    assert_eq!(out.stdout, "\"v\"\n");
+    let errors: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .filter(|v: &serde_json::Value| v["event"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", out.stderr);
+    assert_eq!(errors[0]["line"], 3);
+    assert!(errors[0]["message"].as_str().unwrap().contains("ghost"));
+    assert_eq!(errors[1]["line"], 4);
+}
