@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ringkv_cli::bench::BenchOptions;
 use ringkv_cli::logging::{self, LogFormat};
 use ringkv_cli::run::{RunOptions, Runner};
 use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
@@ -28,6 +29,35 @@ struct Cli {
 enum Command {
     /// Play a script of operations (one per line) and print what gets return.
     Run(RunArgs),
+    /// Measure lookup, balance, movement, throughput and latency, against
+    /// baselines run in the same process.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Keys loaded into the measured cluster (use e.g. 100000 for a run of
+    /// a few seconds).
+    #[arg(long, default_value_t = BenchOptions::default().keys)]
+    keys: usize,
+    /// Nodes in the measured cluster.
+    #[arg(long, default_value_t = BenchOptions::default().nodes)]
+    nodes: usize,
+    /// Virtual nodes per unit of weight.
+    #[arg(long, default_value_t = BenchOptions::default().vnodes)]
+    vnodes: u32,
+    /// Client operations per thread for throughput and latency.
+    #[arg(long, default_value_t = BenchOptions::default().ops)]
+    ops: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = BenchOptions::default().seed)]
+    seed: u64,
+    /// Ring sizes (nodes) for the lookup and balance figures.
+    #[arg(long, value_delimiter = ',', default_values_t = BenchOptions::default().ring_sizes)]
+    ring_sizes: Vec<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Ring and redistribution settings.
@@ -95,7 +125,38 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Bench(args) => bench(args),
     }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    if args.keys == 0
+        || args.nodes == 0
+        || args.vnodes == 0
+        || args.ops == 0
+        || args.ring_sizes.contains(&0)
+    {
+        eprintln!("error: --keys, --nodes, --vnodes, --ops and --ring-sizes must be at least 1");
+        return ExitCode::from(2);
+    }
+    let options = BenchOptions {
+        keys: args.keys,
+        nodes: args.nodes,
+        vnodes: args.vnodes,
+        ops: args.ops,
+        seed: args.seed,
+        ring_sizes: args.ring_sizes,
+    };
+    let report = ringkv_cli::bench::run(&options, |stage| tracing::debug!(stage, "measuring"));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("plain data serialises")
+        );
+    } else {
+        print!("{}", ringkv_cli::bench::render(&report));
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(args: RunArgs, json: bool) -> anyhow::Result<ExitCode> {

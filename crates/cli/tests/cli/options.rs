@@ -193,3 +193,45 @@ fn stdin_is_processed_line_by_line() {
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), "\"v\"\n");
 }
+
+/// `ringkv bench --json` measures every figure; an add moves exactly the
+/// optimum computed from the ring, and the remove moves them back.
+#[test]
+fn bench_json_reports_every_figure() {
+    let out = crate::outcome(
+        crate::ringkv()
+            .args([
+                "bench",
+                "--keys",
+                "3000",
+                "--ops",
+                "3000",
+                "--nodes",
+                "4",
+                "--ring-sizes",
+                "3,10",
+                "--json",
+            ])
+            .env("RUST_LOG", "warn"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let r: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    assert_eq!(r["lookup"].as_array().unwrap().len(), 2);
+    assert_eq!(r["balance"][1]["nodes"], 10);
+    assert!(r["balance"][1]["busiest_over_mean"].as_f64().unwrap() >= 1.0);
+    let m = &r["movement"];
+    assert_eq!(m["add_keys_moved"], m["add_optimum"]);
+    assert_eq!(m["remove_keys_moved"], m["remove_optimum"]);
+    assert!(m["add_keys_moved"].as_u64().unwrap() > 0);
+    assert!(r["throughput"]["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["latency"]["idle"]["ops"], 3000);
+    assert!(r["latency"]["rebalancing"]["ops"].as_u64().unwrap() >= 3000);
+    assert!(r["latency"]["changes"].as_u64().unwrap() >= 6);
+}
+
+#[test]
+fn bench_rejects_zero_sizes() {
+    let out = crate::outcome(crate::ringkv().args(["bench", "--keys", "0"]));
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("at least 1"), "{}", out.stderr);
+}
