@@ -1,0 +1,108 @@
+//! Concurrent membership changes from several threads are applied in one
+//! total order of epochs, each completing its redistribution, and the end
+//! state is the one a sequential application gives.
+
+use std::collections::BTreeMap;
+use std::sync::Barrier;
+
+use ringkv_cluster::{ChangeKind, Cluster, Ring};
+
+mod common;
+use common::{assert_placement, assert_reads, for_each_seed, small_config};
+
+fn concurrent_changes(seed: u64) {
+    let ctx = format!("seed {seed}");
+    let cluster = Cluster::new(small_config()).unwrap();
+    let mut model = BTreeMap::new();
+    for id in ["a", "b", "c"] {
+        cluster.add_node(id).unwrap();
+    }
+    for i in 0..(200 + seed % 300) {
+        let (k, v) = (format!("k{i}").into_bytes(), format!("v{i}").into_bytes());
+        cluster.put(k.clone(), v.clone()).unwrap();
+        model.insert(k, v);
+    }
+    let start_epoch = cluster.epoch();
+
+    // Six threads: four add a node each, two remove one of the initial nodes.
+    let changes: Vec<(ChangeKind, String)> = vec![
+        (ChangeKind::AddNode, format!("x{seed}")),
+        (ChangeKind::AddNode, "y".into()),
+        (ChangeKind::AddNode, "z".into()),
+        (ChangeKind::AddNode, "w".into()),
+        (ChangeKind::RemoveNode, "a".into()),
+        (ChangeKind::RemoveNode, "b".into()),
+    ];
+    let barrier = Barrier::new(changes.len());
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = changes
+            .iter()
+            .map(|(kind, id)| {
+                let (cluster, barrier) = (&cluster, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    match kind {
+                        ChangeKind::AddNode => cluster.add_node(id),
+                        ChangeKind::RemoveNode => cluster.remove_node(id),
+                    }
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    // One total order: the epochs are exactly start+1 ..= start+6.
+    let mut epochs: Vec<u64> = reports.iter().map(|r| r.epoch).collect();
+    epochs.sort_unstable();
+    let want: Vec<u64> = (start_epoch + 1..=start_epoch + changes.len() as u64).collect();
+    assert_eq!(epochs, want, "{ctx}");
+    assert_eq!(cluster.epoch(), start_epoch + changes.len() as u64, "{ctx}");
+
+    // The same state as applying them one by one.
+    let mut sequential = ["a", "b", "c"]
+        .iter()
+        .fold(Ring::new(small_config().ring).unwrap(), |r, id| {
+            r.with_node(*id, 1).unwrap()
+        });
+    for (kind, id) in &changes {
+        sequential = match kind {
+            ChangeKind::AddNode => sequential.with_node(id.as_str(), 1).unwrap(),
+            ChangeKind::RemoveNode => sequential.without_node(id).unwrap(),
+        };
+    }
+    assert!(cluster.ring().same_placement(&sequential), "{ctx}");
+    assert!(!cluster.stats().rebalancing, "{ctx}");
+    assert_reads(&cluster, &model, &ctx);
+    assert_placement(&cluster, &model, &ctx);
+
+    // Each change moved exactly the keys whose owner changed at its epoch.
+    let mut reports = reports;
+    reports.sort_by_key(|r| r.epoch);
+    let mut ring = ["a", "b", "c"]
+        .iter()
+        .fold(Ring::new(small_config().ring).unwrap(), |r, id| {
+            r.with_node(*id, 1).unwrap()
+        });
+    for report in &reports {
+        let next = match report.kind {
+            ChangeKind::AddNode => ring.with_node(report.node.clone(), 1).unwrap(),
+            ChangeKind::RemoveNode => ring.without_node(report.node.as_str()).unwrap(),
+        };
+        let changed = model
+            .keys()
+            .filter(|k| ring.owner(k) != next.owner(k))
+            .count() as u64;
+        assert_eq!(
+            report.keys_moved, changed,
+            "{ctx}: {:?} {}",
+            report.kind, report.node
+        );
+        ring = next;
+    }
+}
+
+#[test]
+fn concurrent_changes_apply_in_one_total_order() {
+    for_each_seed(25, concurrent_changes);
+}
