@@ -76,6 +76,10 @@ struct ClusterArgs {
     /// Pause before the first retry, in milliseconds (doubled per retry).
     #[arg(long, default_value_t = 1)]
     retry_backoff_ms: u64,
+    /// Lock stripes per node (a power of two): more stripes, less waiting
+    /// between clients and a running redistribution.
+    #[arg(long, default_value_t = ClusterConfig::default().stripes)]
+    stripes: usize,
     /// Nodes to start with, comma-separated (e.g. node1,node2,node3).
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
@@ -90,6 +94,7 @@ impl ClusterArgs {
             copy_batch: self.copy_batch,
             max_attempts: self.max_attempts,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+            stripes: self.stripes,
         };
         let cluster = Cluster::new(config)?;
         for id in &self.nodes {

@@ -17,7 +17,9 @@ use crate::routing::Routing;
 use crate::store::{MemStore, Store};
 use crate::{ClusterConfig, ClusterError};
 
-/// Builds a node's store when the node joins.
+/// Builds a node's stores when the node joins: called once per lock stripe
+/// ([`ClusterConfig::stripes`]), each store holding the keys of one slice
+/// of the token space.
 pub type StoreFactory = Arc<dyn Fn(&NodeId) -> Box<dyn Store> + Send + Sync>;
 
 /// A thread-safe, in-process cluster of nodes on a consistent hash ring.
@@ -93,7 +95,7 @@ impl Cluster {
         loop {
             let seen = self.routing.load();
             let (node, _) = seen.authority(token)?;
-            let store = node.read()?;
+            let store = node.read(token)?;
             // Ownership can only move away from `node` under its write
             // lock, which we now exclude; check it has not moved already.
             let now = self.routing.load();
@@ -133,7 +135,7 @@ impl Cluster {
         loop {
             let seen = self.routing.load();
             let (node, _) = seen.authority(token)?;
-            let mut store = node.write()?;
+            let mut store = node.write(token)?;
             let now = self.routing.load();
             let (owner, range) = if Arc::ptr_eq(&now, &seen) && now.migration.is_none() {
                 (node, None)
@@ -277,7 +279,7 @@ impl Cluster {
             .nodes
             .values()
             .filter(|n| {
-                n.read()
+                n.read(token)
                     .ok()
                     .and_then(|s| s.get(token, key).ok().flatten())
                     .is_some()

@@ -21,6 +21,11 @@ pub struct ClusterConfig {
     /// Pause before the first retry; doubled for each further one.
     /// Default 1 ms.
     pub retry_backoff: Duration,
+    /// Lock stripes per node, a power of two from 1 to 4096: a node's keys
+    /// are split by the top bits of their token into this many stores, each
+    /// behind its own lock, so a redistribution step locks a sliver of the
+    /// node and concurrent clients rarely share a lock. Default 64.
+    pub stripes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -30,6 +35,7 @@ impl Default for ClusterConfig {
             copy_batch: 512,
             max_attempts: 3,
             retry_backoff: Duration::from_millis(1),
+            stripes: 64,
         }
     }
 }
@@ -40,6 +46,12 @@ impl ClusterConfig {
         self.ring.validate()?;
         if self.copy_batch == 0 {
             return Err(ClusterError::Config("copy_batch must be at least 1".into()));
+        }
+        if !self.stripes.is_power_of_two() || self.stripes > 4096 {
+            return Err(ClusterError::Config(format!(
+                "stripes must be a power of two from 1 to 4096, got {}",
+                self.stripes
+            )));
         }
         if self.max_attempts == 0 {
             return Err(ClusterError::Config(

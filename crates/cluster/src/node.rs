@@ -1,25 +1,40 @@
-//! A node: its id, its store behind a lock, and its health.
+//! A node: its id, its stores behind striped locks, and its health.
 
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use ringkv_ring::NodeId;
+use ringkv_ring::{NodeId, Token};
 
 use crate::ClusterError;
 use crate::store::{Store, StoreError};
 
+/// Shared access to one stripe.
+pub(crate) type StripeRead<'a> = RwLockReadGuard<'a, Box<dyn Store>>;
+/// Exclusive access to one stripe.
+pub(crate) type StripeWrite<'a> = RwLockWriteGuard<'a, Box<dyn Store>>;
+
 /// One node of the in-process cluster.
+///
+/// The node's keys are split into stripes by the top bits of their token,
+/// each a [`Store`] behind its own lock. A token range (a vnode's arc) falls
+/// in one stripe or two, so redistributing a range locks a sliver of the
+/// node and clients on other stripes never wait for it; two clients on one
+/// node rarely touch the same lock word either.
+///
+/// Lock discipline (see docs/ARCHITECTURE.md):
+/// - a client holds one stripe lock at a time, for one store call plus an
+///   ownership check, and never while waiting for anything else;
+/// - the (single) migrator may hold source stripes and then target stripes,
+///   each set in ascending stripe order, so no cycle can form;
+/// - ownership of a token moves away from a node only while the write lock
+///   of the token's stripe is held, so a client that checked ownership under
+///   that lock keeps it until it unlocks.
 pub(crate) struct Node {
     pub(crate) id: NodeId,
-    /// The node's keys. Lock discipline (see docs/ARCHITECTURE.md):
-    /// - a client holds one node's lock at a time, for one store call plus
-    ///   an ownership check, and never while waiting for anything else;
-    /// - the (single) migrator may hold a source's lock and then a target's,
-    ///   always in that order, so no cycle can form;
-    /// - ownership of a range moves away from a node only while its write
-    ///   lock is held, so a client that checked ownership under the lock
-    ///   keeps it until it unlocks.
-    store: RwLock<Box<dyn Store>>,
+    stripes: Box<[RwLock<Box<dyn Store>>]>,
+    /// `64 - log2(stripes)`; a token's stripe is `token >> shift`.
+    shift: u32,
     /// Fault injection: a crashed node answers nothing until healed.
     down: AtomicBool,
     /// Fault injection: the next this-many store accesses fail.
@@ -27,10 +42,17 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(id: NodeId, store: Box<dyn Store>) -> Self {
+    /// A node with `stripes` (a power of two) stores made by `make`.
+    pub(crate) fn new(
+        id: NodeId,
+        stripes: usize,
+        mut make: impl FnMut() -> Box<dyn Store>,
+    ) -> Self {
+        debug_assert!(stripes.is_power_of_two());
         Node {
             id,
-            store: RwLock::new(store),
+            stripes: (0..stripes).map(|_| RwLock::new(make())).collect(),
+            shift: 64 - stripes.trailing_zeros(),
             down: AtomicBool::new(false),
             fail_next: AtomicU32::new(0),
         }
@@ -55,21 +77,69 @@ impl Node {
         Ok(())
     }
 
-    /// Shared access for reads, if the node is reachable.
-    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Box<dyn Store>>, ClusterError> {
-        self.check()?;
-        Ok(self.store.read())
+    #[inline]
+    fn stripe_of(&self, token: Token) -> usize {
+        token.checked_shr(self.shift).unwrap_or(0) as usize
     }
 
-    /// Exclusive access for writes, if the node is reachable.
-    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Box<dyn Store>>, ClusterError> {
+    /// Shared access to the stripe holding `token`, if the node is reachable.
+    #[inline]
+    pub(crate) fn read(&self, token: Token) -> Result<StripeRead<'_>, ClusterError> {
+        self.read_stripe(self.stripe_of(token))
+    }
+
+    /// Exclusive access to the stripe holding `token`, if the node is reachable.
+    #[inline]
+    pub(crate) fn write(&self, token: Token) -> Result<StripeWrite<'_>, ClusterError> {
+        self.write_stripe(self.stripe_of(token))
+    }
+
+    /// Shared access to stripe `i`, if the node is reachable.
+    pub(crate) fn read_stripe(&self, i: usize) -> Result<StripeRead<'_>, ClusterError> {
         self.check()?;
-        Ok(self.store.write())
+        Ok(self.stripes[i].read())
+    }
+
+    /// Exclusive access to stripe `i`, if the node is reachable.
+    pub(crate) fn write_stripe(&self, i: usize) -> Result<StripeWrite<'_>, ClusterError> {
+        self.check()?;
+        Ok(self.stripes[i].write())
+    }
+
+    /// The parts of an inclusive token interval that fall in each stripe,
+    /// in ascending order.
+    pub(crate) fn split(
+        &self,
+        tokens: RangeInclusive<Token>,
+    ) -> impl Iterator<Item = (usize, RangeInclusive<Token>)> + '_ {
+        let (lo, hi) = (*tokens.start(), *tokens.end());
+        let (first, last) = (self.stripe_of(lo), self.stripe_of(hi));
+        (first..=last).map(move |i| {
+            let start = (i as u64).checked_shl(self.shift).unwrap_or(0);
+            let end = ((i as u64 + 1).checked_shl(self.shift).unwrap_or(0)).wrapping_sub(1);
+            (i, lo.max(start)..=hi.min(end))
+        })
+    }
+
+    /// The stripes an arc of the ring touches, ascending, without repeats.
+    pub(crate) fn stripes_of(&self, range: ringkv_ring::TokenRange) -> Vec<usize> {
+        let mut stripes: Vec<usize> = range
+            .intervals()
+            .flat_map(|iv| self.split(iv).map(|(i, _)| i).collect::<Vec<_>>())
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+    }
+
+    /// Index of the stripe holding `token`, for callers holding several.
+    pub(crate) fn stripe_index(&self, token: Token) -> usize {
+        self.stripe_of(token)
     }
 
     /// Entry count, whatever the node's health (introspection only).
     pub(crate) fn len(&self) -> usize {
-        self.store.read().len()
+        self.stripes.iter().map(|s| s.read().len()).sum()
     }
 
     pub(crate) fn set_down(&self, down: bool) {
@@ -96,7 +166,58 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("id", &self.id)
+            .field("stripes", &self.stripes.len())
             .field("down", &self.is_down())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+    use ringkv_ring::TokenRange;
+
+    fn node(stripes: usize) -> Node {
+        Node::new("n".into(), stripes, || Box::new(MemStore::new()))
+    }
+
+    #[test]
+    fn split_covers_the_interval_exactly_once() {
+        for stripes in [1, 2, 64] {
+            let n = node(stripes);
+            let cases = [
+                0..=u64::MAX,
+                5..=5,
+                0..=(1u64 << 58),
+                (u64::MAX - 3)..=u64::MAX,
+                (1u64 << 63) - 1..=(1u64 << 63),
+            ];
+            for iv in cases {
+                let parts: Vec<_> = n.split(iv.clone()).collect();
+                assert_eq!(
+                    parts.first().unwrap().1.start(),
+                    iv.start(),
+                    "{stripes} {iv:?}"
+                );
+                assert_eq!(parts.last().unwrap().1.end(), iv.end(), "{stripes} {iv:?}");
+                for w in parts.windows(2) {
+                    assert_eq!(*w[0].1.end() + 1, *w[1].1.start(), "contiguous");
+                    assert_eq!(w[0].0 + 1, w[1].0, "consecutive stripes");
+                }
+                for (i, part) in &parts {
+                    assert_eq!(n.stripe_index(*part.start()), *i);
+                    assert_eq!(n.stripe_index(*part.end()), *i);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stripes_of_a_wrapping_range() {
+        let n = node(4);
+        let r = TokenRange::new(u64::MAX - 10, 10);
+        assert_eq!(n.stripes_of(r), vec![0, 3]);
+        assert_eq!(n.stripes_of(TokenRange::FULL), vec![0, 1, 2, 3]);
     }
 }

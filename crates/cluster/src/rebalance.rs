@@ -132,8 +132,10 @@ impl Cluster {
 
         let mut nodes = routing.nodes.clone();
         if kind == ChangeKind::AddNode {
-            let store = (self.store_factory)(&node_id);
-            nodes.insert(node_id.clone(), Arc::new(Node::new(node_id.clone(), store)));
+            let node = Node::new(node_id.clone(), self.config.stripes, || {
+                (self.store_factory)(&node_id)
+            });
+            nodes.insert(node_id.clone(), Arc::new(node));
         }
         let mut final_nodes = nodes.clone();
         if kind == ChangeKind::RemoveNode {
@@ -289,36 +291,37 @@ impl Cluster {
         let batch_size = self.config.copy_batch;
         let moved = self.retry("copy", i, || {
             let (source, target, _, range) = active.endpoints(i);
-            {
-                let mut t = target.write()?;
-                for iv in range.intervals() {
-                    t.delete_range(iv).map_err(|e| target.store_error(e))?;
-                }
-            }
+            // A stale copy from an earlier failed attempt must not mix in.
+            drain(target, range, batch_size)?;
             let mut moved = Moved::default();
             let mut batch: Vec<StoredEntry> = Vec::with_capacity(batch_size);
             let mut first = true;
             for iv in range.intervals() {
-                let mut after = None;
-                loop {
-                    batch.clear();
-                    {
-                        let s = source.read()?;
-                        s.scan(iv.clone(), after, batch_size, &mut batch)
-                            .map_err(|e| source.store_error(e))?;
-                    }
-                    if first {
-                        first = false;
-                        self.inject(FaultPoint::MidCopy, i, active);
-                    }
-                    let Some(last) = batch.last() else { break };
-                    after = Some(last.token);
-                    let mut t = target.write()?;
-                    for e in batch.drain(..) {
-                        moved.keys += 1;
-                        moved.bytes += (e.key.len() + e.value.len()) as i64;
-                        t.put(e.token, e.key, e.value)
-                            .map_err(|e| target.store_error(e))?;
+                for (stripe, part) in source.split(iv) {
+                    let mut after = None;
+                    loop {
+                        batch.clear();
+                        {
+                            let s = source.read_stripe(stripe)?;
+                            s.scan(part.clone(), after, batch_size, &mut batch)
+                                .map_err(|e| source.store_error(e))?;
+                        }
+                        if first {
+                            first = false;
+                            self.inject(FaultPoint::MidCopy, i, active);
+                        }
+                        let Some(last) = batch.last() else { break };
+                        after = Some(last.token);
+                        // Clients never touch the target's copy of a range
+                        // that is still copying, but they do use the
+                        // target's other keys in this stripe.
+                        let mut t = target.write_stripe(stripe)?;
+                        for e in batch.drain(..) {
+                            moved.keys += 1;
+                            moved.bytes += (e.key.len() + e.value.len()) as i64;
+                            t.put(e.token, e.key, e.value)
+                                .map_err(|e| target.store_error(e))?;
+                        }
                     }
                 }
             }
@@ -349,13 +352,7 @@ impl Cluster {
             if active.kind == ChangeKind::AddNode && target.id == active.node {
                 continue; // the joining node is discarded whole
             }
-            let cleared = target.write().and_then(|mut t| {
-                range
-                    .intervals()
-                    .try_for_each(|iv| t.delete_range(iv).map(drop))
-                    .map_err(|e| target.store_error(e))
-            });
-            if cleared.is_err() {
+            if drain(target, range, self.config.copy_batch).is_err() {
                 membership.pending_cleanups.push(StaleRange {
                     node: target.clone(),
                     range,
@@ -369,13 +366,26 @@ impl Cluster {
         let t0 = Instant::now();
         self.inject(FaultPoint::AfterCopy, i, active);
         let delta = self.retry("switch", i, || {
-            let (source, target, state, _) = active.endpoints(i);
-            let s = source.write()?;
-            let mut t = target.write()?;
+            let (source, target, state, range) = active.endpoints(i);
+            // Every stripe of the range on both sides, source first, each
+            // side in ascending order: no client can touch the range now.
+            let stripes = source.stripes_of(range);
+            let src = stripes
+                .iter()
+                .map(|&k| source.write_stripe(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut dst = stripes
+                .iter()
+                .map(|&k| target.write_stripe(k))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut delta = Moved::default();
             for key in state.dirty_keys() {
                 let token = key_token(&key);
-                match s.get(token, &key).map_err(|e| source.store_error(e))? {
+                let j = stripes
+                    .binary_search(&source.stripe_index(token))
+                    .expect("dirty keys lie in the range");
+                let t = &mut dst[j];
+                match src[j].get(token, &key).map_err(|e| source.store_error(e))? {
                     Some(v) => {
                         let (klen, vlen) = (key.len() as i64, v.len() as i64);
                         match t.put(token, key, v).map_err(|e| target.store_error(e))? {
@@ -387,9 +397,8 @@ impl Cluster {
                         }
                     }
                     None => {
-                        if let Some(old) =
-                            t.delete(token, &key).map_err(|e| target.store_error(e))?
-                        {
+                        let removed = t.delete(token, &key).map_err(|e| target.store_error(e))?;
+                        if let Some(old) = removed {
                             delta.keys -= 1;
                             delta.bytes -= (key.len() + old.len()) as i64;
                         }
@@ -444,11 +453,7 @@ impl Cluster {
             self.inject(FaultPoint::DuringCleanup, i, &active);
             let (source, _, state, range) = active.endpoints(i);
             let cleaned = self.retry("cleanup", i, || {
-                let mut s = source.write()?;
-                for iv in range.intervals() {
-                    s.delete_range(iv).map_err(|e| source.store_error(e))?;
-                }
-                Ok(())
+                drain(source, range, self.config.copy_batch).map(drop)
             });
             match cleaned {
                 Ok(()) => state.set_phase(Phase::Cleaned),
@@ -496,24 +501,22 @@ impl Cluster {
             }
             // Delete only what the node does not own now: the range may have
             // come back to it since.
-            let result =
-                stale.node.write().and_then(|mut s| {
-                    let mut doomed = Vec::new();
-                    let mut scratch = Vec::new();
-                    for iv in stale.range.intervals() {
-                        scratch.clear();
-                        s.scan(iv, None, usize::MAX, &mut scratch)
-                            .map_err(|e| stale.node.store_error(e))?;
-                        doomed.extend(scratch.drain(..).filter(|e| {
-                            routing.ring.owner_of_token(e.token) != Some(&stale.node.id)
-                        }));
+            let node = &stale.node;
+            let result = stale.range.intervals().try_for_each(|iv| {
+                node.split(iv).try_for_each(|(stripe, part)| {
+                    let mut s = node.write_stripe(stripe)?;
+                    let mut entries = Vec::new();
+                    s.scan(part, None, usize::MAX, &mut entries)
+                        .map_err(|e| node.store_error(e))?;
+                    for e in entries {
+                        if routing.ring.owner_of_token(e.token) != Some(&node.id) {
+                            s.delete(e.token, &e.key)
+                                .map_err(|err| node.store_error(err))?;
+                        }
                     }
-                    for e in doomed {
-                        s.delete(e.token, &e.key)
-                            .map_err(|err| stale.node.store_error(err))?;
-                    }
-                    Ok(())
-                });
+                    Ok::<(), ClusterError>(())
+                })
+            });
             result.is_err()
         });
         membership.pending_cleanups.len()
@@ -566,6 +569,30 @@ fn log_summary(report: &RebalanceReport) {
         duration_ms = millis(report.duration),
         "rebalance done"
     );
+}
+
+/// Deletes every key of `range` from `node`, at most `chunk` keys per lock
+/// hold; the removed entries are freed after the lock is released.
+/// Returns how many were deleted.
+fn drain(node: &Node, range: TokenRange, chunk: usize) -> Result<usize, ClusterError> {
+    let mut removed = 0;
+    let mut freed = Vec::with_capacity(chunk);
+    for iv in range.intervals() {
+        for (stripe, part) in node.split(iv) {
+            loop {
+                let n = node
+                    .write_stripe(stripe)?
+                    .take_range(part.clone(), chunk, &mut freed)
+                    .map_err(|e| node.store_error(e))?;
+                freed.clear();
+                if n == 0 {
+                    break;
+                }
+                removed += n;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Milliseconds rounded to the microsecond, for readable logs.

@@ -65,8 +65,23 @@ pub trait Store: Send + Sync + 'static {
         out: &mut Vec<StoredEntry>,
     ) -> Result<(), StoreError>;
 
+    /// Removes up to `limit` entries whose token lies in `tokens`, lowest
+    /// tokens first, and appends them to `out`, so that the caller can free
+    /// them after releasing its lock. All keys of one token go together, so
+    /// `limit` may be exceeded by keys sharing the last token. Returns how
+    /// many were removed: 0 once the range is empty.
+    fn take_range(
+        &mut self,
+        tokens: RangeInclusive<Token>,
+        limit: usize,
+        out: &mut Vec<StoredEntry>,
+    ) -> Result<usize, StoreError>;
+
     /// Removes every entry whose token lies in `tokens`; returns how many.
-    fn delete_range(&mut self, tokens: RangeInclusive<Token>) -> Result<usize, StoreError>;
+    fn delete_range(&mut self, tokens: RangeInclusive<Token>) -> Result<usize, StoreError> {
+        let mut out = Vec::new();
+        self.take_range(tokens, usize::MAX, &mut out)
+    }
 
     /// Number of entries.
     fn len(&self) -> usize;
@@ -215,17 +230,37 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn delete_range(&mut self, tokens: RangeInclusive<Token>) -> Result<usize, StoreError> {
-        // Collect then remove: O(k log n) for k entries in the range.
-        // (`BTreeMap::split_off` + `append` would rebuild the whole map.)
-        let doomed: Vec<Token> = self.map.range(tokens).map(|(&t, _)| t).collect();
+    fn take_range(
+        &mut self,
+        tokens: RangeInclusive<Token>,
+        limit: usize,
+        out: &mut Vec<StoredEntry>,
+    ) -> Result<usize, StoreError> {
+        // Collect then remove: O(k log n) for k entries. (`split_off` plus
+        // `append` would rebuild the whole map.)
+        let doomed: Vec<Token> = self
+            .map
+            .range(tokens)
+            .map(|(&t, _)| t)
+            .take(limit)
+            .collect();
         let mut removed = 0;
-        for t in doomed {
-            removed += match self.map.remove(&t) {
-                Some(Slot::One(..)) => 1,
-                Some(Slot::Many(pairs)) => pairs.len(),
-                None => 0,
-            };
+        for token in doomed {
+            match self.map.remove(&token) {
+                Some(Slot::One(key, value)) => {
+                    out.push(StoredEntry { token, key, value });
+                    removed += 1;
+                }
+                Some(Slot::Many(pairs)) => {
+                    removed += pairs.len();
+                    out.extend(pairs.into_iter().map(|(key, value)| StoredEntry {
+                        token,
+                        key,
+                        value,
+                    }));
+                }
+                None => {}
+            }
         }
         self.len -= removed;
         Ok(removed)
@@ -270,6 +305,7 @@ mod tests {
         Put(u8, u8, u8),
         Delete(u8, u8),
         DeleteRange(u8, u8),
+        TakeRange(u8, u8, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -277,6 +313,7 @@ mod tests {
             (0..32u8, 0..4u8, any::<u8>()).prop_map(|(t, k, v)| Op::Put(t, k, v)),
             (0..32u8, 0..4u8).prop_map(|(t, k)| Op::Delete(t, k)),
             (0..32u8, 0..32u8).prop_map(|(a, b)| Op::DeleteRange(a.min(b), a.max(b))),
+            (0..32u8, 0..32u8, 1..4u8).prop_map(|(a, b, n)| Op::TakeRange(a.min(b), a.max(b), n)),
         ]
     }
 
@@ -302,6 +339,22 @@ mod tests {
                         let before = m.len();
                         m.retain(|(t, _), _| !(a as u64..=z as u64).contains(t));
                         prop_assert_eq!(n, before - m.len());
+                    }
+                    Op::TakeRange(a, z, limit) => {
+                        let mut out = Vec::new();
+                        let n = s.take_range(a as u64..=z as u64, limit as usize, &mut out).unwrap();
+                        prop_assert_eq!(n, out.len());
+                        // The lowest tokens of the range, whole tokens at a time.
+                        let in_range: Vec<_> = m.keys().filter(|(t, _)| (a as u64..=z as u64).contains(t)).cloned().collect();
+                        let all: std::collections::BTreeSet<u64> = in_range.iter().map(|(t, _)| *t).collect();
+                        let tokens: std::collections::BTreeSet<u64> = all.into_iter().take(limit as usize).collect();
+                        let want: Vec<_> = in_range.into_iter().filter(|(t, _)| tokens.contains(t)).collect();
+                        let mut got: Vec<_> = out.iter().map(|e| (e.token, e.key.to_vec())).collect();
+                        got.sort();
+                        prop_assert_eq!(&got, &want);
+                        for e in &out {
+                            prop_assert_eq!(m.remove(&(e.token, e.key.to_vec())), Some(e.value.to_vec()));
+                        }
                     }
                 }
                 prop_assert_eq!(s.len(), m.len());
