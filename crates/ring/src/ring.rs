@@ -303,25 +303,25 @@ impl Ring {
         let mut fresh: Vec<Token> = (0..vnodes).map(|i| vnode_token(id.as_str(), i)).collect();
         fresh.sort_unstable();
 
-        // One merge pass over (token, id) order.
+        // One merge pass over (token, id) order: each new token's place is
+        // found by binary search in the rest of the old entries, and the
+        // old entries before it are copied as one block.
         let mut entries = Vec::with_capacity(self.entries.len() + fresh.len());
-        let mut old = self.entries.iter().peekable();
-        for token in fresh {
-            while let Some(e) = old.peek() {
-                let before = e.token < token || (e.token == token && self.member(e.slot).id < id);
-                if !before {
-                    break;
-                }
-                entries.push(**e);
-                old.next();
-            }
+        let mut rest = &self.entries[..];
+        for &token in &fresh {
+            let k = rest.partition_point(|e| {
+                e.token < token || (e.token == token && self.member(e.slot).id < id)
+            });
+            entries.extend_from_slice(&rest[..k]);
             entries.push(Entry { token, slot });
+            rest = &rest[k..];
         }
-        entries.extend(old.copied());
+        entries.extend_from_slice(rest);
 
         let mut by_id = self.by_id.clone();
         by_id.insert(id, slot);
-        Ok(Ring::assemble(self, members, by_id, entries))
+        let table = adjust_table(self, entries.len(), &fresh, Change::Added);
+        Ok(Ring::assemble(self, members, by_id, entries, table))
     }
 
     /// The next snapshot, with node `id` removed.
@@ -336,13 +336,31 @@ impl Ring {
         }
         let mut by_id = self.by_id.clone();
         by_id.remove(id);
-        let entries: Vec<Entry> = self
-            .entries
-            .iter()
-            .filter(|e| e.slot != slot)
-            .copied()
-            .collect();
-        Ok(Ring::assemble(self, members, by_id, entries))
+        let vnodes = self.member(slot).weight * self.config.vnodes_per_weight;
+        let mut entries = Vec::with_capacity(self.entries.len() - vnodes as usize);
+        if vnodes as usize * 16 >= self.entries.len() {
+            // The node holds a large share of the ring: one filtering scan
+            // is cheaper than locating its tokens.
+            entries.extend(self.entries.iter().filter(|e| e.slot != slot).copied());
+            return Ok(Ring::assemble(self, members, by_id, entries, None));
+        }
+        // The node's tokens are known without scanning: one per vnode index.
+        let mut gone: Vec<Token> = (0..vnodes).map(|i| vnode_token(id, i)).collect();
+        gone.sort_unstable();
+        // Copy the entries between two of its tokens as one block each.
+        let mut rest = &self.entries[..];
+        for &token in &gone {
+            let mut k = rest.partition_point(|e| e.token < token);
+            // Among entries sharing the token, skip to this node's.
+            while rest[k].slot != slot {
+                k += 1;
+            }
+            entries.extend_from_slice(&rest[..k]);
+            rest = &rest[k + 1..];
+        }
+        entries.extend_from_slice(rest);
+        let table = adjust_table(self, entries.len(), &gone, Change::Removed);
+        Ok(Ring::assemble(self, members, by_id, entries, table))
     }
 
     /// Whether two snapshots place every token identically: same config,
@@ -359,8 +377,9 @@ impl Ring {
         members: Vec<Option<Member>>,
         by_id: BTreeMap<NodeId, u32>,
         entries: Vec<Entry>,
+        table: Option<(Vec<u32>, u32)>,
     ) -> Ring {
-        let (table, shift) = build_table(&entries);
+        let (table, shift) = table.unwrap_or_else(|| build_table(&entries));
         Ring {
             config: prev.config,
             epoch: prev.epoch + 1,
@@ -387,26 +406,80 @@ fn validate_id(id: &NodeId) -> Result<(), RingError> {
     Ok(())
 }
 
-/// Builds the lookup table over the top `bits` bits of a token, with about
-/// one entry per bucket (`bits = ceil(log2(len))`, at least 1).
+/// The lookup table's shift for `len` entries: the table covers the top
+/// `bits` bits of a token, with about one entry per bucket
+/// (`bits = ceil(log2(len))`, at least 1).
+fn table_shift(len: usize) -> u32 {
+    if len == 0 {
+        return 64;
+    }
+    let bits = (usize::BITS - (len - 1).leading_zeros()).clamp(1, 24);
+    64 - bits
+}
+
+/// Builds the lookup table of `entries` (see [`table_shift`]).
 fn build_table(entries: &[Entry]) -> (Vec<u32>, u32) {
     if entries.is_empty() {
         return (Vec::new(), 64);
     }
-    let bits = (usize::BITS - (entries.len() - 1).leading_zeros()).clamp(1, 24);
-    let shift = 64 - bits;
-    let buckets = 1usize << bits;
-    let mut table = Vec::with_capacity(buckets + 1);
-    let mut i = 0usize;
-    for b in 0..buckets {
-        let lower = (b as u64) << shift;
-        while i < entries.len() && entries[i].token < lower {
-            i += 1;
-        }
-        table.push(i as u32);
+    let shift = table_shift(entries.len());
+    let buckets = 1usize << (64 - shift);
+    // Count the entries of each bucket into the slot after it, then a
+    // prefix sum turns `table[b]` into the number of entries below bucket
+    // `b`: the index of its first entry. Both passes are free of
+    // data-dependent branches, which a scan per bucket is not (one
+    // mispredicted exit per bucket dominated the cost of a change).
+    let mut table = vec![0u32; buckets + 1];
+    for e in entries {
+        table[(e.token >> shift) as usize + 1] += 1;
     }
-    table.push(entries.len() as u32);
+    let mut sum = 0u32;
+    for slot in &mut table {
+        sum += *slot;
+        *slot = sum;
+    }
     (table, shift)
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Added,
+    Removed,
+}
+
+/// The next snapshot's lookup table derived from `prev`'s, when the change
+/// keeps the bucket count (`None` otherwise: build it from the entries).
+///
+/// `table[b]` counts the entries below bucket `b`, so adding or removing
+/// the sorted tokens `changed` shifts it by the number of them below `b`:
+/// one pass over the table instead of one over all entries.
+fn adjust_table(
+    prev: &Ring,
+    len: usize,
+    changed: &[Token],
+    change: Change,
+) -> Option<(Vec<u32>, u32)> {
+    let shift = table_shift(len);
+    if prev.entries.is_empty() || len == 0 || shift != prev.shift {
+        return None;
+    }
+    let old = &prev.table;
+    let mut table = Vec::with_capacity(old.len());
+    let mut from = 0usize;
+    let mut below = 0u32;
+    let copy = |table: &mut Vec<u32>, part: &[u32], below: u32| match change {
+        Change::Added => table.extend(part.iter().map(|&x| x + below)),
+        Change::Removed => table.extend(part.iter().map(|&x| x - below)),
+    };
+    for &token in changed {
+        // Buckets after this token's bucket count it.
+        let to = (token >> shift) as usize + 1;
+        copy(&mut table, &old[from..to], below);
+        from = to;
+        below += 1;
+    }
+    copy(&mut table, &old[from..], below);
+    Some((table, shift))
 }
 
 /// Iterator over a key's preference list: distinct physical nodes clockwise.

@@ -1,0 +1,181 @@
+//! Criterion benchmarks of `ringkv-ring`: lookups against the `hashring`
+//! crate and a plain sorted-`Vec` baseline, preference lists, membership
+//! changes and diffs.
+//!
+//! Run with `cargo bench -p ringkv-ring --bench ring`.
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use hashring::HashRing;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use ringkv_ring::{Ring, key_token, vnode_token};
+
+const VNODES: u32 = 256;
+const SIZES: [usize; 3] = [10, 100, 1000];
+/// Keys are cycled through so hashing is part of every lookup and the
+/// working set is realistic rather than one hot key.
+const KEYS: usize = 4096;
+
+fn node_id(i: usize) -> String {
+    format!("node-{i}")
+}
+
+fn ringkv(n: usize) -> Ring {
+    (0..n).fold(Ring::default(), |r, i| r.with_node(node_id(i), 1).unwrap())
+}
+
+fn keys() -> Vec<[u8; 16]> {
+    let mut rng = StdRng::seed_from_u64(42);
+    (0..KEYS).map(|_| rng.random()).collect()
+}
+
+/// A vnode of the `hashring` crate: it hashes `(node, index)` with SipHash.
+#[derive(Debug, Clone, Copy, Hash, PartialEq)]
+struct VNode {
+    node: u32,
+    index: u32,
+}
+
+fn hashring(n: usize) -> HashRing<VNode> {
+    let mut ring = HashRing::new();
+    let vnodes = (0..n as u32)
+        .flat_map(|node| (0..VNODES).map(move |index| VNode { node, index }))
+        .collect();
+    ring.batch_add(vnodes); // one sort instead of one per vnode
+    ring
+}
+
+/// The simplest fast ring: sorted tokens, a parallel owner array, binary
+/// search. Same tokens as ringkv.
+struct SortedVec {
+    tokens: Vec<u64>,
+    owners: Vec<u32>,
+}
+
+impl SortedVec {
+    fn new(n: usize) -> Self {
+        let mut pairs: Vec<(u64, u32)> = (0..n)
+            .flat_map(|i| (0..VNODES).map(move |k| (vnode_token(&node_id(i), k), i as u32)))
+            .collect();
+        pairs.sort_unstable();
+        SortedVec {
+            tokens: pairs.iter().map(|p| p.0).collect(),
+            owners: pairs.iter().map(|p| p.1).collect(),
+        }
+    }
+
+    #[inline]
+    fn owner(&self, key: &[u8]) -> u32 {
+        let t = key_token(key);
+        let i = self.tokens.partition_point(|&x| x < t);
+        self.owners[if i == self.tokens.len() { 0 } else { i }]
+    }
+}
+
+fn lookup(c: &mut Criterion) {
+    let keys = keys();
+    let mut g = c.benchmark_group("lookup");
+    for n in SIZES {
+        let ring = ringkv(n);
+        let mut i = 0usize;
+        g.bench_function(BenchmarkId::new("ringkv", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                black_box(ring.owner(black_box(&keys[i])))
+            })
+        });
+        drop(ring);
+
+        let ring = hashring(n);
+        g.bench_function(BenchmarkId::new("hashring", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                black_box(ring.get(black_box(&keys[i])))
+            })
+        });
+        drop(ring);
+
+        let ring = SortedVec::new(n);
+        g.bench_function(BenchmarkId::new("sorted_vec", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                black_box(ring.owner(black_box(&keys[i])))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn preference_list(c: &mut Criterion) {
+    let keys = keys();
+    let mut g = c.benchmark_group("preference_list_3");
+    for n in SIZES {
+        let ring = ringkv(n);
+        let mut i = 0usize;
+        g.bench_function(BenchmarkId::new("ringkv", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                for id in ring.preference_list(black_box(&keys[i]), 3) {
+                    black_box(id);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn membership(c: &mut Criterion) {
+    let mut g = c.benchmark_group("add_node");
+    for n in SIZES {
+        let ring = ringkv(n);
+        // The new snapshot is dropped inside the timing: freeing it is part
+        // of the cost of a change.
+        g.bench_function(BenchmarkId::new("ringkv", n), |b| {
+            b.iter(|| black_box(ring.with_node(black_box("newcomer"), 1).unwrap()))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("remove_node");
+    for n in SIZES {
+        let ring = ringkv(n);
+        let victim = node_id(n / 2);
+        g.bench_function(BenchmarkId::new("ringkv", n), |b| {
+            b.iter(|| black_box(ring.without_node(black_box(&victim)).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn diff(c: &mut Criterion) {
+    let mut g = c.benchmark_group("diff_one_added");
+    for n in [100, 1000] {
+        let old = ringkv(n);
+        let new = old.with_node("newcomer", 1).unwrap();
+        g.bench_function(BenchmarkId::new("diff", n), |b| {
+            b.iter(|| black_box(old.diff(black_box(&new))))
+        });
+        g.bench_function(BenchmarkId::new("diff_replicas_3", n), |b| {
+            b.iter(|| black_box(old.diff_replicas(black_box(&new), 3)))
+        });
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = lookup, preference_list, membership, diff
+}
+criterion_main!(benches);
