@@ -126,6 +126,43 @@ impl Cluster {
         })
     }
 
+    /// Atomically reads and rewrites one key: `f` receives the current value
+    /// and returns the new one (`Some` stores it, `None` deletes the key)
+    /// together with a result for the caller. Nothing else can touch the
+    /// key in between, also while its range is being moved; this is what
+    /// counters and compare-and-set are built on.
+    ///
+    /// `f` runs exactly once, under the lock of the key's stripe, so it
+    /// must be short and must not call back into the cluster.
+    ///
+    /// ```
+    /// # let cluster = ringkv_cluster::Cluster::default();
+    /// # cluster.add_node("n1")?;
+    /// let next = cluster.update("hits", |old| {
+    ///     let n = old.map_or(0, |v| std::str::from_utf8(v).unwrap().parse::<u64>().unwrap()) + 1;
+    ///     (Some(n.to_string().into()), n)
+    /// })?;
+    /// assert_eq!(next, 1);
+    /// # Ok::<(), ringkv_cluster::ClusterError>(())
+    /// ```
+    pub fn update<R>(
+        &self,
+        key: impl Into<Bytes>,
+        f: impl FnOnce(Option<&Bytes>) -> (Option<Bytes>, R),
+    ) -> Result<R, ClusterError> {
+        let mut f = Some(f);
+        self.write(key.into(), |store, token, key| {
+            let f = f.take().expect("write applies once");
+            let current = store.get(token, key)?;
+            let (next, result) = f(current.as_ref());
+            match next {
+                Some(value) => store.put(token, key.clone(), value).map(drop)?,
+                None => store.delete(token, key).map(drop)?,
+            }
+            Ok(result)
+        })
+    }
+
     fn write<R>(
         &self,
         key: Bytes,
