@@ -26,8 +26,9 @@ pub struct BenchOptions {
     pub keys: usize,
     /// Nodes in the cluster for those figures.
     pub nodes: usize,
-    /// Virtual nodes per unit of weight.
-    pub vnodes: u32,
+    /// Ring and redistribution settings of the measured cluster; its
+    /// vnodes per weight also shape the lookup and balance rings.
+    pub config: ClusterConfig,
     /// Client operations per throughput measurement and thread.
     pub ops: usize,
     /// Seed of every random choice.
@@ -41,7 +42,7 @@ impl Default for BenchOptions {
         BenchOptions {
             keys: 1_000_000,
             nodes: 10,
-            vnodes: RingConfig::default().vnodes_per_weight,
+            config: ClusterConfig::default(),
             ops: 2_000_000,
             seed: 42,
             ring_sizes: vec![3, 10, 100, 1000],
@@ -58,6 +59,10 @@ pub struct BenchReport {
     pub nodes: usize,
     /// Vnodes per weight.
     pub vnodes: u32,
+    /// Keys per copy batch.
+    pub copy_batch: usize,
+    /// Lock stripes per node.
+    pub stripes: usize,
     /// Lookup time per ring size.
     pub lookup: Vec<LookupResult>,
     /// Balance per ring size.
@@ -178,13 +183,13 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> BenchRepor
     let lookup = options
         .ring_sizes
         .iter()
-        .map(|&n| lookup(n, options.vnodes, options.seed))
+        .map(|&n| lookup(n, options.config.ring.vnodes_per_weight, options.seed))
         .collect();
     progress("balance");
     let balance = options
         .ring_sizes
         .iter()
-        .map(|&n| balance(n, options.vnodes))
+        .map(|&n| balance(n, options.config.ring.vnodes_per_weight))
         .collect();
     progress("load");
     let cluster = load(options);
@@ -197,7 +202,9 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> BenchRepor
     BenchReport {
         keys: options.keys,
         nodes: options.nodes,
-        vnodes: options.vnodes,
+        vnodes: options.config.ring.vnodes_per_weight,
+        copy_batch: options.config.copy_batch,
+        stripes: options.config.stripes,
         lookup,
         balance,
         movement,
@@ -268,13 +275,7 @@ fn balance(nodes: usize, vnodes: u32) -> BalanceResult {
 }
 
 fn load(options: &BenchOptions) -> Cluster {
-    let config = ClusterConfig {
-        ring: RingConfig {
-            vnodes_per_weight: options.vnodes,
-        },
-        ..ClusterConfig::default()
-    };
-    let cluster = Cluster::new(config).expect("valid config");
+    let cluster = Cluster::new(options.config.clone()).expect("validated config");
     for n in 0..options.nodes {
         cluster.add_node(&format!("node{n}")).expect("distinct ids");
     }
@@ -431,13 +432,8 @@ fn latency(cluster: &Cluster, options: &BenchOptions) -> LatencyResult {
             done.store(true, Ordering::Release);
             changes
         });
-        let samples = client_latencies(
-            cluster,
-            options,
-            0,
-            || done.load(Ordering::Acquire),
-            &count,
-        );
+        let samples =
+            client_latencies(cluster, options, 0, || done.load(Ordering::Acquire), &count);
         (samples, churn.join().expect("churn thread"))
     });
     LatencyResult {

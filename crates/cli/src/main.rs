@@ -44,8 +44,14 @@ struct BenchArgs {
     #[arg(long, default_value_t = BenchOptions::default().nodes)]
     nodes: usize,
     /// Virtual nodes per unit of weight.
-    #[arg(long, default_value_t = BenchOptions::default().vnodes)]
+    #[arg(long, default_value_t = RingConfig::default().vnodes_per_weight)]
     vnodes: u32,
+    /// Keys copied per batch while redistributing.
+    #[arg(long, default_value_t = ClusterConfig::default().copy_batch)]
+    copy_batch: usize,
+    /// Lock stripes per node (a power of two).
+    #[arg(long, default_value_t = ClusterConfig::default().stripes)]
+    stripes: usize,
     /// Client operations per thread for throughput and latency.
     #[arg(long, default_value_t = BenchOptions::default().ops)]
     ops: usize,
@@ -144,10 +150,22 @@ fn bench(args: BenchArgs) -> ExitCode {
         eprintln!("error: --keys, --nodes, --vnodes, --ops and --ring-sizes must be at least 1");
         return ExitCode::from(2);
     }
+    let config = ClusterConfig {
+        ring: RingConfig {
+            vnodes_per_weight: args.vnodes,
+        },
+        copy_batch: args.copy_batch,
+        stripes: args.stripes,
+        ..ClusterConfig::default()
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let options = BenchOptions {
         keys: args.keys,
         nodes: args.nodes,
-        vnodes: args.vnodes,
+        config,
         ops: args.ops,
         seed: args.seed,
         ring_sizes: args.ring_sizes,
