@@ -32,6 +32,30 @@ enum Command {
     /// Measure lookup, balance, movement, throughput and latency, against
     /// baselines run in the same process.
     Bench(BenchArgs),
+    /// Serve the cluster over the Redis protocol (RESP): redis-cli,
+    /// redis-benchmark and Redis client libraries work against it.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on. A non-loopback address without
+    /// --requirepass prints a warning.
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    listen: std::net::SocketAddr,
+    /// Require `AUTH <password>` before any other command.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Connections served at once; more are refused with an error.
+    #[arg(long, default_value_t = ringkv_server::ServerConfig::default().max_clients)]
+    max_clients: usize,
+    /// Longest key, value or argument accepted, in bytes.
+    #[arg(long, default_value_t = ringkv_server::ServerConfig::default().max_bulk_len)]
+    max_bulk_len: usize,
+    /// Ring and redistribution settings; --nodes defaults to
+    /// node1,node2,node3 here.
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(Args)]
@@ -137,7 +161,38 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => bench(args),
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
+}
+
+fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    if args.cluster.nodes.is_empty() {
+        args.cluster.nodes = vec!["node1".into(), "node2".into(), "node3".into()];
+    }
+    let cluster = std::sync::Arc::new(args.cluster.build()?);
+    let config = ringkv_server::ServerConfig {
+        requirepass: args.requirepass,
+        max_clients: args.max_clients,
+        max_bulk_len: args.max_bulk_len,
+    };
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        ringkv_server::run(listener, cluster, config, ringkv_server::shutdown::signal()).await?;
+        Ok(())
+    })
 }
 
 fn bench(args: BenchArgs) -> ExitCode {

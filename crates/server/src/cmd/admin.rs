@@ -1,0 +1,140 @@
+//! Cluster administration, the `RINGKV.` commands. Not Redis Cluster's
+//! `CLUSTER` command on purpose: cluster-aware clients would read its
+//! replies as Redis Cluster slots and redirect.
+//!
+//! Membership changes return [`Outcome::Blocking`]: the redistribution
+//! holds the cluster's membership lock and copies ranges for as long as it
+//! takes, so it runs on tokio's blocking pool, not on a runtime worker.
+//! Clients (this connection's excepted: it waits for the reply) go on
+//! reading and writing meanwhile; the cluster's own `tracing` events log
+//! the redistribution, as in `ringkv run`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringkv_cluster::RebalanceReport;
+
+use super::{Ctx, Outcome, cluster_error, parse_i64};
+use crate::reply::{self, Frame};
+use crate::state::Shared;
+
+fn node_id(arg: &Bytes) -> Result<String, Frame> {
+    String::from_utf8(arg.to_vec()).map_err(|_| reply::err("node id must be UTF-8"))
+}
+
+pub fn addnode(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let id = match node_id(&args[0]) {
+        Ok(id) => id,
+        Err(e) => return e.into(),
+    };
+    let weight = match &args[1..] {
+        [] => 1,
+        [weight] => match parse_i64(weight).and_then(|w| u32::try_from(w).ok()) {
+            Some(w) if w >= 1 => w,
+            _ => return reply::err("weight must be an integer from 1 to 4294967295").into(),
+        },
+        _ => return reply::syntax_error().into(),
+    };
+    let shared = Arc::clone(ctx.shared);
+    Outcome::Blocking(Box::new(move || {
+        let result = shared.cluster.add_node_weighted(&id, weight);
+        report_reply(&shared, result)
+    }))
+}
+
+pub fn removenode(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let id = match node_id(&args[0]) {
+        Ok(id) => id,
+        Err(e) => return e.into(),
+    };
+    let shared = Arc::clone(ctx.shared);
+    Outcome::Blocking(Box::new(move || {
+        let result = shared.cluster.remove_node(&id);
+        report_reply(&shared, result)
+    }))
+}
+
+pub fn resume(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
+    let shared = Arc::clone(ctx.shared);
+    Outcome::Blocking(Box::new(move || match shared.cluster.resume() {
+        Ok(None) => Frame::Null,
+        Ok(Some(report)) => report_reply(&shared, Ok(report)),
+        Err(e) => cluster_error(e),
+    }))
+}
+
+/// The report of a change as a flat field/value array (a map in RESP2).
+fn report_reply(
+    shared: &Shared,
+    result: Result<RebalanceReport, ringkv_cluster::ClusterError>,
+) -> Frame {
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => return cluster_error(e),
+    };
+    shared.record_rebalance(&report);
+    reply::array(vec![
+        reply::bulk("op"),
+        reply::bulk(report.kind.as_str()),
+        reply::bulk("node"),
+        reply::bulk(report.node.to_string()),
+        reply::bulk("epoch"),
+        reply::int(report.epoch),
+        reply::bulk("keys_moved"),
+        reply::int(report.keys_moved),
+        reply::bulk("bytes_moved"),
+        reply::int(report.bytes_moved),
+        reply::bulk("transfers"),
+        reply::int(report.transfers.len()),
+        reply::bulk("duration_ms"),
+        reply::int(report.duration.as_millis()),
+        reply::bulk("pending_cleanups"),
+        reply::int(report.pending_cleanups),
+    ])
+}
+
+pub fn nodes(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
+    let stats = ctx.shared.cluster.stats();
+    reply::array(
+        stats
+            .nodes
+            .into_iter()
+            .map(|node| {
+                reply::array(vec![
+                    reply::bulk("id"),
+                    reply::bulk(node.id.to_string()),
+                    reply::bulk("weight"),
+                    reply::int(node.weight),
+                    reply::bulk("keys"),
+                    reply::int(node.keys),
+                    reply::bulk("down"),
+                    reply::int(u8::from(node.down)),
+                ])
+            })
+            .collect(),
+    )
+    .into()
+}
+
+pub fn locate(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let key = &args[0];
+    let cluster = &ctx.shared.cluster;
+    let ring = cluster.ring();
+    let owner = ring.owner(key).map(|id| Bytes::from(id.to_string()));
+    let copies = cluster
+        .locate(key)
+        .into_iter()
+        .map(|(id, _)| reply::bulk(id.to_string()))
+        .collect();
+    reply::array(vec![
+        reply::bulk("token"),
+        reply::bulk(format!("{:016x}", ringkv_ring::key_token(key))),
+        reply::bulk("owner"),
+        reply::bulk_or_null(owner),
+        reply::bulk("epoch"),
+        reply::int(ring.epoch()),
+        reply::bulk("stored_on"),
+        reply::array(copies),
+    ])
+    .into()
+}

@@ -1,0 +1,192 @@
+//! Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT —
+//! what `redis-cli` and client libraries send when they connect.
+
+use bytes::Bytes;
+
+use super::{Ctx, Outcome, parse_i64};
+use crate::reply::{self, Frame};
+
+/// The Redis version whose protocol and replies the server follows
+/// (`HELLO` and `INFO` report it; clients check it for features).
+pub const REDIS_VERSION: &str = "7.2.0";
+
+pub fn ping(_: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    match args {
+        [] => reply::simple("PONG"),
+        [message] => reply::bulk(message.clone()),
+        _ => reply::wrong_arity("ping"),
+    }
+    .into()
+}
+
+pub fn echo(_: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    reply::bulk(args[0].clone()).into()
+}
+
+pub fn quit(_: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
+    Outcome::Close(reply::ok())
+}
+
+pub fn select(_: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    match parse_i64(&args[0]) {
+        Some(0) => reply::ok(),
+        Some(_) => reply::err("DB index is out of range"),
+        None => reply::not_integer(),
+    }
+    .into()
+}
+
+pub fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let (user, password) = match args {
+        [password] => (&b"default"[..], password),
+        [user, password] => (&user[..], password),
+        _ => return reply::syntax_error().into(),
+    };
+    authenticate(ctx, user, password).into()
+}
+
+/// Checks a user and password; `+OK` or the error to send.
+fn authenticate(ctx: &mut Ctx<'_>, user: &[u8], password: &[u8]) -> Frame {
+    let Some(expected) = &ctx.shared.config.requirepass else {
+        return reply::err(
+            "AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        );
+    };
+    if user == b"default" && constant_time_eq(password, expected.as_bytes()) {
+        ctx.session.authenticated = true;
+        reply::ok()
+    } else {
+        reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let mut rest = args;
+    if let Some((version, tail)) = rest.split_first() {
+        match parse_i64(version) {
+            Some(2) => {}
+            // RESP3 is not spoken (yet); clients fall back to RESP2.
+            Some(_) => {
+                return reply::error("NOPROTO sorry, this protocol version is not supported.")
+                    .into();
+            }
+            None => {
+                return reply::err("Protocol version is not an integer or out of range").into();
+            }
+        }
+        rest = tail;
+    }
+    let mut name = None;
+    while let Some((option, tail)) = rest.split_first() {
+        match (&option.to_ascii_uppercase()[..], tail) {
+            (b"AUTH", [user, password, tail @ ..]) => {
+                let result = authenticate(ctx, user, password);
+                if matches!(result, Frame::Error(_)) {
+                    return result.into();
+                }
+                rest = tail;
+            }
+            (b"SETNAME", [client_name, tail @ ..]) => {
+                name = Some(client_name.clone());
+                rest = tail;
+            }
+            _ => {
+                return reply::err(format!(
+                    "Syntax error in HELLO option '{}'",
+                    reply::quote(option)
+                ))
+                .into();
+            }
+        }
+    }
+    if !ctx.session.authenticated {
+        return reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time",
+        )
+        .into();
+    }
+    if let Some(name) = name
+        && let Err(e) = set_name(ctx, name)
+    {
+        return e.into();
+    }
+    reply::array(vec![
+        reply::bulk("server"),
+        reply::bulk("ringkv"),
+        reply::bulk("version"),
+        reply::bulk(REDIS_VERSION),
+        reply::bulk("proto"),
+        reply::int(2),
+        reply::bulk("id"),
+        reply::int(ctx.session.id),
+        reply::bulk("mode"),
+        reply::bulk("standalone"),
+        reply::bulk("role"),
+        reply::bulk("master"),
+        reply::bulk("modules"),
+        reply::array(Vec::new()),
+    ])
+    .into()
+}
+
+fn set_name(ctx: &mut Ctx<'_>, name: Bytes) -> Result<(), Frame> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(reply::err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    ctx.session.name = (!name.is_empty()).then_some(name);
+    Ok(())
+}
+
+pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let sub = args[0].to_ascii_uppercase();
+    let rest = &args[1..];
+    let frame = match (&sub[..], rest) {
+        (b"ID", []) => reply::int(ctx.session.id),
+        (b"GETNAME", []) => reply::bulk_or_null(ctx.session.name.clone()),
+        (b"SETNAME", [name]) => match set_name(ctx, name.clone()) {
+            Ok(()) => reply::ok(),
+            Err(e) => e,
+        },
+        (b"INFO", []) => reply::bulk(client_info(ctx)),
+        // Library name and version: accepted and not kept.
+        (b"SETINFO", [_, _]) => reply::ok(),
+        (b"ID" | b"GETNAME" | b"SETNAME" | b"INFO" | b"SETINFO", _) => reply::wrong_arity(
+            &format!("client|{}", String::from_utf8_lossy(&sub).to_lowercase()),
+        ),
+        _ => reply::err(format!(
+            "unknown subcommand '{}'. Try CLIENT HELP.",
+            reply::quote(&args[0])
+        )),
+    };
+    frame.into()
+}
+
+/// One line in the format of Redis's `CLIENT INFO`, with the fields that
+/// apply here.
+fn client_info(ctx: &Ctx<'_>) -> String {
+    let session = &ctx.session;
+    let name = session
+        .name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} name={} age={} idle=0 flags=N db=0 cmd=client|info user=default resp=2\n",
+        session.id,
+        session.peer,
+        ctx.shared.local_addr,
+        name,
+        session.since.elapsed().as_secs(),
+    )
+}

@@ -1,0 +1,447 @@
+//! Commands: one table says what the server understands (name, arity,
+//! flags, documentation, handler); [`dispatch`] checks a request against
+//! it and runs the handler. `COMMAND`, `COMMAND COUNT`, `COMMAND DOCS`
+//! and the arity errors all come from the same table.
+//!
+//! Handlers call the cluster directly from the connection's async task.
+//! That is deliberate: `get`, `put`, `delete` and `update` hold one stripe
+//! lock of one node for one in-memory map operation (a redistribution holds
+//! such a lock for at most one copy batch), so they are as short as a
+//! `std::sync::Mutex` section, which tokio allows in async code. Moving
+//! them to `spawn_blocking` would cost a thread hand-off per command.
+//! Membership changes are different: they hold the cluster's membership
+//! lock for the whole redistribution, so they return
+//! [`Outcome::Blocking`] and run on tokio's blocking pool while the
+//! connection's other clients keep being served.
+
+mod admin;
+mod conn;
+mod counter;
+mod introspect;
+mod strings;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use ringkv_cluster::ClusterError;
+
+use crate::reply::{self, Frame};
+use crate::state::{Session, Shared};
+
+/// What a handler sees: the shared state and its connection's session.
+pub struct Ctx<'a> {
+    /// Shared by every connection.
+    pub shared: &'a Arc<Shared>,
+    /// This connection's session.
+    pub session: &'a mut Session,
+}
+
+/// What to do after a command.
+pub enum Outcome {
+    /// Send this reply.
+    Reply(Frame),
+    /// Send this reply, then close the connection (`QUIT`).
+    Close(Frame),
+    /// Run this on a blocking thread, then send what it returns.
+    Blocking(Box<dyn FnOnce() -> Frame + Send + 'static>),
+}
+
+impl From<Frame> for Outcome {
+    fn from(frame: Frame) -> Outcome {
+        Outcome::Reply(frame)
+    }
+}
+
+/// A command handler: gets the arguments after the command name, already
+/// checked against the command's arity.
+pub type Handler = fn(&mut Ctx<'_>, &[Bytes]) -> Outcome;
+
+/// One command of the table.
+pub struct Spec {
+    /// Lowercase name, as `COMMAND` reports it.
+    pub name: &'static str,
+    /// Redis's arity: `n` means exactly `n` words with the name, `-n` at
+    /// least `n`.
+    pub arity: i64,
+    /// Redis's command flags, for `COMMAND`; `no-auth` also lets the
+    /// command run before `AUTH`.
+    pub flags: &'static [&'static str],
+    /// First key argument, last (negative: from the end) and step, for
+    /// `COMMAND`; zeros for none.
+    pub keys: (i64, i64, i64),
+    /// Group, for `COMMAND DOCS`.
+    pub group: &'static str,
+    /// One line of help, for `COMMAND DOCS`.
+    pub summary: &'static str,
+    /// Runs it.
+    pub handler: Handler,
+}
+
+const R: &[&str] = &["readonly", "fast"];
+const W: &[&str] = &["write", "denyoom"];
+const WF: &[&str] = &["write", "denyoom", "fast"];
+const CONN: &[&str] = &["fast", "stale", "loading"];
+const NOAUTH: &[&str] = &["noscript", "loading", "stale", "fast", "no-auth"];
+const ADMIN: &[&str] = &["admin", "write"];
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $group:literal, $handler:expr, $summary:literal) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+            group: $group,
+            summary: $summary,
+            handler: $handler,
+        }
+    };
+}
+
+/// Every command the server understands.
+pub static COMMANDS: &[Spec] = &[
+    spec!(
+        "get",
+        2,
+        R,
+        (1, 1, 1),
+        "string",
+        strings::get,
+        "Returns the value of a key."
+    ),
+    spec!(
+        "set",
+        -3,
+        W,
+        (1, 1, 1),
+        "string",
+        strings::set,
+        "Sets the value of a key; NX only if absent, XX only if present, GET returns the old value. EX/PX are refused."
+    ),
+    spec!(
+        "del",
+        -2,
+        W,
+        (1, -1, 1),
+        "generic",
+        strings::del,
+        "Deletes keys; returns how many existed."
+    ),
+    spec!(
+        "exists",
+        -2,
+        R,
+        (1, -1, 1),
+        "generic",
+        strings::exists,
+        "Counts the given keys that exist."
+    ),
+    spec!(
+        "mget",
+        -2,
+        R,
+        (1, -1, 1),
+        "string",
+        strings::mget,
+        "Returns the values of keys."
+    ),
+    spec!(
+        "mset",
+        -3,
+        W,
+        (1, -1, 2),
+        "string",
+        strings::mset,
+        "Sets several keys, each atomically (not all at once)."
+    ),
+    spec!(
+        "strlen",
+        2,
+        R,
+        (1, 1, 1),
+        "string",
+        strings::strlen,
+        "Returns the length of a value."
+    ),
+    spec!(
+        "incr",
+        2,
+        WF,
+        (1, 1, 1),
+        "string",
+        counter::incr,
+        "Adds one to an integer value, atomically."
+    ),
+    spec!(
+        "decr",
+        2,
+        WF,
+        (1, 1, 1),
+        "string",
+        counter::decr,
+        "Subtracts one from an integer value, atomically."
+    ),
+    spec!(
+        "incrby",
+        3,
+        WF,
+        (1, 1, 1),
+        "string",
+        counter::incrby,
+        "Adds to an integer value, atomically."
+    ),
+    spec!(
+        "decrby",
+        3,
+        WF,
+        (1, 1, 1),
+        "string",
+        counter::decrby,
+        "Subtracts from an integer value, atomically."
+    ),
+    spec!(
+        "dbsize",
+        1,
+        R,
+        (0, 0, 0),
+        "server",
+        introspect::dbsize,
+        "Returns the number of keys stored."
+    ),
+    spec!(
+        "info",
+        -1,
+        &["stale", "loading"],
+        (0, 0, 0),
+        "server",
+        introspect::info,
+        "Returns server information, with a Ring section."
+    ),
+    spec!(
+        "command",
+        -1,
+        &["stale", "loading"],
+        (0, 0, 0),
+        "server",
+        introspect::command,
+        "Describes the commands (COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO)."
+    ),
+    spec!(
+        "config",
+        -2,
+        &["admin", "stale", "loading"],
+        (0, 0, 0),
+        "server",
+        introspect::config,
+        "CONFIG GET of a few read-only settings."
+    ),
+    spec!(
+        "ping",
+        -1,
+        CONN,
+        (0, 0, 0),
+        "connection",
+        conn::ping,
+        "Returns PONG, or the argument."
+    ),
+    spec!(
+        "echo",
+        2,
+        CONN,
+        (0, 0, 0),
+        "connection",
+        conn::echo,
+        "Returns the argument."
+    ),
+    spec!(
+        "quit",
+        -1,
+        NOAUTH,
+        (0, 0, 0),
+        "connection",
+        conn::quit,
+        "Closes the connection."
+    ),
+    spec!(
+        "select",
+        2,
+        CONN,
+        (0, 0, 0),
+        "connection",
+        conn::select,
+        "Selects database 0, the only one."
+    ),
+    spec!(
+        "auth",
+        -2,
+        NOAUTH,
+        (0, 0, 0),
+        "connection",
+        conn::auth,
+        "Authenticates the connection."
+    ),
+    spec!(
+        "hello",
+        -1,
+        NOAUTH,
+        (0, 0, 0),
+        "connection",
+        conn::hello,
+        "Handshake: protocol 2 (RESP3 is refused), optional AUTH and SETNAME."
+    ),
+    spec!(
+        "client",
+        -2,
+        CONN,
+        (0, 0, 0),
+        "connection",
+        conn::client,
+        "CLIENT ID, GETNAME, SETNAME, INFO, SETINFO."
+    ),
+    spec!(
+        "ringkv.addnode",
+        -2,
+        ADMIN,
+        (0, 0, 0),
+        "ringkv",
+        admin::addnode,
+        "RINGKV.ADDNODE id [weight]: adds a node and moves its keys to it."
+    ),
+    spec!(
+        "ringkv.removenode",
+        2,
+        ADMIN,
+        (0, 0, 0),
+        "ringkv",
+        admin::removenode,
+        "RINGKV.REMOVENODE id: removes a node; its keys go to their new owners."
+    ),
+    spec!(
+        "ringkv.resume",
+        1,
+        ADMIN,
+        (0, 0, 0),
+        "ringkv",
+        admin::resume,
+        "RINGKV.RESUME: completes a paused redistribution."
+    ),
+    spec!(
+        "ringkv.nodes",
+        1,
+        &["readonly"],
+        (0, 0, 0),
+        "ringkv",
+        admin::nodes,
+        "RINGKV.NODES: the members with weight, keys and state."
+    ),
+    spec!(
+        "ringkv.locate",
+        2,
+        &["readonly"],
+        (1, 1, 1),
+        "ringkv",
+        admin::locate,
+        "RINGKV.LOCATE key: the key's token, owner and the nodes holding a copy."
+    ),
+];
+
+/// The table entry of a command name (any case).
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Runs one request (`request[0]` is the command name; not empty).
+pub fn dispatch(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
+    ctx.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+    let Some((name, args)) = request.split_first() else {
+        return reply::err("empty command").into();
+    };
+    let Some(spec) = lookup(name) else {
+        let shown: String = args
+            .iter()
+            .map(|a| format!("'{}' ", reply::quote(a)))
+            .collect();
+        return reply::err(format!(
+            "unknown command '{}', with args beginning with: {shown}",
+            reply::quote(name)
+        ))
+        .into();
+    };
+    let words = request.len() as i64;
+    if (spec.arity >= 0 && words != spec.arity) || (spec.arity < 0 && words < -spec.arity) {
+        return reply::wrong_arity(spec.name).into();
+    }
+    if !ctx.session.authenticated && !spec.flags.contains(&"no-auth") {
+        return reply::error("NOAUTH Authentication required.").into();
+    }
+    ctx.session.last_command = spec.name;
+    (spec.handler)(ctx, args)
+}
+
+/// A cluster failure as a reply. Nothing was applied (see each
+/// [`ClusterError`] variant).
+pub fn cluster_error(e: ClusterError) -> Frame {
+    reply::err(e)
+}
+
+/// Parses a 64-bit integer as Redis's `string2ll`: optional `-`, digits,
+/// no leading zeros, no `+`, no spaces.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => bytes.len() == 1,
+        [first, rest @ ..] => (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit),
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// A key or value in its own allocation. Arguments are slices of the
+/// connection's read buffer; storing them as they are would keep a whole
+/// buffer alive for as long as any value read into it is stored.
+pub fn owned(bytes: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1a",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn the_table_has_unique_lowercase_names() {
+        let mut names: Vec<_> = COMMANDS.iter().map(|s| s.name).collect();
+        assert!(names.iter().all(|n| *n == n.to_lowercase()));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+        assert!(lookup(b"GeT").is_some_and(|s| s.name == "get"));
+        assert!(lookup(b"RINGKV.ADDNODE").is_some());
+    }
+}
