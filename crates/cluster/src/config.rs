@@ -13,7 +13,11 @@ pub struct ClusterConfig {
     pub ring: RingConfig,
     /// Keys copied per batch during redistribution. A source's read lock is
     /// held for one batch at a time, so this bounds how long a migration
-    /// can delay a writer on the source. Default 512.
+    /// can delay a writer on the source. Default 64: a blocked client then
+    /// waits a few microseconds, short enough to win its lock while still
+    /// spinning instead of sleeping, and the per-batch overhead (a lock and
+    /// one tree descent) stays small next to 64 keys' copying (with 512,
+    /// puts hitting a batch's stripe pushed the put p99.9 to ~13x idle).
     pub copy_batch: usize,
     /// Attempts per redistribution step (copy a range, switch it, clean it
     /// up) before the change is rolled back or paused. Default 3.
@@ -32,7 +36,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             ring: RingConfig::default(),
-            copy_batch: 512,
+            copy_batch: 64,
             max_attempts: 3,
             retry_backoff: Duration::from_millis(1),
             stripes: 64,

@@ -49,6 +49,7 @@ fn stress(seed: u64, shape: &Shape) {
     }
     let history: History<u32, u64> = History::new();
     let clients_done = AtomicBool::new(false);
+    let first_change = AtomicBool::new(false);
     let start = Barrier::new((shape.clients + shape.changers) as usize);
     let mut changes = 0;
 
@@ -56,13 +57,16 @@ fn stress(seed: u64, shape: &Shape) {
         let mut changers = Vec::new();
         for c in 0..shape.changers {
             let (cluster, start, done) = (&cluster, &start, &clients_done);
+            let first_change = &first_change;
             changers.push(s.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed ^ (0xc4a9 + c));
                 let mut mine: Vec<String> = Vec::new();
                 let mut next = 0;
                 let mut changes = 0;
                 start.wait();
-                while !done.load(Ordering::Acquire) {
+                // At least one change before and one after the clients'
+                // start, whatever the scheduler does.
+                while !done.load(Ordering::Acquire) || changes < 2 {
                     if mine.is_empty() || (mine.len() < 3 && rng.random_bool(0.5)) {
                         let id = format!("c{c}-{next}");
                         next += 1;
@@ -75,6 +79,7 @@ fn stress(seed: u64, shape: &Shape) {
                         cluster.remove_node(&id).unwrap();
                     }
                     changes += 1;
+                    first_change.store(true, Ordering::Release);
                 }
                 changes
             }));
@@ -82,10 +87,14 @@ fn stress(seed: u64, shape: &Shape) {
         let mut clients = Vec::new();
         for client in 0..shape.clients {
             let (cluster, history, start) = (&cluster, &history, &start);
+            let first_change = &first_change;
             clients.push(s.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed ^ (client << 20));
                 let mut rec = history.recorder(client);
                 start.wait();
+                while !first_change.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
                 for i in 0..shape.ops_per_client {
                     let key = rng.random_range(0..shape.keys);
                     let key_bytes = Bytes::from(format!("key{key}"));

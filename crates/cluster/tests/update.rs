@@ -1,7 +1,7 @@
 //! `Cluster::update` is atomic per key, also while the key's range moves:
 //! concurrent increments under membership churn lose no count.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
 
@@ -25,10 +25,13 @@ fn increments_survive_churn(seed: u64) {
     cluster.add_node("base").unwrap();
     let (threads, per_thread, counters) = (4u64, 1_500u64, 8u64);
     let done = AtomicBool::new(false);
+    // Workers start once churn has begun, and churn goes on until they are
+    // done, so increments always overlap membership changes.
+    let changes = AtomicUsize::new(0);
     std::thread::scope(|s| {
         let churn = s.spawn(|| {
             let mut i = 0;
-            while !done.load(Ordering::Acquire) {
+            while !done.load(Ordering::Acquire) || i < 4 {
                 let id = format!("churn{}", i % 3);
                 if cluster.members().iter().any(|m| m.as_str() == id) {
                     cluster.remove_node(&id).unwrap();
@@ -36,13 +39,17 @@ fn increments_survive_churn(seed: u64) {
                     cluster.add_node(&id).unwrap();
                 }
                 i += 1;
+                changes.store(i, Ordering::Release);
             }
             i
         });
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let cluster = &cluster;
+                let (cluster, changes) = (&cluster, &changes);
                 s.spawn(move || {
+                    while changes.load(Ordering::Acquire) == 0 {
+                        std::thread::yield_now();
+                    }
                     for i in 0..per_thread {
                         let key = format!("counter{}", (i + t + seed) % counters);
                         cluster
@@ -59,7 +66,10 @@ fn increments_survive_churn(seed: u64) {
             w.join().unwrap();
         }
         done.store(true, Ordering::Release);
-        assert!(churn.join().unwrap() > 0, "seed {seed}: membership changed");
+        assert!(
+            churn.join().unwrap() >= 4,
+            "seed {seed}: membership changed"
+        );
     });
     let total: u64 = (0..counters)
         .map(|c| {
