@@ -17,6 +17,17 @@ use crate::routing::Routing;
 use crate::store::{MemStore, Store};
 use crate::{ClusterConfig, ClusterError};
 
+/// What [`Cluster::update`] does with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Leave the key as it is.
+    Keep,
+    /// Store this value.
+    Put(Bytes),
+    /// Delete the key.
+    Delete,
+}
+
 /// Builds a node's stores when the node joins: called once per lock stripe
 /// ([`ClusterConfig::stripes`]), each store holding the keys of one slice
 /// of the token space.
@@ -127,20 +138,21 @@ impl Cluster {
     }
 
     /// Atomically reads and rewrites one key: `f` receives the current value
-    /// and returns the new one (`Some` stores it, `None` deletes the key)
-    /// together with a result for the caller. Nothing else can touch the
-    /// key in between, also while its range is being moved; this is what
-    /// counters and compare-and-set are built on.
+    /// and returns what to do with it ([`Update`]) together with a result
+    /// for the caller. Nothing else can touch the key in between, also
+    /// while its range is being moved; counters and compare-and-set are
+    /// built on this.
     ///
     /// `f` runs exactly once, under the lock of the key's stripe, so it
     /// must be short and must not call back into the cluster.
     ///
     /// ```
-    /// # let cluster = ringkv_cluster::Cluster::default();
+    /// use ringkv_cluster::{Cluster, Update};
+    /// # let cluster = Cluster::default();
     /// # cluster.add_node("n1")?;
     /// let next = cluster.update("hits", |old| {
     ///     let n = old.map_or(0, |v| std::str::from_utf8(v).unwrap().parse::<u64>().unwrap()) + 1;
-    ///     (Some(n.to_string().into()), n)
+    ///     (Update::Put(n.to_string().into()), n)
     /// })?;
     /// assert_eq!(next, 1);
     /// # Ok::<(), ringkv_cluster::ClusterError>(())
@@ -148,16 +160,17 @@ impl Cluster {
     pub fn update<R>(
         &self,
         key: impl Into<Bytes>,
-        f: impl FnOnce(Option<&Bytes>) -> (Option<Bytes>, R),
+        f: impl FnOnce(Option<&Bytes>) -> (Update, R),
     ) -> Result<R, ClusterError> {
         let mut f = Some(f);
         self.write(key.into(), |store, token, key| {
             let f = f.take().expect("write applies once");
             let current = store.get(token, key)?;
-            let (next, result) = f(current.as_ref());
-            match next {
-                Some(value) => store.put(token, key.clone(), value).map(drop)?,
-                None => store.delete(token, key).map(drop)?,
+            let (update, result) = f(current.as_ref());
+            match update {
+                Update::Keep => {}
+                Update::Put(value) => store.put(token, key.clone(), value).map(drop)?,
+                Update::Delete => store.delete(token, key).map(drop)?,
             }
             Ok(result)
         })

@@ -44,7 +44,7 @@ mod report;
 mod routing;
 mod store;
 
-pub use cluster::{Cluster, StoreFactory};
+pub use cluster::{Cluster, StoreFactory, Update};
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};

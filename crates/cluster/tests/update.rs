@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
+use ringkv_cluster::{Cluster, ClusterConfig, RingConfig, Update};
 
 mod common;
 use common::for_each_seed;
@@ -55,7 +55,7 @@ fn increments_survive_churn(seed: u64) {
                         cluster
                             .update(key, |old| {
                                 let n = parse(old) + 1;
-                                (Some(n.to_string().into()), ())
+                                (Update::Put(n.to_string().into()), ())
                             })
                             .unwrap();
                     }
@@ -94,14 +94,14 @@ fn update_can_delete_and_reports_its_result() {
     let cluster = Cluster::default();
     cluster.add_node("n").unwrap();
     cluster.put("k", "v").unwrap();
-    let old = cluster.update("k", |old| (None, old.cloned())).unwrap();
+    let old = cluster.update("k", |old| (Update::Delete, old.cloned())).unwrap();
     assert_eq!(old.as_deref(), Some(&b"v"[..]));
     assert_eq!(cluster.get(b"k").unwrap(), None);
     // Set-if-absent.
     let set = cluster
         .update("k", |old| match old {
-            Some(v) => (Some(v.clone()), false),
-            None => (Some("first".into()), true),
+            Some(_) => (Update::Keep, false),
+            None => (Update::Put("first".into()), true),
         })
         .unwrap();
     assert!(set);

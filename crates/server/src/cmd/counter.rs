@@ -4,6 +4,7 @@
 //! increments are never lost, also while the key's range is being moved.
 
 use bytes::Bytes;
+use ringkv_cluster::Update;
 
 use super::{Ctx, Outcome, cluster_error, owned, parse_i64};
 use crate::reply::{self, Frame};
@@ -43,13 +44,12 @@ fn add(ctx: &mut Ctx<'_>, key: &Bytes, delta: i64) -> Outcome {
             None => 0,
             Some(value) => match parse_i64(value) {
                 Some(n) => n,
-                // Writing back what was there leaves the key as it was.
-                None => return (old.cloned(), Err(Refused::NotInteger)),
+                None => return (Update::Keep, Err(Refused::NotInteger)),
             },
         };
         match current.checked_add(delta) {
-            Some(n) => (Some(Bytes::from(n.to_string())), Ok(n)),
-            None => (old.cloned(), Err(Refused::Overflow)),
+            Some(n) => (Update::Put(Bytes::from(n.to_string())), Ok(n)),
+            None => (Update::Keep, Err(Refused::Overflow)),
         }
     });
     let frame: Frame = match result {

@@ -6,6 +6,7 @@
 //! client may see part of an MSET); a cluster error stops at that key.
 
 use bytes::Bytes;
+use ringkv_cluster::Update;
 
 use super::{Ctx, Outcome, cluster_error, owned};
 use crate::reply::{self, Frame};
@@ -73,7 +74,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let result = cluster.update(key, |old| {
         let exists = old.is_some();
         let write = !(options.nx && exists || options.xx && !exists);
-        let next = if write { Some(value) } else { old.cloned() };
+        let next = if write { Update::Put(value) } else { Update::Keep };
         (next, (write, old.cloned()))
     });
     match result {
