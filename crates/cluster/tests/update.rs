@@ -94,7 +94,9 @@ fn update_can_delete_and_reports_its_result() {
     let cluster = Cluster::default();
     cluster.add_node("n").unwrap();
     cluster.put("k", "v").unwrap();
-    let old = cluster.update("k", |old| (Update::Delete, old.cloned())).unwrap();
+    let old = cluster
+        .update("k", |old| (Update::Delete, old.cloned()))
+        .unwrap();
     assert_eq!(old.as_deref(), Some(&b"v"[..]));
     assert_eq!(cluster.get(b"k").unwrap(), None);
     // Set-if-absent.

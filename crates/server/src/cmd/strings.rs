@@ -74,7 +74,11 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let result = cluster.update(key, |old| {
         let exists = old.is_some();
         let write = !(options.nx && exists || options.xx && !exists);
-        let next = if write { Update::Put(value) } else { Update::Keep };
+        let next = if write {
+            Update::Put(value)
+        } else {
+            Update::Keep
+        };
         (next, (write, old.cloned()))
     });
     match result {
