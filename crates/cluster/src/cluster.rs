@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -49,6 +50,9 @@ pub struct Cluster {
     pub(crate) membership: Mutex<Membership>,
     pub(crate) faults: FaultPlan,
     pub(crate) store_factory: StoreFactory,
+    /// `membership.pending_cleanups.len()`, readable without waiting for a
+    /// membership change to finish.
+    pub(crate) stale_ranges: AtomicUsize,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -92,6 +96,7 @@ impl Cluster {
             membership: Mutex::new(Membership::default()),
             faults: FaultPlan::default(),
             store_factory: factory,
+            stale_ranges: AtomicUsize::new(0),
         })
     }
 
@@ -309,13 +314,12 @@ impl Cluster {
                 }
             })
             .collect();
-        let membership = self.membership.try_lock();
         ClusterStats {
             epoch: routing.ring.epoch(),
             total_keys: nodes.iter().map(|n| n.keys).sum(),
             nodes,
             rebalancing: routing.migration.is_some(),
-            pending_cleanups: membership.map_or(0, |m| m.pending_cleanups.len()),
+            pending_cleanups: self.stale_ranges.load(Ordering::Acquire),
         }
     }
 

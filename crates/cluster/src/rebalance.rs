@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringkv_ring::{NodeId, Ring, TokenRange, key_token};
@@ -357,6 +358,8 @@ impl Cluster {
                     node: target.clone(),
                     range,
                 });
+                self.stale_ranges
+                    .store(membership.pending_cleanups.len(), Ordering::Release);
             }
         }
         warn!(op = %active.kind, node = %active.node, error = %cause, "rebalance rolled back");
@@ -464,6 +467,8 @@ impl Cluster {
                         node: source.clone(),
                         range,
                     });
+                    self.stale_ranges
+                        .store(membership.pending_cleanups.len(), Ordering::Release);
                 }
             }
             active.moved[i].time += t0.elapsed();
@@ -519,7 +524,9 @@ impl Cluster {
             });
             result.is_err()
         });
-        membership.pending_cleanups.len()
+        let left = membership.pending_cleanups.len();
+        self.stale_ranges.store(left, Ordering::Release);
+        left
     }
 }
 

@@ -145,6 +145,11 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
             let source_stays = op == Op::Add || victim.as_str() != "n2";
             if role == FaultRole::Source && source_stays {
                 assert!(report.pending_cleanups > 0, "{ctx}");
+                assert_eq!(
+                    s.cluster.stats().pending_cleanups,
+                    report.pending_cleanups,
+                    "{ctx}"
+                );
             }
             assert_reads_while_down(&s, &victim, &ctx);
             write_some(&mut s, &victim, &ctx);
@@ -156,6 +161,7 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
                 s.cluster.clear_faults();
             }
             assert_eq!(s.cluster.repair(), 0, "{ctx}: repair after heal");
+            assert_eq!(s.cluster.stats().pending_cleanups, 0, "{ctx}");
         }
     }
     assert_eq!(s.cluster.epoch(), epoch + 1, "{ctx}");
