@@ -1,6 +1,7 @@
 //! Criterion benchmarks of `ringkv-ring`: lookups against the `hashring`
 //! crate and a plain sorted-`Vec` baseline, preference lists, membership
-//! changes and diffs.
+//! changes and diffs, for random vnodes and (`ringkv_balanced`) balanced
+//! partitions.
 //!
 //! Run with `cargo bench -p ringkv-ring --bench ring`.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
@@ -12,7 +13,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hashring::HashRing;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv_ring::{Ring, key_token, vnode_token};
+use ringkv_ring::{BalancedConfig, Ring, key_token, vnode_token};
 
 const VNODES: u32 = 256;
 const SIZES: [usize; 3] = [10, 100, 1000];
@@ -26,6 +27,14 @@ fn node_id(i: usize) -> String {
 
 fn ringkv(n: usize) -> Ring {
     (0..n).fold(Ring::default(), |r, i| r.with_node(node_id(i), 1).unwrap())
+}
+
+/// `n` weight-1 nodes on the default 65,536 balanced partitions.
+fn balanced(n: usize) -> Ring {
+    (0..n).fold(
+        Ring::balanced(BalancedConfig::default()).unwrap(),
+        |r, i| r.with_node(node_id(i), 1).unwrap(),
+    )
 }
 
 fn keys() -> Vec<[u8; 16]> {
@@ -90,6 +99,15 @@ fn lookup(c: &mut Criterion) {
         });
         drop(ring);
 
+        let ring = balanced(n);
+        g.bench_function(BenchmarkId::new("ringkv_balanced", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                black_box(ring.owner(black_box(&keys[i])))
+            })
+        });
+        drop(ring);
+
         let ring = hashring(n);
         g.bench_function(BenchmarkId::new("hashring", n), |b| {
             b.iter(|| {
@@ -124,6 +142,15 @@ fn preference_list(c: &mut Criterion) {
                 }
             })
         });
+        let ring = balanced(n);
+        g.bench_function(BenchmarkId::new("ringkv_balanced", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                for id in ring.preference_list(black_box(&keys[i]), 3) {
+                    black_box(id);
+                }
+            })
+        });
     }
     g.finish();
 }
@@ -137,6 +164,10 @@ fn membership(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("ringkv", n), |b| {
             b.iter(|| black_box(ring.with_node(black_box("newcomer"), 1).unwrap()))
         });
+        let ring = balanced(n);
+        g.bench_function(BenchmarkId::new("ringkv_balanced", n), |b| {
+            b.iter(|| black_box(ring.with_node(black_box("newcomer"), 1).unwrap()))
+        });
     }
     g.finish();
 
@@ -145,6 +176,10 @@ fn membership(c: &mut Criterion) {
         let ring = ringkv(n);
         let victim = node_id(n / 2);
         g.bench_function(BenchmarkId::new("ringkv", n), |b| {
+            b.iter(|| black_box(ring.without_node(black_box(&victim)).unwrap()))
+        });
+        let ring = balanced(n);
+        g.bench_function(BenchmarkId::new("ringkv_balanced", n), |b| {
             b.iter(|| black_box(ring.without_node(black_box(&victim)).unwrap()))
         });
     }

@@ -63,4 +63,57 @@ pub enum RingError {
         /// The limit.
         max: usize,
     },
+    /// A balanced ring's partition count is not a power of two in range.
+    #[error("{partitions} partitions: the count must be a power of two from {min} to {max}")]
+    InvalidPartitions {
+        /// The rejected count.
+        partitions: u32,
+        /// Smallest accepted count.
+        min: u32,
+        /// Largest accepted count.
+        max: u32,
+    },
+    /// A balanced ring already has as many nodes as partitions.
+    #[error(
+        "the ring has {partitions} partitions and as many nodes; \
+         use more partitions to add another node"
+    )]
+    TooManyNodesForPartitions {
+        /// The ring's partition count.
+        partitions: u32,
+    },
+    /// A saved ring names a format this version does not read.
+    #[error("unsupported ring format `{found}`; this version reads `ringkv-ring/1`")]
+    UnsupportedFormat {
+        /// The format named by the document.
+        found: String,
+    },
+    /// A saved ring is not valid JSON of the expected shape.
+    #[error("malformed saved ring: {reason}")]
+    MalformedRing {
+        /// What the parser rejected (with line and column).
+        reason: String,
+    },
+    /// A saved balanced ring's assignment does not list one owner per
+    /// partition.
+    #[error("the saved assignment lists {found} partitions; the ring has {expected}")]
+    PartitionCount {
+        /// The ring's partition count (0 for an empty ring).
+        expected: usize,
+        /// The length of the saved assignment.
+        found: usize,
+    },
+    /// A saved assignment names a node index outside the node list.
+    #[error("partition {partition} is assigned to node index {index}, but there are {nodes} nodes")]
+    UnknownNodeIndex {
+        /// The partition.
+        partition: usize,
+        /// The index it names.
+        index: u32,
+        /// The number of nodes saved.
+        nodes: usize,
+    },
+    /// A saved random-vnode ring carries a partition assignment.
+    #[error("a random-vnode ring has no partition assignment; remove `assignment`")]
+    UnexpectedAssignment,
 }

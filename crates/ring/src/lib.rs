@@ -11,6 +11,13 @@
 //! - [`Ring::diff`] lists exactly the token ranges whose owner changes
 //!   between two snapshots: the plan a redistribution executes.
 //!
+//! - Two placement strategies ([`Placement`]): random vnodes
+//!   ([`Ring::new`], the default: placement is a function of the
+//!   membership) and balanced partitions ([`Ring::balanced`]: `Q` equal
+//!   partitions assigned as nodes join and leave, every node within one
+//!   partition of its weighted share; the state depends on the history of
+//!   changes and is saved with [`Ring::to_json`] / [`Ring::from_json`]).
+//!
 //! No I/O and no locks: this crate only decides.
 //!
 //! ```
@@ -36,19 +43,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod balanced;
 mod diff;
 mod error;
 mod hash;
 mod node;
 mod range;
 mod ring;
+mod serial;
 
+pub use balanced::{BalancedConfig, MAX_PARTITIONS, MIN_PARTITIONS, Placement};
 pub use diff::{RangeMove, ReplicaMove, RingDiff};
 pub use error::RingError;
 pub use hash::{Token, key_token, vnode_token};
 pub use node::NodeId;
 pub use range::TokenRange;
 pub use ring::{MAX_NODE_ID_LEN, MAX_NODES, MAX_VNODES_PER_NODE, PreferenceList, Ring, RingConfig};
+pub use serial::RING_FORMAT;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::balanced::{self, Placement};
 use crate::hash::{Token, key_token, vnode_token};
 use crate::{NodeId, RingError};
 
@@ -63,12 +64,23 @@ pub(crate) struct Member {
 /// the next snapshot with `epoch + 1` and leaves this one untouched, so a
 /// snapshot can be shared between threads in an `Arc` and read without locks.
 ///
-/// Placement depends only on the membership (ids, weights) and the config:
-/// vnode tokens come from [`vnode_token`], and colliding tokens are ordered
-/// by node id, so the order of additions and removals does not matter.
+/// Two placement strategies ([`Ring::placement`]):
+///
+/// - **Random vnodes** ([`Ring::new`], the default): placement depends only
+///   on the membership (ids, weights) and the config: vnode tokens come from
+///   [`vnode_token`], and colliding tokens are ordered by node id, so the
+///   order of additions and removals does not matter.
+/// - **Balanced partitions** ([`Ring::balanced`]): the circle is cut into
+///   `Q` equal partitions whose owners are *assigned* as nodes join and
+///   leave (see [`BalancedConfig`](crate::BalancedConfig)). Every node
+///   holds its weighted share to within one partition, but the assignment
+///   depends on the history of changes, not on the membership alone:
+///   persist it with [`Ring::to_json`].
 #[derive(Debug, Clone)]
 pub struct Ring {
+    /// The vnode settings; for a balanced ring, the unused default.
     pub(crate) config: RingConfig,
+    pub(crate) placement: Placement,
     pub(crate) epoch: u64,
     /// Node table indexed by slot; a removed node leaves a hole that the
     /// next added node reuses. Slots are internal: they never leak out.
@@ -79,6 +91,9 @@ pub struct Ring {
     /// `table[b]` is the index of the first entry whose token is at least
     /// `b << shift`; `table[len - 1] == entries.len()`. A lookup scans only
     /// the entries of one bucket: about one on average.
+    ///
+    /// Empty for a balanced ring: its partitions are equal, so entry
+    /// `token >> shift` is the successor of `token` (no table needed).
     pub(crate) table: Vec<u32>,
     pub(crate) shift: u32,
 }
@@ -95,6 +110,9 @@ impl Ring {
         config.validate()?;
         Ok(Ring {
             config,
+            placement: Placement::RandomVnodes {
+                vnodes_per_weight: config.vnodes_per_weight,
+            },
             epoch: 0,
             members: Vec::new(),
             by_id: BTreeMap::new(),
@@ -104,9 +122,25 @@ impl Ring {
         })
     }
 
-    /// The ring's settings.
+    /// The ring's vnode settings. A balanced ring has none and returns
+    /// [`RingConfig::default`]; [`Ring::placement`] tells the strategy.
     pub fn config(&self) -> &RingConfig {
         &self.config
+    }
+
+    /// The placement strategy and its parameter.
+    ///
+    /// ```
+    /// use ringkv_ring::{BalancedConfig, Placement, Ring};
+    /// assert_eq!(
+    ///     Ring::default().placement(),
+    ///     Placement::RandomVnodes { vnodes_per_weight: 256 }
+    /// );
+    /// let ring = Ring::balanced(BalancedConfig { partitions: 1024 }).unwrap();
+    /// assert_eq!(ring.placement(), Placement::BalancedPartitions { partitions: 1024 });
+    /// ```
+    pub fn placement(&self) -> Placement {
+        self.placement
     }
 
     /// The snapshot's version: 0 for a new ring, +1 per membership change.
@@ -124,7 +158,8 @@ impl Ring {
         self.by_id.is_empty()
     }
 
-    /// Number of virtual nodes (tokens) on the ring.
+    /// Number of virtual nodes (tokens) on the ring: for a balanced ring,
+    /// the number of partitions (0 while the ring is empty).
     pub fn vnode_count(&self) -> usize {
         self.entries.len()
     }
@@ -240,8 +275,13 @@ impl Ring {
     /// Index of the first entry with `entry.token >= token`, wrapping to 0.
     #[inline]
     pub(crate) fn successor(&self, token: Token) -> Option<usize> {
-        if self.entries.is_empty() {
-            return None;
+        if self.table.is_empty() {
+            // Empty ring, or balanced partitions: partition `i` ends at
+            // `((i + 1) << shift) - 1`, so `token >> shift` is its index.
+            if self.entries.is_empty() {
+                return None;
+            }
+            return Some((token >> self.shift) as usize);
         }
         let bucket = (token >> self.shift) as usize;
         let mut i = self.table[bucket] as usize;
@@ -261,8 +301,11 @@ impl Ring {
 
     /// The next snapshot, with node `id` of `weight` added.
     ///
-    /// Incremental: the new node's tokens are sorted and merged into the
-    /// existing order in one linear pass; nothing is re-sorted.
+    /// Random vnodes: the new node's tokens are sorted and merged into the
+    /// existing order in one linear pass; nothing is re-sorted. Balanced
+    /// partitions: the new node takes its share of partitions from the
+    /// nodes most over their own share (see
+    /// [`BalancedConfig`](crate::BalancedConfig)).
     pub fn with_node(&self, id: impl Into<NodeId>, weight: u32) -> Result<Ring, RingError> {
         let id = id.into();
         validate_id(&id)?;
@@ -274,6 +317,9 @@ impl Ring {
         }
         if self.by_id.len() >= MAX_NODES {
             return Err(RingError::TooManyNodes { max: MAX_NODES });
+        }
+        if let Placement::BalancedPartitions { partitions } = self.placement {
+            return balanced::with_node(self, id, weight, partitions);
         }
         let vnodes = u64::from(weight) * u64::from(self.config.vnodes_per_weight);
         if vnodes > u64::from(MAX_VNODES_PER_NODE) {
@@ -329,6 +375,9 @@ impl Ring {
         let Some(&slot) = self.by_id.get(id) else {
             return Err(RingError::UnknownNode { id: id.into() });
         };
+        if let Placement::BalancedPartitions { .. } = self.placement {
+            return balanced::without_node(self, slot);
+        }
         let mut members = self.members.clone();
         members[slot as usize] = None;
         while matches!(members.last(), Some(None)) {
@@ -363,11 +412,13 @@ impl Ring {
         Ok(Ring::assemble(self, members, by_id, entries, table))
     }
 
-    /// Whether two snapshots place every token identically: same config,
-    /// members, weights and vnodes, whatever their epochs or the order in
-    /// which their nodes were added.
+    /// Whether two snapshots place every token identically: same placement
+    /// strategy and config, members, weights and vnodes, whatever their
+    /// epochs (and, for random vnodes, the order in which their nodes were
+    /// added).
     pub fn same_placement(&self, other: &Ring) -> bool {
-        self.config == other.config
+        self.placement == other.placement
+            && self.config == other.config
             && self.nodes().eq(other.nodes())
             && self.vnodes().eq(other.vnodes())
     }
@@ -382,6 +433,7 @@ impl Ring {
         let (table, shift) = table.unwrap_or_else(|| build_table(&entries));
         Ring {
             config: prev.config,
+            placement: prev.placement,
             epoch: prev.epoch + 1,
             members,
             by_id,
@@ -392,7 +444,7 @@ impl Ring {
     }
 }
 
-fn validate_id(id: &NodeId) -> Result<(), RingError> {
+pub(crate) fn validate_id(id: &NodeId) -> Result<(), RingError> {
     let len = id.as_str().len();
     if len == 0 {
         return Err(RingError::EmptyNodeId);
