@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringkv_cluster::{Cluster, ClusterConfig};
-use ringkv_ring::{Ring, RingConfig, TokenRange, key_token};
+use ringkv_ring::{BalancedConfig, Placement, Ring, RingConfig, TokenRange, key_token};
 use serde::Serialize;
 
 /// What to measure and how big.
@@ -26,9 +26,13 @@ pub struct BenchOptions {
     pub keys: usize,
     /// Nodes in the cluster for those figures.
     pub nodes: usize,
-    /// Ring and redistribution settings of the measured cluster; its
-    /// vnodes per weight also shape the lookup and balance rings.
+    /// Ring and redistribution settings of the measured cluster.
     pub config: ClusterConfig,
+    /// Vnodes per weight of the random-vnode rings in the lookup and
+    /// balance figures.
+    pub vnodes: u32,
+    /// Partitions of the balanced rings in the lookup and balance figures.
+    pub partitions: u32,
     /// Client operations per throughput measurement and thread.
     pub ops: usize,
     /// Seed of every random choice.
@@ -43,6 +47,8 @@ impl Default for BenchOptions {
             keys: 1_000_000,
             nodes: 10,
             config: ClusterConfig::default(),
+            vnodes: RingConfig::default().vnodes_per_weight,
+            partitions: BalancedConfig::default().partitions,
             ops: 2_000_000,
             seed: 42,
             ring_sizes: vec![3, 10, 100, 1000],
@@ -57,8 +63,8 @@ pub struct BenchReport {
     pub keys: usize,
     /// Nodes in the measured cluster.
     pub nodes: usize,
-    /// Vnodes per weight.
-    pub vnodes: u32,
+    /// Placement of the measured cluster.
+    pub placement: String,
     /// Keys per copy batch.
     pub copy_batch: usize,
     /// Lock stripes per node.
@@ -78,6 +84,8 @@ pub struct BenchReport {
 /// Median time of one `Ring::owner` (hash included).
 #[derive(Debug, Clone, Serialize)]
 pub struct LookupResult {
+    /// The ring's placement.
+    pub placement: String,
     /// Physical nodes.
     pub nodes: usize,
     /// Nanoseconds per lookup of a 16-byte key.
@@ -89,6 +97,8 @@ pub struct LookupResult {
 /// Share of the ring per node (exact, from the token arcs).
 #[derive(Debug, Clone, Serialize)]
 pub struct BalanceResult {
+    /// The ring's placement.
+    pub placement: String,
     /// Physical nodes, all of weight 1.
     pub nodes: usize,
     /// Busiest node's share over the mean share.
@@ -166,11 +176,8 @@ fn value(rng: &mut SmallRng) -> Bytes {
     Bytes::from(vec![b'v'; len])
 }
 
-fn ring_of(nodes: usize, vnodes: u32) -> Ring {
-    let mut ring = Ring::new(RingConfig {
-        vnodes_per_weight: vnodes,
-    })
-    .expect("vnodes > 0");
+fn ring_of(nodes: usize, placement: Placement) -> Ring {
+    let mut ring = placement.empty_ring().expect("validated placement");
     for n in 0..nodes {
         ring = ring.with_node(format!("node{n}"), 1).expect("distinct ids");
     }
@@ -180,16 +187,24 @@ fn ring_of(nodes: usize, vnodes: u32) -> Ring {
 /// Runs every measurement.
 pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> BenchReport {
     progress("lookup");
-    let lookup = options
-        .ring_sizes
+    let placements = [
+        Placement::RandomVnodes {
+            vnodes_per_weight: options.vnodes,
+        },
+        Placement::BalancedPartitions {
+            partitions: options.partitions,
+        },
+    ];
+    let lookup = placements
         .iter()
-        .map(|&n| lookup(n, options.config.ring.vnodes_per_weight, options.seed))
+        .flat_map(|&p| options.ring_sizes.iter().map(move |&n| (p, n)))
+        .map(|(p, n)| lookup(n, p, options.seed))
         .collect();
     progress("balance");
-    let balance = options
-        .ring_sizes
+    let balance = placements
         .iter()
-        .map(|&n| balance(n, options.config.ring.vnodes_per_weight))
+        .flat_map(|&p| options.ring_sizes.iter().map(move |&n| (p, n)))
+        .map(|(p, n)| balance(n, p))
         .collect();
     progress("load");
     let cluster = load(options);
@@ -202,7 +217,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> BenchRepor
     BenchReport {
         keys: options.keys,
         nodes: options.nodes,
-        vnodes: options.config.ring.vnodes_per_weight,
+        placement: options.config.placement.to_string(),
         copy_batch: options.config.copy_batch,
         stripes: options.config.stripes,
         lookup,
@@ -221,8 +236,8 @@ fn median_ns(mut f: impl FnMut() -> Duration, per: usize) -> f64 {
     samples[samples.len() / 2]
 }
 
-fn lookup(nodes: usize, vnodes: u32, seed: u64) -> LookupResult {
-    let ring = ring_of(nodes, vnodes);
+fn lookup(nodes: usize, placement: Placement, seed: u64) -> LookupResult {
+    let ring = ring_of(nodes, placement);
     let mut rng = SmallRng::seed_from_u64(seed);
     let keys: Vec<[u8; 16]> = (0..4096).map(|_| rng.random()).collect();
     let tokens: Vec<u64> = ring.vnodes().map(|(t, _)| t).collect();
@@ -250,14 +265,15 @@ fn lookup(nodes: usize, vnodes: u32, seed: u64) -> LookupResult {
         PER,
     );
     LookupResult {
+        placement: placement.to_string(),
         nodes,
         ns,
         binary_search_ns,
     }
 }
 
-fn balance(nodes: usize, vnodes: u32) -> BalanceResult {
-    let ring = ring_of(nodes, vnodes);
+fn balance(nodes: usize, placement: Placement) -> BalanceResult {
+    let ring = ring_of(nodes, placement);
     let entries: Vec<_> = ring.vnodes().map(|(t, id)| (t, id.clone())).collect();
     let mut share: HashMap<_, f64> = HashMap::new();
     for (i, (token, id)) in entries.iter().enumerate() {
@@ -268,6 +284,7 @@ fn balance(nodes: usize, vnodes: u32) -> BalanceResult {
     let busiest = share.values().copied().fold(0.0, f64::max);
     let var = share.values().map(|s| (s - mean).powi(2)).sum::<f64>() / nodes as f64;
     BalanceResult {
+        placement: placement.to_string(),
         nodes,
         busiest_over_mean: busiest / mean,
         relative_stddev: var.sqrt() / mean,
@@ -449,33 +466,33 @@ pub fn render(r: &BenchReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "ringkv bench: {} keys on {} nodes, {} vnodes per weight",
-        r.keys, r.nodes, r.vnodes
+        "ringkv bench: {} keys on {} nodes, {}, copy batch {}, {} stripes",
+        r.keys, r.nodes, r.placement, r.copy_batch, r.stripes
     );
     let _ = writeln!(s, "\nlookup (16-byte keys, hash included)");
     let _ = writeln!(
         s,
-        "  {:>6}  {:>10}  {:>14}",
-        "nodes", "ringkv ns", "binsearch ns"
+        "  {:<36}  {:>6}  {:>10}  {:>14}",
+        "placement", "nodes", "ringkv ns", "binsearch ns"
     );
     for l in &r.lookup {
         let _ = writeln!(
             s,
-            "  {:>6}  {:>10.1}  {:>14.1}",
-            l.nodes, l.ns, l.binary_search_ns
+            "  {:<36}  {:>6}  {:>10.1}  {:>14.1}",
+            l.placement, l.nodes, l.ns, l.binary_search_ns
         );
     }
     let _ = writeln!(s, "\nbalance (share of the ring, weight 1 each)");
     let _ = writeln!(
         s,
-        "  {:>6}  {:>14}  {:>12}",
-        "nodes", "busiest/mean", "stddev/mean"
+        "  {:<36}  {:>6}  {:>14}  {:>12}",
+        "placement", "nodes", "busiest/mean", "stddev/mean"
     );
     for b in &r.balance {
         let _ = writeln!(
             s,
-            "  {:>6}  {:>14.3}  {:>12.3}",
-            b.nodes, b.busiest_over_mean, b.relative_stddev
+            "  {:<36}  {:>6}  {:>14.3}  {:>12.3}",
+            b.placement, b.nodes, b.busiest_over_mean, b.relative_stddev
         );
     }
     let m = &r.movement;

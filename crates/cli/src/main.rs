@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use ringkv_cli::bench::BenchOptions;
 use ringkv_cli::logging::{self, LogFormat};
 use ringkv_cli::run::{RunOptions, Runner};
-use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
+use ringkv_cluster::{Cluster, ClusterConfig, Placement, RingConfig};
+use ringkv_ring::BalancedConfig;
 
 /// A distributed key-value store on a consistent hash ring, in one process.
 #[derive(Parser)]
@@ -67,9 +68,8 @@ struct BenchArgs {
     /// Nodes in the measured cluster.
     #[arg(long, default_value_t = BenchOptions::default().nodes)]
     nodes: usize,
-    /// Virtual nodes per unit of weight.
-    #[arg(long, default_value_t = RingConfig::default().vnodes_per_weight)]
-    vnodes: u32,
+    #[command(flatten)]
+    placement: PlacementArgs,
     /// Keys copied per batch while redistributing.
     #[arg(long, default_value_t = ClusterConfig::default().copy_batch)]
     copy_batch: usize,
@@ -90,12 +90,48 @@ struct BenchArgs {
     json: bool,
 }
 
+/// Which placement strategy the ring uses.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlacementKind {
+    /// Equal partitions assigned to nodes: every node within one partition
+    /// of its weighted share; placement depends on the order of changes.
+    Balanced,
+    /// Hashed virtual nodes: placement depends on the membership only.
+    Random,
+}
+
+/// How the ring places keys.
+#[derive(Args)]
+struct PlacementArgs {
+    /// Placement strategy.
+    #[arg(long, value_enum, default_value_t = PlacementKind::Balanced)]
+    placement: PlacementKind,
+    /// Partitions of the ring, a power of two (with --placement balanced).
+    #[arg(long, default_value_t = BalancedConfig::default().partitions)]
+    partitions: u32,
+    /// Virtual nodes per unit of node weight (with --placement random).
+    #[arg(long, default_value_t = RingConfig::default().vnodes_per_weight)]
+    vnodes: u32,
+}
+
+impl PlacementArgs {
+    fn placement(&self) -> Placement {
+        match self.placement {
+            PlacementKind::Balanced => Placement::BalancedPartitions {
+                partitions: self.partitions,
+            },
+            PlacementKind::Random => Placement::RandomVnodes {
+                vnodes_per_weight: self.vnodes,
+            },
+        }
+    }
+}
+
 /// Ring and redistribution settings.
 #[derive(Args)]
 struct ClusterArgs {
-    /// Virtual nodes per unit of node weight.
-    #[arg(long, default_value_t = RingConfig::default().vnodes_per_weight)]
-    vnodes: u32,
+    #[command(flatten)]
+    placement: PlacementArgs,
     /// Keys copied per batch while redistributing (bounds how long a copy
     /// holds a node's lock).
     #[arg(long, default_value_t = ClusterConfig::default().copy_batch)]
@@ -118,9 +154,7 @@ struct ClusterArgs {
 impl ClusterArgs {
     fn build(&self) -> anyhow::Result<Cluster> {
         let config = ClusterConfig {
-            ring: RingConfig {
-                vnodes_per_weight: self.vnodes,
-            },
+            placement: self.placement.placement(),
             copy_batch: self.copy_batch,
             max_attempts: self.max_attempts,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
@@ -196,19 +230,12 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
-    if args.keys == 0
-        || args.nodes == 0
-        || args.vnodes == 0
-        || args.ops == 0
-        || args.ring_sizes.contains(&0)
-    {
-        eprintln!("error: --keys, --nodes, --vnodes, --ops and --ring-sizes must be at least 1");
+    if args.keys == 0 || args.nodes == 0 || args.ops == 0 || args.ring_sizes.contains(&0) {
+        eprintln!("error: --keys, --nodes, --ops and --ring-sizes must be at least 1");
         return ExitCode::from(2);
     }
     let config = ClusterConfig {
-        ring: RingConfig {
-            vnodes_per_weight: args.vnodes,
-        },
+        placement: args.placement.placement(),
         copy_batch: args.copy_batch,
         stripes: args.stripes,
         ..ClusterConfig::default()
@@ -220,6 +247,8 @@ fn bench(args: BenchArgs) -> ExitCode {
     let options = BenchOptions {
         keys: args.keys,
         nodes: args.nodes,
+        vnodes: args.placement.vnodes,
+        partitions: args.placement.partitions,
         config,
         ops: args.ops,
         seed: args.seed,

@@ -85,7 +85,7 @@ impl Cluster {
         factory: StoreFactory,
     ) -> Result<Cluster, ClusterError> {
         config.validate()?;
-        let ring = Ring::new(config.ring)?;
+        let ring = config.placement.empty_ring()?;
         Ok(Cluster {
             config,
             routing: ArcSwap::from_pointee(Routing {

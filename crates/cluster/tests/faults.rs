@@ -12,7 +12,7 @@ use ringkv_cluster::{
 };
 
 mod common;
-use common::{assert_placement, assert_reads, for_each_seed, small_config};
+use common::{assert_placement, assert_reads, config_for, for_each_seed};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
@@ -25,8 +25,8 @@ struct Setup {
     model: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
-fn setup(rng: &mut SmallRng) -> Setup {
-    let cluster = Cluster::new(small_config()).unwrap();
+fn setup(seed: u64, rng: &mut SmallRng) -> Setup {
+    let cluster = Cluster::new(config_for(seed)).unwrap();
     for id in ["n1", "n2", "n3", "n4"] {
         cluster.add_node(id).unwrap();
     }
@@ -61,7 +61,7 @@ fn assert_reads_while_down(s: &Setup, down: &NodeId, ctx: &str) {
 fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffect) {
     let ctx = format!("seed {seed} {op:?} {point:?} {role:?} {effect:?}");
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut s = setup(&mut rng);
+    let mut s = setup(seed, &mut rng);
     let epoch = s.cluster.epoch();
     let members = s.cluster.members();
 
@@ -222,7 +222,7 @@ fn faults_during_remove_node() {
 #[test]
 fn a_fault_that_outlasts_the_retries_rolls_back_and_reports_why() {
     let mut rng = SmallRng::seed_from_u64(7);
-    let s = setup(&mut rng);
+    let s = setup(7, &mut rng);
     s.cluster.inject_fault(Fault {
         point: FaultPoint::MidCopy,
         role: FaultRole::Source,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
+use ringkv_cluster::{Cluster, ClusterConfig, Placement};
 use ringkv_lincheck::History;
 
 mod common;
@@ -36,8 +36,14 @@ fn decode(b: &[u8]) -> u64 {
 
 fn stress(seed: u64, shape: &Shape) {
     let config = ClusterConfig {
-        ring: RingConfig {
-            vnodes_per_weight: 4 + (seed % 8) as u32,
+        placement: if seed.is_multiple_of(2) {
+            Placement::RandomVnodes {
+                vnodes_per_weight: 4 + (seed % 8) as u32,
+            }
+        } else {
+            Placement::BalancedPartitions {
+                partitions: 16 << (seed % 4),
+            }
         },
         copy_batch: 1 + (seed % 4) as usize,
         stripes: 1 << (seed % 7),

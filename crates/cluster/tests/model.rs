@@ -9,12 +9,12 @@ use rand::{Rng, SeedableRng};
 use ringkv_cluster::{ChangeKind, Cluster, ClusterError};
 
 mod common;
-use common::{assert_placement, assert_reads, for_each_seed, small_config};
+use common::{assert_placement, assert_reads, config_for, for_each_seed, small_config};
 
 fn run_sequence(seed: u64, steps: usize) {
     let ctx = format!("seed {seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
-    let cluster = Cluster::new(small_config()).unwrap();
+    let cluster = Cluster::new(config_for(seed)).unwrap();
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut members: Vec<String> = Vec::new();
     let mut next_id = 0;

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ringkv_cluster::{Cluster, ClusterConfig, RingConfig, Update};
+use ringkv_cluster::{Cluster, ClusterConfig, Placement, Update};
 
 mod common;
 use common::for_each_seed;
@@ -14,8 +14,12 @@ fn parse(v: Option<&bytes::Bytes>) -> u64 {
 
 fn increments_survive_churn(seed: u64) {
     let cluster = Cluster::new(ClusterConfig {
-        ring: RingConfig {
-            vnodes_per_weight: 4,
+        placement: if seed.is_multiple_of(2) {
+            Placement::RandomVnodes {
+                vnodes_per_weight: 4,
+            }
+        } else {
+            Placement::BalancedPartitions { partitions: 32 }
         },
         copy_batch: 2,
         stripes: 1 << (seed % 4),

@@ -300,11 +300,19 @@ fn bad_options_are_usage_errors() {
 
     let out = outcome(
         ringkv()
-            .args(["run", "--vnodes", "0", "-"])
+            .args(["run", "--placement", "random", "--vnodes", "0", "-"])
             .write_stdin("add_node(n1)\n"),
     );
     out.expect_code(1);
     assert!(out.stderr.contains("vnodes"), "stderr:\n{}", out.stderr);
+
+    let out = outcome(
+        ringkv()
+            .args(["run", "--partitions", "1000", "-"])
+            .write_stdin("add_node(n1)\n"),
+    );
+    out.expect_code(1);
+    assert!(out.stderr.contains("partition"), "stderr:\n{}", out.stderr);
 
     let out = outcome(
         ringkv()

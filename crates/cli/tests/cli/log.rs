@@ -99,12 +99,12 @@ fn json_log_has_one_rebalance_event_per_change_with_exact_key_counts() {
     let keys: Vec<(String, String)> = (0..KEYS)
         .map(|i| (format!("key{i}"), format!("value{i}")))
         .collect();
-    let rings = [
-        ring(&[("node1", 1), ("node2", 1), ("node3", 1)]),
-        ring(&[("node1", 1), ("node2", 1), ("node3", 1), ("node4", 1)]),
-        ring(&[("node1", 1), ("node3", 1), ("node4", 1)]),
-        ring(&[("node1", 1), ("node3", 1), ("node4", 1), ("big", 3)]),
-    ];
+    // The script's history replayed on the default (balanced) placement.
+    let r3 = ring(&[("node1", 1), ("node2", 1), ("node3", 1)]);
+    let r4 = r3.with_node("node4", 1).unwrap();
+    let r5 = r4.without_node("node2").unwrap();
+    let r6 = r5.with_node("big", 3).unwrap();
+    let rings = [r3, r4, r5, r6];
     for (step, e) in events[3..].iter().enumerate() {
         let (before, after) = (&rings[step], &rings[step + 1]);
         let moved: Vec<&(String, String)> = keys

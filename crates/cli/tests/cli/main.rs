@@ -144,18 +144,29 @@ pub fn parse_stats(line: &str) -> Stats {
     stats
 }
 
-/// A ring with the CLI's default settings and the given `(id, weight)` nodes.
+/// A ring with the CLI's default placement (balanced partitions) after
+/// adding the given `(id, weight)` nodes in this order. Balanced placement
+/// depends on the order of changes, so tests replay the script's history.
 pub fn ring(nodes: &[(&str, u32)]) -> Ring {
-    ring_with(RingConfig::default(), nodes)
+    add_all(
+        ringkv_cluster::ClusterConfig::default()
+            .placement
+            .empty_ring()
+            .expect("valid default"),
+        nodes,
+    )
 }
 
-/// A ring with `config` and the given `(id, weight)` nodes.
+/// A random-vnode ring with `config` and the given `(id, weight)` nodes
+/// (placement depends on the membership only, not on the order).
 pub fn ring_with(config: RingConfig, nodes: &[(&str, u32)]) -> Ring {
+    add_all(Ring::new(config).expect("valid config"), nodes)
+}
+
+fn add_all(ring: Ring, nodes: &[(&str, u32)]) -> Ring {
     nodes
         .iter()
-        .fold(Ring::new(config).expect("valid config"), |r, &(id, w)| {
-            r.with_node(id, w).expect("valid node")
-        })
+        .fold(ring, |r, &(id, w)| r.with_node(id, w).expect("valid node"))
 }
 
 /// The owner of `key` in `ring`.

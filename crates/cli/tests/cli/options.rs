@@ -85,7 +85,8 @@ fn vnodes_option_changes_the_placement() {
     }
     script.push_str("stats()\n");
     for vnodes in [1u32, 7] {
-        let out = run_stdin(script.as_str(), &["--vnodes", &vnodes.to_string()], "warn");
+        let args = ["--placement", "random", "--vnodes", &vnodes.to_string()];
+        let out = run_stdin(script.as_str(), &args, "warn");
         out.expect_code(0);
         let stats = parse_stats(out.out_lines()[0]);
         let r = ring_with(
@@ -216,9 +217,22 @@ fn bench_json_reports_every_figure() {
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let r: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
-    assert_eq!(r["lookup"].as_array().unwrap().len(), 2);
+    // Both placements at both sizes: random 3, random 10, balanced 3, balanced 10.
+    assert_eq!(r["lookup"].as_array().unwrap().len(), 4);
     assert_eq!(r["balance"][1]["nodes"], 10);
     assert!(r["balance"][1]["busiest_over_mean"].as_f64().unwrap() >= 1.0);
+    let balanced = &r["balance"][3];
+    assert!(
+        balanced["placement"]
+            .as_str()
+            .unwrap()
+            .starts_with("balanced")
+    );
+    let busiest = balanced["busiest_over_mean"].as_f64().unwrap();
+    assert!(
+        (1.0..=1.05).contains(&busiest),
+        "balanced busiest/mean {busiest}"
+    );
     let m = &r["movement"];
     assert_eq!(m["add_keys_moved"], m["add_optimum"]);
     assert_eq!(m["remove_keys_moved"], m["remove_optimum"]);

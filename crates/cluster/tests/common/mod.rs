@@ -3,18 +3,28 @@
 
 use std::collections::BTreeMap;
 
-use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
+use ringkv_cluster::{Cluster, ClusterConfig, Placement};
 
 /// A small ring (8 vnodes per weight) and tiny copy batches, so that ranges
 /// span several batches even with few keys.
 pub fn small_config() -> ClusterConfig {
     ClusterConfig {
-        ring: RingConfig {
+        placement: Placement::RandomVnodes {
             vnodes_per_weight: 8,
         },
         copy_batch: 3,
         ..ClusterConfig::default()
     }
+}
+
+/// `small_config` for even seeds; for odd seeds, balanced placement over 64
+/// partitions, so every test runs under both placements.
+pub fn config_for(seed: u64) -> ClusterConfig {
+    let mut config = small_config();
+    if seed % 2 == 1 {
+        config.placement = Placement::BalancedPartitions { partitions: 64 };
+    }
+    config
 }
 
 /// The base seed and number of runs, from `RINGKV_SEED` and `RINGKV_RUNS`.

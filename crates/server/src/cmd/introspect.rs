@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use ringkv_cluster::Placement;
 
 use super::{COMMANDS, Ctx, Outcome, Spec, lookup};
 use crate::reply::{self, Frame};
@@ -93,10 +94,17 @@ fn write_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             line("# Ring", &"");
             line("ring_nodes", &cluster.nodes.len());
             line("ring_epoch", &cluster.epoch);
-            line(
-                "ring_vnodes_per_weight",
-                &shared.cluster.config().ring.vnodes_per_weight,
-            );
+            match shared.cluster.config().placement {
+                Placement::BalancedPartitions { partitions } => {
+                    line("ring_placement", &"balanced");
+                    line("ring_partitions", &partitions);
+                }
+                Placement::RandomVnodes { vnodes_per_weight } => {
+                    line("ring_placement", &"random");
+                    line("ring_vnodes_per_weight", &vnodes_per_weight);
+                }
+                other => line("ring_placement", &other),
+            }
             line("ring_keys", &cluster.total_keys);
             line("ring_rebalancing", &u8::from(cluster.rebalancing));
             line("ring_pending_cleanups", &cluster.pending_cleanups);

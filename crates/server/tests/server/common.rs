@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringkv_cluster::{Cluster, ClusterConfig, RingConfig};
+use ringkv_cluster::{Cluster, ClusterConfig, Placement};
 use ringkv_server::{ServerConfig, ServerError, Summary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,12 +21,10 @@ pub struct TestServer {
     task: JoinHandle<Result<Summary, ServerError>>,
 }
 
-/// A cluster of node1..node3 (few vnodes, so rebalances are quick).
+/// A cluster of node1..node3 (few partitions, so rebalances are quick).
 pub fn cluster() -> Arc<Cluster> {
     let config = ClusterConfig {
-        ring: RingConfig {
-            vnodes_per_weight: 32,
-        },
+        placement: Placement::BalancedPartitions { partitions: 256 },
         ..ClusterConfig::default()
     };
     let cluster = Cluster::new(config).expect("valid config");
