@@ -5,6 +5,8 @@
 //! fires the first armed fault that matches each point it reaches; a fault
 //! fires once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 use ringkv_ring::NodeId;
 
@@ -74,15 +76,20 @@ pub struct Fault {
 #[derive(Debug, Default)]
 pub(crate) struct FaultPlan {
     armed: Mutex<Vec<Fault>>,
+    /// Whether `armed` may be non-empty: the migrator asks at every step of
+    /// every range, and almost always nothing is armed.
+    any: AtomicBool,
 }
 
 impl FaultPlan {
     pub(crate) fn arm(&self, fault: Fault) {
         self.armed.lock().push(fault);
+        self.any.store(true, Ordering::Release);
     }
 
     pub(crate) fn clear(&self) {
         self.armed.lock().clear();
+        self.any.store(false, Ordering::Release);
     }
 
     /// Removes and returns the first armed fault for `point` on `range`,
@@ -94,6 +101,9 @@ impl FaultPlan {
         from: &NodeId,
         to: &NodeId,
     ) -> Option<(NodeId, FaultEffect)> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let mut armed = self.armed.lock();
         let i = armed
             .iter()

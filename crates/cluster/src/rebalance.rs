@@ -290,10 +290,18 @@ impl Cluster {
         let t0 = Instant::now();
         self.inject(FaultPoint::BeforeCopy, i, active);
         let batch_size = self.config.copy_batch;
+        // A node that joins in this change holds nothing yet; any other
+        // target may hold a stale copy of the range from an earlier failed
+        // change, and every retry may find this change's partial copy.
+        let joining =
+            active.kind == ChangeKind::AddNode && active.migration.diff.moves[i].to == active.node;
+        let mut attempt = 0;
         let moved = self.retry("copy", i, || {
             let (source, target, _, range) = active.endpoints(i);
-            // A stale copy from an earlier failed attempt must not mix in.
-            drain(target, range, batch_size)?;
+            attempt += 1;
+            if attempt > 1 || !joining {
+                drain(target, range, batch_size)?;
+            }
             let mut moved = Moved::default();
             let mut batch: Vec<StoredEntry> = Vec::with_capacity(batch_size);
             let mut first = true;
@@ -313,6 +321,9 @@ impl Cluster {
                         }
                         let Some(last) = batch.last() else { break };
                         after = Some(last.token);
+                        // A short batch is the end of the part: skip the
+                        // empty scan that would confirm it.
+                        let done = batch.len() < batch_size;
                         // Clients never touch the target's copy of a range
                         // that is still copying, but they do use the
                         // target's other keys in this stripe.
@@ -322,6 +333,9 @@ impl Cluster {
                             moved.bytes += (e.key.len() + e.value.len()) as i64;
                             t.put(e.token, e.key, e.value)
                                 .map_err(|e| target.store_error(e))?;
+                        }
+                        if done {
+                            break;
                         }
                     }
                 }
@@ -592,10 +606,10 @@ fn drain(node: &Node, range: TokenRange, chunk: usize) -> Result<usize, ClusterE
                     .take_range(part.clone(), chunk, &mut freed)
                     .map_err(|e| node.store_error(e))?;
                 freed.clear();
-                if n == 0 {
-                    break;
-                }
                 removed += n;
+                if n < chunk {
+                    break; // a short chunk emptied the part
+                }
             }
         }
     }

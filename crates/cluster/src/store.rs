@@ -56,7 +56,8 @@ pub trait Store: Send + Sync + 'static {
     /// Appends to `out` up to `limit` entries whose token lies in `tokens`
     /// and is greater than `after` (when given), in ascending order. All
     /// entries of one token are returned together, so `limit` may be
-    /// exceeded by the keys sharing the last token.
+    /// exceeded by the keys sharing the last token. Fewer than `limit`
+    /// entries means the range holds no more: callers stop there.
     fn scan(
         &self,
         tokens: RangeInclusive<Token>,
@@ -69,7 +70,7 @@ pub trait Store: Send + Sync + 'static {
     /// tokens first, and appends them to `out`, so that the caller can free
     /// them after releasing its lock. All keys of one token go together, so
     /// `limit` may be exceeded by keys sharing the last token. Returns how
-    /// many were removed: 0 once the range is empty.
+    /// many were removed; fewer than `limit` means the range is now empty.
     fn take_range(
         &mut self,
         tokens: RangeInclusive<Token>,
