@@ -10,13 +10,13 @@
 //!   bits of the token, then a short scan: about one cache line.
 //! - [`Ring::diff`] lists exactly the token ranges whose owner changes
 //!   between two snapshots: the plan a redistribution executes.
-//!
 //! - Two placement strategies ([`Placement`]): random vnodes
-//!   ([`Ring::new`], the default: placement is a function of the
+//!   ([`Ring::new`], `Ring::default()`: placement is a function of the
 //!   membership) and balanced partitions ([`Ring::balanced`]: `Q` equal
 //!   partitions assigned as nodes join and leave, every node within one
 //!   partition of its weighted share; the state depends on the history of
 //!   changes and is saved with [`Ring::to_json`] / [`Ring::from_json`]).
+//!   The cluster built on this crate uses balanced partitions by default.
 //!
 //! No I/O and no locks: this crate only decides.
 //!
