@@ -78,7 +78,7 @@ impl Node {
     }
 
     #[inline]
-    fn stripe_of(&self, token: Token) -> usize {
+    pub(crate) fn stripe_of(&self, token: Token) -> usize {
         token.checked_shr(self.shift).unwrap_or(0) as usize
     }
 
@@ -132,9 +132,9 @@ impl Node {
         stripes
     }
 
-    /// Index of the stripe holding `token`, for callers holding several.
-    pub(crate) fn stripe_index(&self, token: Token) -> usize {
-        self.stripe_of(token)
+    /// Number of stripes.
+    pub(crate) fn stripe_count(&self) -> usize {
+        self.stripes.len()
     }
 
     /// Entry count, whatever the node's health (introspection only).
@@ -206,8 +206,8 @@ mod tests {
                     assert_eq!(w[0].0 + 1, w[1].0, "consecutive stripes");
                 }
                 for (i, part) in &parts {
-                    assert_eq!(n.stripe_index(*part.start()), *i);
-                    assert_eq!(n.stripe_index(*part.end()), *i);
+                    assert_eq!(n.stripe_of(*part.start()), *i);
+                    assert_eq!(n.stripe_of(*part.end()), *i);
                 }
             }
         }

@@ -128,7 +128,9 @@ impl Cluster {
         if let Change::Remove { force, .. } = change
             && new.is_empty()
         {
-            return self.remove_last(&routing, &node_id, new, force, started);
+            let report = self.remove_last(&routing, &node_id, new, force, started)?;
+            self.repair_cleanups(membership); // stale ranges of nodes gone
+            return Ok(report);
         }
 
         let mut nodes = routing.nodes.clone();
@@ -208,7 +210,15 @@ impl Cluster {
         force: bool,
         started: Instant,
     ) -> Result<RebalanceReport, ClusterError> {
-        let keys = routing.node(id).len();
+        // Count and publish under every stripe's write lock: a put that
+        // slipped in between the count and the publish would be
+        // acknowledged and then dropped with the node. Clients waiting on
+        // these locks re-check ownership afterwards and get `NoNodes`.
+        let node = routing.node(id);
+        let stripes = (0..node.stripe_count())
+            .map(|i| node.write_stripe(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys: usize = stripes.iter().map(|s| s.len()).sum();
         if keys > 0 && !force {
             return Err(ClusterError::LastNodeHoldsData {
                 node: id.clone(),
@@ -221,6 +231,7 @@ impl Cluster {
             migration: None,
             nodes: BTreeMap::new(),
         }));
+        drop(stripes);
         warn!(node = %id, keys, "last node removed, its keys are dropped");
         let report = RebalanceReport {
             kind: ChangeKind::RemoveNode,
@@ -399,7 +410,7 @@ impl Cluster {
             for key in state.dirty_keys() {
                 let token = key_token(&key);
                 let j = stripes
-                    .binary_search(&source.stripe_index(token))
+                    .binary_search(&source.stripe_of(token))
                     .expect("dirty keys lie in the range");
                 let t = &mut dst[j];
                 match src[j].get(token, &key).map_err(|e| source.store_error(e))? {

@@ -95,3 +95,48 @@ fn concurrent_changes(seed: u64) {
 fn concurrent_changes_apply_in_one_total_order() {
     for_each_seed(25, concurrent_changes);
 }
+
+/// Removing the last node refuses while it holds keys, and never drops a
+/// write it acknowledged: a put racing the removal either lands before the
+/// count (and the removal is refused) or fails with `NoNodes`.
+#[test]
+fn removing_the_last_node_never_drops_an_acknowledged_write() {
+    use ringkv_cluster::ClusterError;
+    for round in 0..10_000 {
+        let cluster = Cluster::new(config_for(round)).unwrap();
+        cluster.add_node("only").unwrap();
+        let (report, last_ack_was_put) = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut last_ack_was_put = false;
+                loop {
+                    match cluster.put("k", "v") {
+                        Ok(()) => last_ack_was_put = true,
+                        Err(ClusterError::NoNodes) => return last_ack_was_put,
+                        Err(e) => panic!("round {round}: put: {e}"),
+                    }
+                    match cluster.delete("k") {
+                        Ok(_) => last_ack_was_put = false,
+                        Err(ClusterError::NoNodes) => return last_ack_was_put,
+                        Err(e) => panic!("round {round}: delete: {e}"),
+                    }
+                }
+            });
+            let report = loop {
+                match cluster.remove_node("only") {
+                    Ok(report) => break report,
+                    Err(ClusterError::LastNodeHoldsData { .. }) => std::thread::yield_now(),
+                    Err(e) => panic!("round {round}: remove: {e}"),
+                }
+            };
+            (report, writer.join().unwrap())
+        });
+        assert_eq!(
+            report.keys_dropped, 0,
+            "round {round}: removal without force"
+        );
+        assert!(
+            !last_ack_was_put,
+            "round {round}: an acknowledged put was dropped with the last node"
+        );
+    }
+}
