@@ -50,8 +50,10 @@ pub enum ClusterError {
 
     /// The redistribution failed before its commit point (the switch of
     /// ownership) and was rolled back: the membership and every key's
-    /// owner are as before the call. Retry the change when the node in
-    /// `cause` is back.
+    /// owner are as before the call, under a new epoch (the abandoned
+    /// ring's epoch is never reused). Retry the change when the node in
+    /// `cause` is back; a node that stays down cannot be removed, since its
+    /// keys cannot be copied: heal it first.
     #[error("{op}({node}) was rolled back, membership unchanged: {cause}")]
     RolledBack {
         /// `add_node` or `remove_node`.

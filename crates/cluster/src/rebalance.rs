@@ -370,7 +370,15 @@ impl Cluster {
         failed: usize,
         cause: &ClusterError,
     ) {
-        self.routing.store(old);
+        // The abandoned ring's epoch has been seen (routing published it at
+        // the start); give the restored membership the next one, so that
+        // every epoch names exactly one ring.
+        let epoch = active.new_ring.epoch() + 1;
+        self.routing.store(Arc::new(Routing {
+            ring: Arc::new(old.ring.with_epoch(epoch)),
+            migration: None,
+            nodes: old.nodes.clone(),
+        }));
         // Targets may hold partial copies of ranges they do not own. Clients
         // never read them; clear them so counts and later copies stay exact.
         for i in 0..=failed {

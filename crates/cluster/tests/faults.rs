@@ -85,6 +85,7 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
     });
 
     let result = apply(&s.cluster, op);
+    let mut final_epoch = epoch + 1;
     match (effect, point) {
         (FaultEffect::FailCalls(_), _) => {
             let report =
@@ -103,7 +104,12 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
                 matches!(err, ClusterError::RolledBack { .. }),
                 "{ctx}: {err}"
             );
-            assert_eq!(s.cluster.epoch(), epoch, "{ctx}: rolled back");
+            // The abandoned ring had epoch + 1; the restored one gets + 2.
+            assert_eq!(s.cluster.epoch(), epoch + 2, "{ctx}: rolled back");
+            assert!(
+                s.cluster.ring().same_placement(&before),
+                "{ctx}: rolled back"
+            );
             assert_eq!(s.cluster.members(), members, "{ctx}: rolled back");
             assert_reads_while_down(&s, &victim, &ctx);
             // Writes to healthy nodes keep working.
@@ -116,6 +122,11 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
             assert_reads(&s.cluster, &s.model, &ctx);
             assert_placement(&s.cluster, &s.model, &format!("{ctx} after rollback"));
             apply(&s.cluster, op).unwrap_or_else(|e| panic!("{ctx}: retry after heal: {e}"));
+            final_epoch = epoch + 3; // abandoned, restored, retried
+            assert!(
+                s.cluster.ring().same_placement(&after),
+                "{ctx}: the retry lands"
+            );
         }
         (FaultEffect::Crash, FaultPoint::AfterCopy) => {
             let err = result.expect_err(&ctx);
@@ -164,7 +175,7 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
             assert_eq!(s.cluster.stats().pending_cleanups, 0, "{ctx}");
         }
     }
-    assert_eq!(s.cluster.epoch(), epoch + 1, "{ctx}");
+    assert_eq!(s.cluster.epoch(), final_epoch, "{ctx}");
     assert_reads(&s.cluster, &s.model, &ctx);
     assert_placement(&s.cluster, &s.model, &ctx);
 }

@@ -412,6 +412,17 @@ impl Ring {
         Ok(Ring::assemble(self, members, by_id, entries, table))
     }
 
+    /// The same placement under another epoch: for a membership change
+    /// that was abandoned after its ring had been published, so that the
+    /// restored ring gets an epoch of its own and every epoch names exactly
+    /// one ring.
+    pub fn with_epoch(&self, epoch: u64) -> Ring {
+        Ring {
+            epoch,
+            ..self.clone()
+        }
+    }
+
     /// Whether two snapshots place every token identically: same placement
     /// strategy and config, members, weights and vnodes, whatever their
     /// epochs (and, for random vnodes, the order in which their nodes were
