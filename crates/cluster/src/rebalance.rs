@@ -540,19 +540,30 @@ impl Cluster {
             // Delete only what the node does not own now: the range may have
             // come back to it since.
             let node = &stale.node;
+            let chunk = self.config.copy_batch;
             let result = stale.range.intervals().try_for_each(|iv| {
                 node.split(iv).try_for_each(|(stripe, part)| {
-                    let mut s = node.write_stripe(stripe)?;
-                    let mut entries = Vec::new();
-                    s.scan(part, None, usize::MAX, &mut entries)
-                        .map_err(|e| node.store_error(e))?;
-                    for e in entries {
-                        if routing.ring.owner_of_token(e.token) != Some(&node.id) {
-                            s.delete(e.token, &e.key)
-                                .map_err(|err| node.store_error(err))?;
+                    // Page through the part, one stripe lock hold per
+                    // batch, like every other migrator step.
+                    let mut after = None;
+                    let mut entries = Vec::with_capacity(chunk);
+                    loop {
+                        entries.clear();
+                        let mut s = node.write_stripe(stripe)?;
+                        s.scan(part.clone(), after, chunk, &mut entries)
+                            .map_err(|e| node.store_error(e))?;
+                        for e in &entries {
+                            if routing.ring.owner_of_token(e.token) != Some(&node.id) {
+                                s.delete(e.token, &e.key)
+                                    .map_err(|err| node.store_error(err))?;
+                            }
+                        }
+                        drop(s);
+                        match entries.last() {
+                            Some(last) if entries.len() >= chunk => after = Some(last.token),
+                            _ => return Ok::<(), ClusterError>(()),
                         }
                     }
-                    Ok::<(), ClusterError>(())
                 })
             });
             result.is_err()

@@ -111,8 +111,11 @@ impl Ring {
 
     /// Reads a ring written by [`Ring::to_json`], checking it: the format
     /// tag, the placement parameters, node ids (non-empty, short, distinct),
-    /// weights (positive) and, for balanced partitions, one valid node
-    /// index per partition. The ring keeps the saved epoch.
+    /// weights (positive), the epoch (below `u64::MAX`) and, for balanced
+    /// partitions, one valid node index per partition. The ring keeps the
+    /// saved epoch. The balance of a saved assignment is not checked: a
+    /// ring loaded from a hand-edited file keeps whatever imbalance it has,
+    /// and later changes start from it.
     pub fn from_json(json: &str) -> Result<Ring, RingError> {
         let malformed = |e: serde_json::Error| RingError::MalformedRing {
             reason: e.to_string(),
@@ -141,6 +144,12 @@ impl Ring {
                 load_balanced(partitions, file.nodes, file.assignment.unwrap_or_default())?
             }
         };
+        if file.epoch == u64::MAX {
+            // The next change would have no epoch left to take.
+            return Err(RingError::MalformedRing {
+                reason: "epoch is u64::MAX, leaving no epoch for the next change".into(),
+            });
+        }
         ring.epoch = file.epoch;
         Ok(ring)
     }

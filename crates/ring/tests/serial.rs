@@ -150,6 +150,15 @@ fn invalid_documents_are_typed_errors() {
         RingError::MalformedRing { .. }
     ));
     assert!(matches!(err("not json"), RingError::MalformedRing { .. }));
+    let last_epoch = err(&edit("\"epoch\":6", &format!("\"epoch\":{}", u64::MAX)));
+    assert!(
+        matches!(&last_epoch, RingError::MalformedRing { reason } if reason.contains("epoch")),
+        "{last_epoch}"
+    );
+    // One below is fine, and the next change takes the last epoch.
+    let ring =
+        Ring::from_json(&edit("\"epoch\":6", &format!("\"epoch\":{}", u64::MAX - 1))).unwrap();
+    assert_eq!(ring.with_node("e", 1).unwrap().epoch(), u64::MAX);
     let unknown = err(&edit("\"epoch\"", "\"colour\":1,\"epoch\""));
     assert!(
         matches!(&unknown, RingError::MalformedRing { reason } if reason.contains("colour")),
