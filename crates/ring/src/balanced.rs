@@ -39,8 +39,8 @@
 //! node below `x - 1`: before each pick the old nodes' excesses sum to
 //! `x(new) - k > 0`; symmetrically a leave never lifts a node above
 //! `x + 1`); the other half is checked, not proved: by the property tests
-//! after every step of random weighted sequences, and by a simulation of
-//! 360,000 steps with weights up to 1,000 and `Q` down to 8. A node's
+//! after every step of random weighted sequences (`tests/balanced.rs`).
+//! A node's
 //! weighted share is therefore at most `1 + 1/x` times the mean: `Q >= 20 *
 //! W / w_min` gives 1.05x.
 //!
