@@ -66,7 +66,7 @@ pub struct BalancedConfig {
     ///
     /// Default 65,536: a ring is then 1 MiB, and every node of a 1,000-node
     /// ring of equal weights holds 65 or 66 partitions, so the busiest node
-    /// carries at most `66/65.5 = 1.008x` the mean. A node's share is within
+    /// carries at most `66/65.536 = 1.007x` the mean. A node's share is within
     /// one partition of its ideal `Q * w / W`, so pick
     /// `Q >= 20 * W / w_min` for a 1.05x bound.
     pub partitions: u32,

@@ -21,7 +21,7 @@ pub struct RingConfig {
     ///
     /// Default 256. With random positions the load's relative standard
     /// deviation is about `1/sqrt(V)`: 256 puts the busiest of 10 nodes at
-    /// about 1.10x the mean (1.17x at 100 nodes), while a 1,000-node ring
+    /// about 1.10x the mean (1.15x at 100 nodes), while a 1,000-node ring
     /// stays at 256k tokens (4 MiB) and adding a node stays under a
     /// millisecond. More vnodes buy balance with memory and smaller ranges.
     pub vnodes_per_weight: u32,
