@@ -48,8 +48,6 @@ pub use cluster::{Cluster, StoreFactory, Update};
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
-pub use plan::{Phase, TransferPlan, plan_transfers};
-pub use rebalance::ProgressFn;
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};
 pub use store::{MemStore, Store, StoreError, StoredEntry};

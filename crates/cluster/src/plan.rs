@@ -10,18 +10,18 @@ use ringkv_ring::{NodeId, RingDiff};
 
 /// The ranges of a diff grouped by (source, target), in plan order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferPlan {
+pub(crate) struct TransferPlan {
     /// Node the ranges move from.
-    pub from: NodeId,
+    pub(crate) from: NodeId,
     /// Node the ranges move to.
-    pub to: NodeId,
+    pub(crate) to: NodeId,
     /// Indices into the diff's moves.
-    pub ranges: Vec<usize>,
+    pub(crate) ranges: Vec<usize>,
 }
 
 /// Groups a diff's moves into one transfer per (source, target) pair,
 /// ordered by each pair's first move.
-pub fn plan_transfers(diff: &RingDiff) -> Vec<TransferPlan> {
+pub(crate) fn plan_transfers(diff: &RingDiff) -> Vec<TransferPlan> {
     let mut plans: Vec<TransferPlan> = Vec::new();
     for (i, m) in diff.moves.iter().enumerate() {
         match plans.iter_mut().find(|p| p.from == m.from && p.to == m.to) {
@@ -38,20 +38,18 @@ pub fn plan_transfers(diff: &RingDiff) -> Vec<TransferPlan> {
 
 /// The state of one range's move.
 ///
-/// `Copying -> Switched -> Cleaned`. While `Copying`, the source owns the
+/// `Copying -> Switched`. While `Copying`, the source owns the
 /// range and serves it; writes to it are logged as dirty so the switch can
 /// carry them over. `Switched` is set under the source's write lock, after
 /// the target holds every key and every dirty write: from then on the
 /// target owns the range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// The source owns the range; the target is being filled.
     Copying = 0,
-    /// The target owns the range; the source's copy awaits cleanup.
+    /// The target owns the range; the source's copy is deleted by cleanup.
     Switched = 1,
-    /// The source's copy is gone (or the source left the cluster).
-    Cleaned = 2,
 }
 
 /// Live state of one range move, shared by clients and the migrator.
@@ -75,8 +73,7 @@ impl RangeState {
     pub(crate) fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             0 => Phase::Copying,
-            1 => Phase::Switched,
-            _ => Phase::Cleaned,
+            _ => Phase::Switched,
         }
     }
 

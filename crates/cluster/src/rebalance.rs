@@ -49,7 +49,7 @@ pub(crate) struct Membership {
 }
 
 /// A callback told of each range copied.
-pub type ProgressFn = Box<dyn Fn(&Progress) + Send + Sync>;
+pub(crate) type ProgressFn = Box<dyn Fn(&Progress) + Send + Sync>;
 
 /// A range whose stale copy could not be deleted.
 pub(crate) struct StaleRange {
@@ -481,18 +481,16 @@ impl Cluster {
         let mut pending = 0;
         for i in 0..active.migration.ranges.len() {
             let t0 = Instant::now();
-            let (source, _, state, _) = active.endpoints(i);
+            let (source, _, _, range) = active.endpoints(i);
             if !active.final_nodes.contains_key(&source.id) {
-                state.set_phase(Phase::Cleaned); // the leaving node is dropped whole
-                continue;
+                continue; // the leaving node is dropped whole
             }
             self.inject(FaultPoint::DuringCleanup, i, &active);
-            let (source, _, state, range) = active.endpoints(i);
             let cleaned = self.retry("cleanup", i, || {
                 drain(source, range, self.config.copy_batch).map(drop)
             });
             match cleaned {
-                Ok(()) => state.set_phase(Phase::Cleaned),
+                Ok(()) => {}
                 Err(e) => {
                     warn!(node = %source.id, ?range, error = %e, "cleanup failed, kept for repair");
                     pending += 1;

@@ -7,7 +7,7 @@
 //! the arcs whose owner changes; adjacent arcs with the same change are
 //! merged. The cost is linear in the two rings' sizes.
 
-use crate::ring::Ring;
+use crate::ring::{PreferenceList, Ring};
 use crate::{NodeId, Token, TokenRange};
 
 /// One arc whose owner changes between two snapshots.
@@ -126,9 +126,9 @@ impl Ring {
         let (mut a_list, mut b_list) = (Vec::new(), Vec::new());
         sweep(self, next, |range, a, b| {
             a_list.clear();
-            a_list.extend(PreferenceFrom::new(self, a, n).cloned());
+            a_list.extend(PreferenceList::new(self, a, n.min(self.len())).cloned());
             b_list.clear();
-            b_list.extend(PreferenceFrom::new(next, b, n).cloned());
+            b_list.extend(PreferenceList::new(next, b, n.min(next.len())).cloned());
             if a_list == b_list {
                 return;
             }
@@ -155,20 +155,6 @@ impl Ring {
     }
 }
 
-/// Preference list starting at entry index `start`.
-struct PreferenceFrom;
-
-impl PreferenceFrom {
-    #[allow(clippy::new_ret_no_self)]
-    fn new(ring: &Ring, start: usize, n: usize) -> crate::ring::PreferenceList<'_> {
-        let token = ring.entries[start].token;
-        // The successor of an entry's own token is the first entry with that
-        // token, which is `start` itself: tokens are sorted and the sweep
-        // always hands over the first entry of a run of equal tokens.
-        ring.preference_list_of_token(token, n)
-    }
-}
-
 /// Calls `emit(arc, a, b)` for every elementary arc, in ascending order of
 /// `arc.end`, starting with the arc that wraps; `a` and `b` are the indices
 /// of the entries owning the arc in `x` and `y`.
@@ -188,11 +174,10 @@ fn sweep(x: &Ring, y: &Ring, mut emit: impl FnMut(TokenRange, usize, usize)) {
             (None, Some(b)) => b.token,
             (None, None) => break,
         };
+        // The first entries at or after u (every entry before i or j is
+        // below u); past the last entry the arc wraps to entry 0.
         let a = if i < xe.len() { i } else { 0 };
         let b = if j < ye.len() { j } else { 0 };
-        // First entries at or after u; the wrap gives index 0.
-        let a = if xe[a].token >= u { a } else { 0 };
-        let b = if ye[b].token >= u { b } else { 0 };
         emit(TokenRange::new(prev, u), a, b);
         prev = u;
         while i < xe.len() && xe[i].token == u {

@@ -586,7 +586,8 @@ impl Seen {
 }
 
 impl<'a> PreferenceList<'a> {
-    fn new(ring: &'a Ring, start: usize, wanted: usize) -> Self {
+    /// Distinct nodes clockwise from entry `start`; `wanted <= ring.len()`.
+    pub(crate) fn new(ring: &'a Ring, start: usize, wanted: usize) -> Self {
         PreferenceList {
             ring,
             next: start,
