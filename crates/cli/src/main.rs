@@ -140,7 +140,7 @@ struct ClusterArgs {
     #[arg(long, default_value_t = ClusterConfig::default().max_attempts)]
     max_attempts: u32,
     /// Pause before the first retry, in milliseconds (doubled per retry).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = ClusterConfig::default().retry_backoff.as_millis() as u64)]
     retry_backoff_ms: u64,
     /// Lock stripes per node (a power of two): more stripes, less waiting
     /// between clients and a running redistribution.

@@ -82,6 +82,20 @@ pub enum ClusterError {
         cause: Box<ClusterError>,
     },
 
+    /// A membership change was not started because an earlier change is
+    /// paused and could not be completed first (`cause` says why, usually
+    /// [`ClusterError::Paused`]). Nothing changed for this call; resume
+    /// the earlier change once its node is back, then retry.
+    #[error("{op}({node}) was not started: an earlier change must finish first: {cause}")]
+    NotStarted {
+        /// `add_node` or `remove_node`: the call that was refused.
+        op: &'static str,
+        /// The node that call named.
+        node: NodeId,
+        /// Why the earlier change could not finish.
+        cause: Box<ClusterError>,
+    },
+
     /// An invalid configuration value. Nothing was built.
     #[error("invalid cluster configuration: {0}")]
     Config(String),

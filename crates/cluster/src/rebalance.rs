@@ -105,7 +105,17 @@ impl Cluster {
         membership: &mut Membership,
         change: Change,
     ) -> Result<RebalanceReport, ClusterError> {
-        self.resume_paused(membership)?;
+        if let Err(cause) = self.resume_paused(membership) {
+            let (op, node) = match &change {
+                Change::Add { id, .. } => (ChangeKind::AddNode, id),
+                Change::Remove { id, .. } => (ChangeKind::RemoveNode, id),
+            };
+            return Err(ClusterError::NotStarted {
+                op: op.as_str(),
+                node: node.clone(),
+                cause: Box::new(cause),
+            });
+        }
         self.repair_cleanups(membership);
 
         let started = Instant::now();

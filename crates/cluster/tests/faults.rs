@@ -141,7 +141,15 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
             write_some(&mut s, &victim, &ctx);
             // Another change cannot overtake the paused one.
             let err = s.cluster.add_node("n9").unwrap_err();
-            assert!(matches!(err, ClusterError::Paused { .. }), "{ctx}: {err}");
+            assert!(
+                matches!(&err, ClusterError::NotStarted { op: "add_node", node, cause }
+                    if node.as_str() == "n9" && matches!(**cause, ClusterError::Paused { .. })),
+                "{ctx}: {err}"
+            );
+            assert!(
+                !s.cluster.members().iter().any(|m| m.as_str() == "n9"),
+                "{ctx}"
+            );
             s.cluster.heal(victim.as_str()).unwrap();
             let report = s
                 .cluster
