@@ -7,23 +7,65 @@
 //! Seeds drive each thread's choices and its random yields; the OS decides
 //! the interleaving. A failure prints the seed and the offending operations.
 
-use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
 
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringkv_cluster::{Cluster, ClusterConfig, Placement};
+use ringkv_cluster::{
+    Cluster, ClusterConfig, ClusterError, Fault, FaultEffect, FaultPoint, FaultRole, Placement,
+};
 use ringkv_lincheck::History;
 
 mod common;
 use common::for_each_seed;
 
+#[derive(Clone, Copy)]
 struct Shape {
     clients: u64,
     ops_per_client: u64,
     keys: u32,
     changers: u64,
+    /// Arm random faults before membership changes: rollbacks, pauses and
+    /// failed client calls then interleave with the clients.
+    faults: bool,
+}
+
+/// Membership changes that were rolled back, paused or not started, over
+/// the whole test binary: the fault test checks that faults did bite.
+static FAILED_CHANGES: AtomicUsize = AtomicUsize::new(0);
+
+/// Heals every node ever created, completes a paused change, and deletes
+/// stale copies, so that the cluster converges whatever faults fired.
+fn recover(cluster: &Cluster, ids: &Mutex<Vec<String>>) {
+    cluster.clear_faults();
+    loop {
+        for id in ids.lock().unwrap().iter() {
+            let _ = cluster.heal(id); // nodes that left are unknown: fine
+        }
+        if cluster.resume().is_ok() {
+            break;
+        }
+    }
+    cluster.repair();
+}
+
+fn random_fault(rng: &mut SmallRng) -> Fault {
+    Fault {
+        point: FaultPoint::ALL[rng.random_range(0..4)],
+        role: if rng.random_bool(0.5) {
+            FaultRole::Source
+        } else {
+            FaultRole::Target
+        },
+        effect: if rng.random_bool(0.5) {
+            FaultEffect::Crash
+        } else {
+            FaultEffect::FailCalls(rng.random_range(1..=4))
+        },
+        range: None,
+    }
 }
 
 fn value_bytes(v: u64) -> Bytes {
@@ -53,6 +95,7 @@ fn stress(seed: u64, shape: &Shape) {
     for id in ["base1", "base2"] {
         cluster.add_node(id).unwrap();
     }
+    let ids = Mutex::new(vec!["base1".to_string(), "base2".to_string()]);
     let history: History<u32, u64> = History::new();
     let clients_done = AtomicBool::new(false);
     let first_change = AtomicBool::new(false);
@@ -63,7 +106,7 @@ fn stress(seed: u64, shape: &Shape) {
         let mut changers = Vec::new();
         for c in 0..shape.changers {
             let (cluster, start, done) = (&cluster, &start, &clients_done);
-            let first_change = &first_change;
+            let (first_change, ids) = (&first_change, &ids);
             changers.push(s.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed ^ (0xc4a9 + c));
                 let mut mine: Vec<String> = Vec::new();
@@ -73,16 +116,42 @@ fn stress(seed: u64, shape: &Shape) {
                 // At least one change before and one after the clients'
                 // start, whatever the scheduler does.
                 while !done.load(Ordering::Acquire) || changes < 2 {
-                    if mine.is_empty() || (mine.len() < 3 && rng.random_bool(0.5)) {
+                    if shape.faults && rng.random_bool(0.4) {
+                        cluster.inject_fault(random_fault(&mut rng));
+                    }
+                    let adding = mine.is_empty() || (mine.len() < 3 && rng.random_bool(0.5));
+                    let (id, result) = if adding {
                         let id = format!("c{c}-{next}");
                         next += 1;
-                        cluster
-                            .add_node_weighted(&id, rng.random_range(1..=2))
-                            .unwrap();
-                        mine.push(id);
+                        ids.lock().unwrap().push(id.clone());
+                        let result = cluster.add_node_weighted(&id, rng.random_range(1..=2));
+                        (id, result)
                     } else {
                         let id = mine.remove(rng.random_range(0..mine.len()));
-                        cluster.remove_node(&id).unwrap();
+                        let result = cluster.remove_node(&id);
+                        (id, result)
+                    };
+                    // Did the membership change? Rolled back or not started:
+                    // no; completed or paused past its commit point: yes.
+                    let applied = match &result {
+                        Ok(_) | Err(ClusterError::Paused { .. }) => true,
+                        Err(ClusterError::RolledBack { .. } | ClusterError::NotStarted { .. }) => {
+                            false
+                        }
+                        Err(e) => panic!("seed {seed}: change of {id}: {e}"),
+                    };
+                    assert!(
+                        shape.faults || result.is_ok(),
+                        "seed {seed}: no faults armed"
+                    );
+                    if result.is_err() {
+                        FAILED_CHANGES.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if adding == applied {
+                        mine.push(id);
+                    }
+                    if shape.faults {
+                        recover(cluster, ids);
                     }
                     changes += 1;
                     first_change.store(true, Ordering::Release);
@@ -105,19 +174,23 @@ fn stress(seed: u64, shape: &Shape) {
                     let key = rng.random_range(0..shape.keys);
                     let key_bytes = Bytes::from(format!("key{key}"));
                     match rng.random_range(0..10) {
+                        // A failed call (a node crashed or failing under an
+                        // injected fault) is recorded as an unknown outcome
+                        // (put, delete) or not at all (get).
                         0..=3 => {
                             let v = (client << 32) | i;
-                            rec.put(key, v, || cluster.put(key_bytes, value_bytes(v)))
-                                .unwrap();
+                            let r = rec.put(key, v, || cluster.put(key_bytes, value_bytes(v)));
+                            check_error(r.err(), shape.faults, seed);
                         }
                         4..=8 => {
-                            rec.get(key, || {
+                            let r = rec.get(key, || {
                                 cluster.get(&key_bytes).map(|o| o.map(|b| decode(&b)))
-                            })
-                            .unwrap();
+                            });
+                            check_error(r.err(), shape.faults, seed);
                         }
                         _ => {
-                            rec.delete(key, || cluster.delete(key_bytes)).unwrap();
+                            let r = rec.delete(key, || cluster.delete(key_bytes));
+                            check_error(r.err(), shape.faults, seed);
                         }
                     }
                     if rng.random_range(0..16) == 0 {
@@ -135,14 +208,17 @@ fn stress(seed: u64, shape: &Shape) {
         }
     });
 
+    recover(&cluster, &ids);
     let report = history.check().unwrap_or_else(|e| {
         panic!("seed {seed}: history is not linearizable ({changes} membership changes):\n{e}")
     });
-    assert_eq!(
-        report.operations as u64,
-        shape.clients * shape.ops_per_client,
-        "seed {seed}: every operation was recorded"
-    );
+    // Every operation was recorded, except gets that failed under faults.
+    let total = shape.clients * shape.ops_per_client;
+    if shape.faults {
+        assert!(report.operations as u64 <= total, "seed {seed}");
+    } else {
+        assert_eq!(report.operations as u64, total, "seed {seed}: all recorded");
+    }
     assert!(
         changes > 0,
         "seed {seed}: membership changed during the run"
@@ -161,6 +237,16 @@ fn stress(seed: u64, shape: &Shape) {
     }
 }
 
+/// Client calls fail only under injected faults, and only as a node being
+/// unavailable or its store failing.
+fn check_error(err: Option<ClusterError>, faults: bool, seed: u64) {
+    match err {
+        None => {}
+        Some(ClusterError::Unavailable { .. } | ClusterError::Store { .. }) if faults => {}
+        Some(e) => panic!("seed {seed}: client call failed: {e}"),
+    }
+}
+
 #[test]
 fn clients_and_membership_changes_are_linearizable() {
     let shape = Shape {
@@ -168,8 +254,28 @@ fn clients_and_membership_changes_are_linearizable() {
         ops_per_client: 3_000,
         keys: 12,
         changers: 2,
+        faults: false,
     };
     for_each_seed(6, |seed| stress(seed, &shape));
+}
+
+/// The same with faults armed before 40% of the membership changes:
+/// rollbacks re-publishing the old membership, pauses with clients writing
+/// to ranges still copying, and client calls failing on crashed nodes.
+#[test]
+fn faulty_membership_changes_stay_linearizable() {
+    let shape = Shape {
+        clients: 4,
+        ops_per_client: 3_000,
+        keys: 12,
+        changers: 2,
+        faults: true,
+    };
+    for_each_seed(6, |seed| stress(seed, &shape));
+    assert!(
+        FAILED_CHANGES.load(Ordering::Relaxed) > 0,
+        "no injected fault made a membership change fail"
+    );
 }
 
 /// The heavier run: `cargo nextest run -p ringkv-cluster --run-ignored only --release`.
@@ -181,6 +287,16 @@ fn clients_and_membership_changes_are_linearizable_heavy() {
         ops_per_client: 30_000,
         keys: 32,
         changers: 2,
+        faults: false,
     };
     for_each_seed(40, |seed| stress(seed, &shape));
+    for_each_seed(40, |seed| {
+        stress(
+            seed,
+            &Shape {
+                faults: true,
+                ..shape
+            },
+        )
+    });
 }
