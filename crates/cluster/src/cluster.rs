@@ -301,17 +301,16 @@ impl Cluster {
     /// Per-node key counts and the cluster's shape.
     pub fn stats(&self) -> ClusterStats {
         let routing = self.routing.load();
+        // Every node holding keys, including one that is leaving while its
+        // removal is in progress or paused (it still serves its ranges).
         let nodes: Vec<NodeStats> = routing
-            .ring
-            .nodes()
-            .map(|(id, weight)| {
-                let node = routing.node(id);
-                NodeStats {
-                    id: id.clone(),
-                    weight,
-                    keys: node.len(),
-                    down: node.is_down(),
-                }
+            .nodes
+            .iter()
+            .map(|(id, node)| NodeStats {
+                id: id.clone(),
+                weight: routing.ring.weight(id.as_str()).unwrap_or(0),
+                keys: node.len(),
+                down: node.is_down(),
             })
             .collect();
         ClusterStats {

@@ -411,6 +411,11 @@ impl Cluster {
     fn switch_range(&self, active: &mut Active, i: usize) -> Result<(), ClusterError> {
         let t0 = Instant::now();
         self.inject(FaultPoint::AfterCopy, i, active);
+        // The delta counts what `put` and `delete` report. If a store call
+        // fails part way and the switch is retried, the keys applied by the
+        // failed attempt count as already there, so `keys_moved` can come
+        // out low; the data is right either way (applying a dirty key is
+        // idempotent). `MemStore` calls never fail.
         let delta = self.retry("switch", i, || {
             let (source, target, state, range) = active.endpoints(i);
             // Every stripe of the range on both sides, source first, each

@@ -75,8 +75,11 @@ pub struct RebalanceReport {
 pub struct ClusterStats {
     /// Current ring epoch.
     pub epoch: u64,
-    /// Members in id order with their weight and stored key count. Counts
-    /// include stale copies awaiting cleanup, if any.
+    /// Nodes in id order with their weight and stored key count: the
+    /// members, plus a node whose removal is in progress or paused (weight
+    /// 0), which still serves its ranges. Counts include stale copies
+    /// awaiting cleanup, and copies already made by a redistribution in
+    /// progress.
     pub nodes: Vec<NodeStats>,
     /// Sum of the key counts.
     pub total_keys: usize,

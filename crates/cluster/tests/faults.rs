@@ -136,7 +136,13 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
                 epoch + 1,
                 "{ctx}: the new ring is in force"
             );
-            assert!(s.cluster.stats().rebalancing, "{ctx}");
+            let stats = s.cluster.stats();
+            assert!(stats.rebalancing, "{ctx}");
+            if op == Op::Remove {
+                // The leaving node still serves its unswitched ranges.
+                let leaving = stats.nodes.iter().find(|n| n.id.as_str() == "n2");
+                assert_eq!(leaving.map(|n| n.weight), Some(0), "{ctx}: {stats:?}");
+            }
             assert_reads_while_down(&s, &victim, &ctx);
             write_some(&mut s, &victim, &ctx);
             // Another change cannot overtake the paused one.
