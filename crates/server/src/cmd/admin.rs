@@ -63,6 +63,13 @@ pub fn resume(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
     }))
 }
 
+/// `RINGKV.REPAIR`: deletes stale copies left by failed cleanups on nodes
+/// that are back; replies with how many stale ranges remain.
+pub fn repair(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
+    let shared = Arc::clone(ctx.shared);
+    Outcome::Blocking(Box::new(move || reply::int(shared.cluster.repair())))
+}
+
 /// The report of a change as a flat field/value array (a map in RESP2).
 fn report_reply(
     shared: &Shared,

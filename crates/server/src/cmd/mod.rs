@@ -327,6 +327,15 @@ pub static COMMANDS: &[Spec] = &[
         "RINGKV.RESUME: completes a paused redistribution."
     ),
     spec!(
+        "ringkv.repair",
+        1,
+        ADMIN,
+        (0, 0, 0),
+        "ringkv",
+        admin::repair,
+        "RINGKV.REPAIR: deletes stale copies left by failed cleanups; replies with how many stale ranges remain."
+    ),
+    spec!(
         "ringkv.nodes",
         1,
         &["readonly"],

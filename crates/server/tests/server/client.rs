@@ -429,6 +429,7 @@ async fn admin_commands() {
             .unwrap(),
         None
     );
+    assert_eq!(q::<i64>(&mut c, &["RINGKV.REPAIR"]).await.unwrap(), 0);
     let nodes: Vec<Value> = q(&mut c, &["RINGKV.NODES"]).await.unwrap();
     assert_eq!(nodes.len(), 3);
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]).await.unwrap(), 500);
