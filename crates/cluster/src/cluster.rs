@@ -112,8 +112,9 @@ impl Cluster {
             let seen = self.routing.load();
             let (node, _) = seen.authority(token)?;
             let store = node.read(token)?;
-            // Ownership can only move away from `node` under its write
-            // lock, which we now exclude; check it has not moved already.
+            // Ownership of the token can only move away from `node` under
+            // the write lock of its stripe, which we now exclude; check it
+            // has not moved already.
             let now = self.routing.load();
             let still = if Arc::ptr_eq(&now, &seen) && now.migration.is_none() {
                 true
