@@ -6,10 +6,22 @@ use std::collections::BTreeMap;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringkv_cluster::{ChangeKind, Cluster, ClusterError};
+use ringkv_cluster::{ChangeKind, Cluster, ClusterError, Ring};
 
 mod common;
 use common::{assert_placement, assert_reads, config_for, for_each_seed, small_config};
+
+/// The model's keys whose owner differs between two rings.
+fn moved_keys<'a>(
+    model: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+    before: &Ring,
+    after: &Ring,
+) -> Vec<&'a Vec<u8>> {
+    model
+        .keys()
+        .filter(|k| before.owner(k) != after.owner(k))
+        .collect()
+}
 
 fn run_sequence(seed: u64, steps: usize) {
     let ctx = format!("seed {seed}");
@@ -52,17 +64,11 @@ fn run_sequence(seed: u64, steps: usize) {
                 let report = cluster.add_node_weighted(&id, weight).unwrap();
                 changes += 1;
                 let after = cluster.ring();
-                let changed = model
-                    .keys()
-                    .filter(|k| before.owner(k) != after.owner(k))
-                    .count() as u64;
+                let moved = moved_keys(&model, &before, &after);
                 assert_eq!(report.kind, ChangeKind::AddNode);
-                assert_eq!(report.keys_moved, changed, "{ctx}: add {id}");
+                assert_eq!(report.keys_moved, moved.len() as u64, "{ctx}: add {id}");
                 assert!(
-                    model
-                        .keys()
-                        .filter(|k| before.owner(k) != after.owner(k))
-                        .all(|k| after.owner(k).unwrap().as_str() == id),
+                    moved.iter().all(|k| after.owner(k).unwrap().as_str() == id),
                     "{ctx}: keys may only move to the new node"
                 );
                 members.push(id);
@@ -86,15 +92,11 @@ fn run_sequence(seed: u64, steps: usize) {
                 let report = cluster.remove_node(&id).unwrap();
                 changes += 1;
                 let after = cluster.ring();
-                let changed = model
-                    .keys()
-                    .filter(|k| before.owner(k) != after.owner(k))
-                    .count() as u64;
-                assert_eq!(report.keys_moved, changed, "{ctx}: remove {id}");
+                let moved = moved_keys(&model, &before, &after);
+                assert_eq!(report.keys_moved, moved.len() as u64, "{ctx}: remove {id}");
                 assert!(
-                    model
-                        .keys()
-                        .filter(|k| before.owner(k) != after.owner(k))
+                    moved
+                        .iter()
                         .all(|k| before.owner(k).unwrap().as_str() == id),
                     "{ctx}: only the removed node's keys may move"
                 );
