@@ -98,6 +98,16 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
                 s.cluster.heal(victim.as_str()).unwrap();
             }
         }
+        (FaultEffect::Crash, FaultPoint::MidCopy)
+            if matches!(result, Err(ClusterError::Paused { .. })) =>
+        {
+            // The crash hit after the node's last read or write of the copy
+            // (its last range was empty past the first batch), so the copy
+            // phase finished and the switch found the node down: the change
+            // is past its commit point and paused, as after a crash at
+            // AfterCopy.
+            check_paused(&mut s, result.expect_err(&ctx), op, &victim, epoch, &ctx);
+        }
         (FaultEffect::Crash, FaultPoint::BeforeCopy | FaultPoint::MidCopy) => {
             let err = result.expect_err(&ctx);
             assert!(
@@ -129,40 +139,7 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
             );
         }
         (FaultEffect::Crash, FaultPoint::AfterCopy) => {
-            let err = result.expect_err(&ctx);
-            assert!(matches!(err, ClusterError::Paused { .. }), "{ctx}: {err}");
-            assert_eq!(
-                s.cluster.epoch(),
-                epoch + 1,
-                "{ctx}: the new ring is in force"
-            );
-            let stats = s.cluster.stats();
-            assert!(stats.rebalancing, "{ctx}");
-            if op == Op::Remove {
-                // The leaving node still serves its unswitched ranges.
-                let leaving = stats.nodes.iter().find(|n| n.id.as_str() == "n2");
-                assert_eq!(leaving.map(|n| n.weight), Some(0), "{ctx}: {stats:?}");
-            }
-            assert_reads_while_down(&s, &victim, &ctx);
-            write_some(&mut s, &victim, &ctx);
-            // Another change cannot overtake the paused one.
-            let err = s.cluster.add_node("n9").unwrap_err();
-            assert!(
-                matches!(&err, ClusterError::NotStarted { op: "add_node", node, cause }
-                    if node.as_str() == "n9" && matches!(**cause, ClusterError::Paused { .. })),
-                "{ctx}: {err}"
-            );
-            assert!(
-                !s.cluster.members().iter().any(|m| m.as_str() == "n9"),
-                "{ctx}"
-            );
-            s.cluster.heal(victim.as_str()).unwrap();
-            let report = s
-                .cluster
-                .resume()
-                .unwrap_or_else(|e| panic!("{ctx}: resume: {e}"));
-            assert!(report.is_some(), "{ctx}: something was paused");
-            assert!(!s.cluster.stats().rebalancing, "{ctx}");
+            check_paused(&mut s, result.expect_err(&ctx), op, &victim, epoch, &ctx);
         }
         (FaultEffect::Crash, FaultPoint::DuringCleanup) => {
             let report = result
@@ -192,6 +169,46 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
     assert_eq!(s.cluster.epoch(), final_epoch, "{ctx}");
     assert_reads(&s.cluster, &s.model, &ctx);
     assert_placement(&s.cluster, &s.model, &ctx);
+}
+
+/// A change paused past its commit point: the new ring is in force, reads
+/// are right or report the crashed node, writes to other nodes work, no
+/// other change can overtake it, and healing and resuming completes it.
+fn check_paused(s: &mut Setup, err: ClusterError, op: Op, victim: &NodeId, epoch: u64, ctx: &str) {
+    let victim = victim.clone();
+    assert!(matches!(err, ClusterError::Paused { .. }), "{ctx}: {err}");
+    assert_eq!(
+        s.cluster.epoch(),
+        epoch + 1,
+        "{ctx}: the new ring is in force"
+    );
+    let stats = s.cluster.stats();
+    assert!(stats.rebalancing, "{ctx}");
+    if op == Op::Remove {
+        // The leaving node still serves its unswitched ranges.
+        let leaving = stats.nodes.iter().find(|n| n.id.as_str() == "n2");
+        assert_eq!(leaving.map(|n| n.weight), Some(0), "{ctx}: {stats:?}");
+    }
+    assert_reads_while_down(s, &victim, ctx);
+    write_some(s, &victim, ctx);
+    // Another change cannot overtake the paused one.
+    let err = s.cluster.add_node("n9").unwrap_err();
+    assert!(
+        matches!(&err, ClusterError::NotStarted { op: "add_node", node, cause }
+            if node.as_str() == "n9" && matches!(**cause, ClusterError::Paused { .. })),
+        "{ctx}: {err}"
+    );
+    assert!(
+        !s.cluster.members().iter().any(|m| m.as_str() == "n9"),
+        "{ctx}"
+    );
+    s.cluster.heal(victim.as_str()).unwrap();
+    let report = s
+        .cluster
+        .resume()
+        .unwrap_or_else(|e| panic!("{ctx}: resume: {e}"));
+    assert!(report.is_some(), "{ctx}: something was paused");
+    assert!(!s.cluster.stats().rebalancing, "{ctx}");
 }
 
 /// Puts and deletes keys while a node is down; operations on the down node
