@@ -2,19 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_ring::{NodeId, Ring, key_token};
 
-use crate::fault::{Fault, FaultPlan};
-use crate::node::Node;
+use crate::counts::CountSeq;
+#[cfg(feature = "fault-injection")]
+use crate::fault::FaultPlan;
+use crate::membership::{Change, Membership, ProgressFn};
 use crate::plan::Phase;
-use crate::rebalance::Membership;
 use crate::report::{ClusterStats, NodeStats, RebalanceReport};
-use crate::routing::Routing;
+use crate::routing::{Routing, RoutingCell};
 use crate::store::{MemStore, Store};
 use crate::{ClusterConfig, ClusterError};
 
@@ -43,17 +43,29 @@ pub type StoreFactory = Arc<dyn Fn(&NodeId) -> Box<dyn Store> + Send + Sync>;
 pub struct Cluster {
     pub(crate) config: ClusterConfig,
     /// The current routing. Readers load it without locking; only the
-    /// migrator (holding `membership`) stores a new one.
-    pub(crate) routing: ArcSwap<Routing>,
+    /// migrator (holding `membership`) publishes a new one.
+    pub(crate) routing: RoutingCell,
     /// Serialises membership changes into one total order of epochs and
     /// holds what outlives a change: a paused migration and stale ranges.
+    /// Taken only through `lock_membership`, which refuses a reentrant call.
     pub(crate) membership: Mutex<Membership>,
+    /// The progress callback, outside `membership` so that setting it never
+    /// waits for a change (a short lock: cloned out, then called unlocked).
+    pub(crate) progress: Mutex<Option<Arc<ProgressFn>>>,
+    /// Keeps `stats()` from seeing half of a switch's count transfer.
+    pub(crate) counts: CountSeq,
+    #[cfg(feature = "fault-injection")]
     pub(crate) faults: FaultPlan,
     pub(crate) store_factory: StoreFactory,
     /// `membership.pending_cleanups.len()`, readable without waiting for a
     /// membership change to finish.
     pub(crate) stale_ranges: AtomicUsize,
+    /// Tells this cluster from others for the reentrancy check.
+    pub(crate) instance: u64,
 }
+
+/// Source of [`Cluster::instance`].
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,15 +100,19 @@ impl Cluster {
         let ring = config.placement.empty_ring()?;
         Ok(Cluster {
             config,
-            routing: ArcSwap::from_pointee(Routing {
+            routing: RoutingCell::new(Routing {
                 ring: Arc::new(ring),
                 migration: None,
                 nodes: BTreeMap::new(),
             }),
             membership: Mutex::new(Membership::default()),
+            progress: Mutex::new(None),
+            counts: CountSeq::default(),
+            #[cfg(feature = "fault-injection")]
             faults: FaultPlan::default(),
             store_factory: factory,
             stale_ranges: AtomicUsize::new(0),
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -132,14 +148,16 @@ impl Cluster {
         let key = key.into();
         let value = value.into();
         self.write(key, |store, token, key| {
-            store.put(token, key.clone(), value.clone()).map(drop)
+            let old = store.put(token, key.clone(), value.clone())?;
+            Ok(((), if old.is_none() { 1 } else { 0 }))
         })
     }
 
     /// Removes `key`. Returns whether it was present.
     pub fn delete(&self, key: impl Into<Bytes>) -> Result<bool, ClusterError> {
         self.write(key.into(), |store, token, key| {
-            store.delete(token, key).map(|v| v.is_some())
+            let found = store.delete(token, key)?.is_some();
+            Ok((found, if found { -1 } else { 0 }))
         })
     }
 
@@ -172,20 +190,30 @@ impl Cluster {
         self.write(key.into(), |store, token, key| {
             let f = f.take().expect("write applies once");
             let current = store.get(token, key)?;
+            let existed = current.is_some();
             let (update, result) = f(current.as_ref());
-            match update {
-                Update::Keep => {}
-                Update::Put(value) => store.put(token, key.clone(), value).map(drop)?,
-                Update::Delete => store.delete(token, key).map(drop)?,
-            }
-            Ok(result)
+            let delta = match update {
+                Update::Keep => 0,
+                Update::Put(value) => {
+                    store.put(token, key.clone(), value)?;
+                    if existed { 0 } else { 1 }
+                }
+                Update::Delete => {
+                    store.delete(token, key)?;
+                    if existed { -1 } else { 0 }
+                }
+            };
+            Ok((result, delta))
         })
     }
 
+    /// Applies `apply` to `key` on the node serving it, under its stripe's
+    /// write lock; `apply` returns its result and how many keys it created
+    /// (1) or removed (-1), for the node's served-key count.
     fn write<R>(
         &self,
         key: Bytes,
-        mut apply: impl FnMut(&mut dyn Store, u64, &Bytes) -> Result<R, crate::store::StoreError>,
+        mut apply: impl FnMut(&mut dyn Store, u64, &Bytes) -> Result<(R, i64), crate::store::StoreError>,
     ) -> Result<R, ClusterError> {
         let token = key_token(&key);
         loop {
@@ -208,7 +236,12 @@ impl Cluster {
             {
                 range.mark_dirty(&key);
             }
-            return apply(&mut **store, token, &key).map_err(|e| node.store_error(e));
+            let (result, delta) =
+                apply(&mut **store, token, &key).map_err(|e| node.store_error(e))?;
+            // Still under the stripe's write lock, so a switch of this range
+            // moves the count with this write included.
+            node.add_served(node.stripe_of(token), delta);
+            return Ok(result);
         }
     }
 
@@ -223,42 +256,66 @@ impl Cluster {
     ///
     /// Clients keep reading and writing throughout. On an error nothing
     /// changed, except [`ClusterError::Paused`] (see there).
+    ///
+    /// If a change is paused, it is completed first
+    /// ([`ClusterError::NotStarted`] if it cannot be). A request the ring
+    /// refuses (a duplicate id, a zero weight) is refused before that, and
+    /// so is a repeat of the paused change itself
+    /// ([`ClusterError::AlreadyPaused`]): a refused call changes nothing.
+    /// A change that needs a node that is down fails at once with
+    /// [`ClusterError::NodeDown`].
+    ///
+    /// A panic inside the change (from a [`Store`] or the progress
+    /// callback) leaves the cluster as a failure at that point would:
+    /// rolled back before the commit point, paused after it. The panic
+    /// then continues to the caller.
     pub fn add_node_weighted(
         &self,
         id: &str,
         weight: u32,
     ) -> Result<RebalanceReport, ClusterError> {
-        let mut membership = self.membership.lock();
+        let mut membership = self.lock_membership("add_node")?;
         self.change(
             &mut membership,
-            crate::rebalance::Change::Add {
+            Change::Add {
                 id: id.into(),
                 weight,
             },
         )
     }
 
-    /// Removes node `id`; its keys go to their new owners.
+    /// Removes node `id`; its keys go to their new owners. Errors and
+    /// panics as for [`Cluster::add_node_weighted`].
     ///
     /// Refuses to remove the last node while it holds keys
-    /// ([`ClusterError::LastNodeHoldsData`]); see [`Cluster::remove_node_forced`].
+    /// ([`ClusterError::LastNodeHoldsData`]), and to remove a node that is
+    /// down ([`ClusterError::NodeDown`]): its keys could not be copied.
+    /// See [`Cluster::remove_node_forced`] for both.
     pub fn remove_node(&self, id: &str) -> Result<RebalanceReport, ClusterError> {
-        let mut membership = self.membership.lock();
+        let mut membership = self.lock_membership("remove_node")?;
         self.change(
             &mut membership,
-            crate::rebalance::Change::Remove {
+            Change::Remove {
                 id: id.into(),
                 force: false,
             },
         )
     }
 
-    /// Removes node `id` even if it is the last one, dropping its keys.
+    /// Removes node `id` whatever state it is in: even if it is the last
+    /// one, and even if it is down.
+    ///
+    /// The keys it serves are copied to their new owners where that is
+    /// possible; the keys it cannot give away are dropped and counted in
+    /// [`RebalanceReport::keys_dropped`] (all of them for the last node;
+    /// the keys of every range it could not be read for while down). With
+    /// one copy per key, dropped keys are gone. Other nodes the change
+    /// needs must be up ([`ClusterError::NodeDown`] otherwise).
     pub fn remove_node_forced(&self, id: &str) -> Result<RebalanceReport, ClusterError> {
-        let mut membership = self.membership.lock();
+        let mut membership = self.lock_membership("remove_node")?;
         self.change(
             &mut membership,
-            crate::rebalance::Change::Remove {
+            Change::Remove {
                 id: id.into(),
                 force: true,
             },
@@ -268,15 +325,20 @@ impl Cluster {
     /// Completes a paused redistribution, if any. Returns its report, or
     /// `None` if nothing was paused.
     pub fn resume(&self) -> Result<Option<RebalanceReport>, ClusterError> {
-        let mut membership = self.membership.lock();
+        let mut membership = self.lock_membership("resume")?;
         self.resume_paused(&mut membership)
     }
 
     /// Deletes stale copies left by cleanups that failed, on nodes that are
-    /// back. Returns how many stale ranges remain.
+    /// up (a node that is down is skipped without an attempt). Returns how
+    /// many stale ranges remain. Called from inside a membership change on
+    /// the same thread (a progress callback), it repairs nothing and
+    /// returns the current count.
     pub fn repair(&self) -> usize {
-        let mut membership = self.membership.lock();
-        self.repair_cleanups(&mut membership)
+        match self.lock_membership("repair") {
+            Ok(mut membership) => self.repair_cleanups(&mut membership),
+            Err(_) => self.stale_ranges.load(Ordering::Acquire),
+        }
     }
 
     /// The current ring snapshot.
@@ -299,18 +361,25 @@ impl Cluster {
             .collect()
     }
 
-    /// Per-node key counts and the cluster's shape.
+    /// Per-node key counts and the cluster's shape. Each key is counted
+    /// once, at the node serving it (see [`ClusterStats::total_keys`]).
     pub fn stats(&self) -> ClusterStats {
-        let routing = self.routing.load();
+        let (routing, served) = self.counts.read(|| {
+            let routing = self.routing.load_full();
+            let served: Vec<i64> = routing.nodes.values().map(|n| n.served()).collect();
+            (routing, served)
+        });
         // Every node holding keys, including one that is leaving while its
         // removal is in progress or paused (it still serves its ranges).
         let nodes: Vec<NodeStats> = routing
             .nodes
             .iter()
-            .map(|(id, node)| NodeStats {
+            .zip(served)
+            .map(|((id, node), served)| NodeStats {
                 id: id.clone(),
                 weight: routing.ring.weight(id.as_str()).unwrap_or(0),
-                keys: node.len(),
+                keys: served.max(0) as usize,
+                stored: node.len(),
                 down: node.is_down(),
             })
             .collect();
@@ -324,7 +393,8 @@ impl Cluster {
     }
 
     /// Where each copy of `key` is stored, with whether that node is the
-    /// key's current owner (for tests and debugging).
+    /// key's current owner (for tests and debugging). Nodes that are down
+    /// are looked at too: a copy on a crashed node is still there.
     pub fn locate(&self, key: &[u8]) -> Vec<(NodeId, bool)> {
         let token = key_token(key);
         let routing = self.routing.load();
@@ -333,43 +403,10 @@ impl Cluster {
             .nodes
             .values()
             .filter(|n| {
-                n.read(token)
-                    .ok()
-                    .and_then(|s| s.get(token, key).ok().flatten())
-                    .is_some()
+                let stripe = n.peek_stripe(n.stripe_of(token));
+                stripe.get(token, key).ok().flatten().is_some()
             })
             .map(|n| (n.id.clone(), Some(&n.id) == owner.as_ref()))
             .collect()
-    }
-
-    /// Arms a fault for the next redistributions (fires once).
-    pub fn inject_fault(&self, fault: Fault) {
-        self.faults.arm(fault);
-    }
-
-    /// Disarms every fault not yet fired.
-    pub fn clear_faults(&self) {
-        self.faults.clear();
-    }
-
-    /// Makes node `id` crash: every call to it fails until [`Cluster::heal`].
-    pub fn crash(&self, id: &str) -> Result<(), ClusterError> {
-        self.node_by_id(id)?.set_down(true);
-        Ok(())
-    }
-
-    /// Brings a crashed node back with its data, and clears pending
-    /// transient faults on it.
-    pub fn heal(&self, id: &str) -> Result<(), ClusterError> {
-        let node = self.node_by_id(id)?;
-        node.fail_next(0);
-        node.set_down(false);
-        Ok(())
-    }
-
-    pub(crate) fn node_by_id(&self, id: &str) -> Result<Arc<Node>, ClusterError> {
-        let routing = self.routing.load();
-        let node = routing.nodes.get(id).cloned();
-        node.ok_or_else(|| ringkv_ring::RingError::UnknownNode { id: id.into() }.into())
     }
 }

@@ -52,8 +52,8 @@ pub enum ClusterError {
     /// ownership) and was rolled back: the membership and every key's
     /// owner are as before the call, under a new epoch (the abandoned
     /// ring's epoch is never reused). Retry the change when the node in
-    /// `cause` is back; a node that stays down cannot be removed, since its
-    /// keys cannot be copied: heal it first.
+    /// `cause` is back. A panic during the copy (a `Store`, the progress
+    /// callback) leaves the same state before it continues to the caller.
     #[error("{op}({node}) was rolled back, membership unchanged: {cause}")]
     RolledBack {
         /// `add_node` or `remove_node`.
@@ -94,6 +94,49 @@ pub enum ClusterError {
         node: NodeId,
         /// Why the earlier change could not finish.
         cause: Box<ClusterError>,
+    },
+
+    /// The change needs a node that is down: to copy keys from it, or to
+    /// copy keys to it. Nothing changed (no epoch was used, nothing was
+    /// retried). Heal the node and retry, or remove it with
+    /// [`Cluster::remove_node_forced`](crate::Cluster::remove_node_forced),
+    /// which drops the keys only it holds.
+    #[error(
+        "{op}({node}) was not started: node `{down}` is down and the change needs it; \
+         heal it and retry, or remove it with remove_node_forced (its keys are dropped)"
+    )]
+    NodeDown {
+        /// `add_node` or `remove_node`: the call that was refused.
+        op: &'static str,
+        /// The node that call named.
+        node: NodeId,
+        /// The node that is down.
+        down: NodeId,
+    },
+
+    /// A membership call was made on a thread that is running a membership
+    /// change of the same cluster (from a progress callback, or a `Store`
+    /// called by the change), which would wait for itself. Nothing changed;
+    /// make the call after the change returns.
+    #[error(
+        "{op} was refused: a membership change of this cluster is in progress on this thread \
+         (a call from a progress callback?); call it after the change returns"
+    )]
+    ChangeInProgress {
+        /// The membership call that was refused.
+        op: &'static str,
+    },
+
+    /// The same change is already under way and paused past its commit
+    /// point (its node is already in, or already out of, the ring). Nothing
+    /// changed; call [`Cluster::resume`](crate::Cluster::resume) once the
+    /// failed node is back to complete it.
+    #[error("{op}({node}) is already under way and paused; call resume to complete it")]
+    AlreadyPaused {
+        /// `add_node` or `remove_node`.
+        op: &'static str,
+        /// The node being added or removed.
+        node: NodeId,
     },
 
     /// An invalid configuration value. Nothing was built.

@@ -1,14 +1,20 @@
-//! Fault injection: make a node fail at a chosen point of a transfer.
+//! Fault injection: make a node fail at a chosen point of a transfer, or
+//! crash and heal it. Compiled only with the `fault-injection` feature.
 //!
 //! Faults are plain data armed on a cluster with
 //! [`Cluster::inject_fault`](crate::Cluster::inject_fault). The migrator
-//! fires the first armed fault that matches each point it reaches; a fault
-//! fires once.
+//! fires the first armed fault that matches each point it reaches
+//! (`fault_point!` in the migrator's code); a fault fires once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use ringkv_ring::NodeId;
+use tracing::warn;
+
+use crate::ClusterError;
+use crate::active::Active;
+use crate::cluster::Cluster;
 
 /// A point in the transfer of one range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,9 +58,10 @@ pub enum FaultEffect {
     /// [`ClusterError::Unavailable`](crate::ClusterError::Unavailable))
     /// until [`Cluster::heal`](crate::Cluster::heal).
     Crash,
-    /// The node's next `n` store accesses fail, then it works again: a
-    /// transient fault that retries ride out when `n` is below the retry
-    /// budget.
+    /// The node's next `n` store accesses by redistribution steps fail,
+    /// then it works again: a transient fault that retries ride out when
+    /// `n` is below the retry budget. Client calls do not spend the budget
+    /// (nor fail because of it).
     FailCalls(u32),
 }
 
@@ -114,5 +121,53 @@ impl FaultPlan {
             FaultRole::Target => to.clone(),
         };
         Some((node, fault.effect))
+    }
+}
+
+impl Cluster {
+    /// Arms a fault for the next redistributions (fires once).
+    pub fn inject_fault(&self, fault: Fault) {
+        self.faults.arm(fault);
+    }
+
+    /// Disarms every fault not yet fired.
+    pub fn clear_faults(&self) {
+        self.faults.clear();
+    }
+
+    /// Makes node `id` crash: every call to it fails with
+    /// [`ClusterError::Unavailable`] until [`Cluster::heal`].
+    pub fn crash(&self, id: &str) -> Result<(), ClusterError> {
+        self.node_by_id(id)?.set_down(true);
+        Ok(())
+    }
+
+    /// Brings a crashed node back with its data, and clears pending
+    /// transient faults on it.
+    pub fn heal(&self, id: &str) -> Result<(), ClusterError> {
+        let node = self.node_by_id(id)?;
+        node.fail_next(0);
+        node.set_down(false);
+        Ok(())
+    }
+
+    fn node_by_id(&self, id: &str) -> Result<std::sync::Arc<crate::node::Node>, ClusterError> {
+        let routing = self.routing.load();
+        let node = routing.nodes.get(id).cloned();
+        node.ok_or_else(|| ringkv_ring::RingError::UnknownNode { id: id.into() }.into())
+    }
+
+    /// Fires the armed fault for `point` on range `i`, if any.
+    pub(crate) fn inject(&self, point: FaultPoint, i: usize, active: &Active) {
+        let m = &active.migration.diff.moves[i];
+        if let Some((node, effect)) = self.faults.fire(point, i, &m.from, &m.to) {
+            warn!(node = %node, ?point, ?effect, range = i, "injecting fault");
+            if let Some(node) = active.nodes.get(&node) {
+                match effect {
+                    FaultEffect::Crash => node.set_down(true),
+                    FaultEffect::FailCalls(n) => node.fail_next(n),
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,9 @@
 //!   token-ordered [`Store`]s, copied, then switched, then cleaned up.
 //! - Failures during a redistribution are retried, then rolled back
 //!   (before the switch) or paused for [`Cluster::resume`] (after it); no
-//!   acknowledged write is lost. [`Fault`]s inject them for tests.
+//!   acknowledged write is lost. With the `fault-injection` feature,
+//!   `Cluster::crash`, `Cluster::heal` and `Cluster::inject_fault` make
+//!   nodes fail on purpose, for tests and demonstrations.
 //!
 //! ```
 //! use ringkv_cluster::Cluster;
@@ -33,20 +35,38 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// A fault-injection point of the migrator: fires an armed fault with the
+/// `fault-injection` feature, compiles to nothing without it.
+macro_rules! fault_point {
+    ($cluster:expr, $point:ident, $range:expr, $active:expr) => {
+        #[cfg(feature = "fault-injection")]
+        $cluster.inject($crate::fault::FaultPoint::$point, $range, $active);
+    };
+}
+
+mod active;
+mod change;
 mod cluster;
+mod commit;
 mod config;
+mod counts;
 mod error;
+#[cfg(feature = "fault-injection")]
 mod fault;
+mod membership;
 mod node;
 mod plan;
-mod rebalance;
+mod repair;
 mod report;
 mod routing;
+mod step;
 mod store;
+mod transfer;
 
 pub use cluster::{Cluster, StoreFactory, Update};
 pub use config::ClusterConfig;
 pub use error::ClusterError;
+#[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};

@@ -1,7 +1,8 @@
-//! A node: its id, its stores behind striped locks, and its health.
+//! A node: its id, its stores behind striped locks, the count of keys it
+//! serves, and its health.
 
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ringkv_ring::{NodeId, Token};
@@ -30,15 +31,33 @@ pub(crate) type StripeWrite<'a> = RwLockWriteGuard<'a, Box<dyn Store>>;
 /// - ownership of a token moves away from a node only while the write lock
 ///   of the token's stripe is held, so a client that checked ownership under
 ///   that lock keeps it until it unlocks.
+///
+/// Health: a down node refuses every client call and every migrator step
+/// ([`ClusterError::Unavailable`]). Transient failures armed by fault
+/// injection (`fail_next`) are spent by the migrator's steps only, never by
+/// client calls, so a test's budget means "this many transfer steps fail".
 pub(crate) struct Node {
     pub(crate) id: NodeId,
-    stripes: Box<[RwLock<Box<dyn Store>>]>,
+    stripes: Box<[Stripe]>,
     /// `64 - log2(stripes)`; a token's stripe is `token >> shift`.
     shift: u32,
-    /// Fault injection: a crashed node answers nothing until healed.
+    /// A crashed node answers nothing until healed (set only by fault
+    /// injection in this in-process cluster).
     down: AtomicBool,
-    /// Fault injection: the next this-many store accesses fail.
+    /// The next this-many migrator store accesses fail (fault injection).
     fail_next: AtomicU32,
+}
+
+/// One lock stripe: a store and the number of its keys the node serves.
+struct Stripe {
+    store: RwLock<Box<dyn Store>>,
+    /// Keys of this stripe the node is the authority for: changed by a
+    /// client write that creates or removes a key (under the stripe's write
+    /// lock, on the authority) and by the switch of a range (under the
+    /// write locks of the range's stripes). Partial copies on a target and
+    /// stale copies awaiting cleanup are stored but not served, so they are
+    /// not counted. See `crate::counts`.
+    served: AtomicI64,
 }
 
 impl Node {
@@ -51,19 +70,32 @@ impl Node {
         debug_assert!(stripes.is_power_of_two());
         Node {
             id,
-            stripes: (0..stripes).map(|_| RwLock::new(make())).collect(),
+            stripes: (0..stripes)
+                .map(|_| Stripe {
+                    store: RwLock::new(make()),
+                    served: AtomicI64::new(0),
+                })
+                .collect(),
             shift: 64 - stripes.trailing_zeros(),
             down: AtomicBool::new(false),
             fail_next: AtomicU32::new(0),
         }
     }
 
-    fn check(&self) -> Result<(), ClusterError> {
+    /// A client call reaches the node unless it is down.
+    fn check_client(&self) -> Result<(), ClusterError> {
         if self.down.load(Ordering::Acquire) {
             return Err(ClusterError::Unavailable {
                 node: self.id.clone(),
             });
         }
+        Ok(())
+    }
+
+    /// A migrator step reaches the node unless it is down, and spends one
+    /// armed transient failure if there is one.
+    fn check_step(&self) -> Result<(), ClusterError> {
+        self.check_client()?;
         let failed = self
             .fail_next
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -82,28 +114,66 @@ impl Node {
         token.checked_shr(self.shift).unwrap_or(0) as usize
     }
 
-    /// Shared access to the stripe holding `token`, if the node is reachable.
+    /// A client's shared access to the stripe holding `token`, if the node
+    /// is up.
     #[inline]
     pub(crate) fn read(&self, token: Token) -> Result<StripeRead<'_>, ClusterError> {
-        self.read_stripe(self.stripe_of(token))
+        self.check_client()?;
+        Ok(self.stripes[self.stripe_of(token)].store.read())
     }
 
-    /// Exclusive access to the stripe holding `token`, if the node is reachable.
+    /// A client's exclusive access to the stripe holding `token`, if the
+    /// node is up.
     #[inline]
     pub(crate) fn write(&self, token: Token) -> Result<StripeWrite<'_>, ClusterError> {
-        self.write_stripe(self.stripe_of(token))
+        self.check_client()?;
+        Ok(self.stripes[self.stripe_of(token)].store.write())
     }
 
-    /// Shared access to stripe `i`, if the node is reachable.
+    /// A migrator step's shared access to stripe `i`, if the node is up and
+    /// no injected failure is due.
     pub(crate) fn read_stripe(&self, i: usize) -> Result<StripeRead<'_>, ClusterError> {
-        self.check()?;
-        Ok(self.stripes[i].read())
+        self.check_step()?;
+        Ok(self.stripes[i].store.read())
     }
 
-    /// Exclusive access to stripe `i`, if the node is reachable.
+    /// A migrator step's exclusive access to stripe `i`, if the node is up
+    /// and no injected failure is due.
     pub(crate) fn write_stripe(&self, i: usize) -> Result<StripeWrite<'_>, ClusterError> {
-        self.check()?;
-        Ok(self.stripes[i].write())
+        self.check_step()?;
+        Ok(self.stripes[i].store.write())
+    }
+
+    /// Shared access to stripe `i` whatever the node's health, for
+    /// introspection ([`Cluster::locate`](crate::Cluster::locate)): it
+    /// neither fails on a down node nor spends injected failures.
+    pub(crate) fn peek_stripe(&self, i: usize) -> StripeRead<'_> {
+        self.stripes[i].store.read()
+    }
+
+    /// Exclusive access to stripe `i` whatever the node's health: only for
+    /// dropping what a down node held (a forced removal), where the lock
+    /// still keeps the count of dropped keys exact.
+    pub(crate) fn lock_stripe_unchecked(&self, i: usize) -> StripeWrite<'_> {
+        self.stripes[i].store.write()
+    }
+
+    /// Adds `delta` to the keys of stripe `i` this node serves. Callers hold
+    /// the stripe's write lock (see [`Stripe::served`]).
+    #[inline]
+    pub(crate) fn add_served(&self, i: usize, delta: i64) {
+        if delta != 0 {
+            self.stripes[i].served.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Keys this node serves (see `crate::counts` for when the sum over
+    /// nodes is exact).
+    pub(crate) fn served(&self) -> i64 {
+        self.stripes
+            .iter()
+            .map(|s| s.served.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The parts of an inclusive token interval that fall in each stripe,
@@ -137,11 +207,14 @@ impl Node {
         self.stripes.len()
     }
 
-    /// Entry count, whatever the node's health (introspection only).
+    /// Entry count, whatever the node's health (introspection only): served
+    /// keys plus copies that are not served (partial copies of ranges still
+    /// copying to it, stale copies awaiting cleanup).
     pub(crate) fn len(&self) -> usize {
-        self.stripes.iter().map(|s| s.read().len()).sum()
+        self.stripes.iter().map(|s| s.store.read().len()).sum()
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::Release);
     }
@@ -150,6 +223,7 @@ impl Node {
         self.down.load(Ordering::Acquire)
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn fail_next(&self, calls: u32) {
         self.fail_next.store(calls, Ordering::Release);
     }

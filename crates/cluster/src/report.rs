@@ -61,7 +61,9 @@ pub struct RebalanceReport {
     pub keys_moved: u64,
     /// Bytes of keys and values moved.
     pub bytes_moved: u64,
-    /// Keys dropped by a forced removal of the last node.
+    /// Keys dropped by a forced removal: all keys of the last node, or the
+    /// keys of the ranges that could not be copied because their source
+    /// (the leaving node) was down. With one copy per key, they are gone.
     pub keys_dropped: u64,
     /// Ranges whose stale copy could not be deleted from a failed source;
     /// [`Cluster::repair`](crate::Cluster::repair) retries them.
@@ -75,13 +77,14 @@ pub struct RebalanceReport {
 pub struct ClusterStats {
     /// Current ring epoch.
     pub epoch: u64,
-    /// Nodes in id order with their weight and stored key count: the
-    /// members, plus a node whose removal is in progress or paused (weight
-    /// 0), which still serves its ranges. Counts include stale copies
-    /// awaiting cleanup, and copies already made by a redistribution in
-    /// progress.
+    /// Nodes in id order with their weight and key counts: the members,
+    /// plus a node whose removal is in progress or paused (weight 0), which
+    /// still serves its ranges.
     pub nodes: Vec<NodeStats>,
-    /// Sum of the key counts.
+    /// Keys stored in the cluster, each counted once, at the node that
+    /// serves it: the sum of [`NodeStats::keys`]. Exact at every instant
+    /// when no client write is in flight, also during a redistribution;
+    /// otherwise off by at most the writes in flight.
     pub total_keys: usize,
     /// Whether a redistribution is in progress or paused.
     pub rebalancing: bool,
@@ -96,8 +99,12 @@ pub struct NodeStats {
     pub id: NodeId,
     /// Its weight.
     pub weight: u32,
-    /// Keys stored on it.
+    /// Keys it serves: during a redistribution a range still copying counts
+    /// at its source and a switched range at its target.
     pub keys: usize,
+    /// Entries its stores hold: the keys it serves, plus copies it does not
+    /// serve (a range being copied to it, stale copies awaiting cleanup).
+    pub stored: usize,
     /// Whether it is down (fault injection).
     pub down: bool,
 }

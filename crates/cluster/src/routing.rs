@@ -1,9 +1,12 @@
-//! Routing: which node is authoritative for a token right now.
+//! Routing: which node is authoritative for a token right now, and the one
+//! place where a new routing snapshot is published.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Guard};
 use ringkv_ring::{NodeId, Ring, RingDiff, Token};
+use tracing::debug;
 
 use crate::ClusterError;
 use crate::node::Node;
@@ -62,5 +65,74 @@ impl Routing {
         self.nodes
             .get(id)
             .expect("every ring member and migration source has a node")
+    }
+}
+
+/// Why a routing snapshot is published; each is one step of a membership
+/// change, and each keeps the invariant of [`Routing`] for its own reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// A change starts: the new ring with every moving range `Copying`, so
+    /// every range is still served by its source.
+    Start,
+    /// A change rolls back before its commit point: the old membership
+    /// under a new epoch. Nothing was switched, so authority is unchanged.
+    RollBack,
+    /// Every range is `Switched`: the final routing, without the migration
+    /// (and without a leaving node, which no longer serves anything).
+    Finish,
+    /// The last node leaves: published under every stripe's write lock of
+    /// that node, so no write lands between counting and dropping its keys.
+    Empty,
+}
+
+/// The current routing: loaded lock-free by every client call, published
+/// only through [`RoutingCell::publish`], by the migrator holding the
+/// membership mutex. One owner of publication keeps the invariant in one
+/// place: publishing never moves a token's authority by itself (see
+/// [`Publish`] for why each kind of publication keeps it).
+pub(crate) struct RoutingCell {
+    current: ArcSwap<Routing>,
+}
+
+impl RoutingCell {
+    pub(crate) fn new(routing: Routing) -> Self {
+        RoutingCell {
+            current: ArcSwap::from_pointee(routing),
+        }
+    }
+
+    /// The current snapshot, for a short read.
+    #[inline]
+    pub(crate) fn load(&self) -> Guard<Arc<Routing>> {
+        self.current.load()
+    }
+
+    /// The current snapshot, to keep.
+    pub(crate) fn load_full(&self) -> Arc<Routing> {
+        self.current.load_full()
+    }
+
+    /// Publishes `next`; callers hold the membership mutex.
+    pub(crate) fn publish(&self, why: Publish, next: Routing) {
+        debug_assert!(
+            why != Publish::Start
+                || next
+                    .migration
+                    .as_ref()
+                    .is_some_and(|m| m.ranges.iter().all(|r| r.phase() == Phase::Copying)),
+            "a migration starts with every range served by its source"
+        );
+        debug_assert!(
+            matches!(why, Publish::Start) == next.migration.is_some(),
+            "only the start of a change publishes a migration"
+        );
+        debug!(
+            ?why,
+            epoch = next.ring.epoch(),
+            nodes = next.nodes.len(),
+            "routing published"
+        );
+        self.current.store(Arc::new(next));
     }
 }

@@ -51,8 +51,8 @@ pub fn for_each_seed(default_runs: u64, f: impl Fn(u64) + std::panic::RefUnwindS
     }
 }
 
-/// Every key of `model` is stored on its owner and nowhere else, and the
-/// cluster stores nothing else.
+/// Every key of `model` is stored on its owner and nowhere else, the cluster
+/// stores nothing else, and counts each key once.
 pub fn assert_placement(cluster: &Cluster, model: &BTreeMap<Vec<u8>, Vec<u8>>, ctx: &str) {
     let ring = cluster.ring();
     for key in model.keys() {
@@ -63,11 +63,13 @@ pub fn assert_placement(cluster: &Cluster, model: &BTreeMap<Vec<u8>, Vec<u8>>, c
             "{ctx}: key {key:?} must be on its owner only"
         );
     }
+    let stats = cluster.stats();
     assert_eq!(
-        cluster.stats().total_keys,
+        stats.nodes.iter().map(|n| n.stored).sum::<usize>(),
         model.len(),
         "{ctx}: stray copies"
     );
+    assert_eq!(stats.total_keys, model.len(), "{ctx}: keys served");
 }
 
 /// Every key of `model` reads back with its value.
