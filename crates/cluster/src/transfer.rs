@@ -204,6 +204,8 @@ impl Cluster {
         state.clear_dirty();
         active.dropped[i] = true;
         active.held[i] = Some(Held::new());
+        active.moved[i].keys = 0;
+        active.moved[i].bytes = 0;
         let lost = held_total(&lost).max(0) as u64;
         active.keys_dropped += lost;
         debug!(from = %source.id, to = %target.id, ?range, keys = lost, "range dropped");

@@ -98,20 +98,21 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
                 s.cluster.heal(victim.as_str()).unwrap();
             }
         }
-        (FaultEffect::Crash, FaultPoint::MidCopy)
-            if matches!(result, Err(ClusterError::Paused { .. })) =>
-        {
-            // The crash hit after the node's last read or write of the copy
-            // (its last range was empty past the first batch), so the copy
-            // phase finished and the switch found the node down: the change
-            // is past its commit point and paused, as after a crash at
-            // AfterCopy.
-            check_paused(&mut s, result.expect_err(&ctx), op, &victim, epoch, &ctx);
-        }
         (FaultEffect::Crash, FaultPoint::BeforeCopy | FaultPoint::MidCopy) => {
+            // The victim is a source or target of the plan, and the commit
+            // point is entered only with every node of the plan up: a crash
+            // anywhere in the copy rolls back, whether or not the copy of
+            // this range still needed the node after the crash.
+            assert!(
+                diff.moves
+                    .iter()
+                    .any(|m| m.from == victim || m.to == victim),
+                "{ctx}"
+            );
             let err = result.expect_err(&ctx);
             assert!(
-                matches!(err, ClusterError::RolledBack { .. }),
+                matches!(&err, ClusterError::RolledBack { cause, .. }
+                    if **cause == ClusterError::Unavailable { node: victim.clone() }),
                 "{ctx}: {err}"
             );
             // The abandoned ring had epoch + 1; the restored one gets + 2.

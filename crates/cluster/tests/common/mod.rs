@@ -85,3 +85,46 @@ pub fn assert_reads(cluster: &Cluster, model: &BTreeMap<Vec<u8>, Vec<u8>>, ctx: 
         );
     }
 }
+
+/// Runs `f` with the log of this thread captured; returns its result and
+/// the log's lines (the migrator logs on the thread running the change).
+pub fn with_log<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (result, text.lines().map(str::to_owned).collect())
+}
+
+/// `n` keys `key{i}` with values `value{i}`, stored and returned as a model.
+pub fn fill(cluster: &Cluster, n: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for i in 0..n {
+        let (k, v) = (
+            format!("key{i}").into_bytes(),
+            format!("value{i}").into_bytes(),
+        );
+        cluster.put(k.clone(), v.clone()).unwrap();
+        model.insert(k, v);
+    }
+    model
+}
