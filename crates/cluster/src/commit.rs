@@ -46,9 +46,15 @@ impl Cluster {
             }
             let step = catch(|| {
                 if active.drops(i) {
-                    self.drop_range(&mut active, i)
-                } else {
-                    self.switch_range(&mut active, i)
+                    return self.drop_range(&mut active, i);
+                }
+                match self.switch_range(&mut active, i) {
+                    // A forced removal whose leaving node went down just now:
+                    // its dirty keys cannot be read, so the range is dropped.
+                    Err(ClusterError::Unavailable { .. }) if active.drops(i) => {
+                        self.drop_range(&mut active, i)
+                    }
+                    other => other,
                 }
             });
             if let Err(stop) = step {

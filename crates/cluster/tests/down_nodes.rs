@@ -194,6 +194,45 @@ fn the_leaving_node_crashing_during_a_forced_removal_drops_what_it_served() {
     assert_placement(&cluster, &model, "after");
 }
 
+/// The leaving node of a forced removal crashes after the commit point: the
+/// ranges switched before the crash moved, the rest are dropped, and the
+/// removal completes instead of pausing.
+#[test]
+fn the_leaving_node_crashing_while_switching_a_forced_removal_drops_the_rest() {
+    let (cluster, mut model) = three_nodes(3_000);
+    let ring = cluster.ring();
+    let diff = ring.diff(&ring.without_node("n2").unwrap());
+    let crash_at = diff.moves.len() / 2;
+    cluster.inject_fault(Fault {
+        point: FaultPoint::AfterCopy,
+        role: FaultRole::Source,
+        effect: FaultEffect::Crash,
+        range: Some(crash_at),
+    });
+    let report = cluster.remove_node_forced("n2").unwrap();
+    let lost: Vec<Vec<u8>> = model
+        .keys()
+        .filter(|k| {
+            let t = ringkv_ring::key_token(k);
+            diff.moves[crash_at..].iter().any(|m| m.range.contains(t))
+        })
+        .cloned()
+        .collect();
+    let on_n2 = model
+        .keys()
+        .filter(|k| ring.owner(k).unwrap().as_str() == "n2")
+        .count();
+    assert!(!lost.is_empty() && lost.len() < on_n2);
+    assert_eq!(report.keys_dropped, lost.len() as u64);
+    assert_eq!(report.keys_moved as usize, on_n2 - lost.len());
+    for k in &lost {
+        model.remove(k);
+    }
+    assert!(!cluster.stats().rebalancing);
+    assert_reads(&cluster, &model, "after");
+    assert_placement(&cluster, &model, "after");
+}
+
 /// A crash of a cleanup's source is recorded for every range of that node
 /// at once: no attempt is retried, however many ranges it has.
 #[test]

@@ -232,3 +232,33 @@ fn a_membership_call_from_a_progress_callback_is_refused() {
     // Outside a change, membership calls work again.
     cluster.add_node("n9").unwrap();
 }
+
+/// A store that panics while the source's copy is deleted: the change is
+/// complete (a cleanup failure never fails a change), the range is kept for
+/// repair, and the panic still reaches the caller.
+#[test]
+fn a_store_that_panics_during_cleanup_leaves_a_stale_range_for_repair() {
+    let cluster = panicky_cluster();
+    for id in ["n1", "n2", "n3"] {
+        cluster.add_node(id).unwrap();
+    }
+    let model = fill(&cluster, 2_000);
+    let next = cluster.ring().with_node("n4", 1).unwrap();
+    cluster.on_progress(|p| {
+        if p.ranges_done == p.ranges_total {
+            // The joining node's first copy deletes nothing, nor does the
+            // switch: the first `take_range` is the first cleanup's.
+            PANIC_ON.with(|p| p.set(Some("take_range")));
+        }
+    });
+    let unwound = catch_unwind(AssertUnwindSafe(|| cluster.add_node("n4")));
+    assert!(unwound.is_err());
+    assert!(cluster.ring().same_placement(&next), "the change is done");
+    let stats = cluster.stats();
+    assert!(!stats.rebalancing);
+    assert_eq!(stats.pending_cleanups, 1, "{stats:?}");
+    assert_eq!(stats.total_keys, model.len());
+    assert_reads(&cluster, &model, "with a stale range");
+    assert_eq!(cluster.repair(), 0);
+    assert_placement(&cluster, &model, "after repair");
+}
