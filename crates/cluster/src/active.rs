@@ -41,8 +41,8 @@ pub(crate) struct Active {
     pub(crate) kind: ChangeKind,
     /// The node added or removed.
     pub(crate) node: NodeId,
-    /// A forced removal: ranges whose source is down are dropped instead of
-    /// failing the change.
+    /// A forced removal: ranges whose source or target is down are dropped
+    /// instead of failing the change.
     pub(crate) force: bool,
     pub(crate) started: Instant,
     pub(crate) migration: Arc<Migration>,
@@ -52,8 +52,8 @@ pub(crate) struct Active {
     /// to date with every store call that adds or removes one), or `None`
     /// when a step panicked mid-call and the switch must recount them.
     pub(crate) held: Vec<Option<Held>>,
-    /// Per range: given up by a forced removal because its source is down;
-    /// its keys are dropped at the switch.
+    /// Per range: given up by a forced removal because its source or its
+    /// target is down; its keys are dropped at the switch.
     pub(crate) dropped: Vec<bool>,
     /// Keys dropped with ranges given up.
     pub(crate) keys_dropped: u64,
@@ -98,24 +98,24 @@ impl Active {
     }
 
     /// Whether range `i` is to be dropped rather than moved: given up
-    /// earlier, or in a forced removal whose source is now down.
+    /// earlier, or in a forced removal one of whose nodes is now down.
     pub(crate) fn drops(&self, i: usize) -> bool {
-        self.dropped[i] || (self.force && self.nodes[&self.migration.diff.moves[i].from].is_down())
+        let m = &self.migration.diff.moves[i];
+        self.dropped[i]
+            || (self.force && (self.nodes[&m.from].is_down() || self.nodes[&m.to].is_down()))
     }
 
-    /// The first node the rest of the change needs that is down: every
-    /// source and target, except the sources a forced removal drops.
+    /// The first node the rest of the change needs that is down. A forced
+    /// removal needs none: it drops the ranges it cannot move.
     pub(crate) fn first_down(&self) -> Option<NodeId> {
+        if self.force {
+            return None;
+        }
         self.migration.diff.moves.iter().find_map(|m| {
-            let target = &self.nodes[&m.to];
-            let source = &self.nodes[&m.from];
-            if target.is_down() {
-                Some(m.to.clone())
-            } else if source.is_down() && !self.force {
-                Some(m.from.clone())
-            } else {
-                None
-            }
+            [&m.from, &m.to]
+                .into_iter()
+                .find(|id| self.nodes[*id].is_down())
+                .cloned()
         })
     }
 

@@ -153,8 +153,8 @@ impl Cluster {
                 return Err(self.roll_back(membership, &active, &routing, i, stop));
             }
         }
-        // The commit point: switching needs every node of the plan (but the
-        // down sources a forced removal drops). One that went down during
+        // The commit point: switching needs every node of the plan (but a
+        // forced removal, which drops what it cannot move). One that went down during
         // the copy would pause the change right after committing it; roll
         // back instead, while that is still possible.
         if let Some(down) = active.first_down() {
@@ -164,8 +164,9 @@ impl Cluster {
         self.finish(membership, active)
     }
 
-    /// Copies range `i`, or, in a forced removal whose source is down (found
-    /// before or during the copy), marks it to be dropped at the switch.
+    /// Copies range `i`, or, in a forced removal whose source or target is
+    /// down (found before or during the copy), marks it to be dropped at the
+    /// switch.
     fn copy_or_drop(&self, active: &mut Active, i: usize) -> Result<(), ClusterError> {
         if active.drops(i) {
             active.dropped[i] = true;
@@ -173,7 +174,7 @@ impl Cluster {
         }
         match self.copy_range(active, i) {
             Err(ClusterError::Unavailable { node }) if active.force && active.drops(i) => {
-                warn!(node = %node, range = i, "source is down, its range will be dropped");
+                warn!(node = %node, range = i, "node is down, the range will be dropped");
                 active.dropped[i] = true;
                 Ok(())
             }

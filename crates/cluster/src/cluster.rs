@@ -307,10 +307,11 @@ impl Cluster {
     ///
     /// The keys it serves are copied to their new owners where that is
     /// possible; the keys it cannot give away are dropped and counted in
-    /// [`RebalanceReport::keys_dropped`] (all of them for the last node;
-    /// the keys of every range it could not be read for while down). With
-    /// one copy per key, dropped keys are gone. Other nodes the change
-    /// needs must be up ([`ClusterError::NodeDown`] otherwise).
+    /// [`RebalanceReport::keys_dropped`]: all of them for the last node,
+    /// and the keys of every range whose source (this node) or target was
+    /// down when the range was to be copied or switched. With one copy per
+    /// key, dropped keys are gone. A range dropped because its target was
+    /// down is served empty by that target once it is back.
     pub fn remove_node_forced(&self, id: &str) -> Result<RebalanceReport, ClusterError> {
         let mut membership = self.lock_membership("remove_node")?;
         self.change(

@@ -49,8 +49,8 @@ impl Cluster {
                     return self.drop_range(&mut active, i);
                 }
                 match self.switch_range(&mut active, i) {
-                    // A forced removal whose leaving node went down just now:
-                    // its dirty keys cannot be read, so the range is dropped.
+                    // A forced removal one of whose nodes went down just
+                    // now: the range cannot be moved, so it is dropped.
                     Err(ClusterError::Unavailable { .. }) if active.drops(i) => {
                         self.drop_range(&mut active, i)
                     }

@@ -12,7 +12,7 @@
 //! - the switch of a range, which moves the range's count from the source's
 //!   stripes to the target's (the migrator tracks exactly how many keys of
 //!   the range it put on the target), or drops it when a forced removal
-//!   gives up a range whose source is down.
+//!   gives up a range whose source or target is down.
 //!
 //! A switch changes two nodes' counters; a reader summing them in between
 //! would count the range twice or not at all. The migrator therefore wraps

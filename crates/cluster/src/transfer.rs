@@ -1,5 +1,6 @@
 //! The transfer of one range: copy it to the target, switch its authority
-//! to the target (or drop it, in a forced removal whose source is down),
+//! to the target (or drop it, in a forced removal one of whose nodes is
+//! down),
 //! and delete it from the source.
 //!
 //! Each function here is one step of [`crate::change`] and
@@ -173,28 +174,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// Gives up range `i` of a forced removal whose source is down: the
-    /// target serves the range empty from now on, and the keys the source
-    /// served in it are dropped (with one copy per key, they are gone).
+    /// Gives up range `i` of a forced removal whose source or target is
+    /// down: the target serves the range empty from now on, and the keys
+    /// the source served in it are dropped (with one copy per key, they are
+    /// gone).
     pub(crate) fn drop_range(&self, active: &mut Active, i: usize) -> Result<(), ClusterError> {
         let ends = active.endpoints(i);
         let (source, target, range, state) =
             (&ends.source, &ends.target, ends.range, ends.state(i));
-        // Clients never touch the target's copy of a range still copying,
-        // so a partial copy can be cleared before taking the locks.
-        drain(target, range, self.config.copy_batch)?;
         let stripes = source.stripes_of(range);
-        // The source's locks are taken whatever its health, so that no
-        // write can land between counting its keys and dropping them.
+        // Both sides' locks are taken whatever their health: the source's so
+        // that no write lands between counting its keys and dropping them,
+        // the target's to clear a copy it must not serve once back up.
         let src: Vec<StripeWrite<'_>> = stripes
             .iter()
             .map(|&k| source.lock_stripe_unchecked(k))
             .collect();
-        let _dst = stripes
+        let mut dst: Vec<StripeWrite<'_>> = stripes
             .iter()
-            .map(|&k| target.write_stripe(k))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|&k| target.lock_stripe_unchecked(k))
+            .collect();
         let lost = count_range(source, &src, &stripes, range, self.config.copy_batch)?;
+        clear_range(target, &mut dst, &stripes, range)?;
         self.counts.transfer(|| {
             for &(stripe, n) in &lost {
                 source.add_served(stripe, -n);
@@ -211,6 +212,27 @@ impl Cluster {
         debug!(from = %source.id, to = %target.id, ?range, keys = lost, "range dropped");
         Ok(())
     }
+}
+
+/// Deletes every key of `range` on `node` through `guards` (the node's
+/// locked stripes `stripes`, ascending).
+fn clear_range(
+    node: &Node,
+    guards: &mut [StripeWrite<'_>],
+    stripes: &[usize],
+    range: TokenRange,
+) -> Result<(), ClusterError> {
+    for iv in range.intervals() {
+        for (stripe, part) in node.split(iv) {
+            let j = stripes
+                .binary_search(&stripe)
+                .expect("the range's stripes are locked");
+            guards[j]
+                .delete_range(part)
+                .map_err(|e| node.store_error(e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Counts the keys of `range` on `node`, per stripe, through `guards` (the

@@ -262,6 +262,82 @@ fn faults_during_remove_node() {
     every_point(Op::Remove);
 }
 
+/// A forced removal of `n2` with a fault armed: it never rolls back or
+/// pauses. A crash drops exactly the ranges that still needed the crashed
+/// node when it went down (every range with it as source or target, but
+/// those already switched by a crash at `AfterCopy`); transient faults and
+/// cleanup faults drop nothing.
+fn run_forced(seed: u64, point: FaultPoint, role: FaultRole, effect: FaultEffect) {
+    let ctx = format!("seed {seed} forced {point:?} {role:?} {effect:?}");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut s = setup(seed, &mut rng);
+    let epoch = s.cluster.epoch();
+    let before = s.cluster.ring();
+    let after = before.without_node("n2").unwrap();
+    let diff = before.diff(&after);
+    let range = rng.random_range(0..diff.moves.len());
+    let victim = match role {
+        FaultRole::Source => diff.moves[range].from.clone(),
+        FaultRole::Target => diff.moves[range].to.clone(),
+    };
+    s.cluster.inject_fault(Fault {
+        point,
+        role,
+        effect,
+        range: Some(range),
+    });
+    let report = s
+        .cluster
+        .remove_node_forced("n2")
+        .unwrap_or_else(|e| panic!("{ctx}: a forced removal completes: {e}"));
+    let first_dropped = match (effect, point) {
+        (FaultEffect::Crash, FaultPoint::BeforeCopy | FaultPoint::MidCopy) => Some(0),
+        (FaultEffect::Crash, FaultPoint::AfterCopy) => Some(range),
+        _ => None,
+    };
+    let dropped: Vec<Vec<u8>> = match first_dropped {
+        None => Vec::new(),
+        Some(first) => s
+            .model
+            .keys()
+            .filter(|k| {
+                let t = ringkv_ring::key_token(k);
+                diff.moves[first..]
+                    .iter()
+                    .any(|m| (m.from == victim || m.to == victim) && m.range.contains(t))
+            })
+            .cloned()
+            .collect(),
+    };
+    assert_eq!(report.keys_dropped, dropped.len() as u64, "{ctx}");
+    assert_eq!(s.cluster.epoch(), epoch + 1, "{ctx}");
+    assert!(s.cluster.ring().same_placement(&after), "{ctx}");
+    assert!(!s.cluster.stats().rebalancing, "{ctx}");
+    for k in &dropped {
+        s.model.remove(k);
+    }
+    assert_eq!(s.cluster.stats().total_keys, s.model.len(), "{ctx}");
+    s.cluster.clear_faults();
+    if victim.as_str() != "n2" {
+        s.cluster.heal(victim.as_str()).unwrap();
+    }
+    assert_reads(&s.cluster, &s.model, &ctx);
+    assert_placement(&s.cluster, &s.model, &ctx);
+}
+
+#[test]
+fn faults_during_forced_removal() {
+    for_each_seed(12, |seed| {
+        for point in FaultPoint::ALL {
+            for role in [FaultRole::Source, FaultRole::Target] {
+                for effect in [FaultEffect::Crash, FaultEffect::FailCalls(2)] {
+                    run_forced(seed, point, role, effect);
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn a_fault_that_outlasts_the_retries_rolls_back_and_reports_why() {
     let mut rng = SmallRng::seed_from_u64(7);
