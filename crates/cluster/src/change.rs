@@ -112,10 +112,10 @@ impl Cluster {
         // A node the change needs is down: say so now, before anything is
         // published or retried.
         if let Some(down) = active.first_down() {
-            return Err(ClusterError::NodeDown {
+            return Err(ClusterError::NotStarted {
                 op: kind.as_str(),
                 node: active.node.clone(),
-                down,
+                cause: Box::new(ClusterError::NodeDown { node: down }),
             });
         }
         info!(
@@ -198,10 +198,10 @@ impl Cluster {
         // these locks re-check ownership afterwards and get `NoNodes`.
         let node = routing.node(id);
         if node.is_down() && !force {
-            return Err(ClusterError::NodeDown {
+            return Err(ClusterError::NotStarted {
                 op: ChangeKind::RemoveNode.as_str(),
                 node: id.clone(),
-                down: id.clone(),
+                cause: Box::new(ClusterError::NodeDown { node: id.clone() }),
             });
         }
         // A forced removal drops whatever the node holds, down or not.

@@ -263,7 +263,7 @@ impl Cluster {
     /// so is a repeat of the paused change itself
     /// ([`ClusterError::AlreadyPaused`]): a refused call changes nothing.
     /// A change that needs a node that is down fails at once with
-    /// [`ClusterError::NodeDown`].
+    /// [`ClusterError::NotStarted`] whose cause is [`ClusterError::NodeDown`].
     ///
     /// A panic inside the change (from a [`Store`] or the progress
     /// callback) leaves the cluster as a failure at that point would:
@@ -289,7 +289,8 @@ impl Cluster {
     ///
     /// Refuses to remove the last node while it holds keys
     /// ([`ClusterError::LastNodeHoldsData`]), and to remove a node that is
-    /// down ([`ClusterError::NodeDown`]): its keys could not be copied.
+    /// down ([`ClusterError::NodeDown`], as the cause of
+    /// [`ClusterError::NotStarted`]): its keys could not be copied.
     /// See [`Cluster::remove_node_forced`] for both.
     pub fn remove_node(&self, id: &str) -> Result<RebalanceReport, ClusterError> {
         let mut membership = self.lock_membership("remove_node")?;

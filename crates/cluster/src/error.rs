@@ -82,11 +82,12 @@ pub enum ClusterError {
         cause: Box<ClusterError>,
     },
 
-    /// A membership change was not started because an earlier change is
-    /// paused and could not be completed first (`cause` says why, usually
-    /// [`ClusterError::Paused`]). Nothing changed for this call; resume
-    /// the earlier change once its node is back, then retry.
-    #[error("{op}({node}) was not started: an earlier change must finish first: {cause}")]
+    /// A membership change was not started; nothing changed for this call.
+    /// `cause` says why: an earlier change is paused and could not be
+    /// completed first ([`ClusterError::Paused`]: resume it once its node
+    /// is back, then retry), or a node the change needs is down
+    /// ([`ClusterError::NodeDown`]).
+    #[error("{op}({node}) was not started, nothing changed: {cause}")]
     NotStarted {
         /// `add_node` or `remove_node`: the call that was refused.
         op: &'static str,
@@ -96,22 +97,19 @@ pub enum ClusterError {
         cause: Box<ClusterError>,
     },
 
-    /// The change needs a node that is down: to copy keys from it, or to
-    /// copy keys to it. Nothing changed (no epoch was used, nothing was
-    /// retried). Heal the node and retry, or remove it with
+    /// A membership change needs a node that is down: to copy keys from
+    /// it, or to copy keys to it. Returned as the `cause` of
+    /// [`ClusterError::NotStarted`]: nothing changed (no epoch was used,
+    /// nothing was retried). Heal the node and retry, or remove it with
     /// [`Cluster::remove_node_forced`](crate::Cluster::remove_node_forced),
     /// which drops the keys only it holds.
     #[error(
-        "{op}({node}) was not started: node `{down}` is down and the change needs it; \
+        "node `{node}` is down and the change needs it; \
          heal it and retry, or remove it with remove_node_forced (its keys are dropped)"
     )]
     NodeDown {
-        /// `add_node` or `remove_node`: the call that was refused.
-        op: &'static str,
-        /// The node that call named.
-        node: NodeId,
         /// The node that is down.
-        down: NodeId,
+        node: NodeId,
     },
 
     /// A membership call was made on a thread that is running a membership

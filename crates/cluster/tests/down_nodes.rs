@@ -28,6 +28,11 @@ fn three_nodes(keys: usize) -> (Cluster, BTreeMap<Vec<u8>, Vec<u8>>) {
     (cluster, model)
 }
 
+/// Whether `cause` says that node `id` is down.
+fn is_down(cause: &ClusterError, id: &str) -> bool {
+    matches!(cause, ClusterError::NodeDown { node } if node.as_str() == id)
+}
+
 /// Lines of a captured log that report a retry.
 fn retries(log: &[String]) -> Vec<&String> {
     log.iter().filter(|l| l.contains("retrying")).collect()
@@ -43,8 +48,8 @@ fn a_change_that_needs_a_down_node_fails_at_once_and_names_it() {
     let (result, log) = with_log(|| cluster.add_node("n4"));
     let err = result.unwrap_err();
     assert!(
-        matches!(&err, ClusterError::NodeDown { op: "add_node", node, down }
-            if node.as_str() == "n4" && down.as_str() == "n2"),
+        matches!(&err, ClusterError::NotStarted { op: "add_node", node, cause }
+            if node.as_str() == "n4" && is_down(cause, "n2")),
         "{err}"
     );
     let msg = err.to_string();
@@ -56,7 +61,7 @@ fn a_change_that_needs_a_down_node_fails_at_once_and_names_it() {
     let (result, log) = with_log(|| cluster.remove_node("n2"));
     let err = result.unwrap_err();
     assert!(
-        matches!(&err, ClusterError::NodeDown { op: "remove_node", down, .. } if down.as_str() == "n2"),
+        matches!(&err, ClusterError::NotStarted { op: "remove_node", cause, .. } if is_down(cause, "n2")),
         "{err}"
     );
     assert!(retries(&log).is_empty(), "no retries: {log:#?}");
@@ -168,7 +173,7 @@ fn a_forced_removal_drops_what_a_down_target_cannot_take() {
     cluster.crash("n3").unwrap();
     let err = cluster.remove_node("n2").unwrap_err();
     assert!(
-        matches!(&err, ClusterError::NodeDown { down, .. } if down.as_str() == "n3"),
+        matches!(&err, ClusterError::NotStarted { cause, .. } if is_down(cause, "n3")),
         "{err}"
     );
     let report = cluster.remove_node_forced("n2").unwrap();
