@@ -33,6 +33,8 @@ use crate::step::{Stop, catch};
 use crate::transfer::drain;
 
 impl Cluster {
+    /// Runs `change` under the membership mutex (`membership`): completes
+    /// a paused change first, then plans, copies and commits this one.
     pub(crate) fn change(
         &self,
         membership: &mut Membership,
@@ -150,16 +152,16 @@ impl Cluster {
                 Ok(())
             });
             if let Err(stop) = step {
-                return Err(self.roll_back(membership, &active, &routing, i, stop));
+                return Err(self.roll_back(membership, &active, &routing, i + 1, stop));
             }
         }
         // The commit point: switching needs every node of the plan (but a
-        // forced removal, which drops what it cannot move). One that went down during
-        // the copy would pause the change right after committing it; roll
-        // back instead, while that is still possible.
+        // forced removal, which drops what it cannot move). A node that went
+        // down during the copy would pause the change right after committing
+        // it; roll back instead, while that is still possible.
         if let Some(down) = active.first_down() {
             let stop = Stop::Failed(ClusterError::Unavailable { node: down });
-            return Err(self.roll_back(membership, &active, &routing, ranges - 1, stop));
+            return Err(self.roll_back(membership, &active, &routing, ranges, stop));
         }
         self.finish(membership, active)
     }
@@ -243,16 +245,16 @@ impl Cluster {
         Ok(report)
     }
 
-    /// Rolls back a change that stopped while copying range `failed`:
-    /// republishes the old membership under a new epoch and clears the
-    /// targets' copies. Returns the error to give the caller; a panic
-    /// continues instead, once the rollback is done.
+    /// Rolls back a change that stopped after starting to copy its first
+    /// `touched` ranges: republishes the old membership under a new epoch
+    /// and clears the targets' copies. Returns the error to give the caller;
+    /// a panic continues instead, once the rollback is done.
     fn roll_back(
         &self,
         membership: &mut Membership,
         active: &Active,
         old: &Routing,
-        failed: usize,
+        touched: usize,
         stop: Stop,
     ) -> ClusterError {
         // The abandoned ring's epoch has been seen (routing published it at
@@ -269,7 +271,7 @@ impl Cluster {
         );
         // Targets may hold partial copies of ranges they do not own. Clients
         // never read them; clear them so counts and later copies stay exact.
-        for i in 0..=failed {
+        for i in 0..touched {
             if active.joins(i) {
                 continue; // the joining node is discarded whole
             }

@@ -92,7 +92,7 @@ impl Cluster {
             warn!(
                 node = %report.node,
                 keys_dropped = report.keys_dropped,
-                "forced removal dropped keys it could not copy from a down node; with one copy per key they are gone"
+                "forced removal dropped keys it could not move past a down node; with one copy per key they are gone"
             );
         }
         for t in &report.transfers {

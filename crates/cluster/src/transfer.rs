@@ -1,7 +1,6 @@
 //! The transfer of one range: copy it to the target, switch its authority
 //! to the target (or drop it, in a forced removal one of whose nodes is
-//! down),
-//! and delete it from the source.
+//! down), and delete it from the source.
 //!
 //! Each function here is one step of [`crate::change`] and
 //! [`crate::commit`], run with retries; none publishes routing.
