@@ -1,0 +1,72 @@
+//! The operation-script language of the `ringkv` tool, and its streaming parser.
+//!
+//! A script has one operation per line:
+//!
+//! ```text
+//! # comments start with `#` (outside quotes) and run to the end of the line
+//! add_node(node4)
+//! add_node(node5, weight=2)
+//! remove_node(node2)
+//! put(key1, value1)
+//! put("a key", "a value, with a comma\n")
+//! get(key1)
+//! delete(key1)
+//! stats()
+//! ```
+//!
+//! Arguments are bare words (a run of characters other than whitespace and
+//! `(` `)` `,` `"` `#` `{` `}` `;` `=`) or double-quoted strings, in which
+//! `\\`, `\"`, `\n`, `\t` and `\xHH` (one raw byte, two hex digits) are the
+//! only escapes. Keys and values are byte strings; node ids are non-empty
+//! UTF-8 strings. A weight is a positive integer that fits in a `u32`.
+//!
+//! # Concurrency blocks
+//!
+//! ```text
+//! concurrently {
+//!     add_node(node5)
+//!     remove_node(node2); get(key1)
+//!     put(key9, v9); get(key9); delete(key9)
+//! }
+//! ```
+//!
+//! `concurrently {` opens a block and must be alone on its line (a comment may
+//! follow); `}` alone on its line closes it. Each non-blank line inside the
+//! block is one [`Lane`]: its operations, separated by `;` (one trailing `;` is
+//! allowed), run in order on that lane's thread while all lanes run at the same
+//! time. Blocks do not nest, and `;` is not allowed outside a block.
+//!
+//! # Errors and recovery
+//!
+//! [`ScriptReader`] reads one line at a time and yields one [`Item`] per
+//! top-level operation or per complete block. After an error it can simply be
+//! polled again (the CLI's `--keep-going`):
+//!
+//! * An error on a top-level line skips that line only; parsing resumes on the
+//!   next line.
+//! * An error inside a block (a bad lane, a nested `concurrently`, a line that
+//!   is not valid UTF-8) **abandons the whole block**: none of its lanes are
+//!   yielded, the following lines are skipped without further diagnostics up to
+//!   and including the next line whose first non-blank character is `}`, and
+//!   parsing resumes after it. If the input ends first, an
+//!   [`ErrorKind::UnterminatedBlock`] error follows.
+//! * A `}` line with trailing text closes its block but reports an error, so
+//!   the block is abandoned too.
+//! * A malformed header such as `concurrently { put(a, b)` still opens a block
+//!   (which is abandoned), so its lanes are not misread as top-level lines.
+//! * After an I/O error the reader is exhausted and yields `None`.
+
+mod ast;
+mod error;
+mod escape;
+mod lexer;
+mod parser;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+pub use ast::{Item, Lane, Op};
+pub use error::{ErrorKind, ParseError, ScriptError};
+pub use escape::escape;
+pub use parser::parse_line;
+pub use reader::ScriptReader;
