@@ -19,5 +19,6 @@
 
 pub mod bench;
 pub mod logging;
+pub mod pool;
 pub mod run;
 pub mod script;

@@ -5,7 +5,7 @@
 //! stderr by the caller from [`RunSummary`] and the returned error.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -213,44 +213,30 @@ impl Runner {
         Ok(summary)
     }
 
-    /// Runs each lane on its own thread, all released at once; returns each
-    /// lane's results in lane order. Without `--keep-going` a lane stops at
-    /// its first error (the other lanes run to their end).
+    /// Runs the lanes on a bounded pool of threads (see [`crate::pool`]);
+    /// returns each lane's results in lane order. Without `--keep-going` a
+    /// lane stops at its first error (the other lanes run to their end).
     fn run_lanes(
         &self,
         lanes: &[crate::script::Lane],
     ) -> Vec<Vec<Result<Option<String>, RunError>>> {
-        let barrier = Barrier::new(lanes.len());
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = lanes
-                .iter()
-                .map(|lane| {
-                    let barrier = &barrier;
-                    let cluster = &self.cluster;
-                    let keep_going = self.options.keep_going;
-                    scope.spawn(move || {
-                        barrier.wait();
-                        let mut results = Vec::with_capacity(lane.ops.len());
-                        for op in &lane.ops {
-                            let result = execute(cluster, op).map_err(|source| RunError::Op {
-                                line: lane.line,
-                                op: op.to_string(),
-                                source,
-                            });
-                            let failed = result.is_err();
-                            results.push(result);
-                            if failed && !keep_going {
-                                break;
-                            }
-                        }
-                        results
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a lane thread panicked"))
-                .collect()
+        let keep_going = self.options.keep_going;
+        crate::pool::run_all(lanes.len(), crate::pool::MAX_LANE_THREADS, |i| {
+            let lane = &lanes[i];
+            let mut results = Vec::with_capacity(lane.ops.len());
+            for op in &lane.ops {
+                let result = execute(&self.cluster, op).map_err(|source| RunError::Op {
+                    line: lane.line,
+                    op: op.to_string(),
+                    source,
+                });
+                let failed = result.is_err();
+                results.push(result);
+                if failed && !keep_going {
+                    break;
+                }
+            }
+            results
         })
     }
 }

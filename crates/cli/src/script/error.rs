@@ -29,6 +29,27 @@ pub enum ErrorKind {
         /// The line where the enclosing block was opened.
         outer_line: usize,
     },
+    /// A line longer than [`Limits::max_line_bytes`](super::Limits).
+    LineTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A `concurrently` block with more lanes than
+    /// [`Limits::max_block_lanes`](super::Limits).
+    TooManyLanes {
+        /// The line where the block was opened.
+        opened_line: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A `concurrently` block longer than
+    /// [`Limits::max_block_bytes`](super::Limits).
+    BlockTooLong {
+        /// The line where the block was opened.
+        opened_line: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The input ended inside a `concurrently` block.
     UnterminatedBlock {
         /// The line where the block was opened.
@@ -55,6 +76,20 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NestedBlock { outer_line } => write!(
                 f,
                 "`concurrently` blocks cannot be nested (the enclosing block was opened on line {outer_line})"
+            ),
+            ErrorKind::LineTooLong { limit } => write!(
+                f,
+                "line longer than {limit} bytes, the most a script line may hold: shorten it"
+            ),
+            ErrorKind::TooManyLanes { opened_line, limit } => write!(
+                f,
+                "the `concurrently` block opened on line {opened_line} has more than {limit} lanes, \
+                 the most a block may hold: split it into several blocks"
+            ),
+            ErrorKind::BlockTooLong { opened_line, limit } => write!(
+                f,
+                "the `concurrently` block opened on line {opened_line} holds more than {limit} bytes \
+                 of script, the most a block may hold: close it with `}}` or split it into several blocks"
             ),
             ErrorKind::UnterminatedBlock { opened_line } => write!(
                 f,

@@ -33,8 +33,9 @@
 //! `concurrently {` opens a block and must be alone on its line (a comment may
 //! follow); `}` alone on its line closes it. Each non-blank line inside the
 //! block is one [`Lane`]: its operations, separated by `;` (one trailing `;` is
-//! allowed), run in order on that lane's thread while all lanes run at the same
-//! time. Blocks do not nest, and `;` is not allowed outside a block.
+//! allowed), run in order while the lanes run concurrently (on a bounded pool
+//! of threads, see [`crate::pool`]). Blocks do not nest, and `;` is not allowed
+//! outside a block.
 //!
 //! # Errors and recovery
 //!
@@ -55,11 +56,21 @@
 //! * A malformed header such as `concurrently { put(a, b)` still opens a block
 //!   (which is abandoned), so its lanes are not misread as top-level lines.
 //! * After an I/O error the reader is exhausted and yields `None`.
+//!
+//! # Limits
+//!
+//! Memory stays bounded whatever the input ([`Limits`]): a line longer than
+//! 1 MiB, a block of more than 100,000 lanes or 8 MiB of text is a syntax
+//! error at the line that crosses the cap. The reader never stores more than
+//! the cap of a line: the rest of a long line is skipped when the reader is
+//! polled again, and a block past its cap is abandoned as above.
 
 mod ast;
 mod error;
 mod escape;
 mod lexer;
+mod limits;
+mod line;
 mod parser;
 mod reader;
 #[cfg(test)]
@@ -68,5 +79,6 @@ mod tests;
 pub use ast::{Item, Lane, Op};
 pub use error::{ErrorKind, ParseError, ScriptError};
 pub use escape::escape;
+pub use limits::Limits;
 pub use parser::parse_line;
 pub use reader::ScriptReader;

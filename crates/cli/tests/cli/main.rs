@@ -8,6 +8,7 @@
 mod concurrent;
 mod errors;
 mod format;
+mod limits;
 mod log;
 mod options;
 mod scenario;

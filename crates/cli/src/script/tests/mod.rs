@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod limits;
 mod lines;
 mod random;
 mod reader;
