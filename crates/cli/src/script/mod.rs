@@ -12,13 +12,22 @@
 //! get(key1)
 //! delete(key1)
 //! stats()
+//! crash(node1)
+//! heal(node1)
+//! fail(node4, mid_copy)
+//! fail(node4, before_copy, times=2)
+//! remove_node(node3, force=true)
+//! resume()
 //! ```
 //!
 //! Arguments are bare words (a run of characters other than whitespace and
 //! `(` `)` `,` `"` `#` `{` `}` `;` `=`) or double-quoted strings, in which
 //! `\\`, `\"`, `\n`, `\t` and `\xHH` (one raw byte, two hex digits) are the
 //! only escapes. Keys and values are byte strings; node ids are non-empty
-//! UTF-8 strings. A weight is a positive integer that fits in a `u32`.
+//! UTF-8 strings. A weight or a `times` is a positive integer that fits in a
+//! `u32`; a failure point is one of the bare words `before_copy`,
+//! `mid_copy`, `before_switch` and `cleanup` ([`FailPoint`]); `force` is
+//! `true` or `false`.
 //!
 //! # Concurrency blocks
 //!
@@ -76,7 +85,7 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use ast::{Item, Lane, Op};
+pub use ast::{FailPoint, Item, Lane, Op};
 pub use error::{ErrorKind, ParseError, ScriptError};
 pub use escape::escape;
 pub use limits::Limits;

@@ -2,12 +2,16 @@
 
 #[cfg(doc)]
 use super::ScriptReader;
-use super::ast::Op;
+use super::ast::{FailPoint, Op};
 use super::error::ParseError;
 use super::lexer::{Lexer, Tok, Token, found, quote_found};
 
 /// The operation names, for "expected an operation name" messages.
-const OP_NAMES: &str = "an operation name (add_node, remove_node, put, get, delete, stats)";
+const OP_NAMES: &str = "an operation name (add_node, remove_node, put, get, delete, stats, \
+                        crash, heal, fail, resume)";
+
+/// The names of the points for `fail`, for "expected" messages.
+const POINT_NAMES: &str = "a failure point (before_copy, mid_copy, before_switch, cleanup)";
 
 /// Parses one line holding a single operation.
 ///
@@ -126,7 +130,10 @@ impl<'a> Parser<'a> {
     fn op(&mut self) -> Result<Op, ParseError> {
         let name_tok = self.next()?;
         let name = match name_tok.tok {
-            Tok::Word(w @ ("add_node" | "remove_node" | "put" | "get" | "delete" | "stats")) => w,
+            Tok::Word(
+                w @ ("add_node" | "remove_node" | "put" | "get" | "delete" | "stats" | "crash"
+                | "heal" | "fail" | "resume"),
+            ) => w,
             _ => return Err(self.err(name_tok.col, OP_NAMES, found(&name_tok))),
         };
         let open = self.next()?;
@@ -136,10 +143,14 @@ impl<'a> Parser<'a> {
         let (args, close_col) = self.args()?;
         let (signature, min, max, count_text) = match name {
             "add_node" => ("add_node(id, weight=N)", 1, 2, "1 or 2 arguments"),
-            "remove_node" => ("remove_node(id)", 1, 1, "1 argument"),
+            "remove_node" => ("remove_node(id, force=true)", 1, 2, "1 or 2 arguments"),
             "put" => ("put(key, value)", 2, 2, "2 arguments"),
             "get" => ("get(key)", 1, 1, "1 argument"),
             "delete" => ("delete(key)", 1, 1, "1 argument"),
+            "crash" => ("crash(id)", 1, 1, "1 argument"),
+            "heal" => ("heal(id)", 1, 1, "1 argument"),
+            "fail" => ("fail(id, point, times=N)", 2, 3, "2 or 3 arguments"),
+            "resume" => ("resume()", 0, 0, "no arguments"),
             _ => ("stats()", 0, 0, "no arguments"),
         };
         if args.len() < min || args.len() > max {
@@ -150,8 +161,14 @@ impl<'a> Parser<'a> {
                 args.len().to_string(),
             ));
         }
-        // All ops take positional arguments, except add_node's optional weight.
-        let positional = if name == "add_node" { 1 } else { args.len() };
+        // All ops take positional arguments, except the optional named last
+        // ones: add_node's weight, remove_node's force and fail's times.
+        let positional = match name {
+            "add_node" | "remove_node" => 1,
+            "fail" => 2,
+            _ => args.len(),
+        }
+        .min(args.len());
         for arg in &args[..positional] {
             if let Some((arg_name, col)) = arg.name {
                 return Err(self.err(
@@ -171,13 +188,32 @@ impl<'a> Parser<'a> {
                 let id = self.node_id(&args[0])?;
                 let weight = match args.get(1) {
                     None => None,
-                    Some(arg) => Some(self.weight(arg)?),
+                    Some(arg) => Some(self.positive(arg, "weight")?),
                 };
                 Op::AddNode { id, weight }
             }
             "remove_node" => Op::RemoveNode {
                 id: self.node_id(&args[0])?,
+                force: match args.get(1) {
+                    None => false,
+                    Some(arg) => self.flag(arg, "force")?,
+                },
             },
+            "crash" => Op::Crash {
+                id: self.node_id(&args[0])?,
+            },
+            "heal" => Op::Heal {
+                id: self.node_id(&args[0])?,
+            },
+            "fail" => Op::Fail {
+                id: self.node_id(&args[0])?,
+                point: self.point(&args[1])?,
+                times: match args.get(2) {
+                    None => None,
+                    Some(arg) => Some(self.positive(arg, "times")?),
+                },
+            },
+            "resume" => Op::Resume,
             "put" => Op::Put {
                 key: bytes(&args[0]),
                 value: bytes(&args[1]),
@@ -264,16 +300,19 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn weight(&self, arg: &Arg<'a>) -> Result<u32, ParseError> {
+    /// Checks that `arg` is written `name=...`; `expected` describes the
+    /// argument for the error message.
+    fn named(&self, arg: &Arg<'a>, name: &str, expected: &str) -> Result<(), ParseError> {
         match arg.name {
-            Some(("weight", _)) => {}
-            Some((_, col)) => {
-                return Err(self.err(col, "`weight=N`", quote_found(arg.full_text)));
-            }
-            None => {
-                return Err(self.err(arg.start_col, "`weight=N`", quote_found(arg.full_text)));
-            }
+            Some((n, _)) if n == name => Ok(()),
+            Some((_, col)) => Err(self.err(col, expected, quote_found(arg.full_text))),
+            None => Err(self.err(arg.start_col, expected, quote_found(arg.full_text))),
         }
+    }
+
+    /// A `name=N` argument, N a positive integer that fits in a `u32`.
+    fn positive(&self, arg: &Arg<'a>, name: &str) -> Result<u32, ParseError> {
+        self.named(arg, name, &format!("`{name}=N`"))?;
         let parsed = match arg.value {
             Tok::Word(w) if w.bytes().all(|b| b.is_ascii_digit()) => w.parse::<u32>().ok(),
             _ => None,
@@ -282,9 +321,28 @@ impl<'a> Parser<'a> {
             Some(w) if w > 0 => Ok(w),
             _ => Err(self.err(
                 arg.col,
-                "a weight that is an integer from 1 to 4294967295",
+                format!("a {name} that is an integer from 1 to 4294967295"),
                 quote_found(arg.text),
             )),
         }
+    }
+
+    /// A `name=true` or `name=false` argument.
+    fn flag(&self, arg: &Arg<'a>, name: &str) -> Result<bool, ParseError> {
+        self.named(arg, name, &format!("`{name}=true` or `{name}=false`"))?;
+        match arg.value {
+            Tok::Word("true") => Ok(true),
+            Tok::Word("false") => Ok(false),
+            _ => Err(self.err(arg.col, "`true` or `false`", quote_found(arg.text))),
+        }
+    }
+
+    /// A failure point, written as a bare word.
+    fn point(&self, arg: &Arg<'a>) -> Result<FailPoint, ParseError> {
+        match arg.value {
+            Tok::Word(w) => FailPoint::from_name(w),
+            _ => None,
+        }
+        .ok_or_else(|| self.err(arg.col, POINT_NAMES, quote_found(arg.text)))
     }
 }

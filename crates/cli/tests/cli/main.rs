@@ -7,6 +7,7 @@
 
 mod concurrent;
 mod errors;
+mod failures;
 mod format;
 mod limits;
 mod log;

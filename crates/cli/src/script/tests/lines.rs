@@ -20,7 +20,10 @@ fn every_op() {
     );
     assert_eq!(
         op("remove_node(node2)"),
-        Op::RemoveNode { id: "node2".into() }
+        Op::RemoveNode {
+            id: "node2".into(),
+            force: false
+        }
     );
     assert_eq!(op("put(key1, value1)"), put("key1", "value1"));
     assert_eq!(op("get(key1)"), get("key1"));
@@ -69,7 +72,13 @@ fn quoting_and_escapes() {
             weight: Some(3)
         }
     );
-    assert_eq!(op("remove_node(\"n\")"), Op::RemoveNode { id: "n".into() });
+    assert_eq!(
+        op("remove_node(\"n\")"),
+        Op::RemoveNode {
+            id: "n".into(),
+            force: false
+        }
+    );
 }
 
 #[test]
@@ -166,12 +175,12 @@ fn syntax_errors_with_positions() {
     check_err(
         "pt(a, b)",
         1,
-        "expected an operation name (add_node, remove_node, put, get, delete, stats), found `pt`",
+        "expected an operation name (add_node, remove_node, put, get, delete, stats, crash, heal, fail, resume), found `pt`",
     );
     check_err(
         "  (a)",
         3,
-        "expected an operation name (add_node, remove_node, put, get, delete, stats), found `(`",
+        "expected an operation name (add_node, remove_node, put, get, delete, stats, crash, heal, fail, resume), found `(`",
     );
     check_err("put a, b", 5, "expected `(` after `put`, found `a`");
     check_err("get", 4, "expected `(` after `get`, found end of line");
@@ -194,7 +203,7 @@ fn syntax_errors_with_positions() {
     check_err(
         "remove_node()",
         13,
-        "expected 1 argument for remove_node(id), found 0",
+        "expected 1 or 2 arguments for remove_node(id, force=true), found 0",
     );
     check_err("stats(x)", 7, "expected no arguments for stats(), found 1");
     check_err(
@@ -281,7 +290,7 @@ fn semicolons_outside_blocks() {
     check_err(
         ";",
         1,
-        "expected an operation name (add_node, remove_node, put, get, delete, stats), found `;`",
+        "expected an operation name (add_node, remove_node, put, get, delete, stats, crash, heal, fail, resume), found `;`",
     );
     check_err(
         "concurrently {",
@@ -318,4 +327,97 @@ fn escape_output() {
     assert_eq!(escape(&[0xff, b'a', 0xc3]), r#""\xFFa\xC3""#);
     assert_eq!(escape("é€".as_bytes()), "\"é€\"");
     assert_eq!(escape("\u{85}".as_bytes()), r#""\xC2\x85""#);
+}
+
+#[test]
+fn failure_ops() {
+    assert_eq!(op("crash(node1)"), Op::Crash { id: "node1".into() });
+    assert_eq!(op("heal(\"n 1\")"), Op::Heal { id: "n 1".into() });
+    assert_eq!(op("resume()"), Op::Resume);
+    for point in FailPoint::ALL {
+        assert_eq!(
+            op(&format!("fail(n2, {})", point.name())),
+            Op::Fail {
+                id: "n2".into(),
+                point,
+                times: None
+            }
+        );
+    }
+    assert_eq!(
+        op("fail(n2, before_switch, times=3)"),
+        Op::Fail {
+            id: "n2".into(),
+            point: FailPoint::BeforeSwitch,
+            times: Some(3)
+        }
+    );
+    assert_eq!(
+        op("remove_node(n2, force=true)"),
+        Op::RemoveNode {
+            id: "n2".into(),
+            force: true
+        }
+    );
+    assert_eq!(
+        op("remove_node(n2, force=false)"),
+        Op::RemoveNode {
+            id: "n2".into(),
+            force: false
+        }
+    );
+    check_err(
+        "fail(n2, \"mid_copy\")",
+        10,
+        "expected a failure point (before_copy, mid_copy, before_switch, cleanup), found `\"mid_copy\"`",
+    );
+    check_err(
+        "fail(n2, point=mid_copy)",
+        10,
+        "expected a positional argument for fail(id, point, times=N), found `point=`",
+    );
+    check_err("fail(n2, cleanup, 3)", 19, "expected `times=N`, found `3`");
+    check_err(
+        "fail(n2, cleanup, count=3)",
+        19,
+        "expected `times=N`, found `count=3`",
+    );
+    check_err(
+        "fail(n2, cleanup, times=-1)",
+        25,
+        "expected a times that is an integer from 1 to 4294967295, found `-1`",
+    );
+    check_err(
+        "fail(n2)",
+        8,
+        "expected 2 or 3 arguments for fail(id, point, times=N), found 1",
+    );
+    check_err(
+        "remove_node(n2, true)",
+        17,
+        "expected `force=true` or `force=false`, found `true`",
+    );
+    check_err(
+        "remove_node(n2, force=1)",
+        23,
+        "expected `true` or `false`, found `1`",
+    );
+    check_err(
+        "resume(now)",
+        8,
+        "expected no arguments for resume(), found 1",
+    );
+    for line in [
+        "crash(n1)",
+        "heal(n1)",
+        "resume()",
+        "fail(n1, mid_copy)",
+        "fail(\"n 1\", cleanup, times=7)",
+        "remove_node(n1, force=true)",
+        "remove_node(n1)",
+    ] {
+        let parsed = op(line);
+        assert_eq!(parsed.to_string(), line);
+        assert_eq!(op(&parsed.to_string()), parsed);
+    }
 }

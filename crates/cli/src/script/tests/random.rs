@@ -13,6 +13,17 @@ fn random_script(rng: &mut impl rand::Rng) -> Vec<u8> {
         "get",
         "delete",
         "stats",
+        "crash",
+        "heal",
+        "fail",
+        "resume",
+        "before_copy",
+        "mid_copy",
+        "before_switch",
+        "cleanup",
+        "times",
+        "force",
+        "true",
         "concurrently",
         "weight",
         "(",
@@ -53,6 +64,8 @@ fn random_script(rng: &mut impl rand::Rng) -> Vec<u8> {
         "concurrently {\n",
         "\n}\n",
         "add_node(n, weight=2)",
+        "fail(n, mid_copy, times=2)",
+        "remove_node(n, force=true)",
     ];
     let len = rng.random_range(0..40);
     let mut out = Vec::new();

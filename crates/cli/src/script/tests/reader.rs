@@ -56,7 +56,13 @@ concurrently {
                     },
                     Lane {
                         line: 7,
-                        ops: vec![Op::RemoveNode { id: "node2".into() }, get("key1")]
+                        ops: vec![
+                            Op::RemoveNode {
+                                id: "node2".into(),
+                                force: false
+                            },
+                            get("key1")
+                        ]
                     },
                     Lane {
                         line: 10,
@@ -166,7 +172,7 @@ fn block_errors() {
     );
     assert_eq!(
         script("concurrently {\n get(a);;get(b)\n}"),
-        vec![Err("line 2, column 9: expected an operation name (add_node, remove_node, put, get, delete, stats), found `;`".into())]
+        vec![Err("line 2, column 9: expected an operation name (add_node, remove_node, put, get, delete, stats, crash, heal, fail, resume), found `;`".into())]
     );
     assert_eq!(
         script("concurrently {\n get(a) get(b)\n}"),
@@ -176,7 +182,7 @@ fn block_errors() {
     );
     assert_eq!(
         script("concurrently {\n ;\n}"),
-        vec![Err("line 2, column 2: expected an operation name (add_node, remove_node, put, get, delete, stats), found `;`".into())]
+        vec![Err("line 2, column 2: expected an operation name (add_node, remove_node, put, get, delete, stats, crash, heal, fail, resume), found `;`".into())]
     );
 }
 
