@@ -131,7 +131,7 @@ impl ParseError {
     }
 }
 
-/// An error from [`ScriptReader`]: a syntax error or an I/O error.
+/// An error from [`ScriptReader`](super::ScriptReader): a syntax error or an I/O error.
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
     /// The script is malformed; the reader can go on with the next line.

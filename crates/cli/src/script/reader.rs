@@ -15,7 +15,7 @@ use super::parser::Parser;
 ///
 /// Only the current line (and the lanes of the current block) are held in
 /// memory, within the caps of [`Limits`]. After a [`ScriptError::Syntax`] error the iterator can be polled
-/// again to go on parsing (see the [module docs](self) for how blocks recover);
+/// again to go on parsing (see the [module docs](super) for how blocks recover);
 /// after a [`ScriptError::Io`] error it yields `None`. Lines may end in `\n` or
 /// `\r\n`; a line that is not valid UTF-8 is a syntax error.
 pub struct ScriptReader<R> {
