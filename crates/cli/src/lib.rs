@@ -18,6 +18,8 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod exec;
 pub mod logging;
+pub mod pool;
 pub mod run;
 pub mod script;

@@ -5,15 +5,14 @@
 //! stderr by the caller from [`RunSummary`] and the returned error.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use ringkv_cluster::{Cluster, ClusterError, Progress};
 
-use crate::script::{Item, Op, ScriptError, ScriptReader, escape};
+use crate::exec::Executor;
+use crate::script::{Item, ScriptError, ScriptReader};
 
 /// How a run treats errors.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,24 +109,26 @@ impl RunError {
 
 /// Plays scripts against one cluster.
 pub struct Runner {
-    cluster: Arc<Cluster>,
+    exec: Executor,
     options: RunOptions,
 }
 
 impl Runner {
     /// A runner over `cluster`.
     pub fn new(cluster: Cluster, options: RunOptions) -> Self {
-        let cluster = Arc::new(cluster);
         if options.progress && std::io::stderr().is_terminal() {
             let bar = RebalanceBar::default();
             cluster.on_progress(move |p| bar.update(p));
         }
-        Runner { cluster, options }
+        Runner {
+            exec: Executor::new(cluster),
+            options,
+        }
     }
 
     /// The cluster the script runs against.
     pub fn cluster(&self) -> &Cluster {
-        &self.cluster
+        self.exec.cluster()
     }
 
     /// Plays `script`, writing gets and stats to `out`. Returns the summary,
@@ -159,7 +160,7 @@ impl Runner {
             match item {
                 Item::Op { line, op } => {
                     summary.ops += 1;
-                    match execute(&self.cluster, &op) {
+                    match self.exec.execute(&op) {
                         Ok(Some(text)) => {
                             writeln!(out, "{text}")?;
                             if self.options.flush_each {
@@ -213,89 +214,32 @@ impl Runner {
         Ok(summary)
     }
 
-    /// Runs each lane on its own thread, all released at once; returns each
-    /// lane's results in lane order. Without `--keep-going` a lane stops at
-    /// its first error (the other lanes run to their end).
+    /// Runs the lanes on a bounded pool of threads (see [`crate::pool`]);
+    /// returns each lane's results in lane order. Without `--keep-going` a
+    /// lane stops at its first error (the other lanes run to their end).
     fn run_lanes(
         &self,
         lanes: &[crate::script::Lane],
     ) -> Vec<Vec<Result<Option<String>, RunError>>> {
-        let barrier = Barrier::new(lanes.len());
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = lanes
-                .iter()
-                .map(|lane| {
-                    let barrier = &barrier;
-                    let cluster = &self.cluster;
-                    let keep_going = self.options.keep_going;
-                    scope.spawn(move || {
-                        barrier.wait();
-                        let mut results = Vec::with_capacity(lane.ops.len());
-                        for op in &lane.ops {
-                            let result = execute(cluster, op).map_err(|source| RunError::Op {
-                                line: lane.line,
-                                op: op.to_string(),
-                                source,
-                            });
-                            let failed = result.is_err();
-                            results.push(result);
-                            if failed && !keep_going {
-                                break;
-                            }
-                        }
-                        results
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a lane thread panicked"))
-                .collect()
+        let keep_going = self.options.keep_going;
+        crate::pool::run_all(lanes.len(), crate::pool::MAX_LANE_THREADS, |i| {
+            let lane = &lanes[i];
+            let mut results = Vec::with_capacity(lane.ops.len());
+            for op in &lane.ops {
+                let result = self.exec.execute(op).map_err(|source| RunError::Op {
+                    line: lane.line,
+                    op: op.to_string(),
+                    source,
+                });
+                let failed = result.is_err();
+                results.push(result);
+                if failed && !keep_going {
+                    break;
+                }
+            }
+            results
         })
     }
-}
-
-/// Executes one operation; returns the line it prints, if any.
-pub fn execute(cluster: &Cluster, op: &Op) -> Result<Option<String>, ClusterError> {
-    Ok(match op {
-        Op::AddNode { id, weight } => {
-            cluster.add_node_weighted(id, weight.unwrap_or(1))?;
-            None
-        }
-        Op::RemoveNode { id } => {
-            cluster.remove_node(id)?;
-            None
-        }
-        Op::Put { key, value } => {
-            cluster.put(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value))?;
-            None
-        }
-        Op::Get { key } => Some(match cluster.get(key)? {
-            Some(value) => escape(&value),
-            None => "None".to_string(),
-        }),
-        Op::Delete { key } => {
-            cluster.delete(Bytes::copy_from_slice(key))?;
-            None
-        }
-        Op::Stats => Some(stats_json(cluster)),
-    })
-}
-
-/// `{"epoch": E, "keys": TOTAL, "nodes": {"node1": COUNT, ...}}` on one line.
-pub fn stats_json(cluster: &Cluster) -> String {
-    let stats = cluster.stats();
-    let nodes: serde_json::Map<String, serde_json::Value> = stats
-        .nodes
-        .iter()
-        .map(|n| (n.id.to_string(), n.keys.into()))
-        .collect();
-    serde_json::json!({
-        "epoch": stats.epoch,
-        "keys": stats.total_keys,
-        "nodes": nodes,
-    })
-    .to_string()
 }
 
 /// A progress bar on stderr for redistributions that take over a second.

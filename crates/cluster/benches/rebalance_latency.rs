@@ -3,7 +3,8 @@
 //! `add_node("node-10")` / `remove_node("node-10")` back to back.
 //!
 //! One client thread runs a pre-drawn 90% get / 10% put mix and times every
-//! operation with `Instant` into preallocated arrays. Three phases of `OPS`
+//! operation with `Instant` into preallocated arrays; percentiles come from
+//! `hdrhistogram` (see `common::summary`). Three phases of `OPS`
 //! operations each:
 //!
 //! - `idle`: the client alone;
@@ -28,7 +29,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use ringkv_cluster::{ChangeKind, Cluster, ClusterConfig};
 
-use common::{Op, percentile};
+use common::{Op, histogram, summary};
+use hdrhistogram::Histogram;
 
 const KEYS: usize = 1_000_000;
 const NODES: usize = 10;
@@ -38,10 +40,9 @@ fn env_usize(name: &str) -> Option<usize> {
 }
 
 /// Latencies of one phase, split by operation kind, with start offsets.
-#[derive(Default)]
 struct Samples {
-    get: Vec<u32>,
-    put: Vec<u32>,
+    get: Histogram<u64>,
+    put: Histogram<u64>,
     /// (start offset from `base` in ns, latency ns, is put)
     all: Vec<(u64, u32, bool)>,
 }
@@ -54,8 +55,8 @@ fn run_client(
     base: Instant,
 ) -> Samples {
     let mut s = Samples {
-        get: Vec::with_capacity(ops.len()),
-        put: Vec::with_capacity(ops.len() / 5),
+        get: histogram(),
+        put: histogram(),
         all: Vec::with_capacity(ops.len()),
     };
     let mut vi = 0;
@@ -72,24 +73,17 @@ fn run_client(
         let ns = end.duration_since(t).as_nanos().min(u32::MAX as u128) as u32;
         let start = t.duration_since(base).as_nanos() as u64;
         if op.put {
-            s.put.push(ns);
+            s.put.saturating_record(u64::from(ns));
         } else {
-            s.get.push(ns);
+            s.get.saturating_record(u64::from(ns));
         }
         s.all.push((start, ns, op.put));
     }
-    s.get.sort_unstable();
-    s.put.sort_unstable();
     s
 }
 
-fn row(phase: &str, kind: &str, v: &[u32]) -> [u32; 4] {
-    let p = [
-        percentile(v, 50.0),
-        percentile(v, 99.0),
-        percentile(v, 99.9),
-        v.last().copied().unwrap_or(0),
-    ];
+fn row(phase: &str, kind: &str, v: &Histogram<u64>) -> [u64; 4] {
+    let p = summary(v);
     println!(
         "{phase:<10} {kind:<4} {:>9} {:>9} {:>9} {:>9} {:>11}",
         v.len(),
@@ -212,7 +206,7 @@ fn main() {
         };
         let k = put as usize;
         ops_by[k][during] += 1;
-        if ns > if put { pi[2] } else { gi[2] } {
+        if u64::from(ns) > if put { pi[2] } else { gi[2] } {
             by[k][during] += 1;
         }
     }

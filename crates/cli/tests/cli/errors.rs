@@ -22,7 +22,7 @@ fn malformed_lines_stop_with_exit_2_and_say_where_and_what() {
         (
             "pt(k2)",
             1,
-            "expected an operation name (add_node, remove_node, put, get, delete, stats), found `pt`",
+            "expected an operation name (add_node, remove_node, put, get, delete, stats, crash, heal, fail, resume), found `pt`",
         ),
         ("get", 4, "expected `(` after `get`, found end of line"),
         (

@@ -7,7 +7,9 @@
 
 mod concurrent;
 mod errors;
+mod failures;
 mod format;
+mod limits;
 mod log;
 mod options;
 mod scenario;

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each bench uses a subset
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringkv_cluster::{Cluster, ClusterConfig};
@@ -75,13 +76,23 @@ pub fn cluster(config: ClusterConfig, nodes: usize, keys: &[Bytes], seed: u64) -
     cluster
 }
 
-/// Percentile `p` (0..=100) of sorted nanosecond samples.
-pub fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+/// An empty histogram of nanoseconds at 3 significant digits. Every
+/// latency percentile of the project comes from `hdrhistogram` this way
+/// (`ringkv bench` too), so that figures compare.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits are supported")
+}
+
+/// p50, p99, p99.9 and max of `h`, as `hdrhistogram` defines them: for
+/// quantile q, the smallest recorded value (at the histogram's precision)
+/// that at least a fraction q of the samples do not exceed.
+pub fn summary(h: &Histogram<u64>) -> [u64; 4] {
+    [
+        h.value_at_quantile(0.50),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+    ]
 }
 
 /// Nanoseconds the calling thread has spent on a CPU so far, from
