@@ -44,12 +44,15 @@ mod cmd;
 mod config;
 mod connection;
 mod error;
+mod fdlimit;
+mod glob;
+mod handler;
 mod reply;
 mod request;
 pub mod server;
 pub mod shutdown;
 mod state;
 
-pub use config::ServerConfig;
+pub use config::{MAX_CLIENTS_LIMIT, ServerConfig};
 pub use error::ServerError;
-pub use server::{Summary, run};
+pub use server::{Summary, run, run_until};

@@ -277,7 +277,7 @@ async fn shutdown_serves_requests_in_flight_then_closes() {
     let summary = tokio::spawn(server.stop());
     expect_reply(&mut s, &expect).await;
     expect_closed(&mut s).await;
-    expect_reply(&mut admin, b"*16\r\n$2\r\nop\r\n$8\r\nadd_node\r\n").await;
+    expect_reply(&mut admin, b"*18\r\n$2\r\nop\r\n$8\r\nadd_node\r\n").await;
     let summary = summary.await.unwrap();
     assert_eq!(summary.commands, 103);
     assert!(cluster.members().iter().any(|m| m.as_str() == "node4"));
