@@ -443,3 +443,34 @@ async fn admin_commands() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn removenode_force_drops_what_cannot_move_and_says_how_much() {
+    let cluster = std::sync::Arc::new(
+        ringkv_cluster::Cluster::new(ringkv_cluster::ClusterConfig::default()).unwrap(),
+    );
+    cluster.add_node("only").unwrap();
+    for i in 0..25 {
+        cluster.put(format!("k{i}"), "v").unwrap();
+    }
+    let server = crate::common::start_with(cluster, ServerConfig::default()).await;
+    let mut c = server.client().await;
+    assert!(
+        error(&mut c, &["RINGKV.REMOVENODE", "only"])
+            .await
+            .contains("last node")
+    );
+    assert!(
+        error(&mut c, &["RINGKV.REMOVENODE", "only", "NOW"])
+            .await
+            .contains("syntax error")
+    );
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]).await.unwrap(), 25);
+    let report: HashMap<String, Value> = q(&mut c, &["RINGKV.REMOVENODE", "only", "force"])
+        .await
+        .unwrap();
+    assert_eq!(report["op"], Value::BulkString(b"remove_node".to_vec()));
+    assert_eq!(report["keys_dropped"], Value::Int(25));
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]).await.unwrap(), 0);
+    server.stop().await;
+}

@@ -18,6 +18,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub cluster: Arc<Cluster>,
     stop: Option<oneshot::Sender<()>>,
+    force: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<Summary, ServerError>>,
 }
 
@@ -42,18 +43,26 @@ pub async fn start_with(cluster: Arc<Cluster>, config: ServerConfig) -> TestServ
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ringkv_server::run(
+    let (force, forced) = oneshot::channel::<()>();
+    let task = tokio::spawn(ringkv_server::run_until(
         listener,
         Arc::clone(&cluster),
         config,
         async move {
             let _ = stopped.await;
         },
+        async move {
+            // A dropped sender is no signal.
+            if forced.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
     ));
     TestServer {
         addr,
         cluster,
         stop: Some(stop),
+        force: Some(force),
         task,
     }
 }
@@ -67,6 +76,20 @@ impl TestServer {
             .expect("the server stops in time")
             .expect("the server task does not panic")
             .expect("the server runs")
+    }
+
+    /// Starts the shutdown and returns the server's result, without a
+    /// time limit of its own.
+    pub async fn shut_down(mut self) -> Result<Summary, ServerError> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        self.task.await.expect("the server task does not panic")
+    }
+
+    /// Starts the shutdown, then sends the second signal that forces it.
+    pub async fn shut_down_forced(mut self) -> Result<Summary, ServerError> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        let _ = self.force.take().expect("forced once").send(());
+        self.task.await.expect("the server task does not panic")
     }
 
     pub async fn raw(&self) -> TcpStream {

@@ -3,5 +3,6 @@
 
 mod client;
 mod common;
+mod limits;
 mod rebalance;
 mod resp;
