@@ -220,7 +220,6 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     if args.cluster.nodes.is_empty() {
         args.cluster.nodes = vec!["node1".into(), "node2".into(), "node3".into()];
     }
-    let cluster = std::sync::Arc::new(args.cluster.build()?);
     let config = ringkv_server::ServerConfig {
         requirepass: args.requirepass,
         max_clients: args.max_clients,
@@ -230,6 +229,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
     };
     config.validate()?;
+    let cluster = std::sync::Arc::new(args.cluster.build()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -234,6 +234,11 @@ pub fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
         ("databases", "1".to_string()),
         ("save", String::new()),
         ("appendonly", "no".to_string()),
+        ("timeout", config.idle_timeout.as_secs().to_string()),
+        (
+            "client-output-buffer-limit",
+            format!("normal {} 0 0", config.client_output_buffer_limit),
+        ),
     ];
     let patterns = match args[1..]
         .iter()

@@ -234,7 +234,16 @@ async fn connection_and_introspection_commands() {
     assert_eq!(docs.len(), 2);
     // CONFIG GET.
     let config: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "max*"]).await.unwrap();
-    assert_eq!(config.get("maxclients").map(String::as_str), Some("10000"));
+    let max_clients = crate::common::expected_max_clients(10_000).to_string();
+    assert_eq!(config.get("maxclients"), Some(&max_clients));
+    let config: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "TIME?UT", "client-[n-p]*"])
+        .await
+        .unwrap();
+    assert_eq!(config.get("timeout").map(String::as_str), Some("0"));
+    assert_eq!(
+        config.get("client-output-buffer-limit").map(String::as_str),
+        Some("normal 1073741824 0 0")
+    );
     assert!(
         error(&mut c, &["CONFIG", "SET", "maxclients", "1"])
             .await

@@ -159,3 +159,17 @@ pub fn resp(args: &[&[u8]]) -> Vec<u8> {
     }
     out
 }
+
+/// The process's soft open-file limit, if `/proc` tells it.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The `maxclients` a server started now reports for `requested`: the
+/// server raises the soft open-file limit as far as it needs and may, then
+/// keeps 32 descriptors.
+pub fn expected_max_clients(requested: u64) -> u64 {
+    open_file_limit().map_or(requested, |soft| requested.min(soft.saturating_sub(32)))
+}
