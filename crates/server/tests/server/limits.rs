@@ -310,3 +310,46 @@ async fn config_get_survives_hostile_patterns() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_pipeline_does_not_hold_up_other_clients() {
+    // One runtime thread: the server interleaves clients only if a client
+    // with many requests buffered yields between them.
+    let server = start(ServerConfig::default()).await;
+    let mut a = server.raw().await;
+    let mut b = server.raw().await;
+    exchange(&mut a, b"PING\r\n", b"+PONG\r\n").await;
+    exchange(&mut b, b"PING\r\n", b"+PONG\r\n").await;
+    const PIPELINE: usize = 20_000;
+    let pipeline = b"INCR c\r\n".repeat(PIPELINE);
+    let writer = tokio::spawn(async move {
+        a.write_all(&pipeline).await.unwrap();
+        let mut replies = Vec::new();
+        while replies.len() < PIPELINE * 4 {
+            let mut chunk = [0u8; 65536];
+            let n = a.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            replies.extend_from_slice(&chunk[..n]);
+        }
+    });
+    // Let A's pipeline reach the server first.
+    tokio::task::yield_now().await;
+    b.write_all(b"GET c\r\n").await.unwrap();
+    let mut reply = [0u8; 64];
+    let n = tokio::time::timeout(PATIENCE, b.read(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&reply[..n]).to_string();
+    let seen: usize = text
+        .split("\r\n")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    writer.await.unwrap();
+    assert!(
+        seen < PIPELINE,
+        "B waited for all of A's pipeline: {text:?}"
+    );
+    server.stop().await;
+}
