@@ -101,9 +101,12 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        // The crate's default response timeout (500 ms) is shorter than a
+        // membership change can take on a loaded test machine.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(PATIENCE));
         redis::Client::open(self.url())
             .expect("url")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("connect")
     }
