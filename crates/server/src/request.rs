@@ -150,6 +150,8 @@ impl Parser {
             let walk = self.array.as_mut().expect("checked above");
             walk.args.push(next..next + len);
             walk.remaining -= 1;
+            // As Redis, the two bytes after a payload are skipped, not
+            // checked to be `\r\n`.
             walk.at = next + len + 2;
         }
         let walk = self.array.take().expect("checked above");
