@@ -436,6 +436,78 @@ mod tests {
         }
     }
 
+    /// A small deterministic generator (xorshift64*), so a failing seed
+    /// can be replayed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+    }
+
+    #[test]
+    fn any_split_of_a_pipeline_parses_like_the_whole() {
+        for seed in 1..=30u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut pipeline = Vec::new();
+            let mut expected = Vec::new();
+            for _ in 0..200 {
+                let args: Vec<Bytes> = (0..1 + rng.below(5))
+                    .map(|_| {
+                        let len = rng.below(20);
+                        let bytes: Vec<u8> =
+                            (0..len).map(|_| b"ab\r\n\0 x"[rng.below(7)]).collect();
+                        Bytes::from(bytes)
+                    })
+                    .collect();
+                if rng.below(4) == 0 {
+                    // Inline: plain words only.
+                    let words: Vec<String> = (0..1 + rng.below(4))
+                        .map(|i| format!("w{i}x{}", rng.below(1000)))
+                        .collect();
+                    pipeline.extend(words.join(" ").as_bytes());
+                    pipeline.extend(b"\r\n");
+                    expected.push(words.into_iter().map(Bytes::from).collect::<Vec<_>>());
+                } else {
+                    pipeline.extend(format!("*{}\r\n", args.len()).as_bytes());
+                    for arg in &args {
+                        pipeline.extend(format!("${}\r\n", arg.len()).as_bytes());
+                        pipeline.extend(arg);
+                        pipeline.extend(b"\r\n");
+                    }
+                    expected.push(args);
+                }
+            }
+            let mut parser = Parser::default();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            while at < pipeline.len() {
+                let piece = (1 + rng.below(300)).min(pipeline.len() - at);
+                buf.extend_from_slice(&pipeline[at..at + piece]);
+                at += piece;
+                while let Some(args) = parser.next(&mut buf, AUTHED_WIDE).unwrap() {
+                    got.push(args);
+                }
+            }
+            assert!(buf.is_empty(), "seed {seed}: bytes left over");
+            assert_eq!(got, expected, "seed {seed}");
+        }
+    }
+
+    const AUTHED_WIDE: Limits = Limits {
+        max_bulk_len: 1024,
+        authenticated: true,
+    };
+
     #[test]
     fn limits_are_checked_before_the_payload_arrives() {
         assert_eq!(
