@@ -53,6 +53,17 @@ struct ServeArgs {
     /// Longest key, value or argument accepted, in bytes.
     #[arg(long, default_value_t = ringkv_server::ServerConfig::default().max_bulk_len)]
     max_bulk_len: usize,
+    /// Most bytes of replies one client may have pending; a reply past it
+    /// closes the client. 0 = no limit. Must exceed --max-bulk-len.
+    #[arg(long, default_value_t = ringkv_server::ServerConfig::default().client_output_buffer_limit)]
+    client_output_buffer_limit: usize,
+    /// Close a client idle for this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    /// On SIGINT/SIGTERM, wait at most this many seconds for clients to
+    /// take their replies, then drop them; a second signal drops them at once.
+    #[arg(long, default_value_t = ringkv_server::ServerConfig::default().shutdown_timeout.as_secs())]
+    shutdown_timeout: u64,
     /// Ring and redistribution settings; --nodes defaults to
     /// node1,node2,node3 here.
     #[command(flatten)]
@@ -209,13 +220,16 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     if args.cluster.nodes.is_empty() {
         args.cluster.nodes = vec!["node1".into(), "node2".into(), "node3".into()];
     }
-    let cluster = std::sync::Arc::new(args.cluster.build()?);
     let config = ringkv_server::ServerConfig {
         requirepass: args.requirepass,
         max_clients: args.max_clients,
         max_bulk_len: args.max_bulk_len,
+        client_output_buffer_limit: args.client_output_buffer_limit,
+        idle_timeout: Duration::from_secs(args.timeout),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
     };
     config.validate()?;
+    let cluster = std::sync::Arc::new(args.cluster.build()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -224,7 +238,13 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        ringkv_server::run(listener, cluster, config, ringkv_server::shutdown::signal()).await?;
+        // The second signal future is first polled once shutdown starts, so
+        // it waits for the next signal.
+        let (first, second) = (
+            ringkv_server::shutdown::signal(),
+            ringkv_server::shutdown::signal(),
+        );
+        ringkv_server::run_until(listener, cluster, config, first, second).await?;
         Ok(())
     })
 }

@@ -1,6 +1,11 @@
 //! One client's byte stream: buffered reads turned into requests, and
 //! replies queued and written in batches, so a pipeline of requests that
 //! arrived together gets its replies in one write.
+//!
+//! Both buffers give memory back: after a large request or reply, a buffer
+//! whose capacity is over [`SHRINK_ABOVE`] and that holds little is
+//! replaced by a small one (Redis resizes its query buffer the same way),
+//! so an idle client holds at most a few tens of KiB.
 
 use std::io;
 use std::time::Duration;
@@ -11,39 +16,51 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::reply::Frame;
-use crate::request::{ProtocolError, next_request};
+use crate::request::{Limits, Parser, ProtocolError};
 
 /// Bytes read per call at least.
 const READ_CHUNK: usize = 16 * 1024;
+/// A buffer with more capacity than this is shrunk once it holds at most
+/// [`READ_CHUNK`] bytes.
+pub const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// A connection's stream and its two buffers.
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
     input: BytesMut,
+    parser: Parser,
     output: BytesMut,
-    max_bulk_len: usize,
+    /// How long one write may wait for the client to take bytes (the idle
+    /// timeout), if there is one.
+    write_timeout: Option<Duration>,
 }
 
 impl Connection {
-    /// Wraps an accepted stream; `max_bulk_len` bounds each argument.
-    pub fn new(stream: TcpStream, max_bulk_len: usize) -> Connection {
+    /// Wraps an accepted stream. With `write_timeout`, a client that takes
+    /// none of its replies for that long fails the write.
+    pub fn new(stream: TcpStream, write_timeout: Option<Duration>) -> Connection {
         Connection {
             stream,
             input: BytesMut::with_capacity(READ_CHUNK),
+            parser: Parser::default(),
             output: BytesMut::with_capacity(READ_CHUNK),
-            max_bulk_len,
+            write_timeout,
         }
     }
 
     /// The next request already in the input buffer, without reading.
-    pub fn next_buffered(&mut self) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-        next_request(&mut self.input, self.max_bulk_len)
+    pub fn next_buffered(&mut self, limits: Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        self.parser.next(&mut self.input, limits)
     }
 
     /// Reads more bytes. Returns `false` at the end of the stream.
     pub async fn fill(&mut self) -> io::Result<bool> {
+        // Reserving first: on a buffer that no longer shares its memory,
+        // `reserve` takes the whole allocation back, which `shrink` then
+        // gives up if it is large.
         self.input.reserve(READ_CHUNK);
+        shrink(&mut self.input);
         Ok(self.stream.read_buf(&mut self.input).await? > 0)
     }
 
@@ -69,12 +86,28 @@ impl Connection {
         self.output.len()
     }
 
-    /// Sends the queued replies.
+    /// Sends the queued replies. Fails with `TimedOut` if the client takes
+    /// nothing for the write timeout.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
-            self.output.clear();
+        let mut sent = 0;
+        while sent < self.output.len() {
+            let write = self.stream.write(&self.output[sent..]);
+            let n = match self.write_timeout {
+                None => write.await?,
+                Some(limit) => tokio::time::timeout(limit, write).await.map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took none of its replies within the idle timeout",
+                    )
+                })??,
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            sent += n;
         }
+        self.output.clear();
+        shrink(&mut self.output);
         Ok(())
     }
 
@@ -87,6 +120,23 @@ impl Connection {
         self.flush().await?;
         close_gracefully(&mut self.stream).await;
         Ok(())
+    }
+
+    /// The capacities of the input and output buffers.
+    #[cfg(test)]
+    fn capacities(&self) -> (usize, usize) {
+        (self.input.capacity(), self.output.capacity())
+    }
+}
+
+/// Replaces a buffer that has grown large and now holds little by a small
+/// copy of what it holds, with room for one more read (offsets from its
+/// start stay valid).
+fn shrink(buf: &mut BytesMut) {
+    if buf.capacity() > SHRINK_ABOVE && buf.len() <= READ_CHUNK {
+        let mut small = BytesMut::with_capacity(buf.len() + READ_CHUNK);
+        small.extend_from_slice(buf);
+        *buf = small;
     }
 }
 
@@ -105,4 +155,78 @@ pub async fn close_gracefully(stream: &mut TcpStream) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(250), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply;
+
+    async fn pair() -> (Connection, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Connection::new(server, None), client)
+    }
+
+    #[tokio::test]
+    async fn buffers_shrink_after_a_large_request_and_reply() {
+        let (mut conn, mut client) = pair().await;
+        let limits = Limits {
+            max_bulk_len: 16 * 1024 * 1024,
+            authenticated: true,
+        };
+        let value = vec![b'v'; 4 * 1024 * 1024];
+        let header = format!("${}\r\n", value.len());
+        let mut request = format!("*2\r\n$4\r\nECHO\r\n{header}").into_bytes();
+        request.extend(&value);
+        request.extend(b"\r\n");
+        let reply_len = header.len() + value.len() + 2;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let peer = tokio::spawn(async move {
+            client.write_all(&request).await.unwrap();
+            let mut reply = vec![0u8; reply_len];
+            client.read_exact(&mut reply).await.unwrap();
+            assert!(reply.ends_with(b"vv\r\n"));
+            rx.await.unwrap();
+            client.write_all(b"PING\r\n").await.unwrap();
+            client
+        });
+        let mut largest_input = 0;
+        let args = loop {
+            largest_input = largest_input.max(conn.capacities().0);
+            if let Some(args) = conn.next_buffered(limits).unwrap() {
+                break args;
+            }
+            assert!(conn.fill().await.unwrap());
+        };
+        assert!(largest_input >= value.len(), "the request grew the input");
+        conn.queue(&reply::bulk(args[1].clone()));
+        drop(args);
+        assert!(
+            conn.capacities().1 >= value.len(),
+            "the reply grew the output"
+        );
+        conn.flush().await.unwrap();
+        assert!(
+            conn.capacities().1 <= SHRINK_ABOVE,
+            "{:?}",
+            conn.capacities()
+        );
+        // The next wait for a request gives the input's memory back.
+        tx.send(()).unwrap();
+        assert!(conn.fill().await.unwrap());
+        assert!(
+            conn.capacities().0 <= SHRINK_ABOVE,
+            "{:?}",
+            conn.capacities()
+        );
+        assert_eq!(
+            conn.next_buffered(limits).unwrap(),
+            Some(vec![Bytes::from("PING")])
+        );
+        let _client = peer.await.unwrap();
+    }
 }

@@ -2,12 +2,14 @@
 //! protocol (RESP2), so `redis-cli`, `redis-benchmark` and Redis client
 //! libraries work against it unchanged.
 //!
-//! The modules follow a request: [`server`] accepts connections,
+//! The modules follow a request: [`server`] accepts connections and
+//! shuts down, `handler` runs one connection's loop under its limits,
 //! `connection` buffers a client's bytes, `request` turns them into
-//! arguments (RESP arrays via the `redis-protocol` crate, or inline
+//! arguments (RESP arrays walked header by header as Redis does, or inline
 //! commands), `cmd` looks the command up in one table and runs it against
-//! the cluster, and `reply` builds the answer. The command layer only sees
-//! the `Cluster` API, not where the nodes live.
+//! the cluster, and `reply` builds the answer (encoded by the
+//! `redis-protocol` crate). `glob` matches Redis patterns. The command
+//! layer only sees the `Cluster` API, not where the nodes live.
 //!
 //! Commands, replies and limits are listed in the crate's `README.md`.
 //!
@@ -44,12 +46,15 @@ mod cmd;
 mod config;
 mod connection;
 mod error;
+mod fdlimit;
+mod glob;
+mod handler;
 mod reply;
 mod request;
 pub mod server;
 pub mod shutdown;
 mod state;
 
-pub use config::ServerConfig;
+pub use config::{MAX_CLIENTS_LIMIT, ServerConfig};
 pub use error::ServerError;
-pub use server::{Summary, run};
+pub use server::{Summary, run, run_until};

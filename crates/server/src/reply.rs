@@ -5,6 +5,11 @@ use bytes::Bytes;
 use redis_protocol::bytes_utils::Str;
 pub use redis_protocol::resp2::types::BytesFrame as Frame;
 
+/// Bytes `frame` takes once encoded.
+pub fn encoded_len(frame: &Frame) -> usize {
+    redis_protocol::resp2::types::Resp2Frame::encode_len(frame, false)
+}
+
 /// `+OK`.
 pub fn ok() -> Frame {
     Frame::SimpleString(Bytes::from_static(b"OK"))

@@ -1,8 +1,6 @@
 //! The accept loop, the per-connection loop, and shutdown.
 
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,15 +12,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::cmd::{self, Ctx, Outcome};
-use crate::connection::{Connection, close_gracefully};
-use crate::reply;
-use crate::state::{Session, Shared};
+use crate::connection::close_gracefully;
+use crate::handler::handle;
+use crate::state::Shared;
 use crate::{ServerConfig, ServerError};
-
-/// Replies queued past this many bytes are sent before the next request
-/// is served, so a long pipeline does not grow the buffer without bound.
-const FLUSH_AT: usize = 64 * 1024;
 
 /// What a server did, logged and returned when it stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,23 +28,50 @@ pub struct Summary {
     pub commands: u64,
     /// Connections closed for breaking the protocol.
     pub protocol_errors: u64,
+    /// Connections dropped at shutdown because they had not drained within
+    /// the grace period (or a second signal came).
+    pub dropped: u64,
     /// How long the server ran.
     pub uptime: Duration,
 }
 
-/// Serves `cluster` over RESP on `listener` until `shutdown` resolves.
-///
-/// Then it stops accepting, lets every connection finish the requests it
-/// has received (a membership change in flight runs to its end), closes
-/// the connections, logs a summary and returns it. Taking a bound listener
-/// lets tests bind port 0.
+/// Serves `cluster` over RESP on `listener` until `shutdown` resolves; see
+/// [`run_until`]. Shutdown waits at most `config.shutdown_timeout` for
+/// connections to drain.
 pub async fn run(
     listener: TcpListener,
     cluster: Arc<Cluster>,
     config: ServerConfig,
     shutdown: impl Future,
 ) -> Result<Summary, ServerError> {
+    run_until(
+        listener,
+        cluster,
+        config,
+        shutdown,
+        std::future::pending::<()>(),
+    )
+    .await
+}
+
+/// Serves `cluster` over RESP on `listener` until `shutdown` resolves.
+///
+/// Then it stops accepting and lets every connection finish the requests
+/// it has received and take their replies, for at most
+/// `config.shutdown_timeout`, or until `force` resolves (a second signal):
+/// connections still open then are dropped. A membership change in flight
+/// runs to its end on its own thread either way. Then it logs a summary
+/// and returns it. `force` is first polled once shutdown has started.
+/// Taking a bound listener lets tests bind port 0.
+pub async fn run_until(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    mut config: ServerConfig,
+    shutdown: impl Future,
+    force: impl Future,
+) -> Result<Summary, ServerError> {
     config.validate()?;
+    config.max_clients = crate::fdlimit::cap_max_clients(config.max_clients)?;
     let local_addr = listener.local_addr()?;
     if !local_addr.ip().is_loopback() && config.requirepass.is_none() {
         warn!(
@@ -108,18 +128,18 @@ pub async fn run(
     let open = shared.stats.connected.load(Ordering::Relaxed);
     info!(
         connections = open,
+        grace_ms = shared.config.shutdown_timeout.as_millis(),
         "shutting down: not accepting, finishing requests in flight"
     );
     let _ = stop.send(true);
-    while let Some(done) = tasks.join_next().await {
-        log_panic(done);
-    }
+    let dropped = drain(&mut tasks, shared.config.shutdown_timeout, force).await;
     let stats = &shared.stats;
     let summary = Summary {
         connections: stats.connections.load(Ordering::Relaxed),
         rejected: stats.rejected.load(Ordering::Relaxed),
         commands: stats.commands.load(Ordering::Relaxed),
         protocol_errors: stats.protocol_errors.load(Ordering::Relaxed),
+        dropped,
         uptime: shared.started.elapsed(),
     };
     let cluster = shared.cluster.stats();
@@ -128,6 +148,7 @@ pub async fn run(
         rejected = summary.rejected,
         commands = summary.commands,
         protocol_errors = summary.protocol_errors,
+        dropped = summary.dropped,
         uptime_s = summary.uptime.as_secs(),
         keys = cluster.total_keys,
         nodes = cluster.nodes.len(),
@@ -135,6 +156,42 @@ pub async fn run(
         "server stopped"
     );
     Ok(summary)
+}
+
+/// Waits for the connection tasks to end, for at most `grace` or until
+/// `force` resolves; then drops those left. Returns how many were dropped.
+async fn drain(tasks: &mut JoinSet<()>, grace: Duration, force: impl Future) -> u64 {
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline, force);
+    loop {
+        let why = tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(done) => {
+                    log_panic(done);
+                    continue;
+                }
+                None => return 0,
+            },
+            _ = &mut deadline => "the shutdown grace period is over",
+            _ = &mut force => "a second signal forces the shutdown",
+        };
+        let left = tasks.len() as u64;
+        warn!(
+            connections = left,
+            "{why}: dropping connections that did not drain"
+        );
+        // Aborted tasks end at their next await; a membership change they
+        // waited for goes on on its own thread.
+        tasks.abort_all();
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                error!(error = %e, "a connection task panicked");
+            }
+        }
+        return left;
+    }
 }
 
 fn log_panic(done: Result<(), tokio::task::JoinError>) {
@@ -149,91 +206,5 @@ async fn reject(mut stream: TcpStream) {
     let write = stream.write_all(b"-ERR max number of clients reached\r\n");
     if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), write).await {
         close_gracefully(&mut stream).await;
-    }
-}
-
-/// Serves one connection until the client leaves, breaks the protocol,
-/// quits, or the server stops.
-async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    stopping: watch::Receiver<bool>,
-) {
-    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
-    let session = Session::new(&shared, peer);
-    let id = session.id;
-    debug!(client = id, %peer, "connected");
-    let conn = Connection::new(stream, shared.config.max_bulk_len);
-    if let Err(e) = serve(conn, session, &shared, stopping).await {
-        debug!(client = id, error = %e, "connection error");
-    }
-    debug!(client = id, "disconnected");
-    shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
-}
-
-async fn serve(
-    mut conn: Connection,
-    mut session: Session,
-    shared: &Arc<Shared>,
-    mut stopping: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let mut drains_left = 16;
-    loop {
-        // Serve every request already buffered (a pipeline) before
-        // sending the replies and reading again.
-        let request = match conn.next_buffered() {
-            Ok(Some(request)) => request,
-            Ok(None) => {
-                conn.flush().await?;
-                // Shutdown interrupts only the wait for a new request:
-                // what the client sent before it is served (a bounded
-                // number of reads, so a client streaming requests cannot
-                // hold the shutdown up), then the connection closes.
-                if *stopping.borrow() {
-                    if drains_left > 0 && conn.try_fill()? {
-                        drains_left -= 1;
-                        continue;
-                    }
-                    return conn.close().await;
-                }
-                tokio::select! {
-                    more = conn.fill() => if !more? { return Ok(()) },
-                    _ = stopping.changed() => {}
-                }
-                continue;
-            }
-            Err(e) => {
-                shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                debug!(client = session.id, error = %e, "protocol error; closing");
-                conn.queue(&reply::err(&e));
-                return conn.close().await;
-            }
-        };
-        if request.is_empty() {
-            continue;
-        }
-        let mut ctx = Ctx {
-            shared,
-            session: &mut session,
-        };
-        match cmd::dispatch(&mut ctx, &request) {
-            Outcome::Reply(frame) => conn.queue(&frame),
-            Outcome::Close(frame) => {
-                conn.queue(&frame);
-                return conn.close().await;
-            }
-            Outcome::Blocking(job) => {
-                // Earlier replies go out before a possibly long wait.
-                conn.flush().await?;
-                let frame = tokio::task::spawn_blocking(job)
-                    .await
-                    .unwrap_or_else(|e| reply::err(format!("internal error: {e}")));
-                conn.queue(&frame);
-            }
-        }
-        if conn.queued() >= FLUSH_AT {
-            conn.flush().await?;
-        }
     }
 }

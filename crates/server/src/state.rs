@@ -45,6 +45,9 @@ pub struct Stats {
     pub commands: AtomicU64,
     /// Requests that broke the protocol (their connection was closed).
     pub protocol_errors: AtomicU64,
+    /// Connections closed because a reply would have taken them past the
+    /// output-buffer limit.
+    pub output_limit_disconnections: AtomicU64,
 }
 
 /// A summary of the last membership change, for `INFO`.

@@ -42,14 +42,26 @@ pub fn addnode(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     }))
 }
 
+/// `RINGKV.REMOVENODE id [FORCE]`: with `FORCE`, the removal goes ahead
+/// even where keys cannot be moved (the last node, or a node that is
+/// down), and the reply's `keys_dropped` counts the keys lost.
 pub fn removenode(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let id = match node_id(&args[0]) {
         Ok(id) => id,
         Err(e) => return e.into(),
     };
+    let force = match &args[1..] {
+        [] => false,
+        [word] if word.eq_ignore_ascii_case(b"FORCE") => true,
+        _ => return reply::syntax_error().into(),
+    };
     let shared = Arc::clone(ctx.shared);
     Outcome::Blocking(Box::new(move || {
-        let result = shared.cluster.remove_node(&id);
+        let result = if force {
+            shared.cluster.remove_node_forced(&id)
+        } else {
+            shared.cluster.remove_node(&id)
+        };
         report_reply(&shared, result)
     }))
 }
@@ -95,6 +107,8 @@ fn report_reply(
         reply::int(report.transfers.len()),
         reply::bulk("duration_ms"),
         reply::int(report.duration.as_millis()),
+        reply::bulk("keys_dropped"),
+        reply::int(report.keys_dropped),
         reply::bulk("pending_cleanups"),
         reply::int(report.pending_cleanups),
     ])

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use ringkv_cluster::Placement;
 
 use super::{COMMANDS, Ctx, Outcome, Spec, lookup};
+use crate::glob::Pattern;
 use crate::reply::{self, Frame};
 
 pub fn dbsize(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
@@ -82,6 +83,10 @@ fn write_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             line(
                 "total_error_replies_protocol",
                 &stats.protocol_errors.load(Ordering::Relaxed),
+            );
+            line(
+                "client_output_buffer_limit_disconnections",
+                &stats.output_limit_disconnections.load(Ordering::Relaxed),
             );
         }
         "keyspace" => {
@@ -229,41 +234,26 @@ pub fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
         ("databases", "1".to_string()),
         ("save", String::new()),
         ("appendonly", "no".to_string()),
+        ("timeout", config.idle_timeout.as_secs().to_string()),
+        (
+            "client-output-buffer-limit",
+            format!("normal {} 0 0", config.client_output_buffer_limit),
+        ),
     ];
+    let patterns = match args[1..]
+        .iter()
+        .map(|p| Pattern::new(p, true))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(patterns) => patterns,
+        Err(e) => return reply::err(e).into(),
+    };
     let mut out = Vec::new();
     for (name, value) in &settings {
-        if args[1..]
-            .iter()
-            .any(|p| glob(&p.to_ascii_lowercase(), name.as_bytes()))
-        {
+        if patterns.iter().any(|p| p.matches(name.as_bytes())) {
             out.push(reply::bulk(*name));
             out.push(reply::bulk(value.clone()));
         }
     }
     reply::array(out).into()
-}
-
-/// Redis's glob subset: `*` and `?`.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.split_first(), text.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => {
-            glob(rest, text) || text.split_first().is_some_and(|(_, t)| glob(pattern, t))
-        }
-        (Some((b'?', rest)), Some((_, t))) => glob(rest, t),
-        (Some((p, rest)), Some((c, t))) => p == c && glob(rest, t),
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn glob_matches_like_redis() {
-        assert!(super::glob(b"*", b"save"));
-        assert!(super::glob(b"max*", b"maxclients"));
-        assert!(super::glob(b"s?ve", b"save"));
-        assert!(!super::glob(b"save", b"saves"));
-        assert!(!super::glob(b"x*", b"save"));
-    }
 }

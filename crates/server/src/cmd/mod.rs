@@ -45,6 +45,9 @@ pub enum Outcome {
     Close(Frame),
     /// Run this on a blocking thread, then send what it returns.
     Blocking(Box<dyn FnOnce() -> Frame + Send + 'static>),
+    /// The reply would exceed the client's output-buffer limit: close the
+    /// connection without it (as Redis does).
+    OverLimit,
 }
 
 impl From<Frame> for Outcome {
@@ -310,12 +313,12 @@ pub static COMMANDS: &[Spec] = &[
     ),
     spec!(
         "ringkv.removenode",
-        2,
+        -2,
         ADMIN,
         (0, 0, 0),
         "ringkv",
         admin::removenode,
-        "RINGKV.REMOVENODE id: removes a node; its keys go to their new owners."
+        "RINGKV.REMOVENODE id [FORCE]: removes a node; its keys go to their new owners. FORCE removes it even where keys cannot move (they are dropped and counted)."
     ),
     spec!(
         "ringkv.resume",
@@ -369,15 +372,7 @@ pub fn dispatch(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
         return reply::err("empty command").into();
     };
     let Some(spec) = lookup(name) else {
-        let shown: String = args
-            .iter()
-            .map(|a| format!("'{}' ", reply::quote(a)))
-            .collect();
-        return reply::err(format!(
-            "unknown command '{}', with args beginning with: {shown}",
-            reply::quote(name)
-        ))
-        .into();
+        return unknown_command(name, args).into();
     };
     let words = request.len() as i64;
     if (spec.arity >= 0 && words != spec.arity) || (spec.arity < 0 && words < -spec.arity) {
@@ -390,10 +385,66 @@ pub fn dispatch(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
     (spec.handler)(ctx, args)
 }
 
-/// A cluster failure as a reply. Nothing was applied (see each
-/// [`ClusterError`] variant).
+/// Most bytes of the arguments an unknown-command error quotes, as Redis.
+const QUOTED_ARGS: usize = 128;
+
+/// Redis's reply to an unknown command: the name (at most 128 bytes) and
+/// the first arguments, each cut so that at most 128 bytes of them are
+/// quoted in all (`networking.c`'s `processCommand`).
+fn unknown_command(name: &[u8], args: &[Bytes]) -> Frame {
+    let mut shown = String::new();
+    let mut quoted = 0;
+    for arg in args {
+        if quoted >= QUOTED_ARGS {
+            break;
+        }
+        let part = &arg[..arg.len().min(QUOTED_ARGS - quoted)];
+        quoted += part.len() + 3;
+        shown.push_str(&format!("'{}' ", reply::quote(part)));
+    }
+    reply::err(format!(
+        "unknown command '{}', with args beginning with: {shown}",
+        reply::quote(name)
+    ))
+}
+
+/// A cluster failure as a reply, with the error code Redis clients know:
+/// `TRYAGAIN` when a node is unavailable (retry later), `CLUSTERDOWN` when
+/// the cluster cannot serve (no nodes, or a membership change is paused or
+/// blocked behind a paused one), `ERR` otherwise. Nothing was applied (see
+/// each [`ClusterError`] variant).
 pub fn cluster_error(e: ClusterError) -> Frame {
-    reply::err(e)
+    let code = match &e {
+        ClusterError::Unavailable { .. } => "TRYAGAIN",
+        ClusterError::NoNodes | ClusterError::Paused { .. } | ClusterError::NotStarted { .. } => {
+            "CLUSTERDOWN"
+        }
+        // The cluster crate may add variants: they are plain errors.
+        _ => "ERR",
+    };
+    reply::error(format!("{code} {e}"))
+}
+
+/// The reply when a blocking command (a membership change) did not return:
+/// its thread panicked (the panic is logged at error level and its message
+/// sent to the client), or it was cancelled.
+pub fn join_failure(client: u64, command: &[u8], e: tokio::task::JoinError) -> Frame {
+    let command = String::from_utf8_lossy(command).to_lowercase();
+    if e.is_panic() {
+        let panic = e.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        tracing::error!(client, command, panic = %message, "membership change panicked");
+        reply::err(format!(
+            "internal error: membership change panicked: {message}"
+        ))
+    } else {
+        tracing::error!(client, command, error = %e, "membership change did not finish");
+        reply::err(format!("internal error: {e}"))
+    }
 }
 
 /// Parses a 64-bit integer as Redis's `string2ll`: optional `-`, digits,
@@ -441,6 +492,71 @@ mod tests {
         ] {
             assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn unknown_command_errors_quote_at_most_128_bytes_of_arguments() {
+        let many: Vec<Bytes> = (0..1000).map(|i| Bytes::from(format!("arg{i}"))).collect();
+        let Frame::Error(text) = unknown_command(b"FOO", &many) else {
+            panic!("an error");
+        };
+        assert!(
+            text.starts_with("ERR unknown command 'FOO', with args beginning with: 'arg0' 'arg1' ")
+        );
+        assert!(text.len() < 128 + 128 + 64, "{} bytes: {text}", text.len());
+        let huge = vec![Bytes::from(vec![b'x'; 1 << 20])];
+        let Frame::Error(text) = unknown_command(&[b'y'; 1000], &huge) else {
+            panic!("an error");
+        };
+        assert_eq!(
+            &*text,
+            format!(
+                "ERR unknown command '{}', with args beginning with: '{}' ",
+                "y".repeat(128),
+                "x".repeat(128)
+            )
+        );
+    }
+
+    #[test]
+    fn cluster_errors_get_redis_codes() {
+        let code = |e: ClusterError| match cluster_error(e) {
+            Frame::Error(text) => text.split(' ').next().unwrap_or_default().to_string(),
+            other => panic!("{other:?}"),
+        };
+        let node = ringkv_ring::NodeId::from("n2");
+        let unavailable = ClusterError::Unavailable { node: node.clone() };
+        assert_eq!(code(unavailable.clone()), "TRYAGAIN");
+        assert_eq!(code(ClusterError::NoNodes), "CLUSTERDOWN");
+        let paused = ClusterError::Paused {
+            op: "add_node",
+            node: node.clone(),
+            cause: Box::new(unavailable.clone()),
+        };
+        assert_eq!(code(paused.clone()), "CLUSTERDOWN");
+        let not_started = ClusterError::NotStarted {
+            op: "add_node",
+            node: node.clone(),
+            cause: Box::new(paused),
+        };
+        assert_eq!(code(not_started), "CLUSTERDOWN");
+        let rolled_back = ClusterError::RolledBack {
+            op: "remove_node",
+            node,
+            cause: Box::new(unavailable),
+        };
+        assert_eq!(code(rolled_back), "ERR");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_blocking_job_is_reported_with_its_message() {
+        let e = tokio::task::spawn_blocking(|| -> Frame { panic!("store exploded at key 42") })
+            .await
+            .expect_err("the job panicked");
+        assert_eq!(
+            join_failure(7, b"RINGKV.ADDNODE", e),
+            reply::err("internal error: membership change panicked: store exploded at key 42")
+        );
     }
 
     #[test]

@@ -112,13 +112,23 @@ pub fn exists(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     reply::int(count).into()
 }
 
+/// MGET checks the reply's size against the output-buffer limit as it
+/// builds it and stops as soon as it would not fit: naming a large value
+/// many times must not build a reply of gigabytes first.
 pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
-    let mut values = Vec::with_capacity(args.len());
+    let limit = ctx.shared.config.client_output_buffer_limit;
+    let mut size = 0usize;
+    let mut values = Vec::with_capacity(args.len().min(1024));
     for key in args {
-        match ctx.shared.cluster.get(key) {
-            Ok(value) => values.push(reply::bulk_or_null(value)),
+        let frame = match ctx.shared.cluster.get(key) {
+            Ok(value) => reply::bulk_or_null(value),
             Err(e) => return cluster_error(e).into(),
+        };
+        size = size.saturating_add(reply::encoded_len(&frame));
+        if limit != 0 && size > limit {
+            return Outcome::OverLimit;
         }
+        values.push(frame);
     }
     reply::array(values).into()
 }

@@ -8,7 +8,7 @@ use ringkv_server::ServerConfig;
 
 use crate::common::start;
 
-async fn q<T: redis::FromRedisValue>(
+pub async fn q<T: redis::FromRedisValue>(
     con: &mut MultiplexedConnection,
     args: &[&str],
 ) -> RedisResult<T> {
@@ -20,7 +20,7 @@ async fn q<T: redis::FromRedisValue>(
 }
 
 /// The error text of a reply that must fail.
-async fn error(con: &mut MultiplexedConnection, args: &[&str]) -> String {
+pub async fn error(con: &mut MultiplexedConnection, args: &[&str]) -> String {
     match q::<Value>(con, args).await {
         Ok(v) => panic!("{args:?} succeeded with {v:?}"),
         Err(e) => e.to_string(),
@@ -234,7 +234,16 @@ async fn connection_and_introspection_commands() {
     assert_eq!(docs.len(), 2);
     // CONFIG GET.
     let config: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "max*"]).await.unwrap();
-    assert_eq!(config.get("maxclients").map(String::as_str), Some("10000"));
+    let max_clients = crate::common::expected_max_clients(10_000).to_string();
+    assert_eq!(config.get("maxclients"), Some(&max_clients));
+    let config: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "TIME?UT", "client-[n-p]*"])
+        .await
+        .unwrap();
+    assert_eq!(config.get("timeout").map(String::as_str), Some("0"));
+    assert_eq!(
+        config.get("client-output-buffer-limit").map(String::as_str),
+        Some("normal 1073741824 0 0")
+    );
     assert!(
         error(&mut c, &["CONFIG", "SET", "maxclients", "1"])
             .await

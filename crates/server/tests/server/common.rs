@@ -18,6 +18,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub cluster: Arc<Cluster>,
     stop: Option<oneshot::Sender<()>>,
+    force: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<Summary, ServerError>>,
 }
 
@@ -42,18 +43,26 @@ pub async fn start_with(cluster: Arc<Cluster>, config: ServerConfig) -> TestServ
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ringkv_server::run(
+    let (force, forced) = oneshot::channel::<()>();
+    let task = tokio::spawn(ringkv_server::run_until(
         listener,
         Arc::clone(&cluster),
         config,
         async move {
             let _ = stopped.await;
         },
+        async move {
+            // A dropped sender is no signal.
+            if forced.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
     ));
     TestServer {
         addr,
         cluster,
         stop: Some(stop),
+        force: Some(force),
         task,
     }
 }
@@ -69,6 +78,20 @@ impl TestServer {
             .expect("the server runs")
     }
 
+    /// Starts the shutdown and returns the server's result, without a
+    /// time limit of its own.
+    pub async fn shut_down(mut self) -> Result<Summary, ServerError> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        self.task.await.expect("the server task does not panic")
+    }
+
+    /// Starts the shutdown, then sends the second signal that forces it.
+    pub async fn shut_down_forced(mut self) -> Result<Summary, ServerError> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        let _ = self.force.take().expect("forced once").send(());
+        self.task.await.expect("the server task does not panic")
+    }
+
     pub async fn raw(&self) -> TcpStream {
         TcpStream::connect(self.addr).await.expect("connect")
     }
@@ -78,9 +101,12 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        // The crate's default response timeout (500 ms) is shorter than a
+        // membership change can take on a loaded test machine.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(PATIENCE));
         redis::Client::open(self.url())
             .expect("url")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("connect")
     }
@@ -135,4 +161,18 @@ pub fn resp(args: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+/// The process's soft open-file limit, if `/proc` tells it.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The `maxclients` a server started now reports for `requested`: the
+/// server raises the soft open-file limit as far as it needs and may, then
+/// keeps 32 descriptors.
+pub fn expected_max_clients(requested: u64) -> u64 {
+    open_file_limit().map_or(requested, |soft| requested.min(soft.saturating_sub(32)))
 }

@@ -1,7 +1,9 @@
 //! End-to-end tests of the server, bound to 127.0.0.1 port 0: raw RESP
 //! bytes, the `redis` client crate, and membership changes under load.
 
+mod admin;
 mod client;
 mod common;
+mod limits;
 mod rebalance;
 mod resp;

@@ -1,10 +1,12 @@
 //! Membership changes through RINGKV.ADDNODE / RINGKV.REMOVENODE while
-//! client tasks write, read and count: no acknowledged write is lost and
-//! every acknowledged INCR counts.
+//! client tasks write, read and count: no acknowledged write is lost,
+//! every acknowledged INCR counts, and clients are served while a change
+//! is in flight (operations are timed against each change's start and
+//! end, so an operation held up until a change finished does not count).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::{AsyncCommands, Value};
@@ -18,6 +20,9 @@ const PRELOAD: usize = 100_000;
 /// Bounds of each writer's loop.
 const MIN_OPS: u64 = 200;
 const MAX_OPS: u64 = 50_000;
+/// Operations (SET, GET, INCR) that must complete while changes are in
+/// flight, over all writers and changes.
+const MIN_DURING: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_write_is_lost_while_nodes_join_and_leave() {
@@ -27,73 +32,88 @@ async fn no_acknowledged_write_is_lost_while_nodes_join_and_leave() {
     }
     let server = start_with(cluster, ServerConfig::default()).await;
     let changing = Arc::new(AtomicBool::new(true));
-    let during_changes = Arc::new(AtomicU64::new(0));
+    // Every writer has completed an operation before the first change.
+    let ready = Arc::new(tokio::sync::Barrier::new(WRITERS + 1));
+    let epoch = Instant::now();
 
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let mut con = server.client().await;
-        let (changing, during_changes) = (changing.clone(), during_changes.clone());
+        let (changing, ready) = (changing.clone(), ready.clone());
         writers.push(tokio::spawn(async move {
             // The last acknowledged value of each key this writer owns.
             let mut acked: HashMap<String, String> = HashMap::new();
             let mut incrs = 0u64;
+            // When each operation completed, since `epoch`.
+            let mut done_at = Vec::new();
             let mut op = 0u64;
             while op < MAX_OPS && (op < MIN_OPS || changing.load(Ordering::Relaxed)) {
                 let key = format!("w{w}:k{}", op as usize % KEYS_PER_WRITER);
                 let value = format!("{w}-{op}");
                 let () = con.set(&key, &value).await.expect("SET acknowledged");
+                done_at.push(epoch.elapsed());
                 acked.insert(key, value);
                 // Read back an earlier key: its last acknowledged value.
                 let back = format!("w{w}:k{}", (op as usize * 7) % KEYS_PER_WRITER);
                 let got: Option<String> = con.get(&back).await.expect("GET answered");
+                done_at.push(epoch.elapsed());
                 assert_eq!(
                     got.as_ref(),
                     acked.get(&back),
                     "writer {w} op {op} key {back}"
                 );
                 let _: i64 = con.incr("counter", 1).await.expect("INCR acknowledged");
+                done_at.push(epoch.elapsed());
                 incrs += 1;
-                if changing.load(Ordering::Relaxed) {
-                    during_changes.fetch_add(1, Ordering::Relaxed);
+                if op == 0 {
+                    ready.wait().await;
                 }
                 op += 1;
             }
-            (acked, incrs)
+            (acked, incrs, done_at)
         }));
     }
 
     let mut admin = server.client().await;
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    ready.wait().await;
+    // Each change's start and end, since `epoch`.
+    let mut in_flight: Vec<(Duration, Duration)> = Vec::new();
     for change in [
         ["RINGKV.ADDNODE", "node4"],
         ["RINGKV.ADDNODE", "node5"],
         ["RINGKV.REMOVENODE", "node2"],
         ["RINGKV.REMOVENODE", "node4"],
     ] {
+        let start = epoch.elapsed();
         let report: HashMap<String, Value> = redis::cmd(change[0])
             .arg(change[1])
             .query_async(&mut admin)
             .await
             .unwrap_or_else(|e| panic!("{change:?}: {e}"));
+        in_flight.push((start, epoch.elapsed()));
         assert!(
             matches!(report["keys_moved"], Value::Int(n) if n > 0),
             "{report:?}"
         );
     }
-    let changes_took = started.elapsed();
     changing.store(false, Ordering::Relaxed);
 
     let mut total_incrs = 0;
+    let mut during = 0;
     let mut expected: HashMap<String, String> = HashMap::new();
     for writer in writers {
-        let (acked, incrs) = writer.await.expect("writer succeeded");
+        let (acked, incrs, done_at) = writer.await.expect("writer succeeded");
         total_incrs += incrs;
         expected.extend(acked);
+        // Strictly inside a change: sent and answered while it ran.
+        during += done_at
+            .iter()
+            .filter(|&&t| in_flight.iter().any(|&(start, end)| start < t && t < end))
+            .count();
     }
     assert!(
-        during_changes.load(Ordering::Relaxed) > 0,
-        "clients were served during the changes ({changes_took:?})"
+        during >= MIN_DURING,
+        "only {during} operations completed while a change was in flight {in_flight:?}"
     );
 
     let mut con = server.client().await;

@@ -6,7 +6,7 @@ use ringkv_server::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::common::{exchange, expect_closed, expect_reply, resp, start};
+use crate::common::{PATIENCE, exchange, expect_closed, expect_reply, resp, start};
 
 #[tokio::test]
 async fn ping_as_array_and_inline() {
@@ -272,14 +272,26 @@ async fn shutdown_serves_requests_in_flight_then_closes() {
     }
     s.write_all(&send).await.unwrap();
     admin.write_all(b"RINGKV.ADDNODE node4\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Shut down once the server has read both: the last SET applied, and
+    // the change started.
     let cluster = server.cluster.clone();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while cluster.get(b"k99").unwrap().is_none()
+        || !(cluster.stats().rebalancing || cluster.members().iter().any(|m| m.as_str() == "node4"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never read"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let summary = tokio::spawn(server.stop());
     expect_reply(&mut s, &expect).await;
     expect_closed(&mut s).await;
-    expect_reply(&mut admin, b"*16\r\n$2\r\nop\r\n$8\r\nadd_node\r\n").await;
+    expect_reply(&mut admin, b"*18\r\n$2\r\nop\r\n$8\r\nadd_node\r\n").await;
     let summary = summary.await.unwrap();
     assert_eq!(summary.commands, 103);
+    assert_eq!(summary.dropped, 0, "every connection drained");
     assert!(cluster.members().iter().any(|m| m.as_str() == "node4"));
     assert_eq!(cluster.stats().total_keys, 20_100);
     assert!(

@@ -1,0 +1,174 @@
+//! One connection's loop: read requests, run them, send the replies, under
+//! the per-client limits (idle timeout, output-buffer limit, the tighter
+//! request limits before `AUTH`), until the client leaves, breaks the
+//! protocol, quits, or the server stops.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::cmd::{self, Ctx, Outcome};
+use crate::connection::Connection;
+use crate::reply::{self, Frame};
+use crate::request::Limits;
+use crate::state::{Session, Shared};
+
+/// Replies queued past this many bytes are sent before the next request
+/// is served, so a long pipeline does not grow the buffer without bound.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Reads a shutdown has this connection serve before it closes: what the
+/// client sent before the shutdown is served, but a client streaming
+/// requests cannot hold the shutdown up.
+const DRAIN_READS: usize = 16;
+
+/// Serves one connection; counts it in `connected` while it is open.
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stopping: watch::Receiver<bool>,
+) {
+    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+    let session = Session::new(&shared, peer);
+    let id = session.id;
+    debug!(client = id, %peer, "connected");
+    let conn = Connection::new(stream, idle_timeout(&shared));
+    if let Err(e) = serve(conn, session, &shared, stopping).await {
+        debug!(client = id, error = %e, "connection error");
+    }
+    debug!(client = id, "disconnected");
+    shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn idle_timeout(shared: &Shared) -> Option<Duration> {
+    let timeout = shared.config.idle_timeout;
+    (!timeout.is_zero()).then_some(timeout)
+}
+
+/// `f`, or `None` if it does not finish within `limit` (when there is one).
+async fn within<F: Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+async fn serve(
+    mut conn: Connection,
+    mut session: Session,
+    shared: &Arc<Shared>,
+    mut stopping: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let idle = idle_timeout(shared);
+    let mut drains_left = DRAIN_READS;
+    loop {
+        let limits = Limits {
+            max_bulk_len: shared.config.max_bulk_len,
+            authenticated: session.authenticated,
+        };
+        // Serve every request already buffered (a pipeline) before
+        // sending the replies and reading again.
+        let request = match conn.next_buffered(limits) {
+            Ok(Some(request)) => request,
+            Ok(None) => {
+                conn.flush().await?;
+                // Shutdown interrupts only the wait for a new request.
+                if *stopping.borrow() {
+                    if drains_left > 0 && conn.try_fill()? {
+                        drains_left -= 1;
+                        continue;
+                    }
+                    return conn.close().await;
+                }
+                tokio::select! {
+                    more = within(idle, conn.fill()) => match more {
+                        Some(more) => if !more? { return Ok(()) },
+                        // As Redis: closed without a reply.
+                        None => {
+                            debug!(client = session.id, "closing idle client");
+                            return Ok(());
+                        }
+                    },
+                    _ = stopping.changed() => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(client = session.id, error = %e, "protocol error; closing");
+                conn.queue(&reply::err(&e));
+                return conn.close().await;
+            }
+        };
+        // One turn of work per request against tokio's cooperative budget:
+        // a client with a long pipeline yields to the others now and then.
+        tokio::task::coop::consume_budget().await;
+        if request.is_empty() {
+            continue;
+        }
+        let mut ctx = Ctx {
+            shared,
+            session: &mut session,
+        };
+        let frame = match cmd::dispatch(&mut ctx, &request) {
+            Outcome::Reply(frame) => frame,
+            Outcome::Close(frame) => {
+                conn.queue(&frame);
+                return conn.close().await;
+            }
+            Outcome::OverLimit => {
+                over_limit(shared, &session, None);
+                return Ok(());
+            }
+            Outcome::Blocking(job) => {
+                // Earlier replies go out before a possibly long wait.
+                conn.flush().await?;
+                match tokio::task::spawn_blocking(job).await {
+                    Ok(frame) => frame,
+                    Err(e) => cmd::join_failure(session.id, &request[0], e),
+                }
+            }
+        };
+        if !fits(shared, &conn, &frame) {
+            over_limit(shared, &session, Some(reply::encoded_len(&frame)));
+            return Ok(());
+        }
+        drop(request);
+        conn.queue(&frame);
+        if conn.queued() >= FLUSH_AT {
+            conn.flush().await?;
+        }
+    }
+}
+
+/// Whether queueing `frame` keeps the connection within its output-buffer
+/// limit.
+fn fits(shared: &Shared, conn: &Connection, frame: &Frame) -> bool {
+    let limit = shared.config.client_output_buffer_limit;
+    limit == 0 || conn.queued().saturating_add(reply::encoded_len(frame)) <= limit
+}
+
+/// Logs and counts a client closed for its output-buffer limit. Like
+/// Redis, the client gets no reply: the connection just closes.
+fn over_limit(shared: &Shared, session: &Session, reply_bytes: Option<usize>) {
+    shared
+        .stats
+        .output_limit_disconnections
+        .fetch_add(1, Ordering::Relaxed);
+    warn!(
+        client = session.id,
+        peer = %session.peer,
+        command = session.last_command,
+        reply_bytes,
+        limit = shared.config.client_output_buffer_limit,
+        "client closed for overcoming the output buffer limit"
+    );
+}
