@@ -50,11 +50,13 @@ mod cluster;
 mod commit;
 mod config;
 mod counts;
+mod entry;
 mod error;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod membership;
 mod node;
+mod ops;
 mod plan;
 mod repair;
 mod report;
@@ -63,11 +65,13 @@ mod step;
 mod store;
 mod transfer;
 
-pub use cluster::{Cluster, StoreFactory, Update};
+pub use cluster::{Cluster, StoreFactory};
 pub use config::ClusterConfig;
+pub use entry::{ENTRY_FORMAT, ENTRY_OVERHEAD, Entry, EntryFormatError, EntryKind};
 pub use error::ClusterError;
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
+pub use ops::Update;
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};
 pub use store::{MemStore, Store, StoreError, StoredEntry};
