@@ -53,6 +53,14 @@ pub struct Cluster {
     /// one counter for the whole cluster, so versions never repeat, also
     /// when a key moves between nodes.
     pub(crate) versions: AtomicU64,
+    /// Keys deleted because they had expired (lazily by a write that found
+    /// them, or by active expiry).
+    pub(crate) expired_keys: AtomicU64,
+    /// Where the next active expiry cycle starts (a stripe position over
+    /// every node), so successive cycles cover every stripe in turn.
+    pub(crate) expire_cursor: AtomicUsize,
+    /// Seeds each active expiry cycle's sampling.
+    pub(crate) expire_seed: AtomicU64,
 }
 
 /// Source of [`Cluster::instance`].
@@ -105,7 +113,17 @@ impl Cluster {
             stale_ranges: AtomicUsize::new(0),
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             versions: AtomicU64::new(0),
+            expired_keys: AtomicU64::new(0),
+            expire_cursor: AtomicUsize::new(0),
+            expire_seed: AtomicU64::new(0x5EED),
         })
+    }
+
+    /// The cluster's clock now, in unix milliseconds (the time expiry is
+    /// measured against; see [`ClusterConfig::clock`]).
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
     }
 
     /// The settings the cluster was built with.
@@ -251,11 +269,14 @@ impl Cluster {
                 keys: served.max(0) as usize,
                 stored: node.len(),
                 down: node.is_down(),
+                used_memory: node.memory().max(0) as u64,
             })
             .collect();
         ClusterStats {
             epoch: routing.ring.epoch(),
             total_keys: nodes.iter().map(|n| n.keys).sum(),
+            used_memory: nodes.iter().map(|n| n.used_memory).sum(),
+            expired_keys: self.expired_keys.load(Ordering::Relaxed),
             nodes,
             rebalancing: routing.migration.is_some(),
             pending_cleanups: self.stale_ranges.load(Ordering::Acquire),

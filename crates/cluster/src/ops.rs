@@ -9,7 +9,8 @@ use ringkv_ring::key_token;
 
 use crate::cluster::Cluster;
 use crate::plan::Phase;
-use crate::store::{Store, StoreError};
+use crate::shard::Shard;
+use crate::store::StoreError;
 use crate::{ClusterError, Entry};
 
 /// What [`Cluster::update`] does with a key.
@@ -24,14 +25,30 @@ pub enum Update {
     Delete,
 }
 
+/// What [`Cluster::update_entry`] does with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryUpdate {
+    /// Leave the key as it is (an expired key is still reclaimed).
+    Keep,
+    /// Store this entry (its version is replaced by a fresh one).
+    Put(Entry),
+    /// Delete the key.
+    Delete,
+}
+
 impl Cluster {
-    /// The value of `key`, or `None` if it is absent.
+    /// Whether `key` is present (and not expired).
+    pub fn exists(&self, key: &[u8]) -> Result<bool, ClusterError> {
+        Ok(self.get_entry(key)?.is_some())
+    }
+
+    /// The value of `key`, or `None` if it is absent or expired.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>, ClusterError> {
         Ok(self.get_entry(key)?.map(|e| e.value))
     }
 
     /// The entry of `key` (value, expiry, type, version), or `None` if it
-    /// is absent.
+    /// is absent or expired.
     pub fn get_entry(&self, key: &[u8]) -> Result<Option<Entry>, ClusterError> {
         let token = key_token(key);
         loop {
@@ -48,7 +65,11 @@ impl Cluster {
                 Arc::ptr_eq(now.authority(token)?.0, node)
             };
             if still {
-                return store.get(token, key).map_err(|e| node.store_error(e));
+                let entry = store.get(token, key).map_err(|e| node.store_error(e))?;
+                // The clock is read only for keys that can expire. An
+                // expired key is left for a writer or active expiry to
+                // reclaim: a read holds only the shared lock.
+                return Ok(entry.filter(|e| e.expires_at.is_none() || !e.is_expired(self.now_ms())));
             }
         }
     }
@@ -62,6 +83,7 @@ impl Cluster {
             let mut entry = entry.take().expect("write applies once");
             entry.version = version;
             let old = store.put(token, key.clone(), entry)?;
+            self.count_if_expired(old.as_ref());
             Ok(((), if old.is_none() { 1 } else { 0 }))
         })
     }
@@ -86,6 +108,7 @@ impl Cluster {
             let mut entry = entry.take().expect("write applies once");
             entry.version = version;
             let old = store.put(token, key.clone(), entry)?;
+            self.count_if_expired(old.as_ref());
             Ok((version, if old.is_none() { 1 } else { 0 }))
         })
     }
@@ -93,8 +116,12 @@ impl Cluster {
     /// Removes `key`. Returns whether it was present.
     pub fn delete(&self, key: impl Into<Bytes>) -> Result<bool, ClusterError> {
         self.write(key.into(), |store, token, key, _| {
-            let found = store.delete(token, key)?.is_some();
-            Ok((found, if found { -1 } else { 0 }))
+            let old = store.delete(token, key)?;
+            let expired = self.count_if_expired(old.as_ref());
+            Ok((
+                old.is_some() && !expired,
+                if old.is_some() { -1 } else { 0 },
+            ))
         })
     }
 
@@ -126,27 +153,125 @@ impl Cluster {
         let mut f = Some(f);
         self.write(key.into(), |store, token, key, version| {
             let f = f.take().expect("write applies once");
-            let current = store.get(token, key)?;
+            let (current, reclaimed) = self.live(store, token, key, None)?;
             let (update, result) = f(current.as_ref().map(|e| &e.value));
-            let delta = match (update, current) {
-                (Update::Keep, _) => 0,
-                (Update::Put(value), current) => {
-                    let entry = Entry {
-                        value,
-                        expires_at: current.as_ref().and_then(|e| e.expires_at),
-                        version,
-                        ..Entry::default()
-                    };
-                    store.put(token, key.clone(), entry)?;
-                    if current.is_some() { 0 } else { 1 }
-                }
-                (Update::Delete, current) => {
-                    store.delete(token, key)?;
-                    if current.is_some() { -1 } else { 0 }
-                }
-            };
+            let delta = reclaimed
+                + match (update, current) {
+                    (Update::Keep, _) => 0,
+                    (Update::Put(value), current) => {
+                        let entry = Entry {
+                            value,
+                            expires_at: current.as_ref().and_then(|e| e.expires_at),
+                            version,
+                            ..Entry::default()
+                        };
+                        store.put(token, key.clone(), entry)?;
+                        if current.is_some() { 0 } else { 1 }
+                    }
+                    (Update::Delete, current) => {
+                        store.delete(token, key)?;
+                        if current.is_some() { -1 } else { 0 }
+                    }
+                };
             Ok((result, delta))
         })
+    }
+
+    /// Atomically reads and rewrites one key's whole entry: `f` receives
+    /// the live entry (`None` if the key is absent or expired) and the
+    /// clock's time (unix ms) the check was made at, and returns what to
+    /// do ([`EntryUpdate`]) and a result for the caller. As
+    /// [`Cluster::update`] (atomic per key, also while its range moves;
+    /// `f` runs once, under the stripe's write lock, and must not call
+    /// back into the cluster), but `f` decides the expiry and type too.
+    ///
+    /// An expired key found here is deleted first (counted in
+    /// [`ClusterStats::expired_keys`](crate::ClusterStats::expired_keys)),
+    /// whatever `f` returns. [`EntryUpdate::Put`] stores the entry as given
+    /// but for its version, which is replaced by a fresh one.
+    ///
+    /// Redis's expiry commands map onto it; `EXPIRE key 10 GT`:
+    ///
+    /// ```
+    /// use ringkv_cluster::{Cluster, Entry, EntryUpdate};
+    /// # let cluster = Cluster::default();
+    /// # cluster.add_node("n1")?;
+    /// cluster.put("key", "v")?;
+    /// let set = cluster.update_entry("key", |live, now| match live {
+    ///     None => (EntryUpdate::Keep, false),
+    ///     Some(e) => {
+    ///         let at = now + 10_000;
+    ///         // GT: a key without expiry counts as an infinite TTL.
+    ///         if e.expires_at.is_none_or(|old| at <= old) {
+    ///             return (EntryUpdate::Keep, false);
+    ///         }
+    ///         (EntryUpdate::Put(e.clone().expiring(Some(at))), true)
+    ///     }
+    /// })?;
+    /// assert!(!set);
+    /// # Ok::<(), ringkv_cluster::ClusterError>(())
+    /// ```
+    pub fn update_entry<R>(
+        &self,
+        key: impl Into<Bytes>,
+        f: impl FnOnce(Option<&Entry>, u64) -> (EntryUpdate, R),
+    ) -> Result<R, ClusterError> {
+        let mut f = Some(f);
+        self.write(key.into(), |store, token, key, version| {
+            let f = f.take().expect("write applies once");
+            let now = self.now_ms();
+            let (current, reclaimed) = self.live(store, token, key, Some(now))?;
+            let (update, result) = f(current.as_ref(), now);
+            let delta = reclaimed
+                + match update {
+                    EntryUpdate::Keep => 0,
+                    EntryUpdate::Put(mut entry) => {
+                        entry.version = version;
+                        store.put(token, key.clone(), entry)?;
+                        if current.is_some() { 0 } else { 1 }
+                    }
+                    EntryUpdate::Delete => {
+                        store.delete(token, key)?;
+                        if current.is_some() { -1 } else { 0 }
+                    }
+                };
+            Ok((result, delta))
+        })
+    }
+
+    /// The live entry of `key` under its stripe's write lock (on the
+    /// authority): an expired entry is deleted and counted as expired.
+    /// Returns it and the served-key delta of that deletion. `now` is read
+    /// from the clock only if the entry can expire and none is given.
+    fn live(
+        &self,
+        store: &mut Shard,
+        token: u64,
+        key: &Bytes,
+        now: Option<u64>,
+    ) -> Result<(Option<Entry>, i64), StoreError> {
+        let current = store.get(token, key)?;
+        match current {
+            Some(e)
+                if e.expires_at.is_some() && e.is_expired(now.unwrap_or_else(|| self.now_ms())) =>
+            {
+                store.delete(token, key)?;
+                self.expired_keys.fetch_add(1, Ordering::Relaxed);
+                Ok((None, -1))
+            }
+            other => Ok((other, 0)),
+        }
+    }
+
+    /// Counts `old` (an entry a write replaced or deleted) in
+    /// `expired_keys` if it had expired; returns whether it had.
+    #[inline]
+    fn count_if_expired(&self, old: Option<&Entry>) -> bool {
+        let expired = old.is_some_and(|o| o.expires_at.is_some() && o.is_expired(self.now_ms()));
+        if expired {
+            self.expired_keys.fetch_add(1, Ordering::Relaxed);
+        }
+        expired
     }
 
     /// A fresh modification version (see [`Entry::version`]).
@@ -162,7 +287,7 @@ impl Cluster {
     fn write<R>(
         &self,
         key: Bytes,
-        mut apply: impl FnMut(&mut dyn Store, u64, &Bytes, u64) -> Result<(R, i64), StoreError>,
+        mut apply: impl FnMut(&mut Shard, u64, &Bytes, u64) -> Result<(R, i64), StoreError>,
     ) -> Result<R, ClusterError> {
         let token = key_token(&key);
         loop {
@@ -187,7 +312,7 @@ impl Cluster {
             }
             let version = self.next_version();
             let (result, delta) =
-                apply(&mut **store, token, &key, version).map_err(|e| node.store_error(e))?;
+                apply(&mut store, token, &key, version).map_err(|e| node.store_error(e))?;
             // Still under the stripe's write lock, so a switch of this range
             // moves the count with this write included.
             node.add_served(node.stripe_of(token), delta);
