@@ -88,9 +88,13 @@
 #![deny(missing_docs)]
 
 mod checker;
+mod config;
 mod history;
+mod memo;
+mod model;
+mod report;
+mod search;
 
-pub use checker::{
-    CheckConfig, CheckError, CheckReport, Inconclusive, Malformed, Violation, check, check_with,
-};
+pub use checker::{CheckConfig, check, check_with};
 pub use history::{Clock, Event, History, Op, Recorder};
+pub use report::{CheckError, CheckReport, Inconclusive, Malformed, Violation};
