@@ -6,7 +6,7 @@ use std::fmt;
 use std::hash::Hash;
 
 use crate::history::{Event, Op};
-use crate::model::{KOp, NEVER_WRITTEN};
+use crate::model::{ANY, KOp, NEVER_WRITTEN, PRESENT, Values};
 use crate::report::{CheckError, CheckReport, Inconclusive, Malformed, Violation};
 use crate::search::{SearchOutcome, search};
 
@@ -110,42 +110,15 @@ where
     K: Clone + Eq + Hash + fmt::Debug,
     V: Clone + Eq + Hash + fmt::Debug,
 {
-    // Intern written values; id 0 is `None`.
-    let mut values: Vec<Option<V>> = vec![None];
-    let mut ids: HashMap<V, u32> = HashMap::new();
-    // Earliest invocation of a write of each value id.
-    let mut first_write: Vec<u64> = vec![0];
-    for e in &events {
-        if let Op::Put(v) = &e.op {
-            let id = *ids.entry(v.clone()).or_insert_with(|| {
-                values.push(Some(v.clone()));
-                first_write.push(u64::MAX);
-                (values.len() - 1) as u32
-            });
-            first_write[id as usize] = first_write[id as usize].min(e.invoke);
-        }
-    }
-    let mut read_ids = vec![false; values.len()];
-    let value_id = |r: &Option<V>| match r {
-        None => 0,
-        Some(v) => ids.get(v).copied().unwrap_or(NEVER_WRITTEN),
-    };
+    let values = Values::new(events.iter().map(|e| (&e.op, e.invoke)));
 
-    // Pre-pass: reads of values never written, or only written after the read.
-    for (i, e) in events.iter().enumerate() {
-        let (Op::Get(r), Some(complete)) = (&e.op, e.complete) else {
+    // Pre-pass: operations that observed a value never written, or only
+    // written after they completed.
+    for e in &events {
+        let Some(complete) = e.complete else {
             continue;
         };
-        let id = value_id(r);
-        let reason = if id == NEVER_WRITTEN {
-            "a read returned a value that was never written to this key".to_owned()
-        } else if first_write[id as usize] > complete {
-            format!(
-                "a read returned a value whose earliest write was invoked at {}, after the read completed",
-                first_write[id as usize]
-            )
-        } else {
-            read_ids[id as usize] = true;
+        let Some(reason) = impossible_observation(&values, &e.op, complete) else {
             continue;
         };
         return KeyOutcome::Violation(Box::new(Violation {
@@ -155,38 +128,42 @@ where
             prefix_len: 0,
             context: Vec::new(),
             state: None,
-            stuck: vec![events[i].clone()],
+            stuck: vec![e.clone()],
             states_explored: 0,
         }));
     }
 
     // Build the operations the search works on, dropping those that cannot
-    // matter: unknown-outcome reads, and unknown-outcome writes of a value no
-    // read returned (such a write can always be assumed to never have taken
-    // effect: removing it from a linearization only changes the register
-    // between it and the next write, and no read there could have seen it).
+    // matter: unknown-outcome reads, unknown-outcome updates of a value never
+    // written, and unknown-outcome writes of a value no operation requires.
+    // Such a write can always be assumed to never have taken effect:
+    // removing it from a linearization only changes the register between it
+    // and the next write, and no operation there could have depended on it.
     let mut ops = Vec::with_capacity(events.len());
-    let mut ignored = 0;
     for (src, e) in events.iter().enumerate() {
-        let (write, value) = match &e.op {
-            Op::Put(v) => (true, ids[v]),
-            Op::Delete => (true, 0),
-            Op::Get(r) => (false, value_id(r)),
-        };
         let known = e.complete.is_some();
-        if !known && (!write || !read_ids[value as usize]) {
-            ignored += 1;
-            continue;
-        }
+        let (pre, post) = values.semantics(&e.op, known);
         ops.push(KOp {
             invoke: e.invoke,
             complete: e.complete.unwrap_or(u64::MAX),
             known,
-            write,
-            value,
+            pre,
+            post,
             src,
         });
     }
+    ops.retain(|op| op.known || (!op.is_read() && op.pre != NEVER_WRITTEN));
+    let mut required = vec![false; values.len()];
+    let mut present_required = false;
+    for op in &ops {
+        match op.pre {
+            ANY => {}
+            PRESENT => present_required = true,
+            v => required[v as usize] = true,
+        }
+    }
+    ops.retain(|op| op.known || required[op.post as usize] || (op.post != 0 && present_required));
+    let ignored = events.len() - ops.len();
     ops.sort_by_key(|o| (o.invoke, o.complete));
 
     let to_event = |i: u32| events[ops[i as usize].src].clone();
@@ -216,10 +193,43 @@ where
                     .iter()
                     .map(|&i| to_event(i))
                     .collect(),
-                state: values[dead_end.state as usize].clone(),
+                state: values.get(dead_end.state).clone(),
                 stuck: stuck.into_iter().map(to_event).collect(),
                 states_explored: states,
             }))
         }
     }
+}
+
+/// Why an operation that completed at `complete` cannot have observed what
+/// it reports, whatever the order of the other operations: it observed a
+/// value that was never written, or whose every write was invoked after it
+/// completed. `None` if nothing is wrong with it on its own.
+fn impossible_observation<V>(values: &Values<V>, op: &Op<V>, complete: u64) -> Option<String>
+where
+    V: Clone + Eq + Hash,
+{
+    let (pre, _) = values.semantics(op, true);
+    let (what, noun) = match op {
+        Op::Get(_) => ("a read returned", "read"),
+        Op::Update { .. } => ("an update found", "update"),
+        Op::Delete(Some(true)) => {
+            let first = values.first_write_of_some();
+            return (first > complete).then(|| {
+                "a delete reported removing a value, but no value was written to this key \
+                 before it completed"
+                    .to_owned()
+            });
+        }
+        Op::Put(_) | Op::Delete(_) => return None,
+    };
+    if pre == NEVER_WRITTEN {
+        return Some(format!("{what} a value that was never written to this key"));
+    }
+    let first = values.first_write(pre);
+    (first > complete).then(|| {
+        format!(
+            "{what} a value whose earliest write was invoked at {first}, after the {noun} completed"
+        )
+    })
 }

@@ -2,7 +2,7 @@
 //! linearized, the register value, which operations may go next, and the
 //! compact description of a configuration stored in the memo table.
 
-use crate::model::{KOp, UNOBSERVABLE};
+use crate::model::{ANY, KOp, PRESENT, UNOBSERVABLE, UNOBSERVABLE_NONE};
 use crate::search::Frame;
 
 /// The mutable search configuration: which operations are linearized, the
@@ -16,15 +16,26 @@ pub(crate) struct Config<'a> {
     pub(crate) state: u32,
     /// Indices of unknown-outcome operations, ascending.
     pub(crate) unknown: Vec<usize>,
-    /// Per value id: number of reads returning it not yet linearized.
+    /// Per value id: number of operations not yet linearized that require
+    /// the register to hold exactly it (reads, and updates that found it).
     pub(crate) pending_reads: Vec<u32>,
+    /// Number of operations not yet linearized that require the register to
+    /// hold some value (deletes that reported removing one).
+    pub(crate) pending_present: u32,
+    /// Per value id: whether any operation requires exactly it.
+    ever_required: Vec<bool>,
 }
 
 impl<'a> Config<'a> {
     pub(crate) fn new(ops: &'a [KOp], value_count: usize) -> Self {
         let mut pending_reads = vec![0; value_count];
-        for op in ops.iter().filter(|op| !op.write) {
-            pending_reads[op.value as usize] += 1;
+        let mut pending_present = 0;
+        for op in ops {
+            match op.pre {
+                ANY => {}
+                PRESENT => pending_present += 1,
+                v => pending_reads[v as usize] += 1,
+            }
         }
         let mut c = Config {
             ops,
@@ -32,7 +43,9 @@ impl<'a> Config<'a> {
             low: 0,
             state: 0,
             unknown: (0..ops.len()).filter(|&i| !ops[i].known).collect(),
+            ever_required: pending_reads.iter().map(|&n| n > 0).collect(),
             pending_reads,
+            pending_present,
         };
         c.advance_low();
         c
@@ -50,12 +63,46 @@ impl<'a> Config<'a> {
         }
     }
 
-    /// An unknown-outcome write is *dead* once every read of its value is
-    /// linearized: it can then never be a candidate again (see
-    /// [`Config::push_candidates`]), so whether it took effect is irrelevant.
+    /// Whether some operation not yet linearized requires the register to
+    /// hold `value` (exactly, or as "some value").
+    fn is_required(&self, value: u32) -> bool {
+        self.pending_reads[value as usize] > 0 || (value != 0 && self.pending_present > 0)
+    }
+
+    /// An unknown-outcome write is *dead* once no operation left requires
+    /// the value it writes: it can then never be a candidate again (see
+    /// [`Config::push_candidates`]; the pending counts only fall as the
+    /// search goes deeper), so whether it took effect is irrelevant.
+    /// (Unknown-outcome operations are all writes: the others are dropped
+    /// before the search.)
     pub(crate) fn is_dead(&self, i: usize) -> bool {
         let op = &self.ops[i];
-        !op.known && self.pending_reads[op.value as usize] == 0
+        !op.known && !self.is_required(op.post)
+    }
+
+    /// The class of interchangeable unknown-outcome writes that op `i`
+    /// belongs to: its requirement and the value it writes, where all values
+    /// that no operation of the history requires exactly count as one (such
+    /// a value can only serve to meet a "some value" requirement, and any
+    /// one does that as well as any other, in every configuration).
+    fn kind(&self, i: usize) -> (u32, u32) {
+        let op = &self.ops[i];
+        let post = if self.ever_required[op.post as usize] {
+            op.post
+        } else {
+            UNOBSERVABLE
+        };
+        (op.pre, post)
+    }
+
+    /// The pending count that an operation with requirement `pre` is
+    /// counted in, if any.
+    fn pending_count(&mut self, pre: u32) -> Option<&mut u32> {
+        match pre {
+            ANY => None,
+            PRESENT => Some(&mut self.pending_present),
+            v => Some(&mut self.pending_reads[v as usize]),
+        }
     }
 
     pub(crate) fn done(&self) -> bool {
@@ -67,10 +114,16 @@ impl<'a> Config<'a> {
     pub(crate) fn apply(&mut self, i: usize) -> u32 {
         self.linearized[i / 64] |= 1 << (i % 64);
         let prev = self.state;
-        if self.ops[i].write {
-            self.state = self.ops[i].value;
-        } else {
-            self.pending_reads[self.ops[i].value as usize] -= 1;
+        let op = self.ops[i];
+        debug_assert!(
+            op.applies_to(prev),
+            "applied an operation whose requirement fails"
+        );
+        if let Some(n) = self.pending_count(op.pre) {
+            *n -= 1;
+        }
+        if !op.is_read() {
+            self.state = op.post;
         }
         if i == self.low {
             self.advance_low();
@@ -81,8 +134,8 @@ impl<'a> Config<'a> {
     pub(crate) fn undo(&mut self, i: usize, prev: u32) {
         self.linearized[i / 64] &= !(1 << (i % 64));
         self.state = prev;
-        if !self.ops[i].write {
-            self.pending_reads[self.ops[i].value as usize] += 1;
+        if let Some(n) = self.pending_count(self.ops[i].pre) {
+            *n += 1;
         }
         if self.ops[i].known && i < self.low {
             self.low = i;
@@ -118,35 +171,41 @@ impl<'a> Config<'a> {
     /// Pushes the operations worth trying next onto `out` and returns the
     /// frame describing them.
     ///
-    /// Partial-order reductions (each preserves the existence of a
-    /// linearization, so the search stays complete):
-    /// * if a minimal read returns the current value, it alone is tried: any
-    ///   linearization from here can be rearranged to place it first (it is
-    ///   minimal, so nothing must precede it, and it changes nothing);
-    /// * reads returning another value are never applicable now;
-    /// * an unknown-outcome write `u` of value `w` is only tried when a
-    ///   minimal read returns `w`. In any linearization, the operation right
-    ///   after `u` is either a read of `w` (which is then minimal already
-    ///   now, as `u` never affects minimality), or a write or nothing, in
-    ///   which case `u` can be dropped (it may never have taken effect).
-    /// * of several minimal unknown-outcome writes of the same value only the
-    ///   lowest-indexed one is tried: minimal unknown-outcome operations stay
-    ///   minimal forever (the horizon only grows), so they are
-    ///   interchangeable from here on.
+    /// An operation is applicable when the register satisfies its
+    /// requirement (see [`crate::model`]). Partial-order reductions (each
+    /// preserves the existence of a linearization, so the search stays
+    /// complete):
+    /// * if a minimal read requires the current value, it alone is tried:
+    ///   any linearization from here can be rearranged to place it first (it
+    ///   is minimal, so nothing must precede it, and it changes nothing);
+    /// * an unknown-outcome write `u` of value `w` is only tried when some
+    ///   minimal operation requires `w` (exactly, or as "some value") and the
+    ///   register does not satisfy that requirement now. In any
+    ///   linearization, the operation right after `u` is either such an
+    ///   operation (minimal already now, as `u` never affects minimality),
+    ///   or one whose requirement `u` did not help meet, or nothing; then
+    ///   `u` can be dropped (it may never have taken effect).
+    /// * of several minimal unknown-outcome writes of the same kind (see
+    ///   [`Config::kind`]) only the lowest-indexed one is tried: minimal
+    ///   unknown-outcome operations stay minimal forever (the horizon only
+    ///   grows), so they are interchangeable from here on.
     pub(crate) fn push_candidates(&self, out: &mut Vec<u32>) -> Frame {
         let start = out.len();
         let mut forced = None;
-        let mut read_values: Vec<u32> = Vec::new();
+        // Values some minimal operation requires but the register lacks.
+        let mut wanted: Vec<u32> = Vec::new();
+        let mut wants_present = false;
         let mut unknown_writes: Vec<u32> = Vec::new();
         self.for_each_minimal(|j| {
             let op = &self.ops[j];
             if forced.is_some() {
-            } else if !op.write {
-                if op.value == self.state {
-                    forced = Some(j);
-                } else {
-                    read_values.push(op.value);
+            } else if !op.applies_to(self.state) {
+                match op.pre {
+                    PRESENT => wants_present = true,
+                    v => wanted.push(v),
                 }
+            } else if op.is_read() {
+                forced = Some(j);
             } else if op.known {
                 out.push(j as u32);
             } else {
@@ -157,13 +216,16 @@ impl<'a> Config<'a> {
             out.truncate(start);
             out.push(j as u32);
         } else {
-            unknown_writes.retain(|&u| read_values.contains(&self.ops[u as usize].value));
+            unknown_writes.retain(|&u| {
+                let post = self.ops[u as usize].post;
+                wanted.contains(&post) || (wants_present && post != 0)
+            });
             unknown_writes.sort_unstable();
+            let kind = |u: u32| self.kind(u as usize);
             for (i, &u) in unknown_writes.iter().enumerate() {
-                let value = self.ops[u as usize].value;
                 if unknown_writes[..i]
                     .iter()
-                    .all(|&earlier| self.ops[earlier as usize].value != value)
+                    .all(|&earlier| kind(earlier) != kind(u))
                 {
                     out.push(u);
                 }
@@ -181,36 +243,51 @@ impl<'a> Config<'a> {
     /// unknown-outcome writes that is compared by dominance (see [`Memo`]).
     ///
     /// Every known operation below `low` is linearized, so the set of
-    /// linearized operations is determined by `low`, the unknown-outcome
-    /// operations below `low` that are *not* linearized, and the linearized
-    /// operations above `low`. The latter all have
+    /// linearized known operations is determined by `low` and the linearized
+    /// known operations above `low`. The latter all have
     /// `invoke <= ops[low].complete`: each was minimal when linearized, while
     /// `low` was pending, so its invocation did not come after `low`'s
-    /// completion.
+    /// completion. These also fix the horizon (the earliest completion of a
+    /// known operation not linearized), and with it which unknown-outcome
+    /// operations are minimal: an unknown-outcome operation is linearized
+    /// only once minimal, and then stays minimal for good. So the minimal
+    /// unknown-outcome operations that are *not* linearized (the spares)
+    /// complete the description.
     ///
     /// Differences that cannot influence the rest of the search are erased:
-    /// * register values that no pending read returns are all equivalent
-    ///   (every future read must follow a later write);
+    /// * register values that no pending operation requires exactly are all
+    ///   equivalent (every future read must follow a later write), except
+    ///   that `None` stays apart from the others while some pending
+    ///   operation requires "some value";
     /// * dead unknown-outcome writes (see [`Config::is_dead`]) are omitted;
-    /// * unknown-outcome writes below `low` are minimal for good and
-    ///   interchangeable with others of the same value, so the pool only
-    ///   counts the spare ones per value.
+    /// * spare unknown-outcome writes are interchangeable with others of the
+    ///   same kind (see [`Config::kind`]), so the pool only counts them per
+    ///   kind.
     ///
-    /// `base` = `[state, low, linearized ops above low...]`,
-    /// `pool` = `[value, count, value, count, ...]` sorted by value.
+    /// `base` = `[state, low, linearized known ops above low...]`,
+    /// `pool` = `[requirement, value, count, ...]` sorted by kind.
     pub(crate) fn memo_entry(&self) -> (Box<[u32]>, Box<[u32]>) {
         let mut base = Vec::with_capacity(8);
-        base.push(if self.pending_reads[self.state as usize] == 0 {
-            UNOBSERVABLE
-        } else {
+        base.push(if self.pending_reads[self.state as usize] > 0 {
             self.state
+        } else if self.state == 0 && self.pending_present > 0 {
+            UNOBSERVABLE_NONE
+        } else {
+            UNOBSERVABLE
         });
         base.push(self.low as u32);
         let bound = self.ops[self.low].complete;
+        // The earliest completion of a known operation not linearized: the
+        // unknown-outcome operations invoked by then are the minimal ones.
+        let mut horizon = bound;
         let mut j = self.low + 1;
         while j < self.ops.len() && self.ops[j].invoke <= bound {
-            if self.is_linearized(j) && !self.is_dead(j) {
+            let op = &self.ops[j];
+            if !op.known {
+            } else if self.is_linearized(j) {
                 base.push(j as u32);
+            } else {
+                horizon = horizon.min(op.complete);
             }
             j += 1;
         }
@@ -223,18 +300,17 @@ impl<'a> Config<'a> {
             "linearized operation beyond the memo bound"
         );
 
-        let mut spare: Vec<u32> = self
+        let mut spare: Vec<(u32, u32)> = self
             .unknown
             .iter()
-            .take_while(|&&u| u < self.low)
+            .take_while(|&&u| self.ops[u].invoke <= horizon)
             .filter(|&&u| !self.is_linearized(u) && !self.is_dead(u))
-            .map(|&u| self.ops[u].value)
+            .map(|&u| self.kind(u))
             .collect();
         spare.sort_unstable();
         let mut pool = Vec::new();
         for chunk in spare.chunk_by(|a, b| a == b) {
-            pool.push(chunk[0]);
-            pool.push(chunk.len() as u32);
+            pool.extend([chunk[0].0, chunk[0].1, chunk.len() as u32]);
         }
         (base.into_boxed_slice(), pool.into_boxed_slice())
     }
@@ -243,40 +319,65 @@ impl<'a> Config<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::KEEP;
 
-    #[test]
-    fn memo_entry_counts_spare_unknown_writes() {
-        let op = |invoke, complete: Option<u64>, write, value| KOp {
+    fn op(invoke: u64, complete: Option<u64>, pre: u32, post: u32) -> KOp {
+        KOp {
             invoke,
             complete: complete.unwrap_or(u64::MAX),
             known: complete.is_some(),
-            write,
-            value,
+            pre,
+            post,
             src: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn memo_entry_counts_spare_unknown_writes() {
         let ops = [
-            op(0, None, true, 0),     // unknown delete
-            op(0, None, true, 0),     // unknown delete
-            op(1, Some(2), true, 1),  // put(1)
-            op(1, Some(5), false, 0), // get -> None
-            op(3, Some(4), false, 1), // get -> Some(1)
+            op(0, None, ANY, 0),     // unknown delete
+            op(0, None, ANY, 0),     // unknown delete
+            op(1, Some(2), ANY, 1),  // put(1)
+            op(1, Some(5), 0, KEEP), // get -> None
+            op(3, Some(4), 1, KEEP), // get -> Some(1)
         ];
         let mut cfg = Config::new(&ops, 2);
         assert_eq!(cfg.low, 2);
         let (base, pool) = cfg.memo_entry();
-        assert_eq!((&*base, &*pool), (&[0, 2][..], &[0, 2][..]));
+        assert_eq!((&*base, &*pool), (&[0, 2][..], &[ANY, 0, 2][..]));
         let p = cfg.apply(2);
         assert_eq!(cfg.low, 3);
         let (base, pool) = cfg.memo_entry();
         // Value 1 is still awaited by a read.
-        assert_eq!((&*base, &*pool), (&[1, 3][..], &[0, 2][..]));
+        assert_eq!((&*base, &*pool), (&[1, 3][..], &[ANY, 0, 2][..]));
         let q = cfg.apply(1);
         let (base, pool) = cfg.memo_entry();
-        assert_eq!((&*base, &*pool), (&[0, 3][..], &[0, 1][..]));
+        assert_eq!((&*base, &*pool), (&[0, 3][..], &[ANY, 0, 1][..]));
         cfg.undo(1, q);
         cfg.undo(2, p);
         assert_eq!(cfg.low, 2);
         let (base, pool) = cfg.memo_entry();
-        assert_eq!((&*base, &*pool), (&[0, 2][..], &[0, 2][..]));
+        assert_eq!((&*base, &*pool), (&[0, 2][..], &[ANY, 0, 2][..]));
+    }
+
+    #[test]
+    fn a_pending_removal_keeps_none_apart_from_values() {
+        let ops = [
+            op(0, Some(1), ANY, 1),     // put(1)
+            op(0, Some(1), ANY, 2),     // put(2)
+            op(2, Some(3), PRESENT, 0), // delete -> true
+        ];
+        let mut cfg = Config::new(&ops, 3);
+        // Nothing requires exactly None, 1 or 2; the delete tells None apart.
+        assert_eq!(cfg.memo_entry().0[0], UNOBSERVABLE_NONE);
+        let p = cfg.apply(0);
+        assert_eq!(cfg.memo_entry().0[0], UNOBSERVABLE);
+        let q = cfg.apply(1);
+        assert_eq!(cfg.memo_entry().0[0], UNOBSERVABLE);
+        assert!(cfg.ops[2].applies_to(cfg.state));
+        cfg.undo(1, q);
+        cfg.undo(0, p);
+        assert!(!cfg.ops[2].applies_to(cfg.state));
+        assert_eq!((cfg.pending_present, cfg.low), (1, 0));
     }
 }

@@ -41,10 +41,28 @@ impl Clock {
 pub enum Op<V> {
     /// Write `Some(v)`; returns nothing.
     Put(V),
-    /// Write `None`; returns nothing.
-    Delete,
+    /// Write `None`. Carries what the store reported, if it was recorded:
+    /// `Some(true)` if it removed a value (the register held one),
+    /// `Some(false)` if there was nothing to remove (it held `None`), and
+    /// `None` for a delete whose report was not recorded. A report is
+    /// ignored when the outcome is unknown (the caller never received it).
+    Delete(Option<bool>),
     /// Read; carries the value the store returned.
     Get(Option<V>),
+    /// A read-modify-write that took effect in one atomic step: the register
+    /// held `observed` and was left holding `written` (equal to `observed`
+    /// when the update left the key alone, `None` when it deleted the key).
+    ///
+    /// With an unknown outcome it is all or nothing: either it took effect
+    /// exactly so, at one point after its invocation, or not at all. (A
+    /// function that ran and saw `observed` before the write failed is
+    /// therefore not evidence that the register held `observed`.)
+    Update {
+        /// The value the modifying function was given.
+        observed: Option<V>,
+        /// The value it left in the register.
+        written: Option<V>,
+    },
 }
 
 /// A recorded operation: what was done to which key, by whom, and when.
@@ -52,7 +70,8 @@ pub enum Op<V> {
 pub struct Event<K, V> {
     /// The key the operation addressed.
     pub key: K,
-    /// The operation (and, for reads, its result).
+    /// The operation (and its result, for reads, reporting deletes and
+    /// updates).
     pub op: Op<V>,
     /// Clock tick taken just before the call.
     pub invoke: u64,
@@ -87,14 +106,44 @@ impl<K, V> Event<K, V> {
         Self::new(key, Op::Put(value), invoke, None)
     }
 
-    /// An acknowledged `delete(key)` that ran during `[invoke, complete]`.
+    /// An acknowledged `delete(key)` that ran during `[invoke, complete]`,
+    /// whose report of what it removed was not recorded.
     pub fn delete(key: K, invoke: u64, complete: u64) -> Self {
-        Self::new(key, Op::Delete, invoke, Some(complete))
+        Self::new(key, Op::Delete(None), invoke, Some(complete))
+    }
+
+    /// An acknowledged `delete(key)` that ran during `[invoke, complete]` and
+    /// reported whether it `removed` a value.
+    pub fn delete_returning(key: K, invoke: u64, complete: u64, removed: bool) -> Self {
+        Self::new(key, Op::Delete(Some(removed)), invoke, Some(complete))
     }
 
     /// A `delete(key)` invoked at `invoke` whose outcome is unknown.
     pub fn delete_unknown(key: K, invoke: u64) -> Self {
-        Self::new(key, Op::Delete, invoke, None)
+        Self::new(key, Op::Delete(None), invoke, None)
+    }
+
+    /// An acknowledged read-modify-write that ran during `[invoke, complete]`,
+    /// found `observed` and left `written` (see [`Op::Update`]).
+    pub fn update(
+        key: K,
+        invoke: u64,
+        complete: u64,
+        observed: Option<V>,
+        written: Option<V>,
+    ) -> Self {
+        Self::new(
+            key,
+            Op::Update { observed, written },
+            invoke,
+            Some(complete),
+        )
+    }
+
+    /// A read-modify-write invoked at `invoke` whose outcome is unknown: if it
+    /// took effect, it found `observed` and left `written`.
+    pub fn update_unknown(key: K, invoke: u64, observed: Option<V>, written: Option<V>) -> Self {
+        Self::new(key, Op::Update { observed, written }, invoke, None)
     }
 
     /// A successful `get(key)` that ran during `[invoke, complete]` and
@@ -112,18 +161,41 @@ impl<K, V> Event<K, V> {
 }
 
 impl<K: fmt::Debug, V: fmt::Debug> fmt::Display for Event<K, V> {
-    /// e.g. `client 3: get("a") -> Some(7) @ [12, 15]` (`?` = unknown outcome).
+    /// e.g. `client 3: get("a") -> Some(7) @ [12, 15]`,
+    /// `client 1: update("a"): Some(7) -> None @ [16, ?] (outcome unknown)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "client {}: ", self.client)?;
         match &self.op {
             Op::Put(v) => write!(f, "put({:?}, {:?})", self.key, v)?,
-            Op::Delete => write!(f, "delete({:?})", self.key)?,
+            Op::Delete(None) => write!(f, "delete({:?})", self.key)?,
+            Op::Delete(Some(removed)) => write!(f, "delete({:?}) -> {removed}", self.key)?,
             Op::Get(r) => write!(f, "get({:?}) -> {:?}", self.key, r)?,
+            Op::Update { observed, written } => {
+                write!(f, "update({:?}): {observed:?} -> {written:?}", self.key)?
+            }
         }
         match self.complete {
             Some(c) => write!(f, " @ [{}, {}]", self.invoke, c),
             None => write!(f, " @ [{}, ?] (outcome unknown)", self.invoke),
         }
+    }
+}
+
+/// What the modifying function of a read-modify-write found and left, as
+/// recorded by that function (see [`Recorder::update`]).
+#[derive(Debug)]
+pub struct UpdateTrace<V> {
+    seen: Option<(Option<V>, Option<V>)>,
+}
+
+impl<V> UpdateTrace<V> {
+    /// Records that the function was given `observed` and left `written` in
+    /// the register (`observed` again if it left the key alone, `None` if it
+    /// deleted it). Call it from inside the function, where the store runs
+    /// it atomically. If the function runs more than once, the last call
+    /// wins.
+    pub fn record(&mut self, observed: Option<V>, written: Option<V>) {
+        self.seen = Some((observed, written));
     }
 }
 
@@ -215,18 +287,68 @@ impl<K, V> Recorder<K, V> {
         result
     }
 
-    /// Times and records a delete. `Ok` is recorded as an acknowledged
-    /// delete, `Err` as a delete with unknown outcome.
-    pub fn delete<T, E>(&mut self, key: K, call: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    /// Times and records a delete that reports whether it removed a value.
+    /// `Ok(removed)` is recorded as an acknowledged delete returning
+    /// `removed`, `Err` as a delete with unknown outcome. (A delete that
+    /// reports nothing can be recorded with [`Recorder::push`] and
+    /// [`Event::delete`].)
+    pub fn delete<E>(&mut self, key: K, call: impl FnOnce() -> Result<bool, E>) -> Result<bool, E> {
         let invoke = self.now();
         let result = call();
         let complete = self.now();
-        self.push(Event::new(
-            key,
-            Op::Delete,
-            invoke,
-            result.is_ok().then_some(complete),
-        ));
+        let event = match &result {
+            Ok(removed) => Event::delete_returning(key, invoke, complete, *removed),
+            Err(_) => Event::delete_unknown(key, invoke),
+        };
+        self.push(event);
+        result
+    }
+
+    /// Times and records a read-modify-write. `call` performs it and passes
+    /// its modifying function the [`UpdateTrace`], in which that function
+    /// records what it found and what it left (see [`UpdateTrace::record`]).
+    ///
+    /// `Ok` is recorded as an acknowledged [`Op::Update`], `Err` as one with
+    /// unknown outcome if the function ran, and not at all if it never ran
+    /// (then nothing was written). A call that returns `Ok` without the
+    /// function having recorded anything is not recorded either: the history
+    /// would not know what it did.
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use ringkv_lincheck::{Clock, Op, Recorder};
+    ///
+    /// let counter = Mutex::new(None::<u64>);
+    /// let mut rec: Recorder<&str, u64> = Recorder::new(Clock::new(), 1);
+    /// rec.update("hits", |trace| {
+    ///     let mut held = counter.lock().unwrap();
+    ///     let next = held.map_or(1, |n| n + 1);
+    ///     trace.record(*held, Some(next));
+    ///     *held = Some(next);
+    ///     Ok::<_, ()>(next)
+    /// })
+    /// .unwrap();
+    /// let events = rec.into_events();
+    /// assert_eq!(events[0].op, Op::Update { observed: None, written: Some(1) });
+    /// ```
+    pub fn update<T, E>(
+        &mut self,
+        key: K,
+        call: impl FnOnce(&mut UpdateTrace<V>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut trace = UpdateTrace { seen: None };
+        let invoke = self.now();
+        let result = call(&mut trace);
+        let complete = self.now();
+        if let Some((observed, written)) = trace.seen {
+            let complete = result.is_ok().then_some(complete);
+            self.push(Event::new(
+                key,
+                Op::Update { observed, written },
+                invoke,
+                complete,
+            ));
+        }
         result
     }
 

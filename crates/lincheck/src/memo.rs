@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 ///
 /// Entries with the same `base` (see [`Config::memo_entry`]) are compared by
 /// their pools of spare unknown-outcome writes: a configuration with at
-/// least as many spare writes of every value can do everything one with
+/// least as many spare writes of every kind can do everything one with
 /// fewer can, so if the richer one failed, the poorer one fails too. Only
 /// finished configurations are stored (a configuration cannot recur below
 /// itself, since the linearized set only grows along a path), so every
@@ -20,13 +20,15 @@ pub(crate) struct Memo {
 }
 
 impl Memo {
-    /// Whether `rich` has at least as many spare writes of every value as
-    /// `poor`. Both are `[value, count, ...]` sorted by value.
+    /// Whether `rich` has at least as many spare writes of every kind as
+    /// `poor`. Both are `[requirement, value, count, ...]` sorted by
+    /// (requirement, value).
     pub(crate) fn dominates(rich: &[u32], poor: &[u32]) -> bool {
-        let mut rich = rich.chunks_exact(2).peekable();
-        poor.chunks_exact(2).all(|p| {
-            while rich.next_if(|r| r[0] < p[0]).is_some() {}
-            rich.next_if(|r| r[0] == p[0]).is_some_and(|r| r[1] >= p[1])
+        let mut rich = rich.chunks_exact(3).peekable();
+        poor.chunks_exact(3).all(|p| {
+            while rich.next_if(|r| r[..2] < p[..2]).is_some() {}
+            rich.next_if(|r| r[..2] == p[..2])
+                .is_some_and(|r| r[2] >= p[2])
         })
     }
 
@@ -100,25 +102,28 @@ mod tests {
     #[test]
     fn pool_dominance() {
         assert!(Memo::dominates(&[], &[]));
-        assert!(Memo::dominates(&[0, 2], &[]));
-        assert!(Memo::dominates(&[0, 2, 5, 1], &[0, 2]));
-        assert!(Memo::dominates(&[0, 2, 5, 1], &[0, 1, 5, 1]));
-        assert!(Memo::dominates(&[0, 2, 5, 1], &[5, 1]));
-        assert!(!Memo::dominates(&[], &[0, 1]));
-        assert!(!Memo::dominates(&[0, 1], &[0, 2]));
-        assert!(!Memo::dominates(&[0, 2], &[0, 2, 5, 1]));
-        assert!(!Memo::dominates(&[5, 3], &[3, 1]));
+        assert!(Memo::dominates(&[9, 0, 2], &[]));
+        assert!(Memo::dominates(&[9, 0, 2, 9, 5, 1], &[9, 0, 2]));
+        assert!(Memo::dominates(&[9, 0, 2, 9, 5, 1], &[9, 0, 1, 9, 5, 1]));
+        assert!(Memo::dominates(&[9, 0, 2, 9, 5, 1], &[9, 5, 1]));
+        assert!(!Memo::dominates(&[], &[9, 0, 1]));
+        assert!(!Memo::dominates(&[9, 0, 1], &[9, 0, 2]));
+        assert!(!Memo::dominates(&[9, 0, 2], &[9, 0, 2, 9, 5, 1]));
+        assert!(!Memo::dominates(&[9, 5, 3], &[9, 3, 1]));
+        // Writes with another requirement are another kind.
+        assert!(!Memo::dominates(&[8, 0, 2], &[9, 0, 1]));
+        assert!(Memo::dominates(&[8, 0, 2, 9, 0, 1], &[9, 0, 1]));
 
         let mut memo = Memo::default();
         let base: Box<[u32]> = Box::new([1, 2, 3]);
-        memo.record_failure(base.clone(), Box::new([0, 1]));
-        assert!(memo.known_to_fail(&base, &[0, 1]));
+        memo.record_failure(base.clone(), Box::new([9, 0, 1]));
+        assert!(memo.known_to_fail(&base, &[9, 0, 1]));
         assert!(memo.known_to_fail(&base, &[]));
-        assert!(!memo.known_to_fail(&base, &[0, 2]));
+        assert!(!memo.known_to_fail(&base, &[9, 0, 2]));
         assert!(!memo.known_to_fail(&[1, 2], &[]));
         // A richer failure subsumes the poorer one.
-        memo.record_failure(base.clone(), Box::new([0, 2]));
+        memo.record_failure(base.clone(), Box::new([9, 0, 2]));
         assert_eq!(memo.failed[&base].len(), 1);
-        assert!(memo.known_to_fail(&base, &[0, 2]));
+        assert!(memo.known_to_fail(&base, &[9, 0, 2]));
     }
 }

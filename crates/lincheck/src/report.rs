@@ -125,13 +125,25 @@ impl<K: fmt::Debug, V: fmt::Debug + PartialEq> fmt::Display for Violation<K, V> 
         write!(f, "  operations that could not be placed next:")?;
         for e in &self.stuck {
             write!(f, "\n    {e}")?;
-            match &e.op {
-                Op::Get(r) if *r != self.state => {
-                    write!(f, "   <- register holds {:?}", self.state)?
-                }
-                Op::Get(_) => write!(f, "   <- matches, but no continuation exists")?,
-                _ if e.complete.is_some() => write!(f, "   <- no continuation exists after it")?,
-                _ => {}
+            let known = e.complete.is_some();
+            // What the operation required of the register, if anything.
+            let mismatch = match &e.op {
+                Op::Get(r) | Op::Update { observed: r, .. } => *r != self.state,
+                Op::Delete(Some(removed)) if known => *removed != self.state.is_some(),
+                Op::Put(_) | Op::Delete(_) => false,
+            };
+            let read = match &e.op {
+                Op::Get(_) => true,
+                Op::Update { observed, written } => observed == written,
+                Op::Delete(Some(false)) => known,
+                Op::Put(_) | Op::Delete(_) => false,
+            };
+            if mismatch {
+                write!(f, "   <- register holds {:?}", self.state)?
+            } else if read {
+                write!(f, "   <- matches, but no continuation exists")?
+            } else if known {
+                write!(f, "   <- no continuation exists after it")?
             }
         }
         Ok(())
