@@ -100,9 +100,11 @@ mod config;
 mod history;
 mod memo;
 mod model;
+mod recorder;
 mod report;
 mod search;
 
 pub use checker::{CheckConfig, check, check_with};
-pub use history::{Clock, Event, History, Op, Recorder, UpdateTrace};
+pub use history::{Clock, Event, History, Op};
+pub use recorder::{Recorder, UpdateTrace};
 pub use report::{CheckError, CheckReport, Inconclusive, Malformed, Violation};
