@@ -50,7 +50,7 @@
 //! recomputed from the member list.
 
 use crate::hash::{Token, vnode_token};
-use crate::ring::{Entry, MAX_NODES, Member, Ring, RingConfig};
+use crate::ring::{Entry, Layout, MAX_NODES, Ring};
 use crate::{NodeId, RingError};
 
 /// Smallest accepted number of partitions.
@@ -95,70 +95,6 @@ impl BalancedConfig {
     }
 }
 
-/// How a ring places its tokens ([`Ring::placement`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Placement {
-    /// Each node owns `weight * vnodes_per_weight` tokens at hashed
-    /// positions ([`Ring::new`]); placement is a function of the membership.
-    RandomVnodes {
-        /// Virtual nodes per unit of weight.
-        vnodes_per_weight: u32,
-    },
-    /// `partitions` equal partitions with assigned owners
-    /// ([`Ring::balanced`]); placement depends on the history of changes.
-    BalancedPartitions {
-        /// Number of partitions `Q`.
-        partitions: u32,
-    },
-}
-
-impl Placement {
-    /// Balanced partitions with the default count (65,536).
-    pub const BALANCED: Placement = Placement::BalancedPartitions {
-        partitions: 1 << 16,
-    };
-
-    /// Random vnodes with the default count per weight (256).
-    pub const RANDOM: Placement = Placement::RandomVnodes {
-        vnodes_per_weight: 256,
-    };
-
-    /// An empty ring placing tokens this way, at epoch 0. Fails on invalid
-    /// settings (zero vnodes, a partition count that is not a power of two
-    /// in range).
-    ///
-    /// ```
-    /// use ringkv_ring::Placement;
-    /// let ring = Placement::BALANCED.empty_ring()?.with_node("a", 1)?;
-    /// assert_eq!(ring.placement(), Placement::BALANCED);
-    /// # Ok::<(), ringkv_ring::RingError>(())
-    /// ```
-    pub fn empty_ring(&self) -> Result<Ring, RingError> {
-        match *self {
-            Placement::RandomVnodes { vnodes_per_weight } => {
-                Ring::new(RingConfig { vnodes_per_weight })
-            }
-            Placement::BalancedPartitions { partitions } => {
-                Ring::balanced(BalancedConfig { partitions })
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Placement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Placement::RandomVnodes { vnodes_per_weight } => {
-                write!(f, "random vnodes ({vnodes_per_weight} per weight)")
-            }
-            Placement::BalancedPartitions { partitions } => {
-                write!(f, "balanced partitions ({partitions})")
-            }
-        }
-    }
-}
-
 /// The last token of partition `index` of `partitions`:
 /// `(index + 1) * 2^64 / partitions - 1`.
 pub(crate) fn partition_end(partitions: u32, index: u32) -> Token {
@@ -188,18 +124,10 @@ impl Ring {
     /// ```
     pub fn balanced(config: BalancedConfig) -> Result<Ring, RingError> {
         config.validate()?;
-        Ok(Ring {
-            config: RingConfig::default(),
-            placement: Placement::BalancedPartitions {
-                partitions: config.partitions,
-            },
-            epoch: 0,
-            members: Vec::new(),
-            by_id: Default::default(),
-            entries: Vec::new(),
-            table: Vec::new(),
+        Ok(Ring::empty(Layout::Partitions {
+            partitions: config.partitions,
             shift: partition_shift(config.partitions),
-        })
+        }))
     }
 
     fn total_weight(&self) -> u128 {
@@ -281,26 +209,15 @@ fn scaled_excess(count: u32, w: u32, q: u32, total: u128) -> i128 {
 /// The new snapshot after `id` (validated, not a member) joins `prev`.
 pub(crate) fn with_node(
     prev: &Ring,
+    partitions: u32,
     id: NodeId,
     weight: u32,
-    partitions: u32,
 ) -> Result<Ring, RingError> {
     if prev.by_id.len() >= (partitions as usize).min(MAX_NODES) {
         return Err(RingError::TooManyNodesForPartitions { partitions });
     }
-    let mut members = prev.members.clone();
-    let slot = match members.iter().position(Option::is_none) {
-        Some(free) => free,
-        None => {
-            members.push(None);
-            members.len() - 1
-        }
-    };
-    members[slot] = Some(Member {
-        id: id.clone(),
-        weight,
-    });
-    let slot = slot as u32;
+    let (members, slot) = prev.members_with(&id, weight);
+    let shift = partition_shift(partitions);
 
     let entries = if prev.entries.is_empty() {
         (0..partitions)
@@ -335,7 +252,7 @@ pub(crate) fn with_node(
             // `x(new) - k > 0`, so the donor is over its share and holds a
             // partition.
             debug_assert!(best > 0);
-            let aim = (vnode_token(id.as_str(), k) >> prev.shift) as usize;
+            let aim = (vnode_token(id.as_str(), k) >> shift) as usize;
             let p = pick_from_donor(&entries, &held[donor as usize], aim, donor, slot);
             entries[p].slot = slot;
             counts[donor as usize] -= 1;
@@ -345,14 +262,11 @@ pub(crate) fn with_node(
 
     let mut by_id = prev.by_id.clone();
     by_id.insert(id, slot);
-    Ok(next(prev, members, by_id, entries))
+    Ok(prev.next(prev.layout.clone(), members, by_id, entries))
 }
 
 /// The new snapshot after the member in `slot` leaves `prev`.
-pub(crate) fn without_node(prev: &Ring, slot: u32) -> Result<Ring, RingError> {
-    let Placement::BalancedPartitions { partitions } = prev.placement else {
-        unreachable!("called for balanced rings only")
-    };
+pub(crate) fn without_node(prev: &Ring, partitions: u32, slot: u32) -> Result<Ring, RingError> {
     let gone = prev.member(slot);
     let mut by_id = prev.by_id.clone();
     by_id.remove(&gone.id);
@@ -413,23 +327,5 @@ pub(crate) fn without_node(prev: &Ring, slot: u32) -> Result<Ring, RingError> {
     while matches!(members.last(), Some(None)) {
         members.pop();
     }
-    Ok(next(prev, members, by_id, entries))
-}
-
-fn next(
-    prev: &Ring,
-    members: Vec<Option<Member>>,
-    by_id: std::collections::BTreeMap<NodeId, u32>,
-    entries: Vec<Entry>,
-) -> Ring {
-    Ring {
-        config: prev.config,
-        placement: prev.placement,
-        epoch: prev.epoch + 1,
-        members,
-        by_id,
-        entries,
-        table: Vec::new(),
-        shift: prev.shift,
-    }
+    Ok(prev.next(prev.layout.clone(), members, by_id, entries))
 }

@@ -7,7 +7,8 @@
 //! the arcs whose owner changes; adjacent arcs with the same change are
 //! merged. The cost is linear in the two rings' sizes.
 
-use crate::ring::{PreferenceList, Ring};
+use crate::preference::PreferenceList;
+use crate::ring::Ring;
 use crate::{NodeId, Token, TokenRange};
 
 /// One arc whose owner changes between two snapshots.

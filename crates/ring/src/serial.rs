@@ -24,7 +24,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::balanced::{BalancedConfig, Placement, partition_end};
+use crate::balanced::{BalancedConfig, partition_end};
+use crate::placement::Placement;
 use crate::ring::{Entry, MAX_NODES, Member, Ring, RingConfig, validate_id};
 use crate::{NodeId, RingError};
 
@@ -84,7 +85,7 @@ impl Ring {
             .enumerate()
             .map(|(i, &slot)| (slot, i as u32))
             .collect();
-        let (placement, assignment) = match self.placement {
+        let (placement, assignment) = match self.placement() {
             Placement::RandomVnodes { vnodes_per_weight } => {
                 (PlacementFile::RandomVnodes { vnodes_per_weight }, None)
             }
