@@ -15,8 +15,6 @@ use crate::placement::Placement;
 use crate::preference::PreferenceList;
 use crate::{NodeId, RingError, balanced, random};
 
-/// Largest node id accepted, in bytes.
-pub const MAX_NODE_ID_LEN: usize = 1024;
 /// Largest number of virtual nodes one node may have (`weight * vnodes_per_weight`).
 pub const MAX_VNODES_PER_NODE: u32 = 1 << 20;
 /// Largest number of nodes in one ring.
@@ -431,16 +429,8 @@ impl Ring {
     }
 }
 
+/// The one check of a member's id, shared by every way into a ring
+/// ([`Ring::with_node`] and the saved-ring reader): see [`NodeId::validate`].
 pub(crate) fn validate_id(id: &NodeId) -> Result<(), RingError> {
-    let len = id.as_str().len();
-    if len == 0 {
-        return Err(RingError::EmptyNodeId);
-    }
-    if len > MAX_NODE_ID_LEN {
-        return Err(RingError::NodeIdTooLong {
-            len,
-            max: MAX_NODE_ID_LEN,
-        });
-    }
-    Ok(())
+    NodeId::validate(id.as_str())
 }

@@ -111,7 +111,8 @@ impl Ring {
     }
 
     /// Reads a ring written by [`Ring::to_json`], checking it: the format
-    /// tag, the placement parameters, node ids (non-empty, short, distinct),
+    /// tag, the placement parameters, node ids (distinct, and each valid by
+    /// [`NodeId::validate`]),
     /// weights (positive), the epoch (below `u64::MAX`) and, for balanced
     /// partitions, one valid node index per partition. The ring keeps the
     /// saved epoch. The balance of a saved assignment is not checked: a
