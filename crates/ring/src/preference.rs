@@ -1,4 +1,5 @@
-//! Preference lists: the first distinct physical nodes clockwise from a token.
+//! Preference lists: the first distinct physical nodes clockwise from a
+//! token, then any member that owns no entry (see [`Ring::preference_list`]).
 
 use crate::NodeId;
 use crate::ring::Ring;
@@ -71,7 +72,8 @@ impl<'a> Iterator for PreferenceList<'a> {
         if found >= self.wanted {
             return None;
         }
-        while self.visited < ring.entries.len() {
+        // While a member that owns entries is unmet, walking meets it.
+        while found < ring.holders && self.visited < ring.entries.len() {
             let slot = ring.entries[self.next].slot;
             self.visited += 1;
             self.next += 1;
@@ -83,6 +85,14 @@ impl<'a> Iterator for PreferenceList<'a> {
                 return Some(&ring.member(slot).id);
             }
         }
-        None
+        // Every owner is listed; the members owning no entry follow in id
+        // order (balanced rings only).
+        let slot = ring
+            .by_id
+            .values()
+            .copied()
+            .find(|&slot| !self.seen.contains(slot))?;
+        self.seen.push(slot);
+        Some(&ring.member(slot).id)
     }
 }

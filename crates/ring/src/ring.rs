@@ -116,6 +116,11 @@ pub struct Ring {
     pub(crate) by_id: BTreeMap<NodeId, u32>,
     /// All entries (vnodes or partitions), sorted by `(token, node id)`.
     pub(crate) entries: Vec<Entry>,
+    /// How many members own at least one entry: every member with random
+    /// vnodes; with balanced partitions a member whose share is below one
+    /// partition may own none. Preference lists stop walking the entries
+    /// once they have met this many members.
+    pub(crate) holders: usize,
 }
 
 impl Default for Ring {
@@ -142,6 +147,7 @@ impl Ring {
             members: Vec::new(),
             by_id: BTreeMap::new(),
             entries: Vec::new(),
+            holders: 0,
         }
     }
 
@@ -287,8 +293,16 @@ impl Ring {
     }
 
     /// The first `n` distinct physical nodes clockwise from `key`'s token:
-    /// the key's replicas, owner first. Fewer if the ring has fewer nodes.
-    /// The iterator does not allocate for `n <= 8`.
+    /// the key's replicas, owner first. Always `min(n, self.len())` nodes,
+    /// so `n` replicas land on `n` distinct members whenever the ring has
+    /// that many. The iterator does not allocate for `n <= 8`.
+    ///
+    /// On a balanced ring a member whose weighted share is below one
+    /// partition may own none (a tiny weight, or fewer partitions than
+    /// members can share evenly); walking the circle never meets it. Such
+    /// members follow every member the walk meets, in id order: the list
+    /// is the same on every machine, and a replica set is never short of a
+    /// member that exists.
     ///
     /// ```
     /// use ringkv_ring::Ring;
@@ -419,12 +433,35 @@ impl Ring {
         by_id: BTreeMap<NodeId, u32>,
         entries: Vec<Entry>,
     ) -> Ring {
+        let holders = holders(&layout, &members, &by_id, &entries);
         Ring {
             layout,
             epoch: self.epoch + 1,
             members,
             by_id,
             entries,
+            holders,
+        }
+    }
+}
+
+/// The number of members owning at least one of `entries` (see
+/// the `holders` field of [`Ring`]).
+pub(crate) fn holders(
+    layout: &Layout,
+    members: &[Option<Member>],
+    by_id: &BTreeMap<NodeId, u32>,
+    entries: &[Entry],
+) -> usize {
+    match layout {
+        // Every member has `weight * vnodes_per_weight >= 1` tokens.
+        Layout::Random { .. } => by_id.len(),
+        Layout::Partitions { .. } => {
+            let mut holds = vec![false; members.len()];
+            for e in entries {
+                holds[e.slot as usize] = true;
+            }
+            holds.iter().filter(|&&h| h).count()
         }
     }
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::balanced::{BalancedConfig, partition_end};
 use crate::placement::Placement;
-use crate::ring::{Entry, MAX_NODES, Member, Ring, RingConfig, validate_id};
+use crate::ring::{Entry, MAX_NODES, Member, Ring, RingConfig, holders, validate_id};
 use crate::{NodeId, RingError};
 
 /// The `format` tag of the saved rings this version writes and reads.
@@ -209,5 +209,6 @@ fn load_balanced(
             })
         })
         .collect::<Result<_, _>>()?;
+    ring.holders = holders(&ring.layout, &ring.members, &ring.by_id, &ring.entries);
     Ok(ring)
 }
