@@ -49,6 +49,9 @@
 //! machine, but the state must be persisted ([`Ring::to_json`]) rather than
 //! recomputed from the member list.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use crate::hash::{Token, vnode_token};
 use crate::ring::{Entry, Layout, MAX_NODES, Ring};
 use crate::{NodeId, RingError};
@@ -200,6 +203,43 @@ fn pick_from_donor(entries: &[Entry], held: &[u32], aim: usize, donor: u32, slot
     best.expect("a node over its share holds a partition").0
 }
 
+/// Each member's partitions, ascending, grouped by slot in one array: a
+/// counting sort, with no allocation per member.
+struct Held {
+    /// `parts[start[s]..start[s + 1]]` are the partitions of slot `s`.
+    start: Vec<u32>,
+    parts: Vec<u32>,
+}
+
+impl Held {
+    fn new(entries: &[Entry], slots: usize) -> Held {
+        let mut start = vec![0u32; slots + 1];
+        for e in entries {
+            start[e.slot as usize + 1] += 1;
+        }
+        for s in 1..start.len() {
+            start[s] += start[s - 1];
+        }
+        let mut fill = start.clone();
+        let mut parts = vec![0u32; entries.len()];
+        for (p, e) in entries.iter().enumerate() {
+            let at = &mut fill[e.slot as usize];
+            parts[*at as usize] = p as u32;
+            *at += 1;
+        }
+        Held { start, parts }
+    }
+
+    fn of(&self, slot: u32) -> &[u32] {
+        let s = slot as usize;
+        &self.parts[self.start[s] as usize..self.start[s + 1] as usize]
+    }
+
+    fn count(&self, slot: u32) -> u32 {
+        self.start[slot as usize + 1] - self.start[slot as usize]
+    }
+}
+
 /// `e * W`, the excess of a node holding `count` partitions with weight `w`
 /// out of total weight `total` (exact: no rounding).
 fn scaled_excess(count: u32, w: u32, q: u32, total: u128) -> i128 {
@@ -231,31 +271,32 @@ pub(crate) fn with_node(
         let total = prev.total_weight() + u128::from(weight);
         let q = u128::from(partitions);
         let take = (q * u128::from(weight)).div_ceil(total) as u32;
-        // Each member's partitions, ascending (their counts are the lengths).
-        let mut held: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
-        for (p, e) in entries.iter().enumerate() {
-            held[e.slot as usize].push(p as u32);
-        }
-        let mut counts: Vec<u32> = held.iter().map(|h| h.len() as u32).collect();
-        let donors = prev.by_id_order();
+        let held = Held::new(&entries, members.len());
+        // The node most over its share is on top; the first in id order on
+        // ties (`Reverse(rank)`). A heap keeps a join at `O(Q + m + take *
+        // log m)`: scanning every member for each pick cost `O(take * m)`,
+        // which with `take = Q / m` made every join cost the whole of `Q`
+        // in 128-bit arithmetic again.
+        let mut donors: BinaryHeap<(i128, Reverse<usize>, u32, u32)> = prev
+            .by_id_order()
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (s, w))| {
+                let e = scaled_excess(held.count(s), w, partitions, total);
+                (e, Reverse(rank), s, w)
+            })
+            .collect();
         for k in 0..take {
-            // The node most over its share; the first in id order on ties.
-            let mut donor = donors[0].0;
-            let mut best = i128::MIN;
-            for &(s, w) in &donors {
-                let e = scaled_excess(counts[s as usize], w, partitions, total);
-                if e > best {
-                    (donor, best) = (s, e);
-                }
-            }
+            let (best, rank, donor, w) = donors.pop().expect("a join has old members");
             // Before each pick the old nodes' excesses sum to
             // `x(new) - k > 0`, so the donor is over its share and holds a
             // partition.
             debug_assert!(best > 0);
             let aim = (vnode_token(id.as_str(), k) >> shift) as usize;
-            let p = pick_from_donor(&entries, &held[donor as usize], aim, donor, slot);
+            let p = pick_from_donor(&entries, held.of(donor), aim, donor, slot);
             entries[p].slot = slot;
-            counts[donor as usize] -= 1;
+            // Taking one partition lowers the excess by exactly `total`.
+            donors.push((best - total as i128, rank, donor, w));
         }
         entries
     };
@@ -278,26 +319,29 @@ pub(crate) fn without_node(prev: &Ring, partitions: u32, slot: u32) -> Result<Ri
     } else {
         let mut entries = prev.entries.clone();
         let total = prev.total_weight() - u128::from(gone.weight);
-        let mut counts = prev.counts(&entries, members.len());
+        let counts = prev.counts(&entries, members.len());
         let receivers: Vec<(u32, u32)> = prev
             .by_id_order()
             .into_iter()
             .filter(|&(s, _)| s != slot)
             .collect();
         // How many partitions each receiver gets: one at a time to the node
-        // most under its share (the first in id order on ties).
+        // most under its share (the first in id order on ties), kept on top
+        // of a min-heap as in a join.
         let mut quota = vec![0u32; members.len()];
-        for _ in 0..counts[slot as usize] {
-            let mut to = receivers[0].0;
-            let mut best = i128::MAX;
-            for &(s, w) in &receivers {
+        let mut lowest: BinaryHeap<Reverse<(i128, usize, u32)>> = receivers
+            .iter()
+            .enumerate()
+            .map(|(rank, &(s, w))| {
                 let e = scaled_excess(counts[s as usize], w, partitions, total);
-                if e < best {
-                    (to, best) = (s, e);
-                }
-            }
-            counts[to as usize] += 1;
+                Reverse((e, rank, s))
+            })
+            .collect();
+        for _ in 0..counts[slot as usize] {
+            let Reverse((e, rank, to)) = lowest.pop().expect("a leave keeps a member");
             quota[to as usize] += 1;
+            // Receiving one partition raises the excess by exactly `total`.
+            lowest.push(Reverse((e + total as i128, rank, to)));
         }
         // Which partition goes where: in ring order, each to the first
         // receiver (in the order above) with quota left that holds no

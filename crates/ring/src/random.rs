@@ -45,12 +45,12 @@ pub(crate) fn with_node(
     fresh.sort_unstable();
 
     // One merge pass over (token, id) order: each new token's place is
-    // found by binary search in the rest of the old entries, and the
+    // found by a galloping search in the rest of the old entries, and the
     // old entries before it are copied as one block.
     let mut entries = Vec::with_capacity(prev.entries.len() + fresh.len());
     let mut rest = &prev.entries[..];
     for &token in &fresh {
-        let k = rest.partition_point(|e| {
+        let k = gallop(rest, |e| {
             e.token < token || (e.token == token && prev.member(e.slot).id < id)
         });
         entries.extend_from_slice(&rest[..k]);
@@ -92,7 +92,7 @@ pub(crate) fn without_node(prev: &Ring, config: RingConfig, slot: u32) -> Result
     // Copy the entries between two of its tokens as one block each.
     let mut rest = &prev.entries[..];
     for &token in &removed {
-        let mut k = rest.partition_point(|e| e.token < token);
+        let mut k = gallop(rest, |e| e.token < token);
         // Among entries sharing the token, skip to this node's.
         while rest[k].slot != slot {
             k += 1;
@@ -103,4 +103,21 @@ pub(crate) fn without_node(prev: &Ring, config: RingConfig, slot: u32) -> Result
     entries.extend_from_slice(rest);
     let table = table(prev).adjust(prev.entries.len(), &entries, &removed, Change::Removed);
     Ok(prev.next(Layout::Random { config, table }, members, by_id, entries))
+}
+
+/// `rest.partition_point(before)`, probing from the front at 1, 2, 4, ...
+/// before a binary search: `O(log k)` for an answer `k`, on memory next to
+/// the last one. A node's tokens are spread evenly, so `k` is about
+/// `entries / tokens`: a binary search over the whole rest instead cost
+/// `log(entries)` cache misses per token (a node of weight 4,096 on a ring
+/// of 40 such nodes: a million tokens, 40 million entries).
+pub(crate) fn gallop<T>(rest: &[T], before: impl Fn(&T) -> bool) -> usize {
+    let mut hi = 1;
+    while hi <= rest.len() && before(&rest[hi - 1]) {
+        hi *= 2;
+    }
+    // Every entry below `hi / 2` is before (monotone), and `hi - 1` is not
+    // (or is past the end).
+    let lo = hi / 2;
+    lo + rest[lo..hi.min(rest.len())].partition_point(before)
 }

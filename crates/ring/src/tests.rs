@@ -184,3 +184,17 @@ fn node_ids_follow_one_rule() {
     let msg = ring.without_node("x\r\ny").unwrap_err().to_string();
     assert!(msg.contains(r"`x\r\ny`"), "{msg}");
 }
+
+#[test]
+fn gallop_is_a_partition_point() {
+    for len in 0..70usize {
+        let v: Vec<usize> = (0..len).collect();
+        for cut in 0..=len {
+            assert_eq!(
+                crate::random::gallop(&v, |&x| x < cut),
+                cut,
+                "len {len} cut {cut}"
+            );
+        }
+    }
+}
