@@ -203,40 +203,49 @@ fn pick_from_donor(entries: &[Entry], held: &[u32], aim: usize, donor: u32, slot
     best.expect("a node over its share holds a partition").0
 }
 
-/// Each member's partitions, ascending, grouped by slot in one array: a
-/// counting sort, with no allocation per member.
+/// The partitions of some members (the donors of a join), ascending,
+/// grouped by member in one array: one pass over the entries, with no
+/// allocation per member and no writes for the others.
 struct Held {
-    /// `parts[start[s]..start[s + 1]]` are the partitions of slot `s`.
+    /// Index of each slot's group, `u32::MAX` for members not gathered.
+    group: Vec<u32>,
+    /// `parts[start[g]..start[g + 1]]` are the partitions of group `g`.
     start: Vec<u32>,
     parts: Vec<u32>,
 }
 
 impl Held {
-    fn new(entries: &[Entry], slots: usize) -> Held {
-        let mut start = vec![0u32; slots + 1];
-        for e in entries {
-            start[e.slot as usize + 1] += 1;
-        }
-        for s in 1..start.len() {
-            start[s] += start[s - 1];
+    /// The partitions of `slots` (repeats allowed), given every slot's
+    /// partition count.
+    fn new(entries: &[Entry], counts: &[u32], slots: &[u32]) -> Held {
+        let mut group = vec![u32::MAX; counts.len()];
+        let mut start = vec![0u32];
+        for &s in slots {
+            if group[s as usize] == u32::MAX {
+                group[s as usize] = (start.len() - 1) as u32;
+                start.push(start[start.len() - 1] + counts[s as usize]);
+            }
         }
         let mut fill = start.clone();
-        let mut parts = vec![0u32; entries.len()];
+        let mut parts = vec![0u32; start[start.len() - 1] as usize];
         for (p, e) in entries.iter().enumerate() {
-            let at = &mut fill[e.slot as usize];
-            parts[*at as usize] = p as u32;
-            *at += 1;
+            let g = group[e.slot as usize];
+            if g != u32::MAX {
+                parts[fill[g as usize] as usize] = p as u32;
+                fill[g as usize] += 1;
+            }
         }
-        Held { start, parts }
+        Held {
+            group,
+            start,
+            parts,
+        }
     }
 
+    /// The partitions of `slot`, which must be one of the gathered slots.
     fn of(&self, slot: u32) -> &[u32] {
-        let s = slot as usize;
-        &self.parts[self.start[s] as usize..self.start[s + 1] as usize]
-    }
-
-    fn count(&self, slot: u32) -> u32 {
-        self.start[slot as usize + 1] - self.start[slot as usize]
+        let g = self.group[slot as usize] as usize;
+        &self.parts[self.start[g] as usize..self.start[g + 1] as usize]
     }
 }
 
@@ -271,32 +280,40 @@ pub(crate) fn with_node(
         let total = prev.total_weight() + u128::from(weight);
         let q = u128::from(partitions);
         let take = (q * u128::from(weight)).div_ceil(total) as u32;
-        let held = Held::new(&entries, members.len());
+        let counts = prev.counts(&entries, members.len());
         // The node most over its share is on top; the first in id order on
         // ties (`Reverse(rank)`). A heap keeps a join at `O(Q + m + take *
         // log m)`: scanning every member for each pick cost `O(take * m)`,
         // which with `take = Q / m` made every join cost the whole of `Q`
         // in 128-bit arithmetic again.
-        let mut donors: BinaryHeap<(i128, Reverse<usize>, u32, u32)> = prev
+        let mut heap: BinaryHeap<(i128, Reverse<usize>, u32, u32)> = prev
             .by_id_order()
             .into_iter()
             .enumerate()
             .map(|(rank, (s, w))| {
-                let e = scaled_excess(held.count(s), w, partitions, total);
+                let e = scaled_excess(counts[s as usize], w, partitions, total);
                 (e, Reverse(rank), s, w)
             })
             .collect();
-        for k in 0..take {
-            let (best, rank, donor, w) = donors.pop().expect("a join has old members");
-            // Before each pick the old nodes' excesses sum to
-            // `x(new) - k > 0`, so the donor is over its share and holds a
-            // partition.
-            debug_assert!(best > 0);
-            let aim = (vnode_token(id.as_str(), k) >> shift) as usize;
+        // The donors depend only on the counts, so they are known before
+        // any partition is chosen.
+        let donors: Vec<u32> = (0..take)
+            .map(|_| {
+                let (best, rank, donor, w) = heap.pop().expect("a join has old members");
+                // Before each pick the old nodes' excesses sum to
+                // `x(new) - k > 0`, so the donor is over its share and
+                // holds a partition.
+                debug_assert!(best > 0);
+                // Giving one partition lowers the excess by exactly `total`.
+                heap.push((best - total as i128, rank, donor, w));
+                donor
+            })
+            .collect();
+        let held = Held::new(&entries, &counts, &donors);
+        for (k, &donor) in donors.iter().enumerate() {
+            let aim = (vnode_token(id.as_str(), k as u32) >> shift) as usize;
             let p = pick_from_donor(&entries, held.of(donor), aim, donor, slot);
             entries[p].slot = slot;
-            // Taking one partition lowers the excess by exactly `total`.
-            donors.push((best - total as i128, rank, donor, w));
         }
         entries
     };

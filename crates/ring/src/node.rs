@@ -19,8 +19,44 @@ pub const NODE_ID_PUNCTUATION: &str = "-_.:@";
 /// and [`Ring::from_json`](crate::Ring::from_json) check it.
 ///
 /// Ordering is byte-wise on the UTF-8 text; it breaks token collisions.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Comparing two clones of one id does not read the text: snapshots share
+/// their members' ids, so a diff compares owners by pointer.
+#[derive(Clone)]
 pub struct NodeId(Arc<str>);
+
+impl PartialEq for NodeId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for NodeId {}
+
+impl Ord for NodeId {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
+
+impl PartialOrd for NodeId {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for NodeId {
+    /// The text's hash, as `str` hashes (so that `Borrow<str>` lookups in
+    /// hash maps agree).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl NodeId {
     /// Builds an id from any string (unchecked: see [`NodeId::validate`]).
