@@ -36,7 +36,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,
 ) {
-    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+    let _open = Connected::count(&shared);
     let session = Session::new(&shared, peer);
     let id = session.id;
     debug!(client = id, %peer, "connected");
@@ -45,7 +45,23 @@ pub async fn handle(
         debug!(client = id, error = %e, "connection error");
     }
     debug!(client = id, "disconnected");
-    shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Counts a connection in `connected` while it lives: dropped also when
+/// the task panics or is aborted at shutdown, so the count never drifts.
+struct Connected<'a>(&'a Shared);
+
+impl<'a> Connected<'a> {
+    fn count(shared: &'a Shared) -> Self {
+        shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+        Connected(shared)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn idle_timeout(shared: &Shared) -> Option<Duration> {

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ringkv_cluster::Cluster;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -202,9 +201,14 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// Tells a client over `max_clients` so and closes. One non-blocking write
+/// (a fresh socket's send buffer always takes 38 bytes), then a short
+/// drain so the error is not lost to a reset: a refused connection holds
+/// its file descriptor for a bounded, short time even when refusals come
+/// in bursts at the descriptor limit.
 async fn reject(mut stream: TcpStream) {
-    let write = stream.write_all(b"-ERR max number of clients reached\r\n");
-    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), write).await {
-        close_gracefully(&mut stream).await;
+    const ERROR: &[u8] = b"-ERR max number of clients reached\r\n";
+    if stream.try_write(ERROR).is_ok_and(|n| n == ERROR.len()) {
+        close_gracefully(&mut stream, Duration::from_millis(50)).await;
     }
 }
