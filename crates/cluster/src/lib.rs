@@ -56,6 +56,7 @@ mod error;
 mod expire;
 #[cfg(feature = "fault-injection")]
 mod fault;
+mod keyspace;
 mod membership;
 mod node;
 mod ops;
@@ -76,6 +77,7 @@ pub use error::ClusterError;
 pub use expire::{ExpireBudget, ExpireCycle, SAMPLES_PER_STEP};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
+pub use keyspace::ScanPage;
 pub use ops::{EntryUpdate, Update};
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};
