@@ -68,6 +68,7 @@ mod shard;
 mod step;
 mod store;
 mod transfer;
+mod txn;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use cluster::{Cluster, StoreFactory};
@@ -82,3 +83,4 @@ pub use ops::{EntryUpdate, Update};
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};
 pub use store::{MemStore, Store, StoreError, StoredEntry};
+pub use txn::Txn;
