@@ -29,8 +29,9 @@ pub(crate) type StripeWrite<'a> = RwLockWriteGuard<'a, Shard>;
 /// Lock discipline (see docs/ARCHITECTURE.md):
 /// - a client holds one stripe lock at a time, for one store call plus an
 ///   ownership check, and never while waiting for anything else;
-/// - the (single) migrator may hold source stripes and then target stripes,
-///   each set in ascending stripe order, so no cycle can form;
+/// - a holder of several stripe locks (the migrator's switch, a
+///   transaction) takes them in one global order, ascending
+///   `(node id, stripe)`, so no cycle can form;
 /// - ownership of a token moves away from a node only while the write lock
 ///   of the token's stripe is held, so a client that checked ownership under
 ///   that lock keeps it until it unlocks.
