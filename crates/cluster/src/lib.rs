@@ -53,6 +53,7 @@ mod config;
 mod counts;
 mod entry;
 mod error;
+mod evict;
 mod expire;
 #[cfg(feature = "fault-injection")]
 mod fault;
@@ -75,6 +76,7 @@ pub use cluster::{Cluster, StoreFactory};
 pub use config::ClusterConfig;
 pub use entry::{ENTRY_FORMAT, ENTRY_OVERHEAD, Entry, EntryFormatError, EntryKind};
 pub use error::ClusterError;
+pub use evict::{EVICTION_SAMPLES, EvictionPolicy};
 pub use expire::{ExpireBudget, ExpireCycle, SAMPLES_PER_STEP};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};

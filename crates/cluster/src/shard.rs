@@ -28,14 +28,22 @@ pub(crate) struct Shard {
     /// `stats()` reads it without the lock. Changed only by the calls
     /// below, under the write lock.
     memory: Arc<AtomicI64>,
+    /// The cluster's total of the same (what `maxmemory` is checked
+    /// against in O(1)), changed by the same deltas.
+    total: Arc<AtomicI64>,
     volatile: Volatile,
 }
 
 impl Shard {
-    pub(crate) fn new(store: Box<dyn Store>, memory: Arc<AtomicI64>) -> Shard {
+    pub(crate) fn new(
+        store: Box<dyn Store>,
+        memory: Arc<AtomicI64>,
+        total: Arc<AtomicI64>,
+    ) -> Shard {
         Shard {
             store,
             memory,
+            total,
             volatile: Volatile::default(),
         }
     }
@@ -63,7 +71,7 @@ impl Shard {
         if let Some(o) = &old {
             delta -= o.footprint(klen) as i64;
         }
-        self.memory.fetch_add(delta, Ordering::Relaxed);
+        self.add_memory(delta);
         if let Some(key) = kept {
             if volatile {
                 self.volatile.insert(token, key);
@@ -79,8 +87,7 @@ impl Shard {
     pub(crate) fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         let old = self.store.delete(token, key)?;
         if let Some(o) = &old {
-            self.memory
-                .fetch_sub(o.footprint(key.len()) as i64, Ordering::Relaxed);
+            self.add_memory(-(o.footprint(key.len()) as i64));
             if o.expires_at.is_some() {
                 self.volatile.remove(key);
             }
@@ -115,7 +122,7 @@ impl Shard {
                 self.volatile.remove(&e.key);
             }
         }
-        self.memory.fetch_sub(freed, Ordering::Relaxed);
+        self.add_memory(-freed);
         Ok(n)
     }
 
@@ -126,6 +133,14 @@ impl Shard {
     ) -> Result<usize, StoreError> {
         let mut out = Vec::new();
         self.take_range(tokens, usize::MAX, &mut out)
+    }
+
+    #[inline]
+    fn add_memory(&self, delta: i64) {
+        if delta != 0 {
+            self.memory.fetch_add(delta, Ordering::Relaxed);
+            self.total.fetch_add(delta, Ordering::Relaxed);
+        }
     }
 
     /// Entries stored.

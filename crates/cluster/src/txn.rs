@@ -40,6 +40,9 @@ struct Slot {
     current: Option<Entry>,
     /// Whether a write was staged.
     written: bool,
+    /// The footprint of what is stored now (expired or not), for the
+    /// memory check.
+    stored: i64,
 }
 
 impl Txn {
@@ -123,7 +126,9 @@ impl Cluster {
     /// [`Txn::version`]) build on it.
     ///
     /// Errors: [`ClusterError::Unavailable`] if a node serving one of the
-    /// keys is down (nothing ran). A [`Store`](crate::Store) that fails
+    /// keys is down (nothing ran); [`ClusterError::OutOfMemory`] if the
+    /// staged writes together would take `used_memory` over `maxmemory`
+    /// (`f` ran, nothing was written, its result is dropped). A [`Store`](crate::Store) that fails
     /// while the staged writes are applied leaves the writes before it
     /// applied (in-memory stores do not fail).
     ///
@@ -162,6 +167,9 @@ impl Cluster {
         let mut keys: Vec<Bytes> = keys.into_iter().map(Into::into).collect();
         keys.sort_unstable();
         keys.dedup();
+        // Over the limit already: evict first, before taking any lock (the
+        // writes are checked once `f` has staged them).
+        let _ = self.make_room(0);
         loop {
             let seen = self.routing.load_full();
             // Each key's node and stripe, and the locks in global order.
@@ -232,16 +240,36 @@ impl Cluster {
             let entry = guards[p.guard]
                 .get(p.token, &p.key)
                 .map_err(|e| node.store_error(e))?;
+            let stored = entry
+                .as_ref()
+                .map_or(0, |e| e.footprint(p.key.len()) as i64);
             let current = entry.filter(|e| !e.is_expired(now));
             txn.keys.insert(
                 p.key.clone(),
                 Slot {
                     current,
                     written: false,
+                    stored,
                 },
             );
         }
         let result = f(&mut txn);
+        // All or nothing: the staged writes must fit under maxmemory
+        // together, or none is applied.
+        let growth: i64 = txn
+            .keys
+            .iter()
+            .filter(|(_, slot)| slot.written)
+            .map(|(key, slot)| {
+                slot.current
+                    .as_ref()
+                    .map_or(0, |e| e.footprint(key.len()) as i64)
+                    - slot.stored
+            })
+            .sum();
+        if !self.fits(growth) {
+            return Err(self.out_of_memory());
+        }
         for p in places {
             let slot = txn.keys.remove(&p.key).expect("every key has a slot");
             if !slot.written {
