@@ -7,6 +7,13 @@
 //! - [`Cluster::add_node`] and [`Cluster::remove_node`] execute the ring
 //!   diff: exactly the keys whose owner changes move, by range scans over
 //!   token-ordered [`Store`]s, copied, then switched, then cleaned up.
+//! - Keys hold [`Entry`]s (value, type, absolute expiry, version):
+//!   [`Cluster::update_entry`] is the read-modify-write for expiry
+//!   commands, [`Cluster::active_expire_cycle`] reclaims expired keys,
+//!   [`Cluster::scan`] walks the key space in token order,
+//!   [`Cluster::transaction`] makes several keys atomic across nodes, and
+//!   `maxmemory` ([`Cluster::set_maxmemory`]) bounds
+//!   [`ClusterStats::used_memory`] by an [`EvictionPolicy`].
 //! - Failures during a redistribution are retried, then rolled back
 //!   (before the switch) or paused for [`Cluster::resume`] (after it); no
 //!   acknowledged write is lost. With the `fault-injection` feature,
