@@ -147,6 +147,11 @@ impl Cluster {
         report: &mut ExpireCycle,
     ) -> Option<(u64, u64)> {
         let mut freed: Vec<Entry> = Vec::new();
+        // Most stripes of a cache without TTLs hold no volatile key: look
+        // under the shared lock first, so clients' reads are not stopped.
+        if node.read_stripe_client(stripe).ok()?.volatile_len() == 0 {
+            return None;
+        }
         let mut guard = node.client_write_stripe(stripe).ok()?;
         let n = guard.volatile_len();
         if n == 0 {
