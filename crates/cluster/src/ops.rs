@@ -90,6 +90,12 @@ impl Cluster {
 
     /// Stores `value` under `key`, replacing any previous value and
     /// clearing its expiry (as Redis's `SET` does).
+    ///
+    /// With `maxmemory` set, fails with [`ClusterError::OutOfMemory`]
+    /// (nothing written) if `used_memory` plus the new entry's footprint
+    /// would exceed it once the eviction policy had its turn; the entry it
+    /// replaces is not subtracted, as the check runs before the key is
+    /// locked.
     pub fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<(), ClusterError> {
         let key = key.into();
         let entry = Entry::string(value);
@@ -106,7 +112,8 @@ impl Cluster {
 
     /// Stores `entry` under `key` as given (value, expiry, type), replacing
     /// any previous entry; its `version` is replaced by a fresh one, which
-    /// is returned. `SET key value PX 100` is
+    /// is returned. Memory limits as for [`Cluster::put`].
+    /// `SET key value PX 100` is
     /// `put_entry(key, Entry::string(value).expiring(Some(now + 100)))`.
     ///
     /// ```
@@ -207,6 +214,11 @@ impl Cluster {
     /// [`Cluster::update`] (atomic per key, also while its range moves;
     /// `f` runs once, under the stripe's write lock, and must not call
     /// back into the cluster), but `f` decides the expiry and type too.
+    ///
+    /// With `maxmemory` set, a [`EntryUpdate::Put`] that would take
+    /// `used_memory` over it (by the new footprint minus the stored one)
+    /// fails with [`ClusterError::OutOfMemory`] and writes nothing; `f`'s
+    /// result is dropped then. [`Cluster::update`] checks the same way.
     ///
     /// An expired key found here is deleted first (counted in
     /// [`ClusterStats::expired_keys`](crate::ClusterStats::expired_keys)),
