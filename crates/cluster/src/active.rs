@@ -41,8 +41,10 @@ pub(crate) struct Active {
     pub(crate) kind: ChangeKind,
     /// The node added or removed.
     pub(crate) node: NodeId,
-    /// A forced removal: ranges whose source or target is down are dropped
-    /// instead of failing the change.
+    /// A forced removal: ranges whose source (the leaving node) is down are
+    /// dropped instead of failing the change. A down target still fails it:
+    /// the source could serve those keys, so dropping them would turn that
+    /// target's outage into a permanent loss.
     pub(crate) force: bool,
     pub(crate) started: Instant,
     pub(crate) migration: Arc<Migration>,
@@ -52,8 +54,8 @@ pub(crate) struct Active {
     /// to date with every store call that adds or removes one), or `None`
     /// when a step panicked mid-call and the switch must recount them.
     pub(crate) held: Vec<Option<Held>>,
-    /// Per range: given up by a forced removal because its source or its
-    /// target is down; its keys are dropped at the switch.
+    /// Per range: given up by a forced removal because its source is down;
+    /// its keys are dropped at the switch.
     pub(crate) dropped: Vec<bool>,
     /// Keys dropped with ranges given up.
     pub(crate) keys_dropped: u64,
@@ -98,25 +100,31 @@ impl Active {
     }
 
     /// Whether range `i` is to be dropped rather than moved: given up
-    /// earlier, or in a forced removal one of whose nodes is now down.
+    /// earlier, or in a forced removal whose source is now down (its keys
+    /// cannot be read). A down source wins over a down target: with both
+    /// down there is nothing to copy either way.
     pub(crate) fn drops(&self, i: usize) -> bool {
         let m = &self.migration.diff.moves[i];
-        self.dropped[i]
-            || (self.force && (self.nodes[&m.from].is_down() || self.nodes[&m.to].is_down()))
+        self.dropped[i] || (self.force && self.nodes[&m.from].is_down())
     }
 
     /// The first node the rest of the change needs that is down. A forced
-    /// removal needs none: it drops the ranges it cannot move.
+    /// removal needs only the targets of ranges whose source is up: it
+    /// drops the ranges whose source is down, and refuses to drop keys a
+    /// live source could still hand over.
     pub(crate) fn first_down(&self) -> Option<NodeId> {
-        if self.force {
-            return None;
-        }
-        self.migration.diff.moves.iter().find_map(|m| {
-            [&m.from, &m.to]
-                .into_iter()
-                .find(|id| self.nodes[*id].is_down())
-                .cloned()
-        })
+        self.migration
+            .diff
+            .moves
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !self.drops(i))
+            .find_map(|(_, m)| {
+                [&m.from, &m.to]
+                    .into_iter()
+                    .find(|id| self.nodes[*id].is_down())
+                    .cloned()
+            })
     }
 
     /// The report of a completed change.

@@ -145,7 +145,7 @@ impl Cluster {
             let step = catch(|| {
                 self.copy_or_drop(&mut active, i)?;
                 keys_copied += active.moved[i].keys.max(0) as u64;
-                self.report_progress(&Progress {
+                self.report_progress(Progress {
                     kind: active.kind,
                     node: active.node.clone(),
                     ranges_done: i + 1,
@@ -158,8 +158,8 @@ impl Cluster {
                 return Err(self.roll_back(membership, &active, &routing, i + 1, stop));
             }
         }
-        // The commit point: switching needs every node of the plan (but a
-        // forced removal, which drops what it cannot move). A node that went
+        // The commit point: switching needs every node of the plan (but the
+        // down sources of a forced removal, whose ranges it drops). A node that went
         // down during the copy would pause the change right after committing
         // it; roll back instead, while that is still possible.
         if let Some(down) = active.first_down() {
@@ -169,8 +169,8 @@ impl Cluster {
         self.finish(membership, active)
     }
 
-    /// Copies range `i`, or, in a forced removal whose source or target is
-    /// down (found before or during the copy), marks it to be dropped at the
+    /// Copies range `i`, or, in a forced removal whose source is down
+    /// (found before or during the copy), marks it to be dropped at the
     /// switch.
     fn copy_or_drop(&self, active: &mut Active, i: usize) -> Result<(), ClusterError> {
         if active.drops(i) {

@@ -161,10 +161,11 @@ impl Cluster {
     /// A change that needs a node that is down fails at once with
     /// [`ClusterError::NotStarted`] whose cause is [`ClusterError::NodeDown`].
     ///
-    /// A panic inside the change (from a [`Store`] or the progress
-    /// callback) leaves the cluster as a failure at that point would:
-    /// rolled back before the commit point, paused after it. The panic
-    /// then continues to the caller.
+    /// A panic inside the change (from a [`Store`]) leaves the cluster as a
+    /// failure at that point would: rolled back before the commit point,
+    /// paused after it. The panic then continues to the caller. The
+    /// progress callback runs on a thread of its own and cannot affect a
+    /// change (see [`Cluster::on_progress`]).
     pub fn add_node_weighted(
         &self,
         id: &str,
@@ -205,10 +206,16 @@ impl Cluster {
     /// The keys it serves are copied to their new owners where that is
     /// possible; the keys it cannot give away are dropped and counted in
     /// [`RebalanceReport::keys_dropped`]: all of them for the last node,
-    /// and the keys of every range whose source (this node) or target was
-    /// down when the range was to be copied or switched. With one copy per
-    /// key, dropped keys are gone. A range dropped because its target was
-    /// down is served empty by that target once it is back.
+    /// and, if this node is down (or goes down during the change), the
+    /// keys of every range it had not switched yet. With one copy per key,
+    /// dropped keys are gone.
+    ///
+    /// Another node's outage never drops keys: if a range this node could
+    /// still hand over goes to a node that is down, the removal fails at
+    /// once, before anything is published, with [`ClusterError::NotStarted`]
+    /// whose cause is [`ClusterError::NodeDown`] naming that target (heal it,
+    /// or force-remove it first). A target that goes down during the copy
+    /// rolls the removal back; during the switch, pauses it.
     pub fn remove_node_forced(&self, id: &str) -> Result<RebalanceReport, ClusterError> {
         let mut membership = self.lock_membership("remove_node")?;
         self.change(
@@ -230,7 +237,7 @@ impl Cluster {
     /// Deletes stale copies left by cleanups that failed, on nodes that are
     /// up (a node that is down is skipped without an attempt). Returns how
     /// many stale ranges remain. Called from inside a membership change on
-    /// the same thread (a progress callback), it repairs nothing and
+    /// the same thread (by a `Store` it calls), it repairs nothing and
     /// returns the current count.
     pub fn repair(&self) -> usize {
         match self.lock_membership("repair") {

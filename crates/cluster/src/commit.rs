@@ -49,8 +49,9 @@ impl Cluster {
                     return self.drop_range(&mut active, i);
                 }
                 match self.switch_range(&mut active, i) {
-                    // A forced removal one of whose nodes went down just
-                    // now: the range cannot be moved, so it is dropped.
+                    // A forced removal whose source went down just now:
+                    // the range cannot be read, so it is dropped. A down
+                    // target pauses the change as in any other one.
                     Err(ClusterError::Unavailable { .. }) if active.drops(i) => {
                         self.drop_range(&mut active, i)
                     }

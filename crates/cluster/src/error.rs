@@ -66,8 +66,8 @@ pub enum ClusterError {
     /// ownership) and was rolled back: the membership and every key's
     /// owner are as before the call, under a new epoch (the abandoned
     /// ring's epoch is never reused). Retry the change when the node in
-    /// `cause` is back. A panic during the copy (a `Store`, the progress
-    /// callback) leaves the same state before it continues to the caller.
+    /// `cause` is back. A panic during the copy (a `Store`) leaves the
+    /// same state before it continues to the caller.
     #[error("{op}({node}) was rolled back, membership unchanged: {cause}")]
     RolledBack {
         /// `add_node` or `remove_node`.
@@ -127,12 +127,12 @@ pub enum ClusterError {
     },
 
     /// A membership call was made on a thread that is running a membership
-    /// change of the same cluster (from a progress callback, or a `Store`
-    /// called by the change), which would wait for itself. Nothing changed;
+    /// change of the same cluster (from a `Store` called by the change),
+    /// which would wait for itself. Nothing changed;
     /// make the call after the change returns.
     #[error(
         "{op} was refused: a membership change of this cluster is in progress on this thread \
-         (a call from a progress callback?); call it after the change returns"
+         (a call from a `Store`?); call it after the change returns"
     )]
     ChangeInProgress {
         /// The membership call that was refused.

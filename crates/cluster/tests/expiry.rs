@@ -182,8 +182,18 @@ fn ttls_survive_changes_with_faults(seed: u64) {
     let c = Arc::new(c);
     let clock_in_callback = clock.clone();
     // The clock moves while ranges are being copied, so keys expire
-    // between the copy of their range and its switch.
-    c.on_progress(move |_| clock_in_callback.advance(3));
+    // between the copy of their range and its switch. The callback runs on
+    // the progress thread: it moves the clock only while a change runs
+    // (`copying`, cleared under its lock, so no move is under way once the
+    // change returned and the checks read the clock).
+    let copying = Arc::new(parking_lot::Mutex::new(false));
+    let copying_in_callback = copying.clone();
+    c.on_progress(move |_| {
+        let copying = copying_in_callback.lock();
+        if *copying {
+            clock_in_callback.advance(3);
+        }
+    });
     let mut model: BTreeMap<String, Option<u64>> = BTreeMap::new();
     for i in 0..600u64 {
         let at = match rng.random_range(0..3) {
@@ -213,12 +223,14 @@ fn ttls_survive_changes_with_faults(seed: u64) {
             effect: FaultEffect::Crash,
             range: Some(0),
         });
+        *copying.lock() = true;
         let result = if round % 2 == 0 {
             c.add_node(&format!("x{round}"))
         } else {
             c.remove_node("n2")
                 .or_else(|_| c.remove_node(&format!("x{}", round - 1)))
         };
+        *copying.lock() = false;
         if round == 0 {
             assert!(
                 matches!(result, Err(ClusterError::RolledBack { .. })),
