@@ -16,7 +16,8 @@ pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 pub(crate) enum Stop {
     /// It failed (after its retries).
     Failed(ClusterError),
-    /// It panicked: a `Store`, the progress callback or a broken invariant.
+    /// It panicked: a `Store` or a broken invariant (progress callbacks run
+    /// on their own thread and cannot reach a change).
     /// The change is first brought to the state a failure at the same
     /// point leaves (rolled back before the commit point, paused after
     /// it), then the panic continues to the caller.
