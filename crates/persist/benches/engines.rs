@@ -131,7 +131,9 @@ impl Engine for Redb {
         {
             let mut table = tx.open_table(TABLE).expect("redb table");
             for (k, v) in entries {
-                table.insert(k.as_slice(), v.as_slice()).expect("redb insert");
+                table
+                    .insert(k.as_slice(), v.as_slice())
+                    .expect("redb insert");
             }
         }
         tx.commit().expect("redb commit");
@@ -139,10 +141,7 @@ impl Engine for Redb {
     fn get(&self, key: &[u8]) -> Option<usize> {
         let tx = self.0.begin_read().expect("redb read tx");
         let table = tx.open_table(TABLE).expect("redb table");
-        table
-            .get(key)
-            .expect("redb get")
-            .map(|v| v.value().len())
+        table.get(key).expect("redb get").map(|v| v.value().len())
     }
     fn scan(&self, start: &[u8], end: &[u8]) -> usize {
         let tx = self.0.begin_read().expect("redb read tx");
@@ -408,7 +407,6 @@ fn overwrites<E: Engine>() -> (f64, u64, u64) {
 }
 
 fn big<E: Engine>(row: &mut Row) {
-
     // 1M keys: load, close, reopen and read one key; then again after a
     // checkpoint (fjall: memtable flushed, journal dropped).
     let dir = tempfile::tempdir().expect("temp dir");
