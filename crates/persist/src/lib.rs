@@ -13,7 +13,9 @@
 //!
 //! The directory records its format version; a newer version, a corrupt or
 //! truncated file or a foreign directory is refused with a
-//! [`PersistError`] naming it, never re-initialised. Why fjall rather than
+//! [`PersistError`] naming it, never re-initialised. [`PersistentStore`]
+//! and [`store_factory`] put the cluster's `Store` trait over the engine.
+//! Why fjall rather than
 //! redb is measured and argued in `docs/BENCHMARKS.md`.
 //!
 //! ```
@@ -46,7 +48,9 @@ mod batch;
 mod engine;
 mod error;
 mod key;
+mod store;
 
 pub use batch::{Durability, WriteBatch};
 pub use engine::{Entry, FORMAT_VERSION, PersistentEngine};
 pub use error::PersistError;
+pub use store::{PersistentStore, store_factory};
