@@ -77,7 +77,9 @@ impl PersistentEngine {
     ///
     /// A non-empty directory that is not a ringkv database, one written in
     /// a newer format, or one with a corrupt or truncated file is refused
-    /// with an error naming it, and left untouched: never re-initialised.
+    /// with an error naming it, and its entries and format record are left
+    /// as they were: never re-initialised. (Opening may let the engine
+    /// recover its own journal first.)
     /// A second open of the same directory, in this process or another,
     /// fails while the first is open (the engine holds a lock file).
     pub fn open(dir: impl AsRef<Path>) -> Result<PersistentEngine, PersistError> {

@@ -44,7 +44,7 @@ pub enum PersistError {
     /// the lock, or an I/O error. The directory is left as it was.
     #[error(
         "cannot open the database in {path}: {source}; if a file is corrupt or truncated, \
-         restore the directory from a backup (it was not modified); if it is locked, stop \
+         restore the directory from a backup (nothing was re-initialised); if it is locked, stop \
          the other process using it"
     )]
     Open {
@@ -56,7 +56,7 @@ pub enum PersistError {
     },
 
     /// The directory was written by a newer ringkv whose format this build
-    /// does not read. Nothing was changed.
+    /// does not read. No entry and not the format record was changed.
     #[error(
         "{path} holds data in format version {found}, newer than version {supported} that \
          this build reads; run the ringkv version that wrote it, or a newer one"
