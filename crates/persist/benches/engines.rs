@@ -190,7 +190,10 @@ struct Fjall {
 impl Engine for Fjall {
     const NAME: &'static str = "fjall";
     fn open(dir: &Path) -> Self {
+        // The journal cap `PersistentEngine` sets (fjall's least): it bounds
+        // replay on reopen and the space of not yet flushed versions.
         let db = fjall::Database::builder(dir.join("fjall"))
+            .max_journaling_size(64 * 1024 * 1024)
             .open()
             .expect("fjall opens");
         let ks = db
