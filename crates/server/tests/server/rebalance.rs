@@ -74,7 +74,15 @@ async fn no_acknowledged_write_is_lost_while_nodes_join_and_leave() {
         }));
     }
 
-    let mut admin = server.client().await;
+    // A membership change under client load can outlast the usual
+    // patience on a loaded machine; its client waits as long as it takes
+    // (nextest ends a hung test after five minutes: .config/nextest.toml).
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut admin = redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connect");
     ready.wait().await;
     // Each change's start and end, since `epoch`.
     let mut in_flight: Vec<(Duration, Duration)> = Vec::new();
