@@ -14,7 +14,7 @@ use ringkv_cluster::{
 };
 
 mod common;
-use common::{SetOnDrop, config_for, for_each_seed};
+use common::{SetOnDrop, churn_until, config_for, for_each_seed};
 
 fn cluster_at(now: u64, config: ClusterConfig) -> (Cluster, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(now));
@@ -300,18 +300,7 @@ fn concurrent_ttls_match_the_model_under_churn() {
         let (c, clock) = cluster_at(0, config_for(seed));
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut i = 0;
-                while !done.load(Ordering::Acquire) {
-                    let id = format!("churn{}", i % 2);
-                    if c.members().iter().any(|m| m.as_str() == id) {
-                        c.remove_node(&id).unwrap();
-                    } else {
-                        c.add_node(&id).unwrap();
-                    }
-                    i += 1;
-                }
-            });
+            s.spawn(|| churn_until(&c, 2, &done));
             s.spawn(|| {
                 while !done.load(Ordering::Acquire) {
                     clock.advance(1);

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use ringkv_cluster::{Cluster, ClusterConfig, Entry, ManualClock};
 
 mod common;
-use common::{SetOnDrop, config_for, for_each_seed};
+use common::{SetOnDrop, churn_until, config_for, for_each_seed};
 
 fn full_scan(c: &Cluster, count: usize) -> Vec<Bytes> {
     let (mut cursor, mut keys) = (0, Vec::new());
@@ -104,18 +104,7 @@ fn scan_misses_nothing_under_churn(seed: u64) {
     }
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut i = 0;
-            while !done.load(Ordering::Acquire) {
-                let id = format!("churn{}", i % 3);
-                if c.members().iter().any(|m| m.as_str() == id) {
-                    c.remove_node(&id).unwrap();
-                } else {
-                    c.add_node(&id).unwrap();
-                }
-                i += 1;
-            }
-        });
+        s.spawn(|| churn_until(&c, 3, &done));
         s.spawn(|| {
             let mut rng = StdRng::seed_from_u64(seed);
             while !done.load(Ordering::Acquire) {

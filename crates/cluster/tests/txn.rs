@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use ringkv_cluster::{Cluster, ClusterConfig, Entry, ManualClock};
 
 mod common;
-use common::{SetOnDrop, config_for, for_each_seed};
+use common::{SetOnDrop, churn_until, config_for, for_each_seed};
 
 fn num(e: Option<&Entry>) -> i64 {
     e.map_or(0, |e| {
@@ -39,18 +39,7 @@ fn transfers_keep_the_sum(seed: u64) {
     let done = AtomicBool::new(false);
     let audits = AtomicU64::new(0);
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut i = 0;
-            while !done.load(Ordering::Acquire) {
-                let id = format!("churn{}", i % 3);
-                if c.members().iter().any(|m| m.as_str() == id) {
-                    c.remove_node(&id).unwrap();
-                } else {
-                    c.add_node(&id).unwrap();
-                }
-                i += 1;
-            }
-        });
+        s.spawn(|| churn_until(&c, 3, &done));
         s.spawn(|| {
             let all: Vec<Bytes> = (0..ACCOUNTS).map(account).collect();
             while !done.load(Ordering::Acquire) {

@@ -139,3 +139,18 @@ impl Drop for SetOnDrop<'_> {
         self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
+
+/// Adds and removes nodes `churn0..churn{n}` in turn until `done` is set:
+/// a membership change always in flight, for the concurrency tests.
+pub fn churn_until(cluster: &Cluster, nodes: usize, done: &std::sync::atomic::AtomicBool) {
+    let mut i = 0;
+    while !done.load(std::sync::atomic::Ordering::Acquire) {
+        let id = format!("churn{}", i % nodes);
+        if cluster.members().iter().any(|m| m.as_str() == id) {
+            cluster.remove_node(&id).unwrap();
+        } else {
+            cluster.add_node(&id).unwrap();
+        }
+        i += 1;
+    }
+}
