@@ -3,7 +3,8 @@
 //! changes and diffs, for random vnodes and (`ringkv_balanced`) balanced
 //! partitions.
 //!
-//! Run with `cargo bench -p ringkv-ring --bench ring`.
+//! Run with `cargo bench -p ringkv-ring --bench ring` (only the key hash:
+//! `cargo bench -p ringkv-ring --bench ring -- key_token`).
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use std::hint::black_box;
@@ -14,6 +15,7 @@ use hashring::HashRing;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ringkv_ring::{BalancedConfig, Ring, key_token, vnode_token};
+use xxhash_rust::xxh3::xxh3_64;
 
 const VNODES: u32 = 256;
 const SIZES: [usize; 3] = [10, 100, 1000];
@@ -136,6 +138,47 @@ fn lookup(c: &mut Criterion) {
     g.finish();
 }
 
+/// `key_token` against the hash it was before hash tags (`xxh3_64` over
+/// the whole key), on the 16-byte keys of the lookups (almost none hold a
+/// `{`), and on keys with a tag.
+fn key_hash(c: &mut Criterion) {
+    let keys = keys();
+    // Random bytes hold a `{` now and then; the tagless case must not.
+    let tagless: Vec<[u8; 16]> = keys
+        .iter()
+        .map(|k| k.map(|b| if b == b'{' { b'x' } else { b }))
+        .collect();
+    let tagged: Vec<[u8; 16]> = keys
+        .iter()
+        .map(|k| {
+            let mut k = k.map(|b| if b == b'{' || b == b'}' { b'x' } else { b });
+            k[0] = b'{';
+            k[9] = b'}';
+            k
+        })
+        .collect();
+    let mut g = c.benchmark_group("key_token");
+    bench_lookup(
+        &mut g,
+        BenchmarkId::new("xxh3_whole_key", "16B"),
+        &tagless,
+        |k| xxh3_64(k),
+    );
+    bench_lookup(
+        &mut g,
+        BenchmarkId::new("key_token", "16B"),
+        &tagless,
+        |k| key_token(k),
+    );
+    bench_lookup(
+        &mut g,
+        BenchmarkId::new("key_token_tagged", "16B"),
+        &tagged,
+        |k| key_token(k),
+    );
+    g.finish();
+}
+
 fn preference_list(c: &mut Criterion) {
     let keys = keys();
     let mut g = c.benchmark_group("preference_list_3");
@@ -247,6 +290,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = lookup, preference_list, membership, diff
+    targets = key_hash, lookup, preference_list, membership, diff
 }
 criterion_main!(benches);

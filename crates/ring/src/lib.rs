@@ -3,6 +3,10 @@
 //! - Keys and vnodes are placed with `xxh3_64` over explicit bytes
 //!   ([`key_token`], [`vnode_token`]), so positions are the same on every
 //!   machine and in every version.
+//! - A key with a hash tag is placed by its tag alone ([`hash_tag`], the
+//!   rule of Redis Cluster and twemproxy): `{user1}.name` and
+//!   `{user1}.email` share a token, so they always live on one node and
+//!   multi-key commands over them stay on one node.
 //! - A [`Ring`] is an immutable, versioned snapshot: a membership change
 //!   returns the next snapshot (`epoch + 1`) in one linear merge, and the
 //!   old one stays valid for readers holding it.
@@ -59,7 +63,7 @@ mod serial;
 pub use balanced::{BalancedConfig, MAX_PARTITIONS, MIN_PARTITIONS};
 pub use diff::{RangeMove, ReplicaMove, RingDiff};
 pub use error::RingError;
-pub use hash::{Token, key_token, vnode_token};
+pub use hash::{Token, hash_tag, key_token, vnode_token};
 pub use node::{MAX_NODE_ID_LEN, NODE_ID_PUNCTUATION, NodeId};
 pub use placement::Placement;
 pub use preference::PreferenceList;
