@@ -101,9 +101,11 @@ pub trait Store: Send + Sync + 'static {
 
 /// The default store: an in-memory B-tree keyed by token.
 ///
-/// Distinct keys share a token only on a 64-bit hash collision, so each
-/// token holds one entry inline and spills to a small vector otherwise.
-/// Lookups compare `u64`s only.
+/// Distinct keys share a token when they share a hash tag (`{user1}.a`,
+/// `{user1}.b`), or on a 64-bit hash collision. So each token holds one
+/// entry inline, the common case, and spills to a B-tree ordered by key
+/// otherwise: a tag with m keys costs O(log m) per call, not O(m), and a
+/// scan returns them in `(token, key)` order as the trait promises.
 #[derive(Debug, Default)]
 pub struct MemStore {
     map: BTreeMap<Token, Slot>,
@@ -113,7 +115,7 @@ pub struct MemStore {
 #[derive(Debug)]
 enum Slot {
     One(Bytes, Entry),
-    Many(Vec<(Bytes, Entry)>),
+    Many(BTreeMap<Bytes, Entry>),
 }
 
 impl MemStore {
@@ -127,10 +129,7 @@ impl Store for MemStore {
     fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         Ok(match self.map.get(&token) {
             Some(Slot::One(k, v)) if k.as_ref() == key => Some(v.clone()),
-            Some(Slot::Many(pairs)) => pairs
-                .iter()
-                .find(|(k, _)| k.as_ref() == key)
-                .map(|(_, v)| v.clone()),
+            Some(Slot::Many(pairs)) => pairs.get(key).cloned(),
             _ => None,
         })
     }
@@ -149,18 +148,17 @@ impl Store for MemStore {
                     Slot::One(k, v) if *k == key => Ok(Some(std::mem::replace(v, value))),
                     Slot::One(k, v) => {
                         let first = (k.clone(), v.clone());
-                        *slot = Slot::Many(vec![first, (key, value)]);
+                        *slot = Slot::Many(BTreeMap::from([first, (key, value)]));
                         self.len += 1;
                         Ok(None)
                     }
-                    Slot::Many(pairs) => match pairs.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, v)) => Ok(Some(std::mem::replace(v, value))),
-                        None => {
-                            pairs.push((key, value));
+                    Slot::Many(pairs) => {
+                        let previous = pairs.insert(key, value);
+                        if previous.is_none() {
                             self.len += 1;
-                            Ok(None)
                         }
-                    },
+                        Ok(previous)
+                    }
                 }
             }
         }
@@ -178,8 +176,7 @@ impl Store for MemStore {
             },
             Slot::One(..) => None,
             Slot::Many(pairs) => {
-                let i = pairs.iter().position(|(k, _)| k.as_ref() == key);
-                let v = i.map(|i| pairs.swap_remove(i).1);
+                let v = pairs.remove(key);
                 if pairs.is_empty() {
                     e.remove();
                 }
@@ -309,6 +306,21 @@ mod tests {
         assert_eq!(s.delete(7, b"a").unwrap(), None);
         assert_eq!(s.delete(7, b"b").unwrap(), Some(e(b"2")));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn keys_sharing_a_token_scan_in_key_order() {
+        // Keys of one hash tag share a token; the trait promises
+        // `(token, key)` order, also after deletes.
+        let mut s = MemStore::new();
+        for k in [&b"{t}d"[..], b"{t}a", b"{t}c", b"{t}b"] {
+            s.put(7, b(k), e(b"v")).unwrap();
+        }
+        s.delete(7, b"{t}a").unwrap();
+        let mut out = Vec::new();
+        s.scan(0..=10, None, 10, &mut out).unwrap();
+        let keys: Vec<&[u8]> = out.iter().map(|e| e.key.as_ref()).collect();
+        assert_eq!(keys, [&b"{t}b"[..], b"{t}c", b"{t}d"]);
     }
 
     #[derive(Debug, Clone)]
