@@ -11,11 +11,10 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use redis_protocol::resp2::encode::extend_encode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::reply::Frame;
+use crate::reply::{Frame, Protocol};
 use crate::request::{Limits, Parser, ProtocolError};
 
 /// Bytes read per call at least.
@@ -76,9 +75,8 @@ impl Connection {
     }
 
     /// Queues a reply; [`Connection::flush`] sends it.
-    pub fn queue(&mut self, frame: &Frame) {
-        extend_encode(&mut self.output, frame, false)
-            .expect("encoding into a buffer that grows to fit cannot fail");
+    pub fn queue(&mut self, frame: &Frame, protocol: Protocol) {
+        frame.encode(protocol, &mut self.output);
     }
 
     /// Bytes of replies queued and not yet sent.
@@ -203,7 +201,7 @@ mod tests {
             assert!(conn.fill().await.unwrap());
         };
         assert!(largest_input >= value.len(), "the request grew the input");
-        conn.queue(&reply::bulk(args[1].clone()));
+        conn.queue(&reply::bulk(args[1].clone()), crate::reply::Protocol::Resp2);
         drop(args);
         assert!(
             conn.capacities().1 >= value.len(),

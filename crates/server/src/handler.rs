@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::cmd::{self, Ctx, Outcome};
 use crate::connection::Connection;
-use crate::reply::{self, Frame};
+use crate::reply::{self, Frame, Protocol};
 use crate::request::Limits;
 use crate::state::{Session, Shared};
 
@@ -104,7 +104,7 @@ async fn serve(
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 debug!(client = session.id, error = %e, "protocol error; closing");
-                conn.queue(&reply::err(&e));
+                conn.queue(&reply::err(&e), session.protocol);
                 return conn.close().await;
             }
         };
@@ -121,7 +121,7 @@ async fn serve(
         let frame = match cmd::dispatch(&mut ctx, &request) {
             Outcome::Reply(frame) => frame,
             Outcome::Close(frame) => {
-                conn.queue(&frame);
+                conn.queue(&frame, session.protocol);
                 return conn.close().await;
             }
             Outcome::OverLimit => {
@@ -137,12 +137,12 @@ async fn serve(
                 }
             }
         };
-        if !fits(shared, &conn, &frame) {
-            over_limit(shared, &session, Some(reply::encoded_len(&frame)));
+        if !fits(shared, &conn, &frame, session.protocol) {
+            over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));
             return Ok(());
         }
         drop(request);
-        conn.queue(&frame);
+        conn.queue(&frame, session.protocol);
         if conn.queued() >= FLUSH_AT {
             conn.flush().await?;
         }
@@ -151,9 +151,9 @@ async fn serve(
 
 /// Whether queueing `frame` keeps the connection within its output-buffer
 /// limit.
-fn fits(shared: &Shared, conn: &Connection, frame: &Frame) -> bool {
+fn fits(shared: &Shared, conn: &Connection, frame: &Frame, protocol: Protocol) -> bool {
     let limit = shared.config.client_output_buffer_limit;
-    limit == 0 || conn.queued().saturating_add(reply::encoded_len(frame)) <= limit
+    limit == 0 || conn.queued().saturating_add(frame.encoded_len(protocol)) <= limit
 }
 
 /// Logs and counts a client closed for its output-buffer limit. Like

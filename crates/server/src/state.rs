@@ -11,6 +11,7 @@ use bytes::Bytes;
 use ringkv_cluster::{Cluster, RebalanceReport};
 
 use crate::ServerConfig;
+use crate::reply::Protocol;
 
 /// State shared by every connection, in an `Arc`.
 #[derive(Debug)]
@@ -132,6 +133,8 @@ pub struct Session {
     pub since: Instant,
     /// The last command's name, for `CLIENT INFO`.
     pub last_command: &'static str,
+    /// The protocol `HELLO` chose.
+    pub protocol: Protocol,
 }
 
 impl Session {
@@ -144,6 +147,7 @@ impl Session {
             authenticated: shared.config.requirepass.is_none(),
             since: Instant::now(),
             last_command: "NULL",
+            protocol: Protocol::Resp2,
         }
     }
 }

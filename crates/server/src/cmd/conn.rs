@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{Ctx, Outcome, parse_i64};
-use crate::reply::{self, Frame};
+use crate::reply::{self, Frame, Protocol};
 
 /// The Redis version whose protocol and replies the server follows
 /// (`HELLO` and `INFO` report it; clients check it for features).
@@ -69,14 +69,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let mut rest = args;
+    let mut protocol = None;
     if let Some((version, tail)) = rest.split_first() {
         match parse_i64(version) {
-            Some(2) => {}
-            // RESP3 is not spoken (yet); clients fall back to RESP2.
-            Some(_) => {
-                return reply::error("NOPROTO sorry, this protocol version is not supported.")
-                    .into();
-            }
+            Some(2) => protocol = Some(Protocol::Resp2),
+            Some(3) => protocol = Some(Protocol::Resp3),
+            Some(_) => return reply::error("NOPROTO unsupported protocol version").into(),
             None => {
                 return reply::err("Protocol version is not an integer or out of range").into();
             }
@@ -119,21 +117,18 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     {
         return e.into();
     }
-    reply::array(vec![
-        reply::bulk("server"),
-        reply::bulk("ringkv"),
-        reply::bulk("version"),
-        reply::bulk(REDIS_VERSION),
-        reply::bulk("proto"),
-        reply::int(2),
-        reply::bulk("id"),
-        reply::int(ctx.session.id),
-        reply::bulk("mode"),
-        reply::bulk("standalone"),
-        reply::bulk("role"),
-        reply::bulk("master"),
-        reply::bulk("modules"),
-        reply::array(Vec::new()),
+    if let Some(protocol) = protocol {
+        ctx.session.protocol = protocol;
+    }
+    // Sent in the protocol just chosen: a map in RESP3, a flat array in RESP2.
+    reply::map(vec![
+        ("server", reply::bulk("ringkv")),
+        ("version", reply::bulk(REDIS_VERSION)),
+        ("proto", reply::int(ctx.session.protocol.version())),
+        ("id", reply::int(ctx.session.id)),
+        ("mode", reply::bulk("standalone")),
+        ("role", reply::bulk("master")),
+        ("modules", reply::array(Vec::new())),
     ])
     .into()
 }
@@ -158,7 +153,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
             Ok(()) => reply::ok(),
             Err(e) => e,
         },
-        (b"INFO", []) => reply::bulk(client_info(ctx)),
+        (b"INFO", []) => reply::verbatim(client_info(ctx)),
         // Library name and version: accepted and not kept.
         (b"SETINFO", [_, _]) => reply::ok(),
         (b"ID" | b"GETNAME" | b"SETNAME" | b"INFO" | b"SETINFO", _) => reply::wrong_arity(
@@ -182,11 +177,12 @@ fn client_info(ctx: &Ctx<'_>) -> String {
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .unwrap_or_default();
     format!(
-        "id={} addr={} laddr={} name={} age={} idle=0 flags=N db=0 cmd=client|info user=default resp=2\n",
+        "id={} addr={} laddr={} name={} age={} idle=0 flags=N db=0 cmd=client|info user=default resp={}\n",
         session.id,
         session.peer,
         ctx.shared.local_addr,
         name,
         session.since.elapsed().as_secs(),
+        session.protocol.version(),
     )
 }

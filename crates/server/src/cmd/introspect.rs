@@ -34,7 +34,7 @@ pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
             write_section(ctx, section, &mut out);
         }
     }
-    reply::bulk(out).into()
+    reply::verbatim(out).into()
 }
 
 fn write_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
@@ -163,10 +163,10 @@ pub fn command(_: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
             } else {
                 names.iter().filter_map(|n| lookup(n)).collect()
             };
-            reply::array(
+            Frame::Map(
                 specs
                     .into_iter()
-                    .flat_map(|s| [reply::bulk(s.name), command_docs(s)])
+                    .map(|s| (reply::bulk(s.name), command_docs(s)))
                     .collect(),
             )
         }
@@ -187,12 +187,12 @@ fn command_info(spec: &Spec) -> Frame {
     let flags = spec
         .flags
         .iter()
-        .map(|f| Frame::SimpleString(Bytes::from_static(f.as_bytes())))
+        .map(|f| Frame::Simple(Bytes::from_static(f.as_bytes())))
         .collect();
     reply::array(vec![
         reply::bulk(spec.name),
         reply::int(spec.arity),
-        reply::array(flags),
+        Frame::Set(flags),
         reply::int(spec.keys.0),
         reply::int(spec.keys.1),
         reply::int(spec.keys.2),
@@ -206,13 +206,10 @@ fn command_info(spec: &Spec) -> Frame {
 /// An entry of `COMMAND DOCS`: a map (flat array, RESP2) of its summary,
 /// since and group.
 fn command_docs(spec: &Spec) -> Frame {
-    reply::array(vec![
-        reply::bulk("summary"),
-        reply::bulk(spec.summary),
-        reply::bulk("since"),
-        reply::bulk("1.0.0"),
-        reply::bulk("group"),
-        reply::bulk(spec.group),
+    reply::map(vec![
+        ("summary", reply::bulk(spec.summary)),
+        ("since", reply::bulk("1.0.0")),
+        ("group", reply::bulk(spec.group)),
     ])
 }
 
@@ -251,9 +248,8 @@ pub fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let mut out = Vec::new();
     for (name, value) in &settings {
         if patterns.iter().any(|p| p.matches(name.as_bytes())) {
-            out.push(reply::bulk(*name));
-            out.push(reply::bulk(value.clone()));
+            out.push((reply::bulk(*name), reply::bulk(value.clone())));
         }
     }
-    reply::array(out).into()
+    Frame::Map(out).into()
 }

@@ -124,7 +124,7 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
             Ok(value) => reply::bulk_or_null(value),
             Err(e) => return cluster_error(e).into(),
         };
-        size = size.saturating_add(reply::encoded_len(&frame));
+        size = size.saturating_add(frame.encoded_len(ctx.session.protocol));
         if limit != 0 && size > limit {
             return Outcome::OverLimit;
         }

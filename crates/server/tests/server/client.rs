@@ -213,7 +213,7 @@ async fn connection_and_introspection_commands() {
     let hello: HashMap<String, Value> = q(&mut c, &["HELLO", "2"]).await.unwrap();
     assert_eq!(hello.get("proto"), Some(&Value::Int(2)));
     assert_eq!(hello.get("id"), Some(&Value::Int(id)));
-    assert!(error(&mut c, &["HELLO", "3"]).await.contains("NOPROTO"));
+    assert!(error(&mut c, &["HELLO", "4"]).await.contains("NOPROTO"));
     let _: Value = q(&mut c, &["HELLO", "2", "SETNAME", "renamed"])
         .await
         .unwrap();

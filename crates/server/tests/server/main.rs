@@ -7,3 +7,4 @@ mod common;
 mod limits;
 mod rebalance;
 mod resp;
+mod resp3;
