@@ -1,0 +1,109 @@
+//! The command table: name, arity, flags, key positions, documentation
+//! and handler of every command, one entry each.
+
+use super::{Handler, admin, conn, counter, introspect, strings};
+
+/// One command of the table.
+pub struct Spec {
+    /// Lowercase name, as `COMMAND` reports it.
+    pub name: &'static str,
+    /// Redis's arity: `n` means exactly `n` words with the name, `-n` at
+    /// least `n`.
+    pub arity: i64,
+    /// Redis's command flags, for `COMMAND`; `no-auth` also lets the
+    /// command run before `AUTH`.
+    pub flags: &'static [&'static str],
+    /// First key argument, last (negative: from the end) and step, for
+    /// `COMMAND`; zeros for none.
+    pub keys: (i64, i64, i64),
+    /// Group, for `COMMAND DOCS`.
+    pub group: &'static str,
+    /// One line of help, for `COMMAND DOCS`.
+    pub summary: &'static str,
+    /// Runs it.
+    pub handler: Handler,
+}
+
+const R: &[&str] = &["readonly", "fast"];
+const W: &[&str] = &["write", "denyoom"];
+const WF: &[&str] = &["write", "denyoom", "fast"];
+const CONN: &[&str] = &["fast", "stale", "loading"];
+const NOAUTH: &[&str] = &["noscript", "loading", "stale", "fast", "no-auth"];
+const ADMIN: &[&str] = &["admin", "write"];
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $group:literal, $handler:expr, $summary:literal) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+            group: $group,
+            summary: $summary,
+            handler: $handler,
+        }
+    };
+}
+
+/// Every command the server understands: the only place a command is
+/// declared. Dispatch, arity errors, `COMMAND`, `COMMAND INFO`, `COMMAND
+/// DOCS` and `COMMAND COUNT` all read it.
+#[rustfmt::skip]
+pub static COMMANDS: &[Spec] = &[
+    spec!("get", 2, R, (1, 1, 1), "string", strings::get,
+        "Returns the value of a key."),
+    spec!("set", -3, W, (1, 1, 1), "string", strings::set,
+        "Sets the value of a key; NX only if absent, XX only if present, GET returns the old value. EX/PX are refused."),
+    spec!("del", -2, W, (1, -1, 1), "generic", strings::del,
+        "Deletes keys; returns how many existed."),
+    spec!("exists", -2, R, (1, -1, 1), "generic", strings::exists,
+        "Counts the given keys that exist."),
+    spec!("mget", -2, R, (1, -1, 1), "string", strings::mget,
+        "Returns the values of keys."),
+    spec!("mset", -3, W, (1, -1, 2), "string", strings::mset,
+        "Sets several keys, each atomically (not all at once)."),
+    spec!("strlen", 2, R, (1, 1, 1), "string", strings::strlen,
+        "Returns the length of a value."),
+    spec!("incr", 2, WF, (1, 1, 1), "string", counter::incr,
+        "Adds one to an integer value, atomically."),
+    spec!("decr", 2, WF, (1, 1, 1), "string", counter::decr,
+        "Subtracts one from an integer value, atomically."),
+    spec!("incrby", 3, WF, (1, 1, 1), "string", counter::incrby,
+        "Adds to an integer value, atomically."),
+    spec!("decrby", 3, WF, (1, 1, 1), "string", counter::decrby,
+        "Subtracts from an integer value, atomically."),
+    spec!("dbsize", 1, R, (0, 0, 0), "server", introspect::dbsize,
+        "Returns the number of keys stored."),
+    spec!("info", -1, &["stale", "loading"], (0, 0, 0), "server", introspect::info,
+        "Returns server information, with a Ring section."),
+    spec!("command", -1, &["stale", "loading"], (0, 0, 0), "server", introspect::command,
+        "Describes the commands (COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO)."),
+    spec!("config", -2, &["admin", "stale", "loading"], (0, 0, 0), "server", introspect::config,
+        "CONFIG GET of a few read-only settings."),
+    spec!("ping", -1, CONN, (0, 0, 0), "connection", conn::ping,
+        "Returns PONG, or the argument."),
+    spec!("echo", 2, CONN, (0, 0, 0), "connection", conn::echo,
+        "Returns the argument."),
+    spec!("quit", -1, NOAUTH, (0, 0, 0), "connection", conn::quit,
+        "Closes the connection."),
+    spec!("select", 2, CONN, (0, 0, 0), "connection", conn::select,
+        "Selects database 0, the only one."),
+    spec!("auth", -2, NOAUTH, (0, 0, 0), "connection", conn::auth,
+        "Authenticates the connection."),
+    spec!("hello", -1, NOAUTH, (0, 0, 0), "connection", conn::hello,
+        "Handshake: protocol 2 (RESP3 is refused), optional AUTH and SETNAME."),
+    spec!("client", -2, CONN, (0, 0, 0), "connection", conn::client,
+        "CLIENT ID, GETNAME, SETNAME, INFO, SETINFO."),
+    spec!("ringkv.addnode", -2, ADMIN, (0, 0, 0), "ringkv", admin::addnode,
+        "RINGKV.ADDNODE id [weight]: adds a node and moves its keys to it."),
+    spec!("ringkv.removenode", -2, ADMIN, (0, 0, 0), "ringkv", admin::removenode,
+        "RINGKV.REMOVENODE id [FORCE]: removes a node; its keys go to their new owners. FORCE removes it even where keys cannot move (they are dropped and counted)."),
+    spec!("ringkv.resume", 1, ADMIN, (0, 0, 0), "ringkv", admin::resume,
+        "RINGKV.RESUME: completes a paused redistribution."),
+    spec!("ringkv.repair", 1, ADMIN, (0, 0, 0), "ringkv", admin::repair,
+        "RINGKV.REPAIR: deletes stale copies left by failed cleanups; replies with how many stale ranges remain."),
+    spec!("ringkv.nodes", 1, &["readonly"], (0, 0, 0), "ringkv", admin::nodes,
+        "RINGKV.NODES: the members with weight, keys and state."),
+    spec!("ringkv.locate", 2, &["readonly"], (1, 1, 1), "ringkv", admin::locate,
+        "RINGKV.LOCATE key: the key's token, owner and the nodes holding a copy."),
+];
