@@ -48,9 +48,22 @@ impl Connection {
         }
     }
 
-    /// The next request already in the input buffer, without reading.
-    pub fn next_buffered(&mut self, limits: Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-        self.parser.next(&mut self.input, limits)
+    /// The next request already in the input buffer, without reading,
+    /// and the bytes it took.
+    pub fn next_buffered(
+        &mut self,
+        limits: Limits,
+    ) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+        let before = self.input.len();
+        // The parser takes a request off the buffer only once it is whole.
+        let request = self.parser.next(&mut self.input, limits)?;
+        Ok(request.map(|r| (r, before - self.input.len())))
+    }
+
+    /// The stream's file descriptor, as `CLIENT LIST` shows it.
+    pub fn fd(&self) -> i64 {
+        use std::os::fd::AsRawFd;
+        i64::from(self.stream.as_raw_fd())
     }
 
     /// Reads more bytes. Returns `false` at the end of the stream.
@@ -195,7 +208,7 @@ mod tests {
         let mut largest_input = 0;
         let args = loop {
             largest_input = largest_input.max(conn.capacities().0);
-            if let Some(args) = conn.next_buffered(limits).unwrap() {
+            if let Some((args, _)) = conn.next_buffered(limits).unwrap() {
                 break args;
             }
             assert!(conn.fill().await.unwrap());
@@ -223,7 +236,7 @@ mod tests {
         );
         assert_eq!(
             conn.next_buffered(limits).unwrap(),
-            Some(vec![Bytes::from("PING")])
+            Some((vec![Bytes::from("PING")], 6))
         );
         let _client = peer.await.unwrap();
     }

@@ -36,21 +36,18 @@ pub async fn handle(
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,
 ) {
-    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
-    let session = Session::new(&shared, peer);
+    let conn = Connection::new(stream, shared.live.idle_timeout());
+    let session = Session::new(&shared, peer, conn.fd());
     let id = session.id;
+    shared.clients.add(Arc::clone(&session.handle));
     debug!(client = id, %peer, "connected");
-    let conn = Connection::new(stream, idle_timeout(&shared));
     if let Err(e) = serve(conn, session, &shared, stopping).await {
         debug!(client = id, error = %e, "connection error");
     }
     debug!(client = id, "disconnected");
+    shared.clients.remove(id);
+    // Counted by the accept loop, before the task started.
     shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
-}
-
-fn idle_timeout(shared: &Shared) -> Option<Duration> {
-    let timeout = shared.config.idle_timeout;
-    (!timeout.is_zero()).then_some(timeout)
 }
 
 /// `f`, or `None` if it does not finish within `limit` (when there is one).
@@ -67,9 +64,13 @@ async fn serve(
     shared: &Arc<Shared>,
     mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let idle = idle_timeout(shared);
     let mut drains_left = DRAIN_READS;
+    let handle = Arc::clone(&session.handle);
     loop {
+        if handle.is_killed() {
+            debug!(client = session.id, "killed by CLIENT KILL");
+            return conn.close().await;
+        }
         let limits = Limits {
             max_bulk_len: shared.config.max_bulk_len,
             authenticated: session.authenticated,
@@ -77,7 +78,14 @@ async fn serve(
         // Serve every request already buffered (a pipeline) before
         // sending the replies and reading again.
         let request = match conn.next_buffered(limits) {
-            Ok(Some(request)) => request,
+            Ok(Some((request, bytes))) => {
+                session.request_bytes = bytes;
+                shared
+                    .stats
+                    .net_input_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                request
+            }
             Ok(None) => {
                 conn.flush().await?;
                 // Shutdown interrupts only the wait for a new request.
@@ -89,7 +97,7 @@ async fn serve(
                     return conn.close().await;
                 }
                 tokio::select! {
-                    more = within(idle, conn.fill()) => match more {
+                    more = within(shared.live.idle_timeout(), conn.fill()) => match more {
                         Some(more) => if !more? { return Ok(()) },
                         // As Redis: closed without a reply.
                         None => {
@@ -98,6 +106,7 @@ async fn serve(
                         }
                     },
                     _ = stopping.changed() => {}
+                    _ = handle.killed() => {}
                 }
                 continue;
             }

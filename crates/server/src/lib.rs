@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod clients;
 mod cmd;
 mod config;
 mod connection;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ringkv_cluster::Cluster;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
@@ -81,9 +81,6 @@ pub async fn run_until(
         );
     }
     let shared = Arc::new(Shared::new(cluster, config, local_addr));
-    // One permit per connection served: a connection over the limit is
-    // told so and closed, as Redis does, instead of waiting in a queue.
-    let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     // `true` once shutdown starts; each connection watches it while idle.
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -96,17 +93,20 @@ pub async fn run_until(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    match Arc::clone(&permits).try_acquire_owned() {
-                        Ok(permit) => {
+                    // Counted here, before the task starts, so that the
+                    // next accept sees it; a connection over the limit
+                    // (which `CONFIG SET maxclients` may change) is told
+                    // so and closed, as Redis does, not queued.
+                    let connected = shared.stats.connected.load(Ordering::Relaxed);
+                    match connected < shared.live.max_clients.load(Ordering::Relaxed) as u64 {
+                        true => {
+                            shared.stats.connected.fetch_add(1, Ordering::Relaxed);
                             shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                             let shared = Arc::clone(&shared);
                             let stopping = stopping.clone();
-                            tasks.spawn(async move {
-                                handle(stream, peer, shared, stopping).await;
-                                drop(permit);
-                            });
+                            tasks.spawn(handle(stream, peer, shared, stopping));
                         }
-                        Err(_) => {
+                        false => {
                             shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                             debug!(%peer, "max number of clients reached");
                             tasks.spawn(reject(stream));

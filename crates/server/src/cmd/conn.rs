@@ -1,4 +1,4 @@
-//! Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT —
+//! Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO —
 //! what `redis-cli` and client libraries send when they connect.
 
 use bytes::Bytes;
@@ -47,7 +47,7 @@ pub fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 
 /// Checks a user and password; `+OK` or the error to send.
 fn authenticate(ctx: &mut Ctx<'_>, user: &[u8], password: &[u8]) -> Frame {
-    let Some(expected) = &ctx.shared.config.requirepass else {
+    let Some(expected) = ctx.shared.live.requirepass() else {
         return reply::err(
             "AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?",
@@ -119,6 +119,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     }
     if let Some(protocol) = protocol {
         ctx.session.protocol = protocol;
+        ctx.session.handle.set_protocol(protocol);
     }
     // Sent in the protocol just chosen: a map in RESP3, a flat array in RESP2.
     reply::map(vec![
@@ -133,56 +134,16 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     .into()
 }
 
-fn set_name(ctx: &mut Ctx<'_>, name: Bytes) -> Result<(), Frame> {
+/// Sets the connection's name (`CLIENT SETNAME`, `HELLO ... SETNAME`);
+/// an empty name clears it.
+pub fn set_name(ctx: &mut Ctx<'_>, name: Bytes) -> Result<(), Frame> {
     if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
         return Err(reply::err(
             "Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    ctx.session.name = (!name.is_empty()).then_some(name);
+    ctx.session
+        .handle
+        .set_name((!name.is_empty()).then_some(name));
     Ok(())
-}
-
-pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
-    let sub = args[0].to_ascii_uppercase();
-    let rest = &args[1..];
-    let frame = match (&sub[..], rest) {
-        (b"ID", []) => reply::int(ctx.session.id),
-        (b"GETNAME", []) => reply::bulk_or_null(ctx.session.name.clone()),
-        (b"SETNAME", [name]) => match set_name(ctx, name.clone()) {
-            Ok(()) => reply::ok(),
-            Err(e) => e,
-        },
-        (b"INFO", []) => reply::verbatim(client_info(ctx)),
-        // Library name and version: accepted and not kept.
-        (b"SETINFO", [_, _]) => reply::ok(),
-        (b"ID" | b"GETNAME" | b"SETNAME" | b"INFO" | b"SETINFO", _) => reply::wrong_arity(
-            &format!("client|{}", String::from_utf8_lossy(&sub).to_lowercase()),
-        ),
-        _ => reply::err(format!(
-            "unknown subcommand '{}'. Try CLIENT HELP.",
-            reply::quote(&args[0])
-        )),
-    };
-    frame.into()
-}
-
-/// One line in the format of Redis's `CLIENT INFO`, with the fields that
-/// apply here.
-fn client_info(ctx: &Ctx<'_>) -> String {
-    let session = &ctx.session;
-    let name = session
-        .name
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_default();
-    format!(
-        "id={} addr={} laddr={} name={} age={} idle=0 flags=N db=0 cmd=client|info user=default resp={}\n",
-        session.id,
-        session.peer,
-        ctx.shared.local_addr,
-        name,
-        session.since.elapsed().as_secs(),
-        session.protocol.version(),
-    )
 }

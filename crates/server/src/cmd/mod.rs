@@ -15,16 +15,20 @@
 //! connection's other clients keep being served.
 
 mod admin;
+mod client;
+mod config;
 mod conn;
 mod counter;
+mod info;
 mod introspect;
 mod strings;
 mod table;
 
 pub use table::{COMMANDS, Spec};
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use ringkv_cluster::ClusterError;
@@ -65,9 +69,27 @@ pub type Handler = fn(&mut Ctx<'_>, &[Bytes]) -> Outcome;
 
 /// The table entry of a command name (any case).
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+    lookup_index(name).map(|i| &COMMANDS[i])
+}
+
+/// Longest command name in the table, in bytes.
+const LONGEST_NAME: usize = 32;
+
+/// The table's index of a command name (any case): one hash lookup of the
+/// name lowercased on the stack.
+fn lookup_index(name: &[u8]) -> Option<usize> {
+    static INDEX: LazyLock<HashMap<&'static [u8], usize>> = LazyLock::new(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| (spec.name.as_bytes(), i))
+            .collect()
+    });
+    let mut lower = [0u8; LONGEST_NAME];
+    let lower = lower.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    INDEX.get(&lower[..]).copied()
 }
 
 /// Runs one request (`request[0]` is the command name; not empty).
@@ -76,18 +98,44 @@ pub fn dispatch(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
     let Some((name, args)) = request.split_first() else {
         return reply::err("empty command").into();
     };
-    let Some(spec) = lookup(name) else {
+    let Some(index) = lookup_index(name) else {
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
         return unknown_command(name, args).into();
     };
+    let spec = &COMMANDS[index];
+    ctx.session.handle.touch(index);
     let words = request.len() as i64;
+    let counters = &ctx.shared.command_stats[index];
     if (spec.arity >= 0 && words != spec.arity) || (spec.arity < 0 && words < -spec.arity) {
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
         return reply::wrong_arity(spec.name).into();
     }
     if !ctx.session.authenticated && !spec.flags.contains(&"no-auth") {
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
         return reply::error("NOAUTH Authentication required.").into();
     }
+    counters.calls.fetch_add(1, Ordering::Relaxed);
     ctx.session.last_command = spec.name;
-    (spec.handler)(ctx, args)
+    let outcome = (spec.handler)(ctx, args);
+    if let Outcome::Reply(Frame::Error(_)) | Outcome::Close(Frame::Error(_)) = &outcome {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    outcome
 }
 
 /// Most bytes of the arguments an unknown-command error quotes, as Redis.
@@ -317,7 +365,7 @@ mod tests {
         let addr: std::net::SocketAddr = "127.0.0.1:6380".parse().expect("an address");
         let shared = Arc::new(Shared::new(cluster, crate::ServerConfig::default(), addr));
         for spec in COMMANDS {
-            let mut session = Session::new(&shared, addr);
+            let mut session = Session::new(&shared, addr, -1);
             let mut ctx = Ctx {
                 shared: &shared,
                 session: &mut session,
@@ -334,7 +382,7 @@ mod tests {
             }
             assert_eq!(session.last_command, spec.name);
         }
-        let mut session = Session::new(&shared, addr);
+        let mut session = Session::new(&shared, addr, -1);
         let mut ctx = Ctx {
             shared: &shared,
             session: &mut session,

@@ -11,8 +11,20 @@ use ringkv_cluster::Update;
 use super::{Ctx, Outcome, cluster_error, owned};
 use crate::reply::{self, Frame};
 
+/// Reads a key, counting a keyspace hit or miss for `INFO stats`.
+pub fn read(ctx: &Ctx<'_>, key: &[u8]) -> Result<Option<Bytes>, ringkv_cluster::ClusterError> {
+    let value = ctx.shared.cluster.get(key)?;
+    let counter = if value.is_some() {
+        &ctx.shared.stats.keyspace_hits
+    } else {
+        &ctx.shared.stats.keyspace_misses
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(value)
+}
+
 pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
-    match ctx.shared.cluster.get(&args[0]) {
+    match read(ctx, &args[0]) {
         Ok(value) => reply::bulk_or_null(value),
         Err(e) => cluster_error(e),
     }
@@ -104,7 +116,7 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 pub fn exists(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let mut count = 0;
     for key in args {
-        match ctx.shared.cluster.get(key) {
+        match read(ctx, key) {
             Ok(value) => count += i64::from(value.is_some()),
             Err(e) => return cluster_error(e).into(),
         }
@@ -120,7 +132,7 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let mut size = 0usize;
     let mut values = Vec::with_capacity(args.len().min(1024));
     for key in args {
-        let frame = match ctx.shared.cluster.get(key) {
+        let frame = match read(ctx, key) {
             Ok(value) => reply::bulk_or_null(value),
             Err(e) => return cluster_error(e).into(),
         };
@@ -146,7 +158,7 @@ pub fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
-    match ctx.shared.cluster.get(&args[0]) {
+    match read(ctx, &args[0]) {
         Ok(value) => reply::int(value.map_or(0, |v| v.len())),
         Err(e) => cluster_error(e),
     }

@@ -1,7 +1,7 @@
 //! The command table: name, arity, flags, key positions, documentation
 //! and handler of every command, one entry each.
 
-use super::{Handler, admin, conn, counter, introspect, strings};
+use super::{Handler, admin, client, config, conn, counter, info, introspect, strings};
 
 /// One command of the table.
 pub struct Spec {
@@ -74,12 +74,14 @@ pub static COMMANDS: &[Spec] = &[
         "Subtracts from an integer value, atomically."),
     spec!("dbsize", 1, R, (0, 0, 0), "server", introspect::dbsize,
         "Returns the number of keys stored."),
-    spec!("info", -1, &["stale", "loading"], (0, 0, 0), "server", introspect::info,
+    spec!("info", -1, &["stale", "loading"], (0, 0, 0), "server", info::info,
         "Returns server information, with a Ring section."),
     spec!("command", -1, &["stale", "loading"], (0, 0, 0), "server", introspect::command,
         "Describes the commands (COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO)."),
-    spec!("config", -2, &["admin", "stale", "loading"], (0, 0, 0), "server", introspect::config,
-        "CONFIG GET of a few read-only settings."),
+    spec!("config", -2, &["admin", "stale", "loading"], (0, 0, 0), "server", config::config,
+        "CONFIG GET, SET (maxclients, timeout, requirepass), RESETSTAT."),
+    spec!("time", 1, &["random", "loading", "stale", "fast"], (0, 0, 0), "server", introspect::time,
+        "Returns the server's time: seconds and microseconds."),
     spec!("ping", -1, CONN, (0, 0, 0), "connection", conn::ping,
         "Returns PONG, or the argument."),
     spec!("echo", 2, CONN, (0, 0, 0), "connection", conn::echo,
@@ -92,7 +94,7 @@ pub static COMMANDS: &[Spec] = &[
         "Authenticates the connection."),
     spec!("hello", -1, NOAUTH, (0, 0, 0), "connection", conn::hello,
         "Handshake: protocol 2 (RESP3 is refused), optional AUTH and SETNAME."),
-    spec!("client", -2, CONN, (0, 0, 0), "connection", conn::client,
+    spec!("client", -2, CONN, (0, 0, 0), "connection", client::client,
         "CLIENT ID, GETNAME, SETNAME, INFO, SETINFO."),
     spec!("ringkv.addnode", -2, ADMIN, (0, 0, 0), "ringkv", admin::addnode,
         "RINGKV.ADDNODE id [weight]: adds a node and moves its keys to it."),

@@ -4,6 +4,7 @@
 mod admin;
 mod client;
 mod common;
+mod introspect;
 mod limits;
 mod rebalance;
 mod resp;
