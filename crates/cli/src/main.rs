@@ -170,6 +170,7 @@ impl ClusterArgs {
             max_attempts: self.max_attempts,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             stripes: self.stripes,
+            ..ClusterConfig::default()
         };
         let cluster = Cluster::new(config)?;
         for id in &self.nodes {

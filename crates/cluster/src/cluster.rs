@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_ring::{NodeId, Ring, key_token};
 
@@ -12,22 +11,10 @@ use crate::counts::CountSeq;
 #[cfg(feature = "fault-injection")]
 use crate::fault::FaultPlan;
 use crate::membership::{Change, Membership, ProgressFn};
-use crate::plan::Phase;
 use crate::report::{ClusterStats, NodeStats, RebalanceReport};
 use crate::routing::{Routing, RoutingCell};
 use crate::store::{MemStore, Store};
 use crate::{ClusterConfig, ClusterError};
-
-/// What [`Cluster::update`] does with a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Update {
-    /// Leave the key as it is.
-    Keep,
-    /// Store this value.
-    Put(Bytes),
-    /// Delete the key.
-    Delete,
-}
 
 /// Builds a node's stores when the node joins: called once per lock stripe
 /// ([`ClusterConfig::stripes`]), each store holding the keys of one slice
@@ -62,6 +49,18 @@ pub struct Cluster {
     pub(crate) stale_ranges: AtomicUsize,
     /// Tells this cluster from others for the reentrancy check.
     pub(crate) instance: u64,
+    /// The last modification version handed out (see [`crate::Entry::version`]):
+    /// one counter for the whole cluster, so versions never repeat, also
+    /// when a key moves between nodes.
+    pub(crate) versions: AtomicU64,
+    /// Keys deleted because they had expired (lazily by a write that found
+    /// them, or by active expiry).
+    pub(crate) expired_keys: AtomicU64,
+    /// Where the next active expiry cycle starts (a stripe position over
+    /// every node), so successive cycles cover every stripe in turn.
+    pub(crate) expire_cursor: AtomicUsize,
+    /// Seeds each active expiry cycle's sampling.
+    pub(crate) expire_seed: AtomicU64,
 }
 
 /// Source of [`Cluster::instance`].
@@ -113,136 +112,23 @@ impl Cluster {
             store_factory: factory,
             stale_ranges: AtomicUsize::new(0),
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            versions: AtomicU64::new(0),
+            expired_keys: AtomicU64::new(0),
+            expire_cursor: AtomicUsize::new(0),
+            expire_seed: AtomicU64::new(0x5EED),
         })
+    }
+
+    /// The cluster's clock now, in unix milliseconds (the time expiry is
+    /// measured against; see [`ClusterConfig::clock`]).
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
     }
 
     /// The settings the cluster was built with.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
-    }
-
-    /// The value of `key`, or `None` if it is absent.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>, ClusterError> {
-        let token = key_token(key);
-        loop {
-            let seen = self.routing.load();
-            let (node, _) = seen.authority(token)?;
-            let store = node.read(token)?;
-            // Ownership of the token can only move away from `node` under
-            // the write lock of its stripe, which we now exclude; check it
-            // has not moved already.
-            let now = self.routing.load();
-            let still = if Arc::ptr_eq(&now, &seen) && now.migration.is_none() {
-                true
-            } else {
-                Arc::ptr_eq(now.authority(token)?.0, node)
-            };
-            if still {
-                return store.get(token, key).map_err(|e| node.store_error(e));
-            }
-        }
-    }
-
-    /// Stores `value` under `key`, replacing any previous value.
-    pub fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<(), ClusterError> {
-        let key = key.into();
-        let value = value.into();
-        self.write(key, |store, token, key| {
-            let old = store.put(token, key.clone(), value.clone())?;
-            Ok(((), if old.is_none() { 1 } else { 0 }))
-        })
-    }
-
-    /// Removes `key`. Returns whether it was present.
-    pub fn delete(&self, key: impl Into<Bytes>) -> Result<bool, ClusterError> {
-        self.write(key.into(), |store, token, key| {
-            let found = store.delete(token, key)?.is_some();
-            Ok((found, if found { -1 } else { 0 }))
-        })
-    }
-
-    /// Atomically reads and rewrites one key: `f` receives the current value
-    /// and returns what to do with it ([`Update`]) together with a result
-    /// for the caller. Nothing else can touch the key in between, also
-    /// while its range is being moved; counters and compare-and-set are
-    /// built on this.
-    ///
-    /// `f` runs exactly once, under the lock of the key's stripe, so it
-    /// must be short and must not call back into the cluster.
-    ///
-    /// ```
-    /// use ringkv_cluster::{Cluster, Update};
-    /// # let cluster = Cluster::default();
-    /// # cluster.add_node("n1")?;
-    /// let next = cluster.update("hits", |old| {
-    ///     let n = old.map_or(0, |v| std::str::from_utf8(v).unwrap().parse::<u64>().unwrap()) + 1;
-    ///     (Update::Put(n.to_string().into()), n)
-    /// })?;
-    /// assert_eq!(next, 1);
-    /// # Ok::<(), ringkv_cluster::ClusterError>(())
-    /// ```
-    pub fn update<R>(
-        &self,
-        key: impl Into<Bytes>,
-        f: impl FnOnce(Option<&Bytes>) -> (Update, R),
-    ) -> Result<R, ClusterError> {
-        let mut f = Some(f);
-        self.write(key.into(), |store, token, key| {
-            let f = f.take().expect("write applies once");
-            let current = store.get(token, key)?;
-            let existed = current.is_some();
-            let (update, result) = f(current.as_ref());
-            let delta = match update {
-                Update::Keep => 0,
-                Update::Put(value) => {
-                    store.put(token, key.clone(), value)?;
-                    if existed { 0 } else { 1 }
-                }
-                Update::Delete => {
-                    store.delete(token, key)?;
-                    if existed { -1 } else { 0 }
-                }
-            };
-            Ok((result, delta))
-        })
-    }
-
-    /// Applies `apply` to `key` on the node serving it, under its stripe's
-    /// write lock; `apply` returns its result and how many keys it created
-    /// (1) or removed (-1), for the node's served-key count.
-    fn write<R>(
-        &self,
-        key: Bytes,
-        mut apply: impl FnMut(&mut dyn Store, u64, &Bytes) -> Result<(R, i64), crate::store::StoreError>,
-    ) -> Result<R, ClusterError> {
-        let token = key_token(&key);
-        loop {
-            let seen = self.routing.load();
-            let (node, _) = seen.authority(token)?;
-            let mut store = node.write(token)?;
-            let now = self.routing.load();
-            let (owner, range) = if Arc::ptr_eq(&now, &seen) && now.migration.is_none() {
-                (node, None)
-            } else {
-                now.authority(token)?
-            };
-            if !Arc::ptr_eq(owner, node) {
-                continue;
-            }
-            // Under the owner's write lock the range's phase is stable:
-            // a write to a range being copied is logged for the switch.
-            if let Some(range) = range
-                && range.phase() == Phase::Copying
-            {
-                range.mark_dirty(&key);
-            }
-            let (result, delta) =
-                apply(&mut **store, token, &key).map_err(|e| node.store_error(e))?;
-            // Still under the stripe's write lock, so a switch of this range
-            // moves the count with this write included.
-            node.add_served(node.stripe_of(token), delta);
-            return Ok(result);
-        }
     }
 
     /// Adds node `id` with weight 1 and moves to it exactly the keys it now
@@ -383,11 +269,14 @@ impl Cluster {
                 keys: served.max(0) as usize,
                 stored: node.len(),
                 down: node.is_down(),
+                used_memory: node.memory().max(0) as u64,
             })
             .collect();
         ClusterStats {
             epoch: routing.ring.epoch(),
             total_keys: nodes.iter().map(|n| n.keys).sum(),
+            used_memory: nodes.iter().map(|n| n.used_memory).sum(),
+            expired_keys: self.expired_keys.load(Ordering::Relaxed),
             nodes,
             rebalancing: routing.migration.is_some(),
             pending_cleanups: self.stale_ranges.load(Ordering::Acquire),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use ringkv_ring::Placement;
 
 use crate::ClusterError;
+use crate::clock::SharedClock;
 
 /// Cluster settings: plain data with [`Default`] and [`ClusterConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub struct ClusterConfig {
     /// behind its own lock, so a redistribution step locks a sliver of the
     /// node and concurrent clients rarely share a lock. Default 64.
     pub stripes: usize,
+    /// The clock expiry is measured against (unix ms). Default: the system
+    /// clock; tests pass a [`ManualClock`](crate::ManualClock) so that keys
+    /// expire without sleeping.
+    pub clock: SharedClock,
 }
 
 impl Default for ClusterConfig {
@@ -45,6 +50,7 @@ impl Default for ClusterConfig {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(1),
             stripes: 64,
+            clock: SharedClock::default(),
         }
     }
 }

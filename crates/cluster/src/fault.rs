@@ -151,6 +151,44 @@ impl Cluster {
         Ok(())
     }
 
+    /// Bytes every node's stores hold, recounted by walking every entry
+    /// (per node, in id order): what [`ClusterStats::used_memory`] and
+    /// [`NodeStats::used_memory`] must equal when no write is in flight.
+    /// For tests; it takes each stripe's read lock in turn.
+    ///
+    /// [`ClusterStats::used_memory`]: crate::ClusterStats::used_memory
+    /// [`NodeStats::used_memory`]: crate::NodeStats::used_memory
+    pub fn recount_used_memory(&self) -> Vec<(ringkv_ring::NodeId, u64)> {
+        let routing = self.routing.load_full();
+        routing
+            .nodes
+            .values()
+            .map(|node| {
+                let mut bytes = 0u64;
+                let mut page = Vec::new();
+                for i in 0..node.stripe_count() {
+                    let stripe = node.peek_stripe(i);
+                    let mut after = None;
+                    loop {
+                        page.clear();
+                        stripe
+                            .scan(0..=u64::MAX, after, 256, &mut page)
+                            .expect("in-memory stores do not fail");
+                        bytes += page
+                            .iter()
+                            .map(|e| e.entry.footprint(e.key.len()) as u64)
+                            .sum::<u64>();
+                        match page.last() {
+                            Some(last) if page.len() >= 256 => after = Some(last.token),
+                            _ => break,
+                        }
+                    }
+                }
+                (node.id.clone(), bytes)
+            })
+            .collect()
+    }
+
     fn node_by_id(&self, id: &str) -> Result<std::sync::Arc<crate::node::Node>, ClusterError> {
         let routing = self.routing.load();
         let node = routing.nodes.get(id).cloned();

@@ -46,28 +46,37 @@ macro_rules! fault_point {
 
 mod active;
 mod change;
+mod clock;
 mod cluster;
 mod commit;
 mod config;
 mod counts;
+mod entry;
 mod error;
+mod expire;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod membership;
 mod node;
+mod ops;
 mod plan;
 mod repair;
 mod report;
 mod routing;
+mod shard;
 mod step;
 mod store;
 mod transfer;
 
-pub use cluster::{Cluster, StoreFactory, Update};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use cluster::{Cluster, StoreFactory};
 pub use config::ClusterConfig;
+pub use entry::{ENTRY_FORMAT, ENTRY_OVERHEAD, Entry, EntryFormatError, EntryKind};
 pub use error::ClusterError;
+pub use expire::{ExpireBudget, ExpireCycle, SAMPLES_PER_STEP};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
+pub use ops::{EntryUpdate, Update};
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};
 pub use store::{MemStore, Store, StoreError, StoredEntry};

@@ -7,13 +7,16 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ringkv_ring::{NodeId, Token};
 
+use std::sync::Arc;
+
 use crate::ClusterError;
+use crate::shard::Shard;
 use crate::store::{Store, StoreError};
 
 /// Shared access to one stripe.
-pub(crate) type StripeRead<'a> = RwLockReadGuard<'a, Box<dyn Store>>;
+pub(crate) type StripeRead<'a> = RwLockReadGuard<'a, Shard>;
 /// Exclusive access to one stripe.
-pub(crate) type StripeWrite<'a> = RwLockWriteGuard<'a, Box<dyn Store>>;
+pub(crate) type StripeWrite<'a> = RwLockWriteGuard<'a, Shard>;
 
 /// One node of the in-process cluster.
 ///
@@ -48,9 +51,14 @@ pub(crate) struct Node {
     fail_next: AtomicU32,
 }
 
-/// One lock stripe: a store and the number of its keys the node serves.
+/// One lock stripe: a store (with its bookkeeping) and the number of its
+/// keys the node serves.
 struct Stripe {
-    store: RwLock<Box<dyn Store>>,
+    store: RwLock<Shard>,
+    /// Bytes the stripe's store holds, served or not (see
+    /// [`crate::Entry::footprint`]); written by the [`Shard`] under the
+    /// write lock, read by `stats()` without it.
+    memory: Arc<AtomicI64>,
     /// Keys of this stripe the node is the authority for: changed by a
     /// client write that creates or removes a key (under the stripe's write
     /// lock, on the authority) and by the switch of a range (under the
@@ -71,9 +79,13 @@ impl Node {
         Node {
             id,
             stripes: (0..stripes)
-                .map(|_| Stripe {
-                    store: RwLock::new(make()),
-                    served: AtomicI64::new(0),
+                .map(|_| {
+                    let memory = Arc::new(AtomicI64::new(0));
+                    Stripe {
+                        store: RwLock::new(Shard::new(make(), memory.clone())),
+                        memory,
+                        served: AtomicI64::new(0),
+                    }
                 })
                 .collect(),
             shift: 64 - stripes.trailing_zeros(),
@@ -130,6 +142,13 @@ impl Node {
         Ok(self.stripes[self.stripe_of(token)].store.write())
     }
 
+    /// A client's exclusive access to stripe `i`, if the node is up (active
+    /// expiry, which works stripe by stripe).
+    pub(crate) fn client_write_stripe(&self, i: usize) -> Result<StripeWrite<'_>, ClusterError> {
+        self.check_client()?;
+        Ok(self.stripes[i].store.write())
+    }
+
     /// A migrator step's shared access to stripe `i`, if the node is up and
     /// no injected failure is due.
     pub(crate) fn read_stripe(&self, i: usize) -> Result<StripeRead<'_>, ClusterError> {
@@ -173,6 +192,14 @@ impl Node {
         self.stripes
             .iter()
             .map(|s| s.served.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Bytes this node's stores hold (served keys and unserved copies).
+    pub(crate) fn memory(&self) -> i64 {
+        self.stripes
+            .iter()
+            .map(|s| s.memory.load(Ordering::Relaxed))
             .sum()
     }
 

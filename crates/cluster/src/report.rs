@@ -90,6 +90,14 @@ pub struct ClusterStats {
     pub rebalancing: bool,
     /// Stale ranges awaiting [`Cluster::repair`](crate::Cluster::repair).
     pub pending_cleanups: usize,
+    /// Bytes the nodes' stores hold (Redis's `used_memory`): the sum of
+    /// [`NodeStats::used_memory`], counted incrementally, never by walking
+    /// the data.
+    pub used_memory: u64,
+    /// Keys deleted because they had expired, since the cluster started:
+    /// by a write that found them expired, or by
+    /// [`Cluster::active_expire_cycle`](crate::Cluster::active_expire_cycle).
+    pub expired_keys: u64,
 }
 
 /// One member in [`ClusterStats`].
@@ -107,6 +115,11 @@ pub struct NodeStats {
     pub stored: usize,
     /// Whether it is down (fault injection).
     pub down: bool,
+    /// Bytes its stores hold, served or not: per entry, key + value +
+    /// [`ENTRY_OVERHEAD`](crate::ENTRY_OVERHEAD). A range being copied
+    /// counts on both nodes until its source's copy is cleaned up, as it
+    /// occupies both.
+    pub used_memory: u64,
 }
 
 /// Progress of a redistribution, reported after each range is copied; the

@@ -11,15 +11,17 @@ use std::ops::RangeInclusive;
 use bytes::Bytes;
 use ringkv_ring::Token;
 
-/// One stored pair with its ring token.
+use crate::entry::Entry;
+
+/// One stored key with its ring token and entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
     /// `key_token(&key)`.
     pub token: Token,
     /// The key.
     pub key: Bytes,
-    /// The value.
-    pub value: Bytes,
+    /// The entry stored under it.
+    pub entry: Entry,
 }
 
 /// Why a store call failed. The call changed nothing.
@@ -38,20 +40,24 @@ pub enum StoreError {
 ///   all of its work;
 /// - `token` is always `ringkv_ring::key_token(key)`; the store may trust it;
 /// - `scan` returns entries in ascending `(token, key)` order, so a caller
-///   can page through a range with the last token it saw.
+///   can page through a range with the last token it saw;
+/// - entries are stored and returned as given, expired or not: expiry is
+///   the cluster's business (it reads [`Entry::expires_at`]), so a store
+///   never needs a clock. An engine that keeps bytes uses
+///   [`Entry::encode`] / [`Entry::decode`].
 ///
 /// Callers serialise access (the cluster holds each node's store behind a
 /// read-write lock), so methods take `&self` for reads and `&mut self` for
 /// writes.
 pub trait Store: Send + Sync + 'static {
-    /// The value of `key`.
-    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+    /// The entry of `key`.
+    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError>;
 
-    /// Stores `value` under `key`; returns the previous value.
-    fn put(&mut self, token: Token, key: Bytes, value: Bytes) -> Result<Option<Bytes>, StoreError>;
+    /// Stores `entry` under `key`; returns the previous entry.
+    fn put(&mut self, token: Token, key: Bytes, entry: Entry) -> Result<Option<Entry>, StoreError>;
 
-    /// Removes `key`; returns the removed value.
-    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+    /// Removes `key`; returns the removed entry.
+    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError>;
 
     /// Appends to `out` up to `limit` entries whose token lies in `tokens`
     /// and is greater than `after` (when given), in ascending order. All
@@ -106,8 +112,8 @@ pub struct MemStore {
 
 #[derive(Debug)]
 enum Slot {
-    One(Bytes, Bytes),
-    Many(Vec<(Bytes, Bytes)>),
+    One(Bytes, Entry),
+    Many(Vec<(Bytes, Entry)>),
 }
 
 impl MemStore {
@@ -118,7 +124,7 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         Ok(match self.map.get(&token) {
             Some(Slot::One(k, v)) if k.as_ref() == key => Some(v.clone()),
             Some(Slot::Many(pairs)) => pairs
@@ -129,7 +135,7 @@ impl Store for MemStore {
         })
     }
 
-    fn put(&mut self, token: Token, key: Bytes, value: Bytes) -> Result<Option<Bytes>, StoreError> {
+    fn put(&mut self, token: Token, key: Bytes, value: Entry) -> Result<Option<Entry>, StoreError> {
         use std::collections::btree_map::Entry;
         match self.map.entry(token) {
             Entry::Vacant(e) => {
@@ -160,7 +166,7 @@ impl Store for MemStore {
         }
     }
 
-    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         use std::collections::btree_map::Entry;
         let Entry::Occupied(mut e) = self.map.entry(token) else {
             return Ok(None);
@@ -212,7 +218,7 @@ impl Store for MemStore {
                     out.push(StoredEntry {
                         token,
                         key: k.clone(),
-                        value: v.clone(),
+                        entry: v.clone(),
                     });
                     taken += 1;
                 }
@@ -221,7 +227,7 @@ impl Store for MemStore {
                         out.push(StoredEntry {
                             token,
                             key: k.clone(),
-                            value: v.clone(),
+                            entry: v.clone(),
                         });
                         taken += 1;
                     }
@@ -248,16 +254,16 @@ impl Store for MemStore {
         let mut removed = 0;
         for token in doomed {
             match self.map.remove(&token) {
-                Some(Slot::One(key, value)) => {
-                    out.push(StoredEntry { token, key, value });
+                Some(Slot::One(key, entry)) => {
+                    out.push(StoredEntry { token, key, entry });
                     removed += 1;
                 }
                 Some(Slot::Many(pairs)) => {
                     removed += pairs.len();
-                    out.extend(pairs.into_iter().map(|(key, value)| StoredEntry {
+                    out.extend(pairs.into_iter().map(|(key, entry)| StoredEntry {
                         token,
                         key,
-                        value,
+                        entry,
                     }));
                 }
                 None => {}
@@ -282,22 +288,26 @@ mod tests {
         Bytes::copy_from_slice(s)
     }
 
+    fn e(s: &[u8]) -> Entry {
+        Entry::string(b(s))
+    }
+
     #[test]
     fn colliding_tokens_keep_both_keys() {
         let mut s = MemStore::new();
-        assert_eq!(s.put(7, b(b"a"), b(b"1")).unwrap(), None);
-        assert_eq!(s.put(7, b(b"b"), b(b"2")).unwrap(), None);
-        assert_eq!(s.put(7, b(b"a"), b(b"3")).unwrap(), Some(b(b"1")));
+        assert_eq!(s.put(7, b(b"a"), e(b"1")).unwrap(), None);
+        assert_eq!(s.put(7, b(b"b"), e(b"2")).unwrap(), None);
+        assert_eq!(s.put(7, b(b"a"), e(b"3")).unwrap(), Some(e(b"1")));
         assert_eq!(s.len(), 2);
-        assert_eq!(s.get(7, b"a").unwrap(), Some(b(b"3")));
-        assert_eq!(s.get(7, b"b").unwrap(), Some(b(b"2")));
+        assert_eq!(s.get(7, b"a").unwrap(), Some(e(b"3")));
+        assert_eq!(s.get(7, b"b").unwrap(), Some(e(b"2")));
         assert_eq!(s.get(7, b"c").unwrap(), None);
         let mut out = Vec::new();
         s.scan(0..=10, None, 1, &mut out).unwrap();
         assert_eq!(out.len(), 2, "both keys of one token come together");
-        assert_eq!(s.delete(7, b"a").unwrap(), Some(b(b"3")));
+        assert_eq!(s.delete(7, b"a").unwrap(), Some(e(b"3")));
         assert_eq!(s.delete(7, b"a").unwrap(), None);
-        assert_eq!(s.delete(7, b"b").unwrap(), Some(b(b"2")));
+        assert_eq!(s.delete(7, b"b").unwrap(), Some(e(b"2")));
         assert!(s.is_empty());
     }
 
@@ -328,12 +338,12 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Put(t, k, v) => {
-                        let prev = s.put(t as u64, b(&[k]), b(&[v])).unwrap();
-                        prop_assert_eq!(prev.map(|p| p.to_vec()), m.insert((t as u64, vec![k]), vec![v]));
+                        let prev = s.put(t as u64, b(&[k]), e(&[v])).unwrap();
+                        prop_assert_eq!(prev.map(|p| p.value.to_vec()), m.insert((t as u64, vec![k]), vec![v]));
                     }
                     Op::Delete(t, k) => {
                         let prev = s.delete(t as u64, &[k]).unwrap();
-                        prop_assert_eq!(prev.map(|p| p.to_vec()), m.remove(&(t as u64, vec![k])));
+                        prop_assert_eq!(prev.map(|p| p.value.to_vec()), m.remove(&(t as u64, vec![k])));
                     }
                     Op::DeleteRange(a, z) => {
                         let n = s.delete_range(a as u64..=z as u64).unwrap();
@@ -354,7 +364,7 @@ mod tests {
                         got.sort();
                         prop_assert_eq!(&got, &want);
                         for e in &out {
-                            prop_assert_eq!(m.remove(&(e.token, e.key.to_vec())), Some(e.value.to_vec()));
+                            prop_assert_eq!(m.remove(&(e.token, e.key.to_vec())), Some(e.entry.value.to_vec()));
                         }
                     }
                 }
@@ -369,7 +379,7 @@ mod tests {
                 if got.len() == start { break; }
                 after = Some(got.last().unwrap().token);
             }
-            let mut got: Vec<_> = got.into_iter().map(|e| ((e.token, e.key.to_vec()), e.value.to_vec())).collect();
+            let mut got: Vec<_> = got.into_iter().map(|e| ((e.token, e.key.to_vec()), e.entry.value.to_vec())).collect();
             got.sort();
             let want: Vec<_> = m.range((lo, vec![])..).filter(|((t, _), _)| *t <= hi).map(|(k, v)| (k.clone(), v.clone())).collect();
             prop_assert_eq!(got, want);

@@ -66,9 +66,9 @@ impl Cluster {
                         let mut t = target.write_stripe(stripe)?;
                         for e in batch.drain(..) {
                             moved.keys += 1;
-                            moved.bytes += (e.key.len() + e.value.len()) as i64;
+                            moved.bytes += (e.key.len() + e.entry.value.len()) as i64;
                             let old = t
-                                .put(e.token, e.key, e.value)
+                                .put(e.token, e.key, e.entry)
                                 .map_err(|e| target.store_error(e))?;
                             if old.is_none() {
                                 add_held(&mut held, stripe, 1);
@@ -133,20 +133,20 @@ impl Cluster {
                 // retry after a failed call starts from the true count.
                 match src[j].get(token, &key).map_err(|e| source.store_error(e))? {
                     Some(v) => {
-                        let (klen, vlen) = (key.len() as i64, v.len() as i64);
+                        let (klen, vlen) = (key.len() as i64, v.value.len() as i64);
                         match t.put(token, key, v).map_err(|e| target.store_error(e))? {
                             None => {
                                 add_held(held, stripe, 1);
                                 bytes += klen + vlen;
                             }
-                            Some(old) => bytes += vlen - old.len() as i64,
+                            Some(old) => bytes += vlen - old.value.len() as i64,
                         }
                     }
                     None => {
                         let removed = t.delete(token, &key).map_err(|e| target.store_error(e))?;
                         if let Some(old) = removed {
                             add_held(held, stripe, -1);
-                            bytes -= (key.len() + old.len()) as i64;
+                            bytes -= (key.len() + old.value.len()) as i64;
                         }
                     }
                 }

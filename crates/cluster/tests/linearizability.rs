@@ -1,8 +1,11 @@
-//! Multi-threaded stress: client threads put, get and delete a few hot keys
-//! while other threads add and remove nodes. Every operation is recorded
-//! (invocation, response) and the history is checked for per-key
-//! linearizability with a Wing-Gong-Lowe checker; afterwards every key must
-//! sit on its owner only.
+//! Multi-threaded stress: client threads put, get, delete and update
+//! (read-modify-write) a few hot keys while other threads add and remove
+//! nodes. Every operation is recorded (invocation, response; what a delete
+//! reported removing, what an update found and left) and the history is
+//! checked for per-key linearizability with a Wing-Gong-Lowe checker;
+//! afterwards every key must sit on its owner only. The last test corrupts
+//! recorded histories in ways that are provably not linearizable and checks
+//! that the checker rejects them.
 //!
 //! Seeds drive each thread's choices and its random yields; the OS decides
 //! the interleaving. A failure prints the seed and the offending operations.
@@ -15,8 +18,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringkv_cluster::{
     Cluster, ClusterConfig, ClusterError, Fault, FaultEffect, FaultPoint, FaultRole, Placement,
+    Update,
 };
-use ringkv_lincheck::History;
+use ringkv_lincheck::{Event, History, Op, check};
 
 mod common;
 use common::for_each_seed;
@@ -76,7 +80,20 @@ fn decode(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("values are 8 bytes"))
 }
 
-fn stress(seed: u64, shape: &Shape) {
+/// What the update of the stress test does with the value `observed` it
+/// finds, and the value it leaves: any of the three outcomes, chosen by the
+/// value, and otherwise the fresh value `v`.
+fn rewrite(observed: Option<u64>, v: u64) -> (Update, Option<u64>) {
+    match observed {
+        Some(x) if x % 3 == 0 => (Update::Delete, None),
+        Some(x) if x % 3 == 1 => (Update::Keep, observed),
+        _ => (Update::Put(value_bytes(v)), Some(v)),
+    }
+}
+
+/// Runs the clients and membership changes of `shape`, checks the history
+/// and the final placement, and returns the history.
+fn stress(seed: u64, shape: &Shape) -> Vec<Event<u32, u64>> {
     let config = ClusterConfig {
         placement: if seed.is_multiple_of(2) {
             Placement::RandomVnodes {
@@ -173,23 +190,36 @@ fn stress(seed: u64, shape: &Shape) {
                 for i in 0..shape.ops_per_client {
                     let key = rng.random_range(0..shape.keys);
                     let key_bytes = Bytes::from(format!("key{key}"));
-                    match rng.random_range(0..10) {
+                    // Unique across the run: puts and updates write it.
+                    let v = (client << 32) | i;
+                    match rng.random_range(0..20) {
                         // A failed call (a node crashed or failing under an
                         // injected fault) is recorded as an unknown outcome
-                        // (put, delete) or not at all (get).
-                        0..=3 => {
-                            let v = (client << 32) | i;
+                        // (put, delete, an update whose function ran) or not
+                        // at all (get, an update whose function never ran).
+                        0..=6 => {
                             let r = rec.put(key, v, || cluster.put(key_bytes, value_bytes(v)));
                             check_error(r.err(), shape.faults, seed);
                         }
-                        4..=8 => {
+                        7..=14 => {
                             let r = rec.get(key, || {
                                 cluster.get(&key_bytes).map(|o| o.map(|b| decode(&b)))
                             });
                             check_error(r.err(), shape.faults, seed);
                         }
-                        _ => {
+                        15..=16 => {
                             let r = rec.delete(key, || cluster.delete(key_bytes));
+                            check_error(r.err(), shape.faults, seed);
+                        }
+                        _ => {
+                            let r = rec.update(key, |trace| {
+                                cluster.update(key_bytes, |old| {
+                                    let observed = old.map(|b| decode(b));
+                                    let (update, written) = rewrite(observed, v);
+                                    trace.record(observed, written);
+                                    (update, ())
+                                })
+                            });
                             check_error(r.err(), shape.faults, seed);
                         }
                     }
@@ -212,7 +242,8 @@ fn stress(seed: u64, shape: &Shape) {
     let report = history.check().unwrap_or_else(|e| {
         panic!("seed {seed}: history is not linearizable ({changes} membership changes):\n{e}")
     });
-    // Every operation was recorded, except gets that failed under faults.
+    // Every operation was recorded, except gets that failed under faults
+    // and updates that failed before their function ran.
     let total = shape.clients * shape.ops_per_client;
     if shape.faults {
         assert!(report.operations as u64 <= total, "seed {seed}");
@@ -235,6 +266,7 @@ fn stress(seed: u64, shape: &Shape) {
             assert_eq!(Some(node), ring.owner(k.as_bytes()), "seed {seed}");
         }
     }
+    history.take()
 }
 
 /// Client calls fail only under injected faults, and only as a node being
@@ -256,7 +288,9 @@ fn clients_and_membership_changes_are_linearizable() {
         changers: 2,
         faults: false,
     };
-    for_each_seed(6, |seed| stress(seed, &shape));
+    for_each_seed(6, |seed| {
+        stress(seed, &shape);
+    });
 }
 
 /// The same with faults armed before 40% of the membership changes:
@@ -271,7 +305,9 @@ fn faulty_membership_changes_stay_linearizable() {
         changers: 2,
         faults: true,
     };
-    for_each_seed(6, |seed| stress(seed, &shape));
+    for_each_seed(6, |seed| {
+        stress(seed, &shape);
+    });
     assert!(
         FAILED_CHANGES.load(Ordering::Relaxed) > 0,
         "no injected fault made a membership change fail"
@@ -289,7 +325,9 @@ fn clients_and_membership_changes_are_linearizable_heavy() {
         changers: 2,
         faults: false,
     };
-    for_each_seed(40, |seed| stress(seed, &shape));
+    for_each_seed(40, |seed| {
+        stress(seed, &shape);
+    });
     for_each_seed(40, |seed| {
         stress(
             seed,
@@ -297,6 +335,131 @@ fn clients_and_membership_changes_are_linearizable_heavy() {
                 faults: true,
                 ..shape
             },
-        )
+        );
+    });
+}
+
+/// The value `op` leaves in the register, for the operations that set it
+/// whatever it held (all but gets and updates that left the key alone).
+fn value_after(op: &Op<u64>) -> Option<Option<u64>> {
+    match op {
+        Op::Put(v) => Some(Some(*v)),
+        Op::Delete(_) => Some(None),
+        Op::Update { observed, written } if observed != written => Some(*written),
+        Op::Update { .. } | Op::Get(_) => None,
+    }
+}
+
+/// Whether `op` may write a value (not `None`) to the register.
+fn may_write_a_value(op: &Op<u64>) -> bool {
+    matches!(value_after(op), Some(Some(_)))
+}
+
+/// Flips the report of an acknowledged delete `d2` that removed nothing to
+/// "removed", choosing one that provably found the key absent: an
+/// acknowledged delete `d1` of the same key completed before `d2` was
+/// invoked, and no operation that may write a value overlaps the span from
+/// `d1`'s invocation to `d2`'s completion, so none can take effect between
+/// the two. Returns the index of the flipped event.
+fn flip_a_provably_false_delete(events: &mut [Event<u32, u64>]) -> Option<usize> {
+    let d2 = (0..events.len()).find(|&i| {
+        let d2 = &events[i];
+        let (Op::Delete(Some(false)), Some(d2_complete)) = (&d2.op, d2.complete) else {
+            return false;
+        };
+        events.iter().any(|d1| {
+            let Some(d1_complete) = d1.complete else {
+                return false;
+            };
+            d1.key == d2.key
+                && matches!(d1.op, Op::Delete(_))
+                && d1_complete < d2.invoke
+                && !events.iter().any(|w| {
+                    w.key == d2.key
+                        && may_write_a_value(&w.op)
+                        && w.invoke <= d2_complete
+                        && w.complete.is_none_or(|c| c >= d1.invoke)
+                })
+        })
+    })?;
+    events[d2].op = Op::Delete(Some(true));
+    Some(d2)
+}
+
+/// Makes an acknowledged update `g` report that it found a value `w` that
+/// an acknowledged operation `q` of the same key had already replaced:
+/// `w`'s only write (values are unique) completed before `q` was invoked,
+/// and `q` completed before `g` was invoked. Returns the index of `g`.
+fn make_an_update_see_a_replaced_value(events: &mut [Event<u32, u64>]) -> Option<usize> {
+    for g in 0..events.len() {
+        let (Op::Update { observed, .. }, Some(_)) = (&events[g].op, events[g].complete) else {
+            continue;
+        };
+        let (key, invoke, observed) = (events[g].key, events[g].invoke, *observed);
+        // The acknowledged operation that set the register last before g.
+        let Some(q) = events
+            .iter()
+            .filter(|q| q.key == key && value_after(&q.op).is_some())
+            .filter(|q| q.complete.is_some_and(|c| c < invoke))
+            .max_by_key(|q| q.invoke)
+        else {
+            continue;
+        };
+        let replaced = events
+            .iter()
+            .find_map(|p| match (value_after(&p.op), p.complete) {
+                (Some(Some(w)), Some(c))
+                    if p.key == key
+                        && c < q.invoke
+                        && value_after(&q.op) != Some(Some(w))
+                        && observed != Some(w) =>
+                {
+                    Some(w)
+                }
+                _ => None,
+            });
+        if let Some(w) = replaced {
+            if let Op::Update { observed, .. } = &mut events[g].op {
+                *observed = Some(w);
+            }
+            return Some(g);
+        }
+    }
+    None
+}
+
+/// The checker catches wrong results of deletes and updates in real
+/// histories: each corruption below is provably not linearizable, and
+/// the checker must say so for the key it was made on.
+#[test]
+fn checker_rejects_corrupted_histories() {
+    let shape = Shape {
+        clients: 4,
+        ops_per_client: 1_500,
+        keys: 12,
+        changers: 1,
+        faults: false,
+    };
+    for_each_seed(2, |seed| {
+        let history = stress(seed, &shape);
+        check(history.clone()).expect("the uncorrupted history passed in stress");
+
+        let mut deletes = history.clone();
+        let d = flip_a_provably_false_delete(&mut deletes)
+            .unwrap_or_else(|| panic!("seed {seed}: no delete to corrupt"));
+        let err = check(deletes).expect_err("a delete reported removing an absent key");
+        let v = err
+            .violation()
+            .unwrap_or_else(|| panic!("seed {seed}: {err}"));
+        assert_eq!(v.key, history[d].key, "seed {seed}: {v}");
+
+        let mut updates = history.clone();
+        let u = make_an_update_see_a_replaced_value(&mut updates)
+            .unwrap_or_else(|| panic!("seed {seed}: no update to corrupt"));
+        let err = check(updates).expect_err("an update found a replaced value");
+        let v = err
+            .violation()
+            .unwrap_or_else(|| panic!("seed {seed}: {err}"));
+        assert_eq!(v.key, history[u].key, "seed {seed}: {v}");
     });
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ringkv_cluster::{
-    Cluster, ClusterConfig, ClusterError, MemStore, NodeId, Placement, Store, StoreError,
+    Cluster, ClusterConfig, ClusterError, Entry, MemStore, NodeId, Placement, Store, StoreError,
     StoredEntry, Token,
 };
 
@@ -74,15 +74,15 @@ fn maybe_panic(call: &str) {
 }
 
 impl Store for PanickyStore {
-    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         maybe_panic("get");
         self.0.get(token, key)
     }
-    fn put(&mut self, token: Token, key: Bytes, value: Bytes) -> Result<Option<Bytes>, StoreError> {
+    fn put(&mut self, token: Token, key: Bytes, value: Entry) -> Result<Option<Entry>, StoreError> {
         maybe_panic("put");
         self.0.put(token, key, value)
     }
-    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         maybe_panic("delete");
         self.0.delete(token, key)
     }

@@ -1,11 +1,12 @@
-//! Recording side: the global [`Clock`], the [`Event`] record, per-thread
-//! [`Recorder`]s and the shared [`History`] they flush into.
+//! Recording side: the global [`Clock`], the [`Op`] and [`Event`] records,
+//! and the shared [`History`] that per-thread [`Recorder`]s flush into.
 
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::recorder::Recorder;
 use crate::{CheckConfig, CheckError, CheckReport};
 
 /// A global logical clock shared by all recording threads.
@@ -41,10 +42,28 @@ impl Clock {
 pub enum Op<V> {
     /// Write `Some(v)`; returns nothing.
     Put(V),
-    /// Write `None`; returns nothing.
-    Delete,
+    /// Write `None`. Carries what the store reported, if it was recorded:
+    /// `Some(true)` if it removed a value (the register held one),
+    /// `Some(false)` if there was nothing to remove (it held `None`), and
+    /// `None` for a delete whose report was not recorded. A report is
+    /// ignored when the outcome is unknown (the caller never received it).
+    Delete(Option<bool>),
     /// Read; carries the value the store returned.
     Get(Option<V>),
+    /// A read-modify-write that took effect in one atomic step: the register
+    /// held `observed` and was left holding `written` (equal to `observed`
+    /// when the update left the key alone, `None` when it deleted the key).
+    ///
+    /// With an unknown outcome it is all or nothing: either it took effect
+    /// exactly so, at one point after its invocation, or not at all. (A
+    /// function that ran and saw `observed` before the write failed is
+    /// therefore not evidence that the register held `observed`.)
+    Update {
+        /// The value the modifying function was given.
+        observed: Option<V>,
+        /// The value it left in the register.
+        written: Option<V>,
+    },
 }
 
 /// A recorded operation: what was done to which key, by whom, and when.
@@ -52,7 +71,8 @@ pub enum Op<V> {
 pub struct Event<K, V> {
     /// The key the operation addressed.
     pub key: K,
-    /// The operation (and, for reads, its result).
+    /// The operation (and its result, for reads, reporting deletes and
+    /// updates).
     pub op: Op<V>,
     /// Clock tick taken just before the call.
     pub invoke: u64,
@@ -87,14 +107,44 @@ impl<K, V> Event<K, V> {
         Self::new(key, Op::Put(value), invoke, None)
     }
 
-    /// An acknowledged `delete(key)` that ran during `[invoke, complete]`.
+    /// An acknowledged `delete(key)` that ran during `[invoke, complete]`,
+    /// whose report of what it removed was not recorded.
     pub fn delete(key: K, invoke: u64, complete: u64) -> Self {
-        Self::new(key, Op::Delete, invoke, Some(complete))
+        Self::new(key, Op::Delete(None), invoke, Some(complete))
+    }
+
+    /// An acknowledged `delete(key)` that ran during `[invoke, complete]` and
+    /// reported whether it `removed` a value.
+    pub fn delete_returning(key: K, invoke: u64, complete: u64, removed: bool) -> Self {
+        Self::new(key, Op::Delete(Some(removed)), invoke, Some(complete))
     }
 
     /// A `delete(key)` invoked at `invoke` whose outcome is unknown.
     pub fn delete_unknown(key: K, invoke: u64) -> Self {
-        Self::new(key, Op::Delete, invoke, None)
+        Self::new(key, Op::Delete(None), invoke, None)
+    }
+
+    /// An acknowledged read-modify-write that ran during `[invoke, complete]`,
+    /// found `observed` and left `written` (see [`Op::Update`]).
+    pub fn update(
+        key: K,
+        invoke: u64,
+        complete: u64,
+        observed: Option<V>,
+        written: Option<V>,
+    ) -> Self {
+        Self::new(
+            key,
+            Op::Update { observed, written },
+            invoke,
+            Some(complete),
+        )
+    }
+
+    /// A read-modify-write invoked at `invoke` whose outcome is unknown: if it
+    /// took effect, it found `observed` and left `written`.
+    pub fn update_unknown(key: K, invoke: u64, observed: Option<V>, written: Option<V>) -> Self {
+        Self::new(key, Op::Update { observed, written }, invoke, None)
     }
 
     /// A successful `get(key)` that ran during `[invoke, complete]` and
@@ -112,13 +162,18 @@ impl<K, V> Event<K, V> {
 }
 
 impl<K: fmt::Debug, V: fmt::Debug> fmt::Display for Event<K, V> {
-    /// e.g. `client 3: get("a") -> Some(7) @ [12, 15]` (`?` = unknown outcome).
+    /// e.g. `client 3: get("a") -> Some(7) @ [12, 15]`,
+    /// `client 1: update("a"): Some(7) -> None @ [16, ?] (outcome unknown)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "client {}: ", self.client)?;
         match &self.op {
             Op::Put(v) => write!(f, "put({:?}, {:?})", self.key, v)?,
-            Op::Delete => write!(f, "delete({:?})", self.key)?,
+            Op::Delete(None) => write!(f, "delete({:?})", self.key)?,
+            Op::Delete(Some(removed)) => write!(f, "delete({:?}) -> {removed}", self.key)?,
             Op::Get(r) => write!(f, "get({:?}) -> {:?}", self.key, r)?,
+            Op::Update { observed, written } => {
+                write!(f, "update({:?}): {observed:?} -> {written:?}", self.key)?
+            }
         }
         match self.complete {
             Some(c) => write!(f, " @ [{}, {}]", self.invoke, c),
@@ -126,149 +181,8 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Display for Event<K, V> {
         }
     }
 }
-
 /// The event buffer shared by a [`History`] and its recorders.
-type Shared<K, V> = Arc<Mutex<Vec<Event<K, V>>>>;
-
-/// Per-thread, lock-free event log.
-///
-/// Create one per client thread (via [`History::recorder`] or
-/// [`Recorder::new`]); pushing is a plain `Vec::push`. A recorder obtained
-/// from a [`History`] appends its events to that history when dropped (one
-/// lock acquisition per recorder, none on the hot path).
-pub struct Recorder<K, V> {
-    clock: Clock,
-    client: u64,
-    events: Vec<Event<K, V>>,
-    sink: Option<Shared<K, V>>,
-}
-
-impl<K, V> Recorder<K, V> {
-    /// A standalone recorder (not attached to a [`History`]); collect its
-    /// events with [`Recorder::into_events`].
-    pub fn new(clock: Clock, client: u64) -> Self {
-        Self {
-            clock,
-            client,
-            events: Vec::new(),
-            sink: None,
-        }
-    }
-
-    /// This recorder's client id.
-    pub fn client(&self) -> u64 {
-        self.client
-    }
-
-    /// The shared clock.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// Shorthand for `self.clock().now()`.
-    pub fn now(&self) -> u64 {
-        self.clock.now()
-    }
-
-    /// Records a manually timed event, stamping it with this recorder's
-    /// client id.
-    pub fn push(&mut self, event: Event<K, V>) {
-        self.events.push(event.with_client(self.client));
-    }
-
-    /// Times and records a read. `Ok(r)` is recorded as a get returning `r`;
-    /// an `Err` is not recorded (a failed read constrains nothing).
-    pub fn get<E>(
-        &mut self,
-        key: K,
-        call: impl FnOnce() -> Result<Option<V>, E>,
-    ) -> Result<Option<V>, E>
-    where
-        V: Clone,
-    {
-        let invoke = self.now();
-        let result = call();
-        let complete = self.now();
-        if let Ok(r) = &result {
-            self.push(Event::get(key, invoke, complete, r.clone()));
-        }
-        result
-    }
-
-    /// Times and records a write of `value`. `Ok` is recorded as an
-    /// acknowledged put, `Err` as a put with unknown outcome.
-    pub fn put<T, E>(
-        &mut self,
-        key: K,
-        value: V,
-        call: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
-        let invoke = self.now();
-        let result = call();
-        let complete = self.now();
-        self.push(Event::new(
-            key,
-            Op::Put(value),
-            invoke,
-            result.is_ok().then_some(complete),
-        ));
-        result
-    }
-
-    /// Times and records a delete. `Ok` is recorded as an acknowledged
-    /// delete, `Err` as a delete with unknown outcome.
-    pub fn delete<T, E>(&mut self, key: K, call: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        let invoke = self.now();
-        let result = call();
-        let complete = self.now();
-        self.push(Event::new(
-            key,
-            Op::Delete,
-            invoke,
-            result.is_ok().then_some(complete),
-        ));
-        result
-    }
-
-    /// The events recorded so far (not yet flushed).
-    pub fn events(&self) -> &[Event<K, V>] {
-        &self.events
-    }
-
-    /// Takes the recorded events. For a recorder attached to a [`History`],
-    /// the taken events are *not* delivered to the history.
-    pub fn into_events(mut self) -> Vec<Event<K, V>> {
-        std::mem::take(&mut self.events)
-    }
-
-    /// Appends the events recorded so far to the attached [`History`] now
-    /// (a no-op for standalone recorders).
-    pub fn flush(&mut self) {
-        if let Some(sink) = &self.sink
-            && !self.events.is_empty()
-        {
-            sink.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .append(&mut self.events);
-        }
-    }
-}
-
-impl<K, V> Drop for Recorder<K, V> {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
-impl<K, V> fmt::Debug for Recorder<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Recorder")
-            .field("client", &self.client)
-            .field("events", &self.events.len())
-            .field("attached", &self.sink.is_some())
-            .finish()
-    }
-}
+pub(crate) type Shared<K, V> = Arc<Mutex<Vec<Event<K, V>>>>;
 
 /// A shared history: one [`Clock`] plus the merged events of all
 /// [`Recorder`]s created from it. Cloning is cheap (shared handle).
@@ -318,12 +232,7 @@ impl<K, V> History<K, V> {
     /// A recorder for one client thread; its events are appended to this
     /// history when it is dropped (or [`Recorder::flush`]ed).
     pub fn recorder(&self, client: u64) -> Recorder<K, V> {
-        Recorder {
-            clock: self.clock.clone(),
-            client,
-            events: Vec::new(),
-            sink: Some(Arc::clone(&self.events)),
-        }
+        Recorder::attached(self.clock.clone(), client, Arc::clone(&self.events))
     }
 
     /// Appends events directly (e.g. from [`Recorder::into_events`]).

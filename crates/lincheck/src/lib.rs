@@ -1,15 +1,18 @@
 //! A linearizability checker for per-key register histories.
 //!
 //! ringkv promises *per-key linearizability*: every key behaves like an
-//! independent read/write register holding `Option<V>` (initially `None`)
-//! with `put`, `delete` and `get` operations. Linearizability is local
+//! independent register holding `Option<V>` (initially `None`) with `put`,
+//! `get`, `delete` (which may report whether it removed a value) and
+//! `update` (an atomic read-modify-write, recorded as the value it found and
+//! the value it left) operations; see [`Op`]. Linearizability is local
 //! (compositional), so a history is linearizable iff the sub-history of
 //! every key is; this crate checks each key separately.
 //!
 //! # Recording
 //!
 //! Concurrency tests record every operation as an [`Event`]: the key, the
-//! [`Op`] (with the result, for reads), the [`Clock`] ticks taken just before
+//! [`Op`] (with its result: a read's value, a delete's report, what an
+//! update found and left), the [`Clock`] ticks taken just before
 //! the call and just after it returned, and the client id. An operation that
 //! failed or timed out has an *unknown outcome* (`complete: None`): it may
 //! have taken effect at any point after its invocation, or never.
@@ -26,12 +29,17 @@
 //! search that repeatedly linearizes a *minimal* pending operation (one that
 //! no other pending operation must precede in real time), backtracking on
 //! dead ends, with a memo table of failed (linearized set, register value)
-//! configurations. Sound partial-order reductions keep it fast: reads that
-//! match the register are placed greedily, an unknown-outcome write is only
-//! placed right before a read of its value, register values no pending read
-//! returns are treated as equal, and spare unknown-outcome writes are
-//! compared by dominance. Typical histories of thousands of operations per
-//! key check in milliseconds. A search budget
+//! configurations. Every operation is reduced to a requirement on the
+//! register and an effect (a delete that removed a value requires one, an
+//! update requires the value it found). Sound partial-order reductions keep
+//! it fast: reads that match the register are placed greedily, an
+//! unknown-outcome write is only placed right before an operation that
+//! needs its value, register values no pending operation requires are
+//! treated as equal, and spare unknown-outcome writes are compared by
+//! dominance. Typical histories of thousands of operations per key check in
+//! milliseconds. Proving a *violation* can take far longer when deletes
+//! report removals and many writes have unknown outcomes (each such delete
+//! can be explained by any spare write). A search budget
 //! ([`CheckConfig::max_states_per_key`]) turns pathological cases into
 //! [`CheckError::Inconclusive`] instead of hanging.
 //!
@@ -88,9 +96,15 @@
 #![deny(missing_docs)]
 
 mod checker;
+mod config;
 mod history;
+mod memo;
+mod model;
+mod recorder;
+mod report;
+mod search;
 
-pub use checker::{
-    CheckConfig, CheckError, CheckReport, Inconclusive, Malformed, Violation, check, check_with,
-};
-pub use history::{Clock, Event, History, Op, Recorder};
+pub use checker::{CheckConfig, check, check_with};
+pub use history::{Clock, Event, History, Op};
+pub use recorder::{Recorder, UpdateTrace};
+pub use report::{CheckError, CheckReport, Inconclusive, Malformed, Violation};

@@ -15,6 +15,12 @@ fn get(invoke: u64, complete: u64, r: Option<u64>) -> E {
 fn del(invoke: u64, complete: u64) -> E {
     Event::delete("k", invoke, complete)
 }
+fn del_ret(invoke: u64, complete: u64, removed: bool) -> E {
+    Event::delete_returning("k", invoke, complete, removed)
+}
+fn upd(invoke: u64, complete: u64, observed: Option<u64>, written: Option<u64>) -> E {
+    Event::update("k", invoke, complete, observed, written)
+}
 
 #[track_caller]
 fn assert_ok(events: Vec<E>) {
@@ -323,7 +329,7 @@ fn recorder_records_outcomes() {
     rec.put("k", 2, || Err::<(), _>("timeout")).unwrap_err();
     rec.get("k", || Err::<Option<u64>, _>("unavailable"))
         .unwrap_err();
-    rec.delete("k", || Err::<(), _>("timeout")).unwrap_err();
+    rec.delete("k", || Err::<bool, _>("timeout")).unwrap_err();
     assert_eq!(rec.get("k", || Ok::<_, ()>(Some(2))).unwrap(), Some(2));
     let t0 = clock.now();
     let t1 = clock.now();
@@ -336,7 +342,7 @@ fn recorder_records_outcomes() {
     assert_eq!(events[1].complete, None);
     assert_eq!(
         (events[2].op.clone(), events[2].complete),
-        (Op::Delete, None)
+        (Op::Delete(None), None)
     );
     // Timestamps are strictly increasing across operations.
     assert!(events.windows(2).all(|w| w[0].invoke < w[1].invoke));
@@ -375,8 +381,10 @@ fn history_collects_from_threads() {
                                 .unwrap();
                         }
                         _ => {
-                            rec.delete(key, || Ok::<_, ()>(store.lock().unwrap().remove(&key)))
-                                .unwrap();
+                            rec.delete(key, || {
+                                Ok::<_, ()>(store.lock().unwrap().remove(&key).is_some())
+                            })
+                            .unwrap();
                         }
                     }
                 }
@@ -431,4 +439,213 @@ fn history_detects_a_broken_store() {
             .any(|e| e.client == 2 && e.op == Op::Get(None)),
         "{v}"
     );
+}
+
+#[test]
+fn delete_reports_must_match_the_register() {
+    assert_ok(vec![
+        del_ret(0, 1, false),
+        put(2, 3, 1),
+        del_ret(4, 5, true),
+        del_ret(6, 7, false),
+        get(8, 9, None),
+    ]);
+    // Nothing to remove: the key was never written.
+    let v = assert_violation(vec![del_ret(0, 1, true)]);
+    assert!(v.reason.contains("no value was written"), "{v}");
+    // Removed nothing although the key held a value.
+    let v = assert_violation(vec![put(0, 1, 1), del_ret(2, 3, false)]);
+    assert_eq!(v.state, Some(1));
+    assert!(v.to_string().contains("register holds Some(1)"), "{v}");
+    // One value cannot be removed twice, one delete after the other...
+    let v = assert_violation(vec![put(0, 1, 1), del_ret(2, 3, true), del_ret(4, 5, true)]);
+    assert!(
+        v.to_string()
+            .contains("delete(\"k\") -> true @ [4, 5]   <- register holds None"),
+        "{v}"
+    );
+    // ...or concurrently.
+    assert_violation(vec![put(0, 1, 1), del_ret(2, 5, true), del_ret(3, 6, true)]);
+    assert_ok(vec![
+        put(0, 1, 1),
+        del_ret(2, 5, true),
+        del_ret(3, 6, false),
+    ]);
+    // A put concurrent with the delete may come before or after it.
+    for removed in [true, false] {
+        assert_ok(vec![put(0, 10, 1), del_ret(1, 2, removed)]);
+    }
+}
+
+#[test]
+fn delete_reports_with_unknown_outcome() {
+    // A delete whose call failed reported nothing to its caller: a recorded
+    // report is ignored.
+    assert_ok(vec![Event::new("k", Op::Delete(Some(true)), 0, None)]);
+    // An unknown-outcome put may be what the delete removed...
+    assert_ok(vec![Event::put_unknown("k", 1, 0), del_ret(1, 2, true)]);
+    // ...but not if it was invoked after the delete completed.
+    assert_violation(vec![del_ret(0, 1, true), Event::put_unknown("k", 1, 2)]);
+    // An unknown-outcome delete may have removed the value first.
+    assert_ok(vec![
+        put(0, 1, 1),
+        Event::delete_unknown("k", 2),
+        del_ret(3, 4, false),
+    ]);
+}
+
+#[test]
+fn updates_follow_the_register() {
+    assert_ok(vec![
+        upd(0, 1, None, Some(1)),
+        get(2, 3, Some(1)),
+        upd(4, 5, Some(1), Some(2)),
+        upd(6, 7, Some(2), Some(2)), // left the key alone
+        get(8, 9, Some(2)),
+        upd(10, 11, Some(2), None), // deleted it
+        get(12, 13, None),
+        del_ret(14, 15, false),
+    ]);
+    // Two concurrent updates chain: one sees the other's write.
+    assert_ok(vec![
+        put(0, 1, 1),
+        upd(2, 5, Some(1), Some(2)),
+        upd(3, 6, Some(2), Some(3)),
+        get(7, 8, Some(3)),
+    ]);
+    assert_violation(vec![
+        put(0, 1, 1),
+        upd(2, 5, Some(1), Some(2)),
+        upd(3, 6, Some(2), Some(3)),
+        get(7, 8, Some(2)),
+    ]);
+}
+
+#[test]
+fn lost_update_is_rejected() {
+    // Both updates found 1: one of them overwrote the other's write
+    // without seeing it (two increments counting once).
+    let v = assert_violation(vec![
+        put(0, 1, 1).with_client(1),
+        upd(2, 5, Some(1), Some(2)).with_client(2),
+        upd(3, 6, Some(1), Some(3)).with_client(3),
+    ]);
+    let text = v.to_string();
+    assert!(
+        text.contains("update(\"k\"): Some(1) -> Some(3) @ [3, 6]   <- register holds Some(2)")
+            || text
+                .contains("update(\"k\"): Some(1) -> Some(2) @ [2, 5]   <- register holds Some(3)"),
+        "{text}"
+    );
+    // Sequential, the same pair is a stale read.
+    assert_violation(vec![
+        put(0, 1, 1),
+        upd(2, 3, Some(1), Some(2)),
+        upd(4, 5, Some(1), Some(3)),
+    ]);
+    // An update that left the key alone is a read.
+    assert_violation(vec![
+        put(0, 1, 1),
+        put(2, 3, 2),
+        upd(4, 5, Some(1), Some(1)),
+    ]);
+    assert_ok(vec![
+        put(0, 1, 1),
+        put(2, 3, 2),
+        upd(4, 5, Some(2), Some(2)),
+    ]);
+}
+
+#[test]
+fn update_observing_the_impossible_is_rejected_early() {
+    let v = assert_violation(vec![put(0, 1, 1), upd(2, 3, Some(42), Some(2))]);
+    assert!(
+        v.reason
+            .contains("an update found a value that was never written"),
+        "{v}"
+    );
+    // Leaving a never-written value "alone" does not count as writing it.
+    let v = assert_violation(vec![upd(0, 1, Some(42), Some(42))]);
+    assert!(v.reason.contains("never written"), "{v}");
+    let v = assert_violation(vec![upd(0, 1, Some(1), Some(2)), put(2, 3, 1)]);
+    assert!(v.reason.contains("after the update completed"), "{v}");
+}
+
+#[test]
+fn unknown_outcome_update_is_all_or_nothing() {
+    let base = || {
+        vec![
+            put(0, 1, 1),
+            Event::update_unknown("k", 2, Some(1), Some(2)),
+        ]
+    };
+    // Took effect, late...
+    let mut h = base();
+    h.extend([get(3, 4, Some(1)), get(5, 6, Some(2))]);
+    assert_ok(h);
+    // ...or never.
+    let mut h = base();
+    h.push(get(3, 4, Some(1)));
+    assert_ok(h);
+    // If it took effect it found 1: it cannot explain a 2 after a 3.
+    let mut h = base();
+    h.extend([put(3, 4, 3), get(5, 6, Some(2))]);
+    assert_violation(h);
+    // Unknown-outcome operations may chain: a put of 1, then the update.
+    assert_ok(vec![
+        Event::put_unknown("k", 1, 0),
+        Event::update_unknown("k", 1, Some(1), Some(2)),
+        get(2, 3, Some(2)),
+    ]);
+    // An unknown-outcome update that deleted the key can explain a None.
+    assert_ok(vec![
+        put(0, 1, 1),
+        Event::update_unknown("k", 2, Some(1), None),
+        get(3, 4, None),
+    ]);
+}
+
+#[test]
+fn recorder_records_delete_reports_and_updates() {
+    let clock = Clock::new();
+    let mut rec: Recorder<&str, u64> = Recorder::new(clock, 5);
+    assert!(!rec.delete("k", || Ok::<_, ()>(false)).unwrap());
+    rec.update("k", |trace| {
+        trace.record(None, Some(1));
+        Ok::<_, ()>(())
+    })
+    .unwrap();
+    // Failed after its function ran: unknown outcome.
+    rec.update("k", |trace| {
+        trace.record(Some(1), Some(2));
+        Err::<(), _>("store failed")
+    })
+    .unwrap_err();
+    // Failed before its function ran: nothing to record.
+    rec.update("k", |_| Err::<(), _>("unavailable"))
+        .unwrap_err();
+    assert!(rec.delete("k", || Ok::<_, ()>(true)).unwrap());
+    rec.delete("k", || Err::<bool, _>("timeout")).unwrap_err();
+
+    let events = rec.into_events();
+    let ops: Vec<(Op<u64>, bool)> = events
+        .iter()
+        .map(|e| (e.op.clone(), e.complete.is_some()))
+        .collect();
+    let update = |observed, written| Op::Update { observed, written };
+    assert_eq!(
+        ops,
+        vec![
+            (Op::Delete(Some(false)), true),
+            (update(None, Some(1)), true),
+            (update(Some(1), Some(2)), false),
+            (Op::Delete(Some(true)), true),
+            (Op::Delete(None), false),
+        ]
+    );
+    assert_eq!(
+        events[2].to_string(),
+        "client 5: update(\"k\"): Some(1) -> Some(2) @ [4, ?] (outcome unknown)"
+    );
+    check(events).unwrap();
 }

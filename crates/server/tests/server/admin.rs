@@ -51,7 +51,7 @@ impl ringkv_cluster::Store for PanickyStore {
         &self,
         token: ringkv_cluster::Token,
         key: &[u8],
-    ) -> Result<Option<bytes::Bytes>, ringkv_cluster::StoreError> {
+    ) -> Result<Option<ringkv_cluster::Entry>, ringkv_cluster::StoreError> {
         self.inner.get(token, key)
     }
 
@@ -59,16 +59,16 @@ impl ringkv_cluster::Store for PanickyStore {
         &mut self,
         token: ringkv_cluster::Token,
         key: bytes::Bytes,
-        value: bytes::Bytes,
-    ) -> Result<Option<bytes::Bytes>, ringkv_cluster::StoreError> {
-        self.inner.put(token, key, value)
+        entry: ringkv_cluster::Entry,
+    ) -> Result<Option<ringkv_cluster::Entry>, ringkv_cluster::StoreError> {
+        self.inner.put(token, key, entry)
     }
 
     fn delete(
         &mut self,
         token: ringkv_cluster::Token,
         key: &[u8],
-    ) -> Result<Option<bytes::Bytes>, ringkv_cluster::StoreError> {
+    ) -> Result<Option<ringkv_cluster::Entry>, ringkv_cluster::StoreError> {
         self.inner.delete(token, key)
     }
 
