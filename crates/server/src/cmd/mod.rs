@@ -21,6 +21,7 @@ mod conn;
 mod counter;
 mod info;
 mod introspect;
+mod string_edit;
 mod strings;
 mod table;
 

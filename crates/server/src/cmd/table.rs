@@ -1,7 +1,9 @@
 //! The command table: name, arity, flags, key positions, documentation
 //! and handler of every command, one entry each.
 
-use super::{Handler, admin, client, config, conn, counter, info, introspect, strings};
+use super::{
+    Handler, admin, client, config, conn, counter, info, introspect, string_edit, strings,
+};
 
 /// One command of the table.
 pub struct Spec {
@@ -64,6 +66,22 @@ pub static COMMANDS: &[Spec] = &[
         "Sets several keys, each atomically (not all at once)."),
     spec!("strlen", 2, R, (1, 1, 1), "string", strings::strlen,
         "Returns the length of a value."),
+    spec!("append", 3, WF, (1, 1, 1), "string", string_edit::append,
+        "Appends to a value (creating it); returns the new length. Keeps the expiry."),
+    spec!("getdel", 2, &["write", "fast"], (1, 1, 1), "string", string_edit::getdel,
+        "Returns a value and deletes the key."),
+    spec!("getset", 3, WF, (1, 1, 1), "string", string_edit::getset,
+        "Sets a value (clearing any expiry) and returns the old one."),
+    spec!("setnx", 3, WF, (1, 1, 1), "string", string_edit::setnx,
+        "Sets a value only if the key is absent; 1 if it was set."),
+    spec!("setrange", 4, W, (1, 1, 1), "string", string_edit::setrange,
+        "Overwrites part of a value at an offset, zero-padding; returns the new length."),
+    spec!("getrange", 4, &["readonly"], (1, 1, 1), "string", string_edit::getrange,
+        "Returns the bytes from start to end (inclusive; negative from the end)."),
+    spec!("substr", 4, &["readonly"], (1, 1, 1), "string", string_edit::getrange,
+        "GETRANGE under its old name."),
+    spec!("incrbyfloat", 3, WF, (1, 1, 1), "string", string_edit::incrbyfloat,
+        "Adds a float to a value, atomically; keeps the expiry."),
     spec!("incr", 2, WF, (1, 1, 1), "string", counter::incr,
         "Adds one to an integer value, atomically."),
     spec!("decr", 2, WF, (1, 1, 1), "string", counter::decr,

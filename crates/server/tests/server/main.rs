@@ -9,3 +9,4 @@ mod limits;
 mod rebalance;
 mod resp;
 mod resp3;
+mod strings;
