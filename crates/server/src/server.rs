@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ringkv_cluster::Cluster;
+use ringkv_cluster::{Cluster, ExpireBudget};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -84,6 +84,7 @@ pub async fn run_until(
     // `true` once shutdown starts; each connection watches it while idle.
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let expiry = tokio::spawn(active_expiry(Arc::clone(&shared.cluster)));
     info!(addr = %local_addr, nodes = shared.cluster.members().len(), "listening");
 
     tokio::pin!(shutdown);
@@ -125,6 +126,7 @@ pub async fn run_until(
     }
 
     drop(listener);
+    expiry.abort();
     let open = shared.stats.connected.load(Ordering::Relaxed);
     info!(
         connections = open,
@@ -206,5 +208,31 @@ async fn reject(mut stream: TcpStream) {
     let write = stream.write_all(b"-ERR max number of clients reached\r\n");
     if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), write).await {
         close_gracefully(&mut stream).await;
+    }
+}
+
+/// How often expired keys are reclaimed in the background: Redis's
+/// default `hz` (10 times a second).
+const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
+
+/// Redis's active expiry: every [`EXPIRE_PERIOD`], one cycle that samples
+/// volatile keys and deletes the expired ones, bounded to about 1 ms and
+/// 20,000 samples ([`ExpireBudget::default`]). It runs on a runtime worker:
+/// a cycle takes stripe locks for one sample step at a time, as short as a
+/// client's command.
+async fn active_expiry(cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(EXPIRE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let cycle = cluster.active_expire_cycle(ExpireBudget::default());
+        if cycle.expired > 0 {
+            debug!(
+                expired = cycle.expired,
+                sampled = cycle.sampled,
+                bytes = cycle.reclaimed_bytes,
+                "active expiry"
+            );
+        }
     }
 }

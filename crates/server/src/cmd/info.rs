@@ -134,12 +134,12 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
             line("tracking_clients", &0);
         }
         "memory" => {
-            // Until the cluster counts what its stores hold, the process's
-            // resident memory stands for it.
-            let used = resident_bytes();
+            // What the stores hold, counted by the cluster as entries
+            // change (keys, values and a fixed overhead per entry).
+            let used = shared.cluster.stats().used_memory;
             line("# Memory\r\nused_memory", &used);
             line("used_memory_human", &human(used));
-            line("used_memory_rss", &used);
+            line("used_memory_rss", &resident_bytes());
             line("maxmemory", &0);
             line("maxmemory_human", &"0B");
             line("maxmemory_policy", &"noeviction");
@@ -159,7 +159,7 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
             line("total_commands_processed", &count(&stats.commands));
             line("total_net_input_bytes", &count(&stats.net_input_bytes));
             line("rejected_connections", &count(&stats.rejected));
-            line("expired_keys", &0);
+            line("expired_keys", &shared.cluster.stats().expired_keys);
             line("evicted_keys", &0);
             line("keyspace_hits", &count(&stats.keyspace_hits));
             line("keyspace_misses", &count(&stats.keyspace_misses));

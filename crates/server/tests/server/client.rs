@@ -78,9 +78,9 @@ async fn string_commands() {
         None
     );
     assert!(
-        error(&mut c, &["SET", "a", "4", "EX", "10"])
+        error(&mut c, &["SET", "a", "4", "EX", "0"])
             .await
-            .contains("expiry")
+            .contains("invalid expire time in 'set' command")
     );
     assert!(
         error(&mut c, &["SET", "a", "4", "NX", "XX"])

@@ -4,6 +4,7 @@
 mod admin;
 mod client;
 mod common;
+mod expire;
 mod introspect;
 mod limits;
 mod rebalance;
