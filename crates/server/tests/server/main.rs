@@ -7,6 +7,7 @@ mod common;
 mod expire;
 mod introspect;
 mod limits;
+mod python;
 mod rebalance;
 mod resp;
 mod resp3;
