@@ -1,4 +1,5 @@
-//! What the server tells about itself: DBSIZE, TIME, COMMAND.
+//! What the server tells about itself: DBSIZE, TIME, COMMAND; and FUNCTION,
+//! which has nothing to tell (ringkv runs no scripts).
 
 use bytes::Bytes;
 
@@ -90,4 +91,26 @@ fn command_docs(spec: &Spec) -> Frame {
         ("since", reply::bulk("1.0.0")),
         ("group", reply::bulk(spec.group)),
     ])
+}
+
+/// `FUNCTION FLUSH` and `FUNCTION LIST`: ringkv runs no scripts, so there
+/// are no functions to flush or list (Redis's test suite flushes them
+/// before each group of tests). Loading one is refused.
+pub fn function(_: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let sub = args[0].to_ascii_uppercase();
+    match (&sub[..], &args[1..]) {
+        (b"FLUSH", []) => reply::ok(),
+        (b"FLUSH", [mode])
+            if mode.eq_ignore_ascii_case(b"SYNC") || mode.eq_ignore_ascii_case(b"ASYNC") =>
+        {
+            reply::ok()
+        }
+        (b"FLUSH", [_]) => reply::err("FUNCTION FLUSH only supports SYNC|ASYNC option"),
+        (b"LIST", _) => reply::array(Vec::new()),
+        _ => reply::err(format!(
+            "ringkv runs no scripts: FUNCTION {} is not supported",
+            reply::quote(&args[0]).to_uppercase()
+        )),
+    }
+    .into()
 }

@@ -131,6 +131,8 @@ pub static COMMANDS: &[Spec] = &[
         "CONFIG GET, SET (maxclients, timeout, requirepass), RESETSTAT."),
     spec!("time", 1, &["random", "loading", "stale", "fast"], (0, 0, 0), "server", introspect::time,
         "Returns the server's time: seconds and microseconds."),
+    spec!("function", -2, &["noscript"], (0, 0, 0), "scripting", introspect::function,
+        "FUNCTION FLUSH and LIST: there are no functions (no scripting)."),
     spec!("ping", -1, CONN, (0, 0, 0), "connection", conn::ping,
         "Returns PONG, or the argument."),
     spec!("echo", 2, CONN, (0, 0, 0), "connection", conn::echo,
