@@ -57,9 +57,11 @@ for unit in "${units[@]}"; do
     done
     log=$out/${unit//\//_}.log
     (cd "$redis_src" && ./runtest --host 127.0.0.1 --port "$port" --singledb \
-        --tags -needs:debug --single "unit/$unit" --timeout 60 --dont-clean) \
+        --tags -needs:debug --single "unit/$unit" --timeout 60 --durable --dont-clean) \
         >"$log" 2>&1 || true
     stop_server
+    # The suite colours its verdicts; the counts read the plain text.
+    sed -i 's/\x1b\[[0-9;]*m//g' "$log"
     ok=$(grep -c '^\[ok\]' "$log" || true)
     err=$(grep -c '^\[err\]' "$log" || true)
     exc=$(grep -c '^\[exception\]' "$log" || true)

@@ -68,8 +68,11 @@ async fn serve(
     let handle = Arc::clone(&session.handle);
     loop {
         if handle.is_killed() {
+            // As Redis: freed at once. Replies already queued (the
+            // killer's own count) are sent, but the client's side is not
+            // waited for, so `connected_clients` drops now.
             debug!(client = session.id, "killed by CLIENT KILL");
-            return conn.close().await;
+            return conn.flush().await;
         }
         let limits = Limits {
             max_bulk_len: shared.config.max_bulk_len,
@@ -151,6 +154,12 @@ async fn serve(
             return Ok(());
         }
         drop(request);
+        // `CLIENT REPLY OFF` or `SKIP` silence replies (the command's own too).
+        let silent = session.replies_off || session.replies_skipped > 0;
+        session.replies_skipped = session.replies_skipped.saturating_sub(1);
+        if silent {
+            continue;
+        }
         conn.queue(&frame, session.protocol);
         if conn.queued() >= FLUSH_AT {
             conn.flush().await?;

@@ -247,6 +247,11 @@ pub struct Session {
     pub last_command: &'static str,
     /// The protocol `HELLO` chose.
     pub protocol: Protocol,
+    /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
+    pub replies_off: bool,
+    /// Replies still to skip, counting the current command's (`CLIENT
+    /// REPLY SKIP` sets 2: its own and the next command's).
+    pub replies_skipped: u8,
 }
 
 impl Session {
@@ -261,6 +266,8 @@ impl Session {
             authenticated: shared.live.requirepass().is_none(),
             last_command: "NULL",
             protocol: Protocol::Resp2,
+            replies_off: false,
+            replies_skipped: 0,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `CLIENT`: ID, GETNAME, SETNAME, INFO, LIST, KILL, NO-EVICT, SETINFO,
+//! `CLIENT`: ID, GETNAME, SETNAME, INFO, LIST, KILL, NO-EVICT, REPLY, SETINFO,
 //! with Redis 7's replies and error texts.
 
 use bytes::Bytes;
@@ -32,14 +32,32 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
             }
             _ => reply::syntax_error(),
         },
+        (b"REPLY", [mode]) => match &mode.to_ascii_uppercase()[..] {
+            b"ON" => {
+                ctx.session.replies_off = false;
+                ctx.session.replies_skipped = 0;
+                reply::ok()
+            }
+            b"OFF" => {
+                ctx.session.replies_off = true;
+                reply::ok()
+            }
+            b"SKIP" => {
+                ctx.session.replies_skipped = 2;
+                reply::ok()
+            }
+            _ => reply::syntax_error(),
+        },
         // Library name and version: accepted and not kept.
         (b"SETINFO", [_, _]) => reply::ok(),
-        (b"ID" | b"GETNAME" | b"SETNAME" | b"INFO" | b"SETINFO" | b"KILL" | b"NO-EVICT", _) => {
-            reply::wrong_arity(&format!(
-                "client|{}",
-                String::from_utf8_lossy(&sub).to_lowercase()
-            ))
-        }
+        (
+            b"ID" | b"GETNAME" | b"SETNAME" | b"INFO" | b"SETINFO" | b"KILL" | b"NO-EVICT"
+            | b"REPLY",
+            _,
+        ) => reply::wrong_arity(&format!(
+            "client|{}",
+            String::from_utf8_lossy(&sub).to_lowercase()
+        )),
         _ => reply::err(format!(
             "unknown subcommand '{}'. Try CLIENT HELP.",
             reply::quote(&args[0])

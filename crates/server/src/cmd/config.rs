@@ -30,6 +30,9 @@ const PARAMETERS: &[&str] = &[
     "maxmemory",
     "maxmemory-policy",
     "hz",
+    "port",
+    "bind",
+    "daemonize",
 ];
 
 /// A parameter's value now.
@@ -49,6 +52,9 @@ fn get(shared: &Shared, name: &str) -> String {
         "maxmemory" => "0".into(),
         "maxmemory-policy" => "noeviction".into(),
         "hz" => "10".into(),
+        "port" => shared.local_addr.port().to_string(),
+        "bind" => shared.local_addr.ip().to_string(),
+        "daemonize" => "no".into(),
         _ => String::new(),
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::Value;
 use ringkv_server::ServerConfig;
+use tokio::io::AsyncWriteExt;
 
 use crate::client::{error, q};
 use crate::common::{PATIENCE, expect_closed, start};
@@ -122,6 +123,17 @@ async fn client_kill_closes_the_others_and_counts_them() {
         .await
         .unwrap();
     assert_eq!(killed, 2);
+    // Freed at once, as in Redis: not held while the victims, which keep
+    // their sockets open, are waited for.
+    let freed_by = std::time::Instant::now() + Duration::from_millis(200);
+    loop {
+        let info: String = q(&mut me, &["INFO", "clients"]).await.unwrap();
+        if fields(&info)["connected_clients"] == "1" {
+            break;
+        }
+        assert!(std::time::Instant::now() < freed_by, "{info}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for mut v in victims {
         expect_closed(&mut v).await;
     }
@@ -318,5 +330,33 @@ async fn info_sections_and_stats() {
         .expect("after 1970")
         .as_secs();
     assert!(secs.abs_diff(now) < 5 && micros < 1_000_000);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_reply_off_and_skip_silence_replies() {
+    let server = start(ServerConfig::default()).await;
+    let mut s = server.raw().await;
+    // SKIP silences itself and the next command; OFF until ON.
+    s.write_all(b"CLIENT REPLY SKIP\r\nSET a 1\r\nGET a\r\n")
+        .await
+        .expect("write");
+    crate::common::expect_reply(&mut s, b"$1\r\n1\r\n").await;
+    s.write_all(b"CLIENT REPLY OFF\r\nSET a 2\r\nGET a\r\nCLIENT REPLY ON\r\nGET a\r\n")
+        .await
+        .expect("write");
+    crate::common::expect_reply(&mut s, b"+OK\r\n$1\r\n2\r\n").await;
+    crate::common::exchange(&mut s, b"CLIENT REPLY MAYBE\r\n", b"-ERR syntax error\r\n").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn startup_settings_are_immutable() {
+    let server = start(ServerConfig::default()).await;
+    let mut c = server.client().await;
+    let e = error(&mut c, &["CONFIG", "SET", "daemonize", "yes"]).await;
+    assert!(e.contains("can't set immutable config"), "{e}");
+    let port: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "port"]).await.unwrap();
+    assert_eq!(port["port"], server.addr.port().to_string());
     server.stop().await;
 }
