@@ -90,7 +90,7 @@ fn expire_generic(
     }) else {
         return invalid().into();
     };
-    let cluster = &ctx.shared.cluster;
+    let cluster = ctx.db();
     // Checked against the clock now: Redis's overflow check.
     if relative && ms.checked_add(cluster.now_ms() as i64).is_none() {
         return invalid().into();
@@ -141,7 +141,7 @@ pub fn pexpireat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 /// The live entry of a key (`None`: absent or expired) and the clock's
 /// time of the read.
 fn entry(ctx: &Ctx<'_>, key: &[u8]) -> Result<(Option<Entry>, u64), Frame> {
-    let cluster = &ctx.shared.cluster;
+    let cluster = ctx.db();
     let now = cluster.now_ms();
     cluster
         .get_entry(key)
@@ -185,8 +185,7 @@ pub fn pexpiretime(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 /// `PERSIST`: 1 if an expiry was removed.
 pub fn persist(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let result = ctx
-        .shared
-        .cluster
+        .db()
         .update_entry(owned(&args[0]), |live, _| match live {
             Some(e) if e.expires_at.is_some() => (EntryUpdate::Put(e.clone().expiring(None)), 1),
             _ => (EntryUpdate::Keep, 0),
@@ -212,7 +211,7 @@ pub fn key_type(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 pub fn touch(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let mut count = 0;
     for key in args {
-        match ctx.shared.cluster.exists(key) {
+        match ctx.db().exists(key) {
             Ok(found) => {
                 count_read(ctx, found);
                 count += i64::from(found);

@@ -19,6 +19,7 @@ mod client;
 mod config;
 mod conn;
 mod counter;
+mod db;
 mod expire;
 mod info;
 mod introspect;
@@ -45,6 +46,13 @@ pub struct Ctx<'a> {
     pub shared: &'a Arc<Shared>,
     /// This connection's session.
     pub session: &'a mut Session,
+}
+
+impl Ctx<'_> {
+    /// Where key commands read and write.
+    pub fn db(&self) -> db::Db<'_> {
+        db::Db::Cluster(&self.shared.cluster)
+    }
 }
 
 /// What to do after a command.

@@ -102,7 +102,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
         Ok(options) => options,
         Err(e) => return e.into(),
     };
-    let cluster = &ctx.shared.cluster;
+    let cluster = ctx.db();
     let expires_at = match &options.expire {
         None => None,
         Some((unit, arg)) => match expire_at(cluster.now_ms(), *unit, arg, "set") {
@@ -114,9 +114,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     if !(options.nx || options.xx || options.get || options.keep_ttl) {
         let written = match expires_at {
             None => cluster.put(key, value),
-            Some(_) => cluster
-                .put_entry(key, Entry::string(value).expiring(expires_at))
-                .map(drop),
+            Some(_) => cluster.put_entry(key, Entry::string(value).expiring(expires_at)),
         };
         return match written {
             Ok(()) => reply::ok(),
@@ -151,14 +149,14 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 }
 
 fn set_expiring(ctx: &mut Ctx<'_>, args: &[Bytes], unit: Unit, name: &str) -> Outcome {
-    let cluster = &ctx.shared.cluster;
+    let cluster = ctx.db();
     let at = match expire_at(cluster.now_ms(), unit, &args[1], name) {
         Ok(at) => at,
         Err(e) => return e.into(),
     };
     let entry = Entry::string(owned(&args[2])).expiring(Some(at));
     match cluster.put_entry(owned(&args[0]), entry) {
-        Ok(_) => reply::ok(),
+        Ok(()) => reply::ok(),
         Err(e) => cluster_error(e),
     }
     .into()
@@ -179,7 +177,7 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
         Ok(options) => options,
         Err(e) => return e.into(),
     };
-    let cluster = &ctx.shared.cluster;
+    let cluster = ctx.db();
     let expires_at = match &options.expire {
         None => None,
         Some((unit, arg)) => match expire_at(cluster.now_ms(), *unit, arg, "getex") {

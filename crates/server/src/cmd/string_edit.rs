@@ -27,7 +27,7 @@ fn update(
     key: &Bytes,
     f: impl FnOnce(Option<&Bytes>) -> (Update, Frame),
 ) -> Outcome {
-    match ctx.shared.cluster.update(owned(key), f) {
+    match ctx.db().update(owned(key), f) {
         Ok(frame) => frame,
         Err(e) => cluster_error(e),
     }
@@ -61,7 +61,7 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 /// `SET` would).
 pub fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let value = owned(&args[1]);
-    let result = ctx.shared.cluster.update_entry(owned(&args[0]), |live, _| {
+    let result = ctx.db().update_entry(owned(&args[0]), |live, _| {
         let old = live.map(|e| e.value.clone());
         (EntryUpdate::Put(Entry::string(value)), old)
     });

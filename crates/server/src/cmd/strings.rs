@@ -12,7 +12,7 @@ use crate::reply;
 
 /// Reads a key, counting a keyspace hit or miss for `INFO stats`.
 pub fn read(ctx: &Ctx<'_>, key: &[u8]) -> Result<Option<Bytes>, ringkv_cluster::ClusterError> {
-    let value = ctx.shared.cluster.get(key)?;
+    let value = ctx.db().get(key)?;
     count_read(ctx, value.is_some());
     Ok(value)
 }
@@ -38,7 +38,7 @@ pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let mut deleted = 0;
     for key in args {
-        match ctx.shared.cluster.delete(key.clone()) {
+        match ctx.db().delete(key.clone()) {
             Ok(existed) => deleted += i64::from(existed),
             Err(e) => return cluster_error(e).into(),
         }
@@ -83,7 +83,7 @@ pub fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
         return reply::wrong_arity("mset").into();
     }
     for pair in args.chunks_exact(2) {
-        if let Err(e) = ctx.shared.cluster.put(owned(&pair[0]), owned(&pair[1])) {
+        if let Err(e) = ctx.db().put(owned(&pair[0]), owned(&pair[1])) {
             return cluster_error(e).into();
         }
     }
