@@ -17,6 +17,12 @@ use ringkv_ring::{BalancedConfig, Ring, key_token, vnode_token};
 
 const VNODES: u32 = 256;
 const SIZES: [usize; 3] = [10, 100, 1000];
+/// Members of the balanced ring a join is timed on in `add_node_many`.
+const MANY: usize = 8000;
+/// Nodes of weight [`HEAVY_WEIGHT`] (a million vnodes each) in
+/// `add_node_many`.
+const HEAVY: usize = 8;
+const HEAVY_WEIGHT: u32 = 4096;
 /// Keys are cycled through so hashing is part of every lookup and the
 /// working set is realistic rather than one hot key.
 const KEYS: usize = 4096;
@@ -171,6 +177,34 @@ fn membership(c: &mut Criterion) {
             b.iter(|| black_box(ring.with_node(black_box("newcomer"), 1).unwrap()))
         });
     }
+    g.finish();
+
+    // Many members: a join must cost what the ring change costs (O(Q + m)
+    // for balanced partitions), not a scan of every member per partition.
+    let mut g = c.benchmark_group("add_node_many");
+    g.sample_size(10);
+    let ring = balanced(MANY);
+    g.bench_function(BenchmarkId::new("ringkv_balanced", MANY), |b| {
+        b.iter(|| black_box(ring.with_node(black_box("newcomer"), 1).unwrap()))
+    });
+    // Heavy nodes: a million tokens each. Placing them is a merge of sorted
+    // runs, not a million binary searches over the whole ring.
+    let heavy = (0..HEAVY).fold(Ring::default(), |r, i| {
+        r.with_node(node_id(i), HEAVY_WEIGHT).unwrap()
+    });
+    g.bench_function(
+        BenchmarkId::new("ringkv_weight_4096", format!("{HEAVY}x4096")),
+        |b| {
+            b.iter(|| {
+                black_box(
+                    heavy
+                        .with_node(black_box("newcomer"), HEAVY_WEIGHT)
+                        .unwrap(),
+                )
+            })
+        },
+    );
+    drop(heavy);
     g.finish();
 
     let mut g = c.benchmark_group("remove_node");

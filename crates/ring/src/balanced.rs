@@ -49,8 +49,11 @@
 //! machine, but the state must be persisted ([`Ring::to_json`]) rather than
 //! recomputed from the member list.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use crate::hash::{Token, vnode_token};
-use crate::ring::{Entry, MAX_NODES, Member, Ring, RingConfig};
+use crate::ring::{Entry, Layout, MAX_NODES, Ring};
 use crate::{NodeId, RingError};
 
 /// Smallest accepted number of partitions.
@@ -95,70 +98,6 @@ impl BalancedConfig {
     }
 }
 
-/// How a ring places its tokens ([`Ring::placement`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Placement {
-    /// Each node owns `weight * vnodes_per_weight` tokens at hashed
-    /// positions ([`Ring::new`]); placement is a function of the membership.
-    RandomVnodes {
-        /// Virtual nodes per unit of weight.
-        vnodes_per_weight: u32,
-    },
-    /// `partitions` equal partitions with assigned owners
-    /// ([`Ring::balanced`]); placement depends on the history of changes.
-    BalancedPartitions {
-        /// Number of partitions `Q`.
-        partitions: u32,
-    },
-}
-
-impl Placement {
-    /// Balanced partitions with the default count (65,536).
-    pub const BALANCED: Placement = Placement::BalancedPartitions {
-        partitions: 1 << 16,
-    };
-
-    /// Random vnodes with the default count per weight (256).
-    pub const RANDOM: Placement = Placement::RandomVnodes {
-        vnodes_per_weight: 256,
-    };
-
-    /// An empty ring placing tokens this way, at epoch 0. Fails on invalid
-    /// settings (zero vnodes, a partition count that is not a power of two
-    /// in range).
-    ///
-    /// ```
-    /// use ringkv_ring::Placement;
-    /// let ring = Placement::BALANCED.empty_ring()?.with_node("a", 1)?;
-    /// assert_eq!(ring.placement(), Placement::BALANCED);
-    /// # Ok::<(), ringkv_ring::RingError>(())
-    /// ```
-    pub fn empty_ring(&self) -> Result<Ring, RingError> {
-        match *self {
-            Placement::RandomVnodes { vnodes_per_weight } => {
-                Ring::new(RingConfig { vnodes_per_weight })
-            }
-            Placement::BalancedPartitions { partitions } => {
-                Ring::balanced(BalancedConfig { partitions })
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Placement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Placement::RandomVnodes { vnodes_per_weight } => {
-                write!(f, "random vnodes ({vnodes_per_weight} per weight)")
-            }
-            Placement::BalancedPartitions { partitions } => {
-                write!(f, "balanced partitions ({partitions})")
-            }
-        }
-    }
-}
-
 /// The last token of partition `index` of `partitions`:
 /// `(index + 1) * 2^64 / partitions - 1`.
 pub(crate) fn partition_end(partitions: u32, index: u32) -> Token {
@@ -188,18 +127,10 @@ impl Ring {
     /// ```
     pub fn balanced(config: BalancedConfig) -> Result<Ring, RingError> {
         config.validate()?;
-        Ok(Ring {
-            config: RingConfig::default(),
-            placement: Placement::BalancedPartitions {
-                partitions: config.partitions,
-            },
-            epoch: 0,
-            members: Vec::new(),
-            by_id: Default::default(),
-            entries: Vec::new(),
-            table: Vec::new(),
+        Ok(Ring::empty(Layout::Partitions {
+            partitions: config.partitions,
             shift: partition_shift(config.partitions),
-        })
+        }))
     }
 
     fn total_weight(&self) -> u128 {
@@ -272,6 +203,52 @@ fn pick_from_donor(entries: &[Entry], held: &[u32], aim: usize, donor: u32, slot
     best.expect("a node over its share holds a partition").0
 }
 
+/// The partitions of some members (the donors of a join), ascending,
+/// grouped by member in one array: one pass over the entries, with no
+/// allocation per member and no writes for the others.
+struct Held {
+    /// Index of each slot's group, `u32::MAX` for members not gathered.
+    group: Vec<u32>,
+    /// `parts[start[g]..start[g + 1]]` are the partitions of group `g`.
+    start: Vec<u32>,
+    parts: Vec<u32>,
+}
+
+impl Held {
+    /// The partitions of `slots` (repeats allowed), given every slot's
+    /// partition count.
+    fn new(entries: &[Entry], counts: &[u32], slots: &[u32]) -> Held {
+        let mut group = vec![u32::MAX; counts.len()];
+        let mut start = vec![0u32];
+        for &s in slots {
+            if group[s as usize] == u32::MAX {
+                group[s as usize] = (start.len() - 1) as u32;
+                start.push(start[start.len() - 1] + counts[s as usize]);
+            }
+        }
+        let mut fill = start.clone();
+        let mut parts = vec![0u32; start[start.len() - 1] as usize];
+        for (p, e) in entries.iter().enumerate() {
+            let g = group[e.slot as usize];
+            if g != u32::MAX {
+                parts[fill[g as usize] as usize] = p as u32;
+                fill[g as usize] += 1;
+            }
+        }
+        Held {
+            group,
+            start,
+            parts,
+        }
+    }
+
+    /// The partitions of `slot`, which must be one of the gathered slots.
+    fn of(&self, slot: u32) -> &[u32] {
+        let g = self.group[slot as usize] as usize;
+        &self.parts[self.start[g] as usize..self.start[g + 1] as usize]
+    }
+}
+
 /// `e * W`, the excess of a node holding `count` partitions with weight `w`
 /// out of total weight `total` (exact: no rounding).
 fn scaled_excess(count: u32, w: u32, q: u32, total: u128) -> i128 {
@@ -281,26 +258,15 @@ fn scaled_excess(count: u32, w: u32, q: u32, total: u128) -> i128 {
 /// The new snapshot after `id` (validated, not a member) joins `prev`.
 pub(crate) fn with_node(
     prev: &Ring,
+    partitions: u32,
     id: NodeId,
     weight: u32,
-    partitions: u32,
 ) -> Result<Ring, RingError> {
     if prev.by_id.len() >= (partitions as usize).min(MAX_NODES) {
         return Err(RingError::TooManyNodesForPartitions { partitions });
     }
-    let mut members = prev.members.clone();
-    let slot = match members.iter().position(Option::is_none) {
-        Some(free) => free,
-        None => {
-            members.push(None);
-            members.len() - 1
-        }
-    };
-    members[slot] = Some(Member {
-        id: id.clone(),
-        weight,
-    });
-    let slot = slot as u32;
+    let (members, slot) = prev.members_with(&id, weight);
+    let shift = partition_shift(partitions);
 
     let entries = if prev.entries.is_empty() {
         (0..partitions)
@@ -314,45 +280,51 @@ pub(crate) fn with_node(
         let total = prev.total_weight() + u128::from(weight);
         let q = u128::from(partitions);
         let take = (q * u128::from(weight)).div_ceil(total) as u32;
-        // Each member's partitions, ascending (their counts are the lengths).
-        let mut held: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
-        for (p, e) in entries.iter().enumerate() {
-            held[e.slot as usize].push(p as u32);
-        }
-        let mut counts: Vec<u32> = held.iter().map(|h| h.len() as u32).collect();
-        let donors = prev.by_id_order();
-        for k in 0..take {
-            // The node most over its share; the first in id order on ties.
-            let mut donor = donors[0].0;
-            let mut best = i128::MIN;
-            for &(s, w) in &donors {
+        let counts = prev.counts(&entries, members.len());
+        // The node most over its share is on top; the first in id order on
+        // ties (`Reverse(rank)`). A heap keeps a join at `O(Q + m + take *
+        // log m)`: scanning every member for each pick cost `O(take * m)`,
+        // which with `take = Q / m` made every join cost the whole of `Q`
+        // in 128-bit arithmetic again.
+        let mut heap: BinaryHeap<(i128, Reverse<usize>, u32, u32)> = prev
+            .by_id_order()
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (s, w))| {
                 let e = scaled_excess(counts[s as usize], w, partitions, total);
-                if e > best {
-                    (donor, best) = (s, e);
-                }
-            }
-            // Before each pick the old nodes' excesses sum to
-            // `x(new) - k > 0`, so the donor is over its share and holds a
-            // partition.
-            debug_assert!(best > 0);
-            let aim = (vnode_token(id.as_str(), k) >> prev.shift) as usize;
-            let p = pick_from_donor(&entries, &held[donor as usize], aim, donor, slot);
+                (e, Reverse(rank), s, w)
+            })
+            .collect();
+        // The donors depend only on the counts, so they are known before
+        // any partition is chosen.
+        let donors: Vec<u32> = (0..take)
+            .map(|_| {
+                let (best, rank, donor, w) = heap.pop().expect("a join has old members");
+                // Before each pick the old nodes' excesses sum to
+                // `x(new) - k > 0`, so the donor is over its share and
+                // holds a partition.
+                debug_assert!(best > 0);
+                // Giving one partition lowers the excess by exactly `total`.
+                heap.push((best - total as i128, rank, donor, w));
+                donor
+            })
+            .collect();
+        let held = Held::new(&entries, &counts, &donors);
+        for (k, &donor) in donors.iter().enumerate() {
+            let aim = (vnode_token(id.as_str(), k as u32) >> shift) as usize;
+            let p = pick_from_donor(&entries, held.of(donor), aim, donor, slot);
             entries[p].slot = slot;
-            counts[donor as usize] -= 1;
         }
         entries
     };
 
     let mut by_id = prev.by_id.clone();
     by_id.insert(id, slot);
-    Ok(next(prev, members, by_id, entries))
+    Ok(prev.next(prev.layout.clone(), members, by_id, entries))
 }
 
 /// The new snapshot after the member in `slot` leaves `prev`.
-pub(crate) fn without_node(prev: &Ring, slot: u32) -> Result<Ring, RingError> {
-    let Placement::BalancedPartitions { partitions } = prev.placement else {
-        unreachable!("called for balanced rings only")
-    };
+pub(crate) fn without_node(prev: &Ring, partitions: u32, slot: u32) -> Result<Ring, RingError> {
     let gone = prev.member(slot);
     let mut by_id = prev.by_id.clone();
     by_id.remove(&gone.id);
@@ -364,26 +336,29 @@ pub(crate) fn without_node(prev: &Ring, slot: u32) -> Result<Ring, RingError> {
     } else {
         let mut entries = prev.entries.clone();
         let total = prev.total_weight() - u128::from(gone.weight);
-        let mut counts = prev.counts(&entries, members.len());
+        let counts = prev.counts(&entries, members.len());
         let receivers: Vec<(u32, u32)> = prev
             .by_id_order()
             .into_iter()
             .filter(|&(s, _)| s != slot)
             .collect();
         // How many partitions each receiver gets: one at a time to the node
-        // most under its share (the first in id order on ties).
+        // most under its share (the first in id order on ties), kept on top
+        // of a min-heap as in a join.
         let mut quota = vec![0u32; members.len()];
-        for _ in 0..counts[slot as usize] {
-            let mut to = receivers[0].0;
-            let mut best = i128::MAX;
-            for &(s, w) in &receivers {
+        let mut lowest: BinaryHeap<Reverse<(i128, usize, u32)>> = receivers
+            .iter()
+            .enumerate()
+            .map(|(rank, &(s, w))| {
                 let e = scaled_excess(counts[s as usize], w, partitions, total);
-                if e < best {
-                    (to, best) = (s, e);
-                }
-            }
-            counts[to as usize] += 1;
+                Reverse((e, rank, s))
+            })
+            .collect();
+        for _ in 0..counts[slot as usize] {
+            let Reverse((e, rank, to)) = lowest.pop().expect("a leave keeps a member");
             quota[to as usize] += 1;
+            // Receiving one partition raises the excess by exactly `total`.
+            lowest.push(Reverse((e + total as i128, rank, to)));
         }
         // Which partition goes where: in ring order, each to the first
         // receiver (in the order above) with quota left that holds no
@@ -413,23 +388,5 @@ pub(crate) fn without_node(prev: &Ring, slot: u32) -> Result<Ring, RingError> {
     while matches!(members.last(), Some(None)) {
         members.pop();
     }
-    Ok(next(prev, members, by_id, entries))
-}
-
-fn next(
-    prev: &Ring,
-    members: Vec<Option<Member>>,
-    by_id: std::collections::BTreeMap<NodeId, u32>,
-    entries: Vec<Entry>,
-) -> Ring {
-    Ring {
-        config: prev.config,
-        placement: prev.placement,
-        epoch: prev.epoch + 1,
-        members,
-        by_id,
-        entries,
-        table: Vec::new(),
-        shift: prev.shift,
-    }
+    Ok(prev.next(prev.layout.clone(), members, by_id, entries))
 }

@@ -7,7 +7,8 @@
 //! the arcs whose owner changes; adjacent arcs with the same change are
 //! merged. The cost is linear in the two rings' sizes.
 
-use crate::ring::{PreferenceList, Ring};
+use crate::preference::PreferenceList;
+use crate::ring::Ring;
 use crate::{NodeId, Token, TokenRange};
 
 /// One arc whose owner changes between two snapshots.
@@ -84,14 +85,14 @@ impl Ring {
     /// ```
     pub fn diff(&self, next: &Ring) -> RingDiff {
         let mut moves: Vec<RangeMove> = Vec::new();
+        let same = same_slots(self, next);
         sweep(self, next, |range, a, b| {
-            let (from, to) = (
-                &self.member(self.entries[a].slot).id,
-                &next.member(next.entries[b].slot).id,
-            );
-            if from == to {
+            let (sa, sb) = (self.entries[a].slot, next.entries[b].slot);
+            // Most arcs keep their owner: decide that on slot numbers alone.
+            if same[sa as usize] == sb {
                 return;
             }
+            let (from, to) = (&self.member(sa).id, &next.member(sb).id);
             if let Some(last) = moves.last_mut()
                 && last.range.end == range.start
                 && &last.from == from
@@ -153,6 +154,21 @@ impl Ring {
         );
         moves
     }
+}
+
+/// For each slot of `x`, the slot of the same member in `y`, or `u32::MAX`
+/// (a removed member, or a free slot): one merge of the two id-ordered
+/// member lists.
+fn same_slots(x: &Ring, y: &Ring) -> Vec<u32> {
+    let mut same = vec![u32::MAX; x.members.len()];
+    let mut ys = y.by_id.iter().peekable();
+    for (id, &slot) in &x.by_id {
+        while ys.next_if(|(other, _)| *other < id).is_some() {}
+        if let Some((_, &to)) = ys.next_if(|(other, _)| *other == id) {
+            same[slot as usize] = to;
+        }
+    }
+    same
 }
 
 /// Calls `emit(arc, a, b)` for every elementary arc, in ascending order of

@@ -11,19 +11,28 @@ use crate::NodeId;
 #[non_exhaustive]
 pub enum RingError {
     /// The node id is already a member.
-    #[error("node `{id}` is already in the ring; remove it first or choose another id")]
+    #[error(
+        "node `{}` is already in the ring; remove it first or choose another id",
+        .id.as_str().escape_debug()
+    )]
     DuplicateNode {
         /// The id that was added twice.
         id: NodeId,
     },
     /// The node id is not a member.
-    #[error("node `{id}` is not in the ring; list the members to check the id")]
+    #[error(
+        "node `{}` is not in the ring; list the members to check the id",
+        .id.as_str().escape_debug()
+    )]
     UnknownNode {
         /// The id that was not found.
         id: NodeId,
     },
     /// A node was given weight 0.
-    #[error("node `{id}` has weight 0; a weight must be a positive integer")]
+    #[error(
+        "node `{}` has weight 0; a weight must be a positive integer",
+        .id.as_str().escape_debug()
+    )]
     ZeroWeight {
         /// The node that was given weight 0.
         id: NodeId,
@@ -39,10 +48,28 @@ pub enum RingError {
         /// The limit.
         max: usize,
     },
+    /// A node id holds a character outside ASCII letters, digits and
+    /// [`NODE_ID_PUNCTUATION`](crate::NODE_ID_PUNCTUATION) (see
+    /// [`NodeId::validate`]).
+    #[error(
+        "node id {id:?} contains {found:?} at byte {index}; \
+         use 1 to {max} ASCII letters, digits and `{punct}`",
+        max = crate::MAX_NODE_ID_LEN,
+        punct = crate::NODE_ID_PUNCTUATION
+    )]
+    InvalidNodeId {
+        /// The rejected id.
+        id: NodeId,
+        /// Byte offset of the first character not allowed.
+        index: usize,
+        /// That character.
+        found: char,
+    },
     /// `weight * vnodes_per_weight` exceeds [`MAX_VNODES_PER_NODE`](crate::MAX_VNODES_PER_NODE).
     #[error(
-        "node `{id}` would get {vnodes} virtual nodes (weight {weight}); \
-         use at most {max}: lower the weight or vnodes per weight"
+        "node `{}` would get {vnodes} virtual nodes (weight {weight}); \
+         use at most {max}: lower the weight or vnodes per weight",
+        .id.as_str().escape_debug()
     )]
     TooManyVnodes {
         /// The node being added.

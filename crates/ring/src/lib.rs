@@ -47,18 +47,24 @@ mod balanced;
 mod diff;
 mod error;
 mod hash;
+mod lookup;
 mod node;
+mod placement;
+mod preference;
+mod random;
 mod range;
 mod ring;
 mod serial;
 
-pub use balanced::{BalancedConfig, MAX_PARTITIONS, MIN_PARTITIONS, Placement};
+pub use balanced::{BalancedConfig, MAX_PARTITIONS, MIN_PARTITIONS};
 pub use diff::{RangeMove, ReplicaMove, RingDiff};
 pub use error::RingError;
 pub use hash::{Token, key_token, vnode_token};
-pub use node::NodeId;
+pub use node::{MAX_NODE_ID_LEN, NODE_ID_PUNCTUATION, NodeId};
+pub use placement::Placement;
+pub use preference::PreferenceList;
 pub use range::TokenRange;
-pub use ring::{MAX_NODE_ID_LEN, MAX_NODES, MAX_VNODES_PER_NODE, PreferenceList, Ring, RingConfig};
+pub use ring::{MAX_NODES, MAX_VNODES_PER_NODE, Ring, RingConfig};
 pub use serial::RING_FORMAT;
 
 #[cfg(test)]

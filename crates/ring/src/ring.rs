@@ -1,17 +1,26 @@
-//! The ring snapshot: membership, sorted vnode tokens and the lookup table.
+//! The ring snapshot: storage (members, sorted entries) and lookup.
+//!
+//! Placement, which tokens a node owns, is decided by one strategy module
+//! per [`Placement`]: `random.rs` (hashed vnode tokens) and
+//! `balanced.rs` (equal partitions with assigned owners). A ring
+//! holds the state of its one strategy in [`Layout`], and this module
+//! dispatches membership changes to it after the checks every strategy
+//! shares.
 
 use std::collections::BTreeMap;
 
-use crate::balanced::{self, Placement};
-use crate::hash::{Token, key_token, vnode_token};
-use crate::{NodeId, RingError};
+use crate::hash::{Token, key_token};
+use crate::lookup::Table;
+use crate::placement::Placement;
+use crate::preference::PreferenceList;
+use crate::{NodeId, RingError, balanced, random};
 
-/// Largest node id accepted, in bytes.
-pub const MAX_NODE_ID_LEN: usize = 1024;
 /// Largest number of virtual nodes one node may have (`weight * vnodes_per_weight`).
 pub const MAX_VNODES_PER_NODE: u32 = 1 << 20;
 /// Largest number of nodes in one ring.
 pub const MAX_NODES: usize = 1 << 20;
+
+const DEFAULT_VNODES_PER_WEIGHT: u32 = 256;
 
 /// Ring settings. Plain data with [`Default`] and [`RingConfig::validate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +39,7 @@ pub struct RingConfig {
 impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {
-            vnodes_per_weight: 256,
+            vnodes_per_weight: DEFAULT_VNODES_PER_WEIGHT,
         }
     }
 }
@@ -58,6 +67,27 @@ pub(crate) struct Member {
     pub(crate) weight: u32,
 }
 
+/// The placement strategy of a ring with the state only it needs.
+#[derive(Debug, Clone)]
+pub(crate) enum Layout {
+    /// Random vnodes: entries at hashed tokens, found through a bucket
+    /// table.
+    Random {
+        /// The vnode settings.
+        config: RingConfig,
+        /// The lookup table over the entries' tokens.
+        table: Table,
+    },
+    /// Balanced partitions: `partitions` equal partitions, so entry
+    /// `token >> shift` is the successor of `token` (no table needed).
+    Partitions {
+        /// The partition count `Q`, a power of two.
+        partitions: u32,
+        /// `64 - log2(Q)`.
+        shift: u32,
+    },
+}
+
 /// An immutable, versioned snapshot of the ring.
 ///
 /// A membership change ([`Ring::with_node`], [`Ring::without_node`]) returns
@@ -68,8 +98,8 @@ pub(crate) struct Member {
 ///
 /// - **Random vnodes** ([`Ring::new`], the default): placement depends only
 ///   on the membership (ids, weights) and the config: vnode tokens come from
-///   [`vnode_token`], and colliding tokens are ordered by node id, so the
-///   order of additions and removals does not matter.
+///   [`vnode_token`](crate::vnode_token), and colliding tokens are ordered
+///   by node id, so the order of additions and removals does not matter.
 /// - **Balanced partitions** ([`Ring::balanced`]): the circle is cut into
 ///   `Q` equal partitions whose owners are *assigned* as nodes join and
 ///   leave (see [`BalancedConfig`](crate::BalancedConfig)). Every node
@@ -78,24 +108,19 @@ pub(crate) struct Member {
 ///   persist it with [`Ring::to_json`].
 #[derive(Debug, Clone)]
 pub struct Ring {
-    /// The vnode settings; for a balanced ring, the unused default.
-    pub(crate) config: RingConfig,
-    pub(crate) placement: Placement,
+    pub(crate) layout: Layout,
     pub(crate) epoch: u64,
     /// Node table indexed by slot; a removed node leaves a hole that the
     /// next added node reuses. Slots are internal: they never leak out.
     pub(crate) members: Vec<Option<Member>>,
     pub(crate) by_id: BTreeMap<NodeId, u32>,
-    /// All vnodes, sorted by `(token, node id)`.
+    /// All entries (vnodes or partitions), sorted by `(token, node id)`.
     pub(crate) entries: Vec<Entry>,
-    /// `table[b]` is the index of the first entry whose token is at least
-    /// `b << shift`; `table[len - 1] == entries.len()`. A lookup scans only
-    /// the entries of one bucket: about one on average.
-    ///
-    /// Empty for a balanced ring: its partitions are equal, so entry
-    /// `token >> shift` is the successor of `token` (no table needed).
-    pub(crate) table: Vec<u32>,
-    pub(crate) shift: u32,
+    /// How many members own at least one entry: every member with random
+    /// vnodes; with balanced partitions a member whose share is below one
+    /// partition may own none. Preference lists stop walking the entries
+    /// once they have met this many members.
+    pub(crate) holders: usize,
 }
 
 impl Default for Ring {
@@ -108,24 +133,35 @@ impl Ring {
     /// An empty ring at epoch 0.
     pub fn new(config: RingConfig) -> Result<Ring, RingError> {
         config.validate()?;
-        Ok(Ring {
+        Ok(Ring::empty(Layout::Random {
             config,
-            placement: Placement::RandomVnodes {
-                vnodes_per_weight: config.vnodes_per_weight,
-            },
+            table: Table::default(),
+        }))
+    }
+
+    /// An empty ring with `layout`, at epoch 0.
+    pub(crate) fn empty(layout: Layout) -> Ring {
+        Ring {
+            layout,
             epoch: 0,
             members: Vec::new(),
             by_id: BTreeMap::new(),
             entries: Vec::new(),
-            table: Vec::new(),
-            shift: 64,
-        })
+            holders: 0,
+        }
     }
 
     /// The ring's vnode settings. A balanced ring has none and returns
     /// [`RingConfig::default`]; [`Ring::placement`] tells the strategy.
     pub fn config(&self) -> &RingConfig {
-        &self.config
+        /// What a balanced ring reports: it has no vnode settings.
+        static NONE: RingConfig = RingConfig {
+            vnodes_per_weight: DEFAULT_VNODES_PER_WEIGHT,
+        };
+        match &self.layout {
+            Layout::Random { config, .. } => config,
+            Layout::Partitions { .. } => &NONE,
+        }
     }
 
     /// The placement strategy and its parameter.
@@ -140,7 +176,12 @@ impl Ring {
     /// assert_eq!(ring.placement(), Placement::BalancedPartitions { partitions: 1024 });
     /// ```
     pub fn placement(&self) -> Placement {
-        self.placement
+        match self.layout {
+            Layout::Random { config, .. } => Placement::RandomVnodes {
+                vnodes_per_weight: config.vnodes_per_weight,
+            },
+            Layout::Partitions { partitions, .. } => Placement::BalancedPartitions { partitions },
+        }
     }
 
     /// The snapshot's version: 0 for a new ring, +1 per membership change.
@@ -204,8 +245,12 @@ impl Ring {
     /// Approximate heap size of the snapshot in bytes (entries, lookup table
     /// and node table).
     pub fn memory_bytes(&self) -> usize {
+        let table = match &self.layout {
+            Layout::Random { table, .. } => table.memory_bytes(),
+            Layout::Partitions { .. } => 0,
+        };
         self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.table.capacity() * 4
+            + table
             + self.members.capacity() * std::mem::size_of::<Option<Member>>()
             + self
                 .by_id
@@ -248,8 +293,16 @@ impl Ring {
     }
 
     /// The first `n` distinct physical nodes clockwise from `key`'s token:
-    /// the key's replicas, owner first. Fewer if the ring has fewer nodes.
-    /// The iterator does not allocate for `n <= 8`.
+    /// the key's replicas, owner first. Always `min(n, self.len())` nodes,
+    /// so `n` replicas land on `n` distinct members whenever the ring has
+    /// that many. The iterator does not allocate for `n <= 8`.
+    ///
+    /// On a balanced ring a member whose weighted share is below one
+    /// partition may own none (a tiny weight, or fewer partitions than
+    /// members can share evenly); walking the circle never meets it. Such
+    /// members follow every member the walk meets, in id order: the list
+    /// is the same on every machine, and a replica set is never short of a
+    /// member that exists.
     ///
     /// ```
     /// use ringkv_ring::Ring;
@@ -275,21 +328,15 @@ impl Ring {
     /// Index of the first entry with `entry.token >= token`, wrapping to 0.
     #[inline]
     pub(crate) fn successor(&self, token: Token) -> Option<usize> {
-        if self.table.is_empty() {
-            // Empty ring, or balanced partitions: partition `i` ends at
-            // `((i + 1) << shift) - 1`, so `token >> shift` is its index.
-            if self.entries.is_empty() {
-                return None;
-            }
-            return Some((token >> self.shift) as usize);
+        if self.entries.is_empty() {
+            return None;
         }
-        let bucket = (token >> self.shift) as usize;
-        let mut i = self.table[bucket] as usize;
-        let end = self.table[bucket + 1] as usize;
-        while i < end && self.entries[i].token < token {
-            i += 1;
-        }
-        Some(if i == self.entries.len() { 0 } else { i })
+        Some(match &self.layout {
+            Layout::Random { table, .. } => table.successor(&self.entries, token),
+            // Partition `i` ends at `((i + 1) << shift) - 1`, so
+            // `token >> shift` is its index.
+            Layout::Partitions { shift, .. } => (token >> shift) as usize,
+        })
     }
 
     #[inline]
@@ -318,56 +365,12 @@ impl Ring {
         if self.by_id.len() >= MAX_NODES {
             return Err(RingError::TooManyNodes { max: MAX_NODES });
         }
-        if let Placement::BalancedPartitions { partitions } = self.placement {
-            return balanced::with_node(self, id, weight, partitions);
-        }
-        let vnodes = u64::from(weight) * u64::from(self.config.vnodes_per_weight);
-        if vnodes > u64::from(MAX_VNODES_PER_NODE) {
-            return Err(RingError::TooManyVnodes {
-                id,
-                weight,
-                vnodes,
-                max: MAX_VNODES_PER_NODE,
-            });
-        }
-        let vnodes = vnodes as u32;
-
-        let mut members = self.members.clone();
-        let slot = match members.iter().position(Option::is_none) {
-            Some(free) => free,
-            None => {
-                members.push(None);
-                members.len() - 1
+        match &self.layout {
+            Layout::Random { config, .. } => random::with_node(self, *config, id, weight),
+            Layout::Partitions { partitions, .. } => {
+                balanced::with_node(self, *partitions, id, weight)
             }
-        };
-        members[slot] = Some(Member {
-            id: id.clone(),
-            weight,
-        });
-        let slot = slot as u32;
-
-        let mut fresh: Vec<Token> = (0..vnodes).map(|i| vnode_token(id.as_str(), i)).collect();
-        fresh.sort_unstable();
-
-        // One merge pass over (token, id) order: each new token's place is
-        // found by binary search in the rest of the old entries, and the
-        // old entries before it are copied as one block.
-        let mut entries = Vec::with_capacity(self.entries.len() + fresh.len());
-        let mut rest = &self.entries[..];
-        for &token in &fresh {
-            let k = rest.partition_point(|e| {
-                e.token < token || (e.token == token && self.member(e.slot).id < id)
-            });
-            entries.extend_from_slice(&rest[..k]);
-            entries.push(Entry { token, slot });
-            rest = &rest[k..];
         }
-        entries.extend_from_slice(rest);
-
-        let mut by_id = self.by_id.clone();
-        by_id.insert(id, slot);
-        let table = adjust_table(self, entries.len(), &fresh, Change::Added);
-        Ok(Ring::assemble(self, members, by_id, entries, table))
     }
 
     /// The next snapshot, with node `id` removed.
@@ -375,41 +378,12 @@ impl Ring {
         let Some(&slot) = self.by_id.get(id) else {
             return Err(RingError::UnknownNode { id: id.into() });
         };
-        if let Placement::BalancedPartitions { .. } = self.placement {
-            return balanced::without_node(self, slot);
-        }
-        let mut members = self.members.clone();
-        members[slot as usize] = None;
-        while matches!(members.last(), Some(None)) {
-            members.pop();
-        }
-        let mut by_id = self.by_id.clone();
-        by_id.remove(id);
-        let vnodes = self.member(slot).weight * self.config.vnodes_per_weight;
-        let mut entries = Vec::with_capacity(self.entries.len() - vnodes as usize);
-        if vnodes as usize * 16 >= self.entries.len() {
-            // The node holds a large share of the ring: one filtering scan
-            // is cheaper than locating its tokens.
-            entries.extend(self.entries.iter().filter(|e| e.slot != slot).copied());
-            return Ok(Ring::assemble(self, members, by_id, entries, None));
-        }
-        // The node's tokens are known without scanning: one per vnode index.
-        let mut gone: Vec<Token> = (0..vnodes).map(|i| vnode_token(id, i)).collect();
-        gone.sort_unstable();
-        // Copy the entries between two of its tokens as one block each.
-        let mut rest = &self.entries[..];
-        for &token in &gone {
-            let mut k = rest.partition_point(|e| e.token < token);
-            // Among entries sharing the token, skip to this node's.
-            while rest[k].slot != slot {
-                k += 1;
+        match &self.layout {
+            Layout::Random { config, .. } => random::without_node(self, *config, slot),
+            Layout::Partitions { partitions, .. } => {
+                balanced::without_node(self, *partitions, slot)
             }
-            entries.extend_from_slice(&rest[..k]);
-            rest = &rest[k + 1..];
         }
-        entries.extend_from_slice(rest);
-        let table = adjust_table(self, entries.len(), &gone, Change::Removed);
-        Ok(Ring::assemble(self, members, by_id, entries, table))
     }
 
     /// The same placement under another epoch: for a membership change
@@ -428,203 +402,72 @@ impl Ring {
     /// epochs (and, for random vnodes, the order in which their nodes were
     /// added).
     pub fn same_placement(&self, other: &Ring) -> bool {
-        self.placement == other.placement
-            && self.config == other.config
+        self.placement() == other.placement()
             && self.nodes().eq(other.nodes())
             && self.vnodes().eq(other.vnodes())
     }
 
-    fn assemble(
-        prev: &Ring,
+    /// The node table with `id` of `weight` added in the first free slot,
+    /// and that slot: the start of every join.
+    pub(crate) fn members_with(&self, id: &NodeId, weight: u32) -> (Vec<Option<Member>>, u32) {
+        let mut members = self.members.clone();
+        let slot = match members.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                members.push(None);
+                members.len() - 1
+            }
+        };
+        members[slot] = Some(Member {
+            id: id.clone(),
+            weight,
+        });
+        (members, slot as u32)
+    }
+
+    /// The snapshot after this one, with `epoch + 1`.
+    pub(crate) fn next(
+        &self,
+        layout: Layout,
         members: Vec<Option<Member>>,
         by_id: BTreeMap<NodeId, u32>,
         entries: Vec<Entry>,
-        table: Option<(Vec<u32>, u32)>,
     ) -> Ring {
-        let (table, shift) = table.unwrap_or_else(|| build_table(&entries));
+        let holders = holders(&layout, &members, &by_id, &entries);
         Ring {
-            config: prev.config,
-            placement: prev.placement,
-            epoch: prev.epoch + 1,
+            layout,
+            epoch: self.epoch + 1,
             members,
             by_id,
             entries,
-            table,
-            shift,
+            holders,
         }
     }
 }
 
+/// The number of members owning at least one of `entries` (see
+/// the `holders` field of [`Ring`]).
+pub(crate) fn holders(
+    layout: &Layout,
+    members: &[Option<Member>],
+    by_id: &BTreeMap<NodeId, u32>,
+    entries: &[Entry],
+) -> usize {
+    match layout {
+        // Every member has `weight * vnodes_per_weight >= 1` tokens.
+        Layout::Random { .. } => by_id.len(),
+        Layout::Partitions { .. } => {
+            let mut holds = vec![false; members.len()];
+            for e in entries {
+                holds[e.slot as usize] = true;
+            }
+            holds.iter().filter(|&&h| h).count()
+        }
+    }
+}
+
+/// The one check of a member's id, shared by every way into a ring
+/// ([`Ring::with_node`] and the saved-ring reader): see [`NodeId::validate`].
 pub(crate) fn validate_id(id: &NodeId) -> Result<(), RingError> {
-    let len = id.as_str().len();
-    if len == 0 {
-        return Err(RingError::EmptyNodeId);
-    }
-    if len > MAX_NODE_ID_LEN {
-        return Err(RingError::NodeIdTooLong {
-            len,
-            max: MAX_NODE_ID_LEN,
-        });
-    }
-    Ok(())
-}
-
-/// The lookup table's shift for `len` entries: the table covers the top
-/// `bits` bits of a token, with about one entry per bucket
-/// (`bits = ceil(log2(len))`, at least 1).
-fn table_shift(len: usize) -> u32 {
-    if len == 0 {
-        return 64;
-    }
-    let bits = (usize::BITS - (len - 1).leading_zeros()).clamp(1, 24);
-    64 - bits
-}
-
-/// Builds the lookup table of `entries` (see [`table_shift`]).
-fn build_table(entries: &[Entry]) -> (Vec<u32>, u32) {
-    if entries.is_empty() {
-        return (Vec::new(), 64);
-    }
-    let shift = table_shift(entries.len());
-    let buckets = 1usize << (64 - shift);
-    // Count the entries of each bucket into the slot after it, then a
-    // prefix sum turns `table[b]` into the number of entries below bucket
-    // `b`: the index of its first entry. Both passes are free of
-    // data-dependent branches, which a scan per bucket is not (one
-    // mispredicted exit per bucket dominated the cost of a change).
-    let mut table = vec![0u32; buckets + 1];
-    for e in entries {
-        table[(e.token >> shift) as usize + 1] += 1;
-    }
-    let mut sum = 0u32;
-    for slot in &mut table {
-        sum += *slot;
-        *slot = sum;
-    }
-    (table, shift)
-}
-
-#[derive(Clone, Copy)]
-enum Change {
-    Added,
-    Removed,
-}
-
-/// The next snapshot's lookup table derived from `prev`'s, when the change
-/// keeps the bucket count (`None` otherwise: build it from the entries).
-///
-/// `table[b]` counts the entries below bucket `b`, so adding or removing
-/// the sorted tokens `changed` shifts it by the number of them below `b`:
-/// one pass over the table instead of one over all entries.
-fn adjust_table(
-    prev: &Ring,
-    len: usize,
-    changed: &[Token],
-    change: Change,
-) -> Option<(Vec<u32>, u32)> {
-    let shift = table_shift(len);
-    if prev.entries.is_empty() || len == 0 || shift != prev.shift {
-        return None;
-    }
-    let old = &prev.table;
-    let mut table = Vec::with_capacity(old.len());
-    let mut from = 0usize;
-    let mut below = 0u32;
-    let copy = |table: &mut Vec<u32>, part: &[u32], below: u32| match change {
-        Change::Added => table.extend(part.iter().map(|&x| x + below)),
-        Change::Removed => table.extend(part.iter().map(|&x| x - below)),
-    };
-    for &token in changed {
-        // Buckets after this token's bucket count it.
-        let to = (token >> shift) as usize + 1;
-        copy(&mut table, &old[from..to], below);
-        from = to;
-        below += 1;
-    }
-    copy(&mut table, &old[from..], below);
-    Some((table, shift))
-}
-
-/// Iterator over a key's preference list: distinct physical nodes clockwise.
-#[derive(Debug, Clone)]
-pub struct PreferenceList<'a> {
-    ring: &'a Ring,
-    next: usize,
-    visited: usize,
-    wanted: usize,
-    seen: Seen,
-}
-
-#[derive(Debug, Clone)]
-enum Seen {
-    Inline { slots: [u32; 8], len: usize },
-    Heap(Vec<u32>),
-}
-
-impl Seen {
-    fn contains(&self, slot: u32) -> bool {
-        match self {
-            Seen::Inline { slots, len } => slots[..*len].contains(&slot),
-            Seen::Heap(v) => v.contains(&slot),
-        }
-    }
-
-    fn push(&mut self, slot: u32) {
-        match self {
-            Seen::Inline { slots, len } if *len < slots.len() => {
-                slots[*len] = slot;
-                *len += 1;
-            }
-            Seen::Inline { slots, len } => {
-                let mut v = slots[..*len].to_vec();
-                v.push(slot);
-                *self = Seen::Heap(v);
-            }
-            Seen::Heap(v) => v.push(slot),
-        }
-    }
-}
-
-impl<'a> PreferenceList<'a> {
-    /// Distinct nodes clockwise from entry `start`; `wanted <= ring.len()`.
-    pub(crate) fn new(ring: &'a Ring, start: usize, wanted: usize) -> Self {
-        PreferenceList {
-            ring,
-            next: start,
-            visited: 0,
-            wanted,
-            seen: Seen::Inline {
-                slots: [0; 8],
-                len: 0,
-            },
-        }
-    }
-}
-
-impl<'a> Iterator for PreferenceList<'a> {
-    type Item = &'a NodeId;
-
-    fn next(&mut self) -> Option<&'a NodeId> {
-        let ring = self.ring;
-        let found = match &self.seen {
-            Seen::Inline { len, .. } => *len,
-            Seen::Heap(v) => v.len(),
-        };
-        if found >= self.wanted {
-            return None;
-        }
-        while self.visited < ring.entries.len() {
-            let slot = ring.entries[self.next].slot;
-            self.visited += 1;
-            self.next += 1;
-            if self.next == ring.entries.len() {
-                self.next = 0;
-            }
-            if !self.seen.contains(slot) {
-                self.seen.push(slot);
-                return Some(&ring.member(slot).id);
-            }
-        }
-        None
-    }
+    NodeId::validate(id.as_str())
 }

@@ -24,8 +24,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::balanced::{BalancedConfig, Placement, partition_end};
-use crate::ring::{Entry, MAX_NODES, Member, Ring, RingConfig, validate_id};
+use crate::balanced::{BalancedConfig, partition_end};
+use crate::placement::Placement;
+use crate::ring::{Entry, MAX_NODES, Member, Ring, RingConfig, holders, validate_id};
 use crate::{NodeId, RingError};
 
 /// The `format` tag of the saved rings this version writes and reads.
@@ -84,7 +85,7 @@ impl Ring {
             .enumerate()
             .map(|(i, &slot)| (slot, i as u32))
             .collect();
-        let (placement, assignment) = match self.placement {
+        let (placement, assignment) = match self.placement() {
             Placement::RandomVnodes { vnodes_per_weight } => {
                 (PlacementFile::RandomVnodes { vnodes_per_weight }, None)
             }
@@ -110,7 +111,8 @@ impl Ring {
     }
 
     /// Reads a ring written by [`Ring::to_json`], checking it: the format
-    /// tag, the placement parameters, node ids (non-empty, short, distinct),
+    /// tag, the placement parameters, node ids (distinct, and each valid by
+    /// [`NodeId::validate`]),
     /// weights (positive), the epoch (below `u64::MAX`) and, for balanced
     /// partitions, one valid node index per partition. The ring keeps the
     /// saved epoch. The balance of a saved assignment is not checked: a
@@ -207,5 +209,6 @@ fn load_balanced(
             })
         })
         .collect::<Result<_, _>>()?;
+    ring.holders = holders(&ring.layout, &ring.members, &ring.by_id, &ring.entries);
     Ok(ring)
 }

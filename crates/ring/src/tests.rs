@@ -1,6 +1,6 @@
 //! Unit tests of the ring; properties live in `tests/properties.rs`.
 
-use crate::{Ring, RingConfig, RingError, key_token, vnode_token};
+use crate::{BalancedConfig, MAX_NODE_ID_LEN, Ring, RingConfig, RingError, key_token, vnode_token};
 
 fn ring_of(ids: &[&str]) -> Ring {
     ids.iter().fold(Ring::default(), |r, id| {
@@ -122,4 +122,79 @@ fn epochs_count_changes() {
     assert_eq!(ring.without_node("b").unwrap().epoch(), 4);
     assert_eq!(ring.vnode_count(), 3 * 256);
     assert_eq!(ring.with_node("d", 3).unwrap().vnode_count(), 6 * 256);
+}
+
+/// Node ids are 1 to 64 bytes of ASCII letters, digits and `-_.:@`: an id
+/// that could forge a log or reply line, or that has no one spelling, is
+/// refused with an error naming it (escaped) and the rule.
+#[test]
+fn node_ids_follow_one_rule() {
+    let ring = ring_of(&["a"]);
+    for (id, index, found) in [
+        ("n1\r\nrole:master", 2, '\r'),
+        ("n1\n", 2, '\n'),
+        ("n\0x", 1, '\0'),
+        ("node 7", 4, ' '),
+        ("nöde", 1, 'ö'),
+        ("n\"1", 1, '"'),
+        ("a/b", 1, '/'),
+    ] {
+        let err = ring.with_node(id, 1).unwrap_err();
+        assert_eq!(
+            err,
+            RingError::InvalidNodeId {
+                id: id.into(),
+                index,
+                found
+            },
+            "id {id:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("{id:?}")) && msg.contains("-_.:@") && !msg.contains('\n'),
+            "{msg}"
+        );
+    }
+    assert_eq!(ring.with_node("", 1).unwrap_err(), RingError::EmptyNodeId);
+    let longest = "x".repeat(MAX_NODE_ID_LEN);
+    let too_long = "x".repeat(MAX_NODE_ID_LEN + 1);
+    assert_eq!(
+        ring.with_node(too_long.as_str(), 1).unwrap_err(),
+        RingError::NodeIdTooLong {
+            len: MAX_NODE_ID_LEN + 1,
+            max: MAX_NODE_ID_LEN
+        }
+    );
+    // The boundaries and every allowed character pass, on both strategies.
+    let every = "azAZ09-_.:@";
+    for empty in [
+        Ring::default(),
+        Ring::balanced(BalancedConfig { partitions: 64 }).unwrap(),
+    ] {
+        let r = empty
+            .with_node("x", 1)
+            .and_then(|r| r.with_node(longest.as_str(), 1))
+            .and_then(|r| r.with_node(every, 1))
+            .and_then(|r| r.with_node("10.0.0.7:7001", 1))
+            .and_then(|r| r.with_node("kv@host", 1))
+            .expect("valid ids");
+        assert_eq!(r.len(), 5);
+    }
+    // Errors about other things escape the id they quote.
+    let msg = ring.without_node("x\r\ny").unwrap_err().to_string();
+    assert!(msg.contains(r"`x\r\ny`"), "{msg}");
+}
+
+#[test]
+fn gallop_is_a_partition_point() {
+    for len in 0..70usize {
+        let v: Vec<usize> = (0..len).collect();
+        for cut in 0..=len {
+            assert_eq!(
+                crate::random::gallop(&v, |&x| x < cut),
+                cut,
+                "len {len} cut {cut}"
+            );
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use proptest::prelude::*;
@@ -225,6 +225,73 @@ fn check_lookup(ring: &Ring, seed: u64) {
     }
 }
 
+/// Preference lists of every length at every partition boundary: always
+/// `min(n, members)` distinct members, owner first, equal to the naive walk
+/// followed by the members owning no partition in id order.
+fn check_preference_lists(ring: &Ring) {
+    let v = vnode_list(ring);
+    let members: Vec<NodeId> = ring.nodes().map(|(id, _)| id.clone()).collect();
+    for t in boundary_probes(v.iter().map(|(t, _)| *t)) {
+        for n in 0..=ring.len() + 1 {
+            let got: Vec<NodeId> = ring.preference_list_of_token(t, n).cloned().collect();
+            assert_eq!(got.len(), n.min(ring.len()), "token {t} n {n}: {got:?}");
+            let distinct: BTreeSet<&NodeId> = got.iter().collect();
+            assert_eq!(distinct.len(), got.len(), "duplicates in {got:?}");
+            if n > 0 {
+                assert_eq!(got.first(), ring.owner_of_token(t), "token {t}");
+            }
+            let want = naive_preference_of_members(&v, &members, t, n);
+            assert_eq!(got, want, "token {t} n {n}");
+        }
+    }
+}
+
+/// A member can own no partition when its share is below one partition (weight
+/// 1 next to 1,000, or 1, 1 and 6 on four partitions: the heavy joiner
+/// takes three, the last from `a`). Its keys' replica sets still name `n`
+/// distinct members.
+#[test]
+fn members_owning_no_partition_still_count_as_replicas() {
+    let tiny = Ring::balanced(BalancedConfig { partitions: 64 })
+        .unwrap()
+        .with_node("a", 1)
+        .unwrap()
+        .with_node("b", 1000)
+        .unwrap();
+    assert!(tiny.tokens_of("a").unwrap().is_empty(), "a owns nothing");
+    let small = Ring::balanced(BalancedConfig { partitions: 4 })
+        .unwrap()
+        .with_node("a", 1)
+        .unwrap()
+        .with_node("b", 1)
+        .unwrap()
+        .with_node("c", 6)
+        .unwrap();
+    assert!(small.tokens_of("a").unwrap().is_empty(), "a owns nothing");
+    for t in [0, 1 << 63, u64::MAX] {
+        let got: Vec<&str> = tiny
+            .preference_list_of_token(t, 3)
+            .map(NodeId::as_str)
+            .collect();
+        assert_eq!(got, ["b", "a"]);
+        let got: Vec<&str> = small
+            .preference_list_of_token(t, 3)
+            .map(NodeId::as_str)
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[2], "a", "{got:?}");
+    }
+    check_preference_lists(&tiny);
+    check_preference_lists(&small);
+    // A saved ring lists the same replicas.
+    check_preference_lists(&round_trip(&small));
+    // A replica diff sees the member that owns nothing join the sets.
+    let before = small.without_node("a").unwrap();
+    let moves = before.diff_replicas(&small, 3);
+    assert!(!moves.is_empty());
+    assert!(moves.iter().all(|m| m.to.last().unwrap().as_str() == "a"));
+}
+
 fn round_trip(ring: &Ring) -> Ring {
     let back = Ring::from_json(&ring.to_json()).unwrap();
     assert!(back.same_placement(ring));
@@ -294,6 +361,33 @@ proptest! {
         prop_assume!(ring.len() >= 10);
         let replica = replica_busiest(&ring);
         prop_assert!(replica <= 1.05, "busiest replica load {replica:.4}x the mean");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Few partitions and skewed weights, so that members owning no
+    /// partition are common: after every change, every preference list
+    /// holds `min(n, members)` distinct members.
+    #[test]
+    fn preference_lists_name_every_member_when_few_partitions(
+        log2q in 1u32..=4,
+        changes in prop::collection::vec((1u32..=200, any::<prop::sample::Index>(), any::<bool>()), 1..=12),
+    ) {
+        let partitions = 1u32 << log2q;
+        let mut ring = Ring::balanced(BalancedConfig { partitions }).unwrap();
+        for (k, (weight, pick, remove)) in changes.into_iter().enumerate() {
+            ring = if remove && ring.len() > 1 {
+                let id = pick.get(&ring.nodes().map(|(id, _)| id.clone()).collect::<Vec<_>>()).clone();
+                ring.without_node(id.as_str()).unwrap()
+            } else if ring.len() < partitions as usize {
+                ring.with_node(format!("n{k}"), weight).unwrap()
+            } else {
+                continue;
+            };
+            check_preference_lists(&ring);
+        }
     }
 }
 

@@ -216,3 +216,34 @@ fn invalid_documents_are_typed_errors() {
         "{msg}"
     );
 }
+
+/// A saved ring is read through the same id rule as `with_node`: a
+/// hand-edited file cannot bring in an id that forges a log line.
+#[test]
+fn saved_rings_with_invalid_ids_are_refused() {
+    let bad = |json: &str| match Ring::from_json(json) {
+        Err(RingError::InvalidNodeId { id, .. }) => id.to_string(),
+        other => panic!("expected InvalidNodeId, got {other:?}"),
+    };
+    // JSON escapes: CR LF, NUL, a space, a non-ASCII letter.
+    for (json_id, id) in [
+        ("c\\r\\nx", "c\r\nx"),
+        ("c\\u0000", "c\0"),
+        ("c d", "c d"),
+        ("c\\u00e9", "cé"),
+    ] {
+        let balanced = edit("{\"id\":\"c\",", &format!("{{\"id\":\"{json_id}\","));
+        assert_eq!(bad(&balanced), id, "balanced ring, id {id:?}");
+        let random = RANDOM.replacen("{\"id\":\"c\",", &format!("{{\"id\":\"{json_id}\","), 1);
+        assert_eq!(bad(&random), id, "random ring, id {id:?}");
+    }
+    let long = "x".repeat(ringkv_ring::MAX_NODE_ID_LEN + 1);
+    let random = RANDOM.replacen("{\"id\":\"c\",", &format!("{{\"id\":\"{long}\","), 1);
+    assert_eq!(
+        Ring::from_json(&random).unwrap_err(),
+        RingError::NodeIdTooLong {
+            len: ringkv_ring::MAX_NODE_ID_LEN + 1,
+            max: ringkv_ring::MAX_NODE_ID_LEN
+        }
+    );
+}

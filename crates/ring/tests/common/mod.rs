@@ -52,6 +52,29 @@ pub fn naive_preference(vnodes: &[(Token, NodeId)], token: Token, n: usize) -> V
     out
 }
 
+/// Naive preference list of a ring whose members may own no vnode (a
+/// balanced ring): the clockwise walk of [`naive_preference`], then the
+/// members it never meets, in id order, until there are `n`.
+pub fn naive_preference_of_members(
+    vnodes: &[(Token, NodeId)],
+    members: &[NodeId],
+    token: Token,
+    n: usize,
+) -> Vec<NodeId> {
+    let mut out = naive_preference(vnodes, token, n);
+    let mut sorted = members.to_vec();
+    sorted.sort();
+    for id in sorted {
+        if out.len() >= n {
+            break;
+        }
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
 /// Probe tokens around every given boundary: `t - 1`, `t`, `t + 1`
 /// (wrapping), plus both ends of the circle.
 pub fn boundary_probes(boundaries: impl IntoIterator<Item = Token>) -> Vec<Token> {
