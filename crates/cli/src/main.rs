@@ -235,7 +235,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -247,7 +247,13 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         );
         ringkv_server::run_until(listener, cluster, config, first, second).await?;
         Ok(())
-    })
+    });
+    // The server has stopped: it waited for connections within the grace
+    // period (or a second signal cut that short). A membership change may
+    // still run on a blocking thread; dropping the runtime would wait for
+    // it, unbounded, so leave it behind and exit.
+    runtime.shutdown_background();
+    served
 }
 
 fn bench(args: BenchArgs) -> ExitCode {

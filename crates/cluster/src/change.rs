@@ -80,9 +80,12 @@ impl Cluster {
 
         let mut nodes = routing.nodes.clone();
         if kind == ChangeKind::AddNode {
-            let node = Node::new(node_id.clone(), self.config.stripes, || {
-                (self.store_factory)(&node_id)
-            });
+            let node = Node::new(
+                node_id.clone(),
+                self.config.stripes,
+                self.memory.clone(),
+                || (self.store_factory)(&node_id),
+            );
             nodes.insert(node_id.clone(), Arc::new(node));
         }
         let mut final_nodes = nodes.clone();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use ringkv_ring::{NodeId, Ring, key_token};
@@ -59,8 +59,15 @@ pub struct Cluster {
     /// Where the next active expiry cycle starts (a stripe position over
     /// every node), so successive cycles cover every stripe in turn.
     pub(crate) expire_cursor: AtomicUsize,
-    /// Seeds each active expiry cycle's sampling.
+    /// Seeds each active expiry cycle's and eviction's sampling.
     pub(crate) expire_seed: AtomicU64,
+    /// Bytes all nodes' stores hold (see `shard.rs`): what `maxmemory` is
+    /// checked against, in O(1).
+    pub(crate) memory: Arc<AtomicI64>,
+    /// The memory limit and policy, settable at run time.
+    pub(crate) limits: crate::evict::Limits,
+    /// Keys evicted to stay under `maxmemory`.
+    pub(crate) evicted_keys: AtomicU64,
 }
 
 /// Source of [`Cluster::instance`].
@@ -98,7 +105,6 @@ impl Cluster {
         config.validate()?;
         let ring = config.placement.empty_ring()?;
         Ok(Cluster {
-            config,
             routing: RoutingCell::new(Routing {
                 ring: Arc::new(ring),
                 migration: None,
@@ -116,6 +122,10 @@ impl Cluster {
             expired_keys: AtomicU64::new(0),
             expire_cursor: AtomicUsize::new(0),
             expire_seed: AtomicU64::new(0x5EED),
+            memory: Arc::new(AtomicI64::new(0)),
+            limits: crate::evict::Limits::new(config.maxmemory, config.maxmemory_policy),
+            evicted_keys: AtomicU64::new(0),
+            config,
         })
     }
 
@@ -277,6 +287,7 @@ impl Cluster {
             total_keys: nodes.iter().map(|n| n.keys).sum(),
             used_memory: nodes.iter().map(|n| n.used_memory).sum(),
             expired_keys: self.expired_keys.load(Ordering::Relaxed),
+            evicted_keys: self.evicted_keys.load(Ordering::Relaxed),
             nodes,
             rebalancing: routing.migration.is_some(),
             pending_cleanups: self.stale_ranges.load(Ordering::Acquire),

@@ -6,6 +6,7 @@ use ringkv_ring::Placement;
 
 use crate::ClusterError;
 use crate::clock::SharedClock;
+use crate::evict::EvictionPolicy;
 
 /// Cluster settings: plain data with [`Default`] and [`ClusterConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,13 @@ pub struct ClusterConfig {
     /// clock; tests pass a [`ManualClock`](crate::ManualClock) so that keys
     /// expire without sleeping.
     pub clock: SharedClock,
+    /// The memory limit in bytes of `used_memory` (Redis's `maxmemory`);
+    /// 0, the default, means none. Changeable at run time with
+    /// [`Cluster::set_maxmemory`](crate::Cluster::set_maxmemory).
+    pub maxmemory: u64,
+    /// What a write over `maxmemory` does (Redis's `maxmemory-policy`).
+    /// Default: [`EvictionPolicy::NoEviction`].
+    pub maxmemory_policy: EvictionPolicy,
 }
 
 impl Default for ClusterConfig {
@@ -51,6 +59,8 @@ impl Default for ClusterConfig {
             retry_backoff: Duration::from_millis(1),
             stripes: 64,
             clock: SharedClock::default(),
+            maxmemory: 0,
+            maxmemory_policy: EvictionPolicy::NoEviction,
         }
     }
 }

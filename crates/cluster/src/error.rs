@@ -9,6 +9,20 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
+    /// A write would take `used_memory` over `maxmemory` and the policy
+    /// could not make room (`noeviction`, or nothing left to evict).
+    /// Nothing was written. Redis answers `-OOM command not allowed when
+    /// used memory > 'maxmemory'`.
+    #[error(
+        "out of memory: used memory {used} plus this write would exceed maxmemory {maxmemory}; delete keys, raise maxmemory or choose an eviction policy"
+    )]
+    OutOfMemory {
+        /// `used_memory` when the write was refused.
+        used: u64,
+        /// The limit.
+        maxmemory: u64,
+    },
+
     /// A membership change was refused by the ring (duplicate or unknown
     /// node, zero weight, bad id). Nothing changed.
     #[error(transparent)]

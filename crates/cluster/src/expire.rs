@@ -147,6 +147,11 @@ impl Cluster {
         report: &mut ExpireCycle,
     ) -> Option<(u64, u64)> {
         let mut freed: Vec<Entry> = Vec::new();
+        // Most stripes of a cache without TTLs hold no volatile key: look
+        // under the shared lock first, so clients' reads are not stopped.
+        if node.read_stripe_client(stripe).ok()?.volatile_len() == 0 {
+            return None;
+        }
         let mut guard = node.client_write_stripe(stripe).ok()?;
         let n = guard.volatile_len();
         if n == 0 {
@@ -198,7 +203,7 @@ impl Cluster {
 }
 
 /// SplitMix64: a small, fast generator for picking samples.
-fn splitmix(state: &mut u64) -> u64 {
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -7,6 +7,13 @@
 //! - [`Cluster::add_node`] and [`Cluster::remove_node`] execute the ring
 //!   diff: exactly the keys whose owner changes move, by range scans over
 //!   token-ordered [`Store`]s, copied, then switched, then cleaned up.
+//! - Keys hold [`Entry`]s (value, type, absolute expiry, version):
+//!   [`Cluster::update_entry`] is the read-modify-write for expiry
+//!   commands, [`Cluster::active_expire_cycle`] reclaims expired keys,
+//!   [`Cluster::scan`] walks the key space in token order,
+//!   [`Cluster::transaction`] makes several keys atomic across nodes, and
+//!   `maxmemory` ([`Cluster::set_maxmemory`]) bounds
+//!   [`ClusterStats::used_memory`] by an [`EvictionPolicy`].
 //! - Failures during a redistribution are retried, then rolled back
 //!   (before the switch) or paused for [`Cluster::resume`] (after it); no
 //!   acknowledged write is lost. With the `fault-injection` feature,
@@ -53,9 +60,11 @@ mod config;
 mod counts;
 mod entry;
 mod error;
+mod evict;
 mod expire;
 #[cfg(feature = "fault-injection")]
 mod fault;
+mod keyspace;
 mod membership;
 mod node;
 mod ops;
@@ -67,16 +76,20 @@ mod shard;
 mod step;
 mod store;
 mod transfer;
+mod txn;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use cluster::{Cluster, StoreFactory};
 pub use config::ClusterConfig;
 pub use entry::{ENTRY_FORMAT, ENTRY_OVERHEAD, Entry, EntryFormatError, EntryKind};
 pub use error::ClusterError;
+pub use evict::{EVICTION_SAMPLES, EvictionPolicy};
 pub use expire::{ExpireBudget, ExpireCycle, SAMPLES_PER_STEP};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
+pub use keyspace::ScanPage;
 pub use ops::{EntryUpdate, Update};
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};
 pub use store::{MemStore, Store, StoreError, StoredEntry};
+pub use txn::Txn;

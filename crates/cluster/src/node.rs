@@ -29,8 +29,9 @@ pub(crate) type StripeWrite<'a> = RwLockWriteGuard<'a, Shard>;
 /// Lock discipline (see docs/ARCHITECTURE.md):
 /// - a client holds one stripe lock at a time, for one store call plus an
 ///   ownership check, and never while waiting for anything else;
-/// - the (single) migrator may hold source stripes and then target stripes,
-///   each set in ascending stripe order, so no cycle can form;
+/// - a holder of several stripe locks (the migrator's switch, a
+///   transaction) takes them in one global order, ascending
+///   `(node id, stripe)`, so no cycle can form;
 /// - ownership of a token moves away from a node only while the write lock
 ///   of the token's stripe is held, so a client that checked ownership under
 ///   that lock keeps it until it unlocks.
@@ -49,6 +50,16 @@ pub(crate) struct Node {
     down: AtomicBool,
     /// The next this-many migrator store accesses fail (fault injection).
     fail_next: AtomicU32,
+    /// The cluster's memory total, which this node's stores add to; the
+    /// node takes its bytes off when it is dropped (a node that left is
+    /// dropped whole, without deleting its keys one by one).
+    total: Arc<AtomicI64>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.memory(), Ordering::Relaxed);
+    }
 }
 
 /// One lock stripe: a store (with its bookkeeping) and the number of its
@@ -73,6 +84,7 @@ impl Node {
     pub(crate) fn new(
         id: NodeId,
         stripes: usize,
+        total: Arc<AtomicI64>,
         mut make: impl FnMut() -> Box<dyn Store>,
     ) -> Self {
         debug_assert!(stripes.is_power_of_two());
@@ -82,7 +94,7 @@ impl Node {
                 .map(|_| {
                     let memory = Arc::new(AtomicI64::new(0));
                     Stripe {
-                        store: RwLock::new(Shard::new(make(), memory.clone())),
+                        store: RwLock::new(Shard::new(make(), memory.clone(), total.clone())),
                         memory,
                         served: AtomicI64::new(0),
                     }
@@ -91,6 +103,7 @@ impl Node {
             shift: 64 - stripes.trailing_zeros(),
             down: AtomicBool::new(false),
             fail_next: AtomicU32::new(0),
+            total,
         }
     }
 
@@ -140,6 +153,13 @@ impl Node {
     pub(crate) fn write(&self, token: Token) -> Result<StripeWrite<'_>, ClusterError> {
         self.check_client()?;
         Ok(self.stripes[self.stripe_of(token)].store.write())
+    }
+
+    /// A client's shared access to stripe `i`, if the node is up
+    /// (eviction's sampling).
+    pub(crate) fn read_stripe_client(&self, i: usize) -> Result<StripeRead<'_>, ClusterError> {
+        self.check_client()?;
+        Ok(self.stripes[i].store.read())
     }
 
     /// A client's exclusive access to stripe `i`, if the node is up (active
@@ -280,7 +300,9 @@ mod tests {
     use ringkv_ring::TokenRange;
 
     fn node(stripes: usize) -> Node {
-        Node::new("n".into(), stripes, || Box::new(MemStore::new()))
+        Node::new("n".into(), stripes, Default::default(), || {
+            Box::new(MemStore::new())
+        })
     }
 
     #[test]

@@ -36,6 +36,20 @@ pub enum EntryUpdate {
     Delete,
 }
 
+/// Why an `apply` of [`Cluster::write`] stopped: its store failed, or the
+/// write was refused (nothing written but the reclaiming of an expired
+/// entry, whose served-key delta it carries).
+pub(crate) enum WriteError {
+    Store(StoreError),
+    Refused(ClusterError, i64),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
 impl Cluster {
     /// Whether `key` is present (and not expired).
     pub fn exists(&self, key: &[u8]) -> Result<bool, ClusterError> {
@@ -76,9 +90,17 @@ impl Cluster {
 
     /// Stores `value` under `key`, replacing any previous value and
     /// clearing its expiry (as Redis's `SET` does).
+    ///
+    /// With `maxmemory` set, fails with [`ClusterError::OutOfMemory`]
+    /// (nothing written) if `used_memory` plus the new entry's footprint
+    /// would exceed it once the eviction policy had its turn; the entry it
+    /// replaces is not subtracted, as the check runs before the key is
+    /// locked.
     pub fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<(), ClusterError> {
         let key = key.into();
-        let mut entry = Some(Entry::string(value));
+        let entry = Entry::string(value);
+        self.make_room(entry.footprint(key.len()) as u64)?;
+        let mut entry = Some(entry);
         self.write(key, |store, token, key, version| {
             let mut entry = entry.take().expect("write applies once");
             entry.version = version;
@@ -90,7 +112,8 @@ impl Cluster {
 
     /// Stores `entry` under `key` as given (value, expiry, type), replacing
     /// any previous entry; its `version` is replaced by a fresh one, which
-    /// is returned. `SET key value PX 100` is
+    /// is returned. Memory limits as for [`Cluster::put`].
+    /// `SET key value PX 100` is
     /// `put_entry(key, Entry::string(value).expiring(Some(now + 100)))`.
     ///
     /// ```
@@ -103,8 +126,10 @@ impl Cluster {
     /// # Ok::<(), ringkv_cluster::ClusterError>(())
     /// ```
     pub fn put_entry(&self, key: impl Into<Bytes>, entry: Entry) -> Result<u64, ClusterError> {
+        let key = key.into();
+        self.make_room(entry.footprint(key.len()) as u64)?;
         let mut entry = Some(entry);
-        self.write(key.into(), |store, token, key, version| {
+        self.write(key, |store, token, key, version| {
             let mut entry = entry.take().expect("write applies once");
             entry.version = version;
             let old = store.put(token, key.clone(), entry)?;
@@ -151,6 +176,9 @@ impl Cluster {
         f: impl FnOnce(Option<&Bytes>) -> (Update, R),
     ) -> Result<R, ClusterError> {
         let mut f = Some(f);
+        // Over the limit already: evict first, without holding a lock
+        // (the write itself is checked once its size is known).
+        let _ = self.make_room(0);
         self.write(key.into(), |store, token, key, version| {
             let f = f.take().expect("write applies once");
             let (current, reclaimed) = self.live(store, token, key, None)?;
@@ -165,6 +193,8 @@ impl Cluster {
                             version,
                             ..Entry::default()
                         };
+                        self.admit(key, &entry, current.as_ref())
+                            .map_err(|e| WriteError::Refused(e, reclaimed))?;
                         store.put(token, key.clone(), entry)?;
                         if current.is_some() { 0 } else { 1 }
                     }
@@ -184,6 +214,11 @@ impl Cluster {
     /// [`Cluster::update`] (atomic per key, also while its range moves;
     /// `f` runs once, under the stripe's write lock, and must not call
     /// back into the cluster), but `f` decides the expiry and type too.
+    ///
+    /// With `maxmemory` set, a [`EntryUpdate::Put`] that would take
+    /// `used_memory` over it (by the new footprint minus the stored one)
+    /// fails with [`ClusterError::OutOfMemory`] and writes nothing; `f`'s
+    /// result is dropped then. [`Cluster::update`] checks the same way.
     ///
     /// An expired key found here is deleted first (counted in
     /// [`ClusterStats::expired_keys`](crate::ClusterStats::expired_keys)),
@@ -217,6 +252,7 @@ impl Cluster {
         f: impl FnOnce(Option<&Entry>, u64) -> (EntryUpdate, R),
     ) -> Result<R, ClusterError> {
         let mut f = Some(f);
+        let _ = self.make_room(0);
         self.write(key.into(), |store, token, key, version| {
             let f = f.take().expect("write applies once");
             let now = self.now_ms();
@@ -227,6 +263,8 @@ impl Cluster {
                     EntryUpdate::Keep => 0,
                     EntryUpdate::Put(mut entry) => {
                         entry.version = version;
+                        self.admit(key, &entry, current.as_ref())
+                            .map_err(|e| WriteError::Refused(e, reclaimed))?;
                         store.put(token, key.clone(), entry)?;
                         if current.is_some() { 0 } else { 1 }
                     }
@@ -263,6 +301,19 @@ impl Cluster {
         }
     }
 
+    /// Refuses (nothing written) a put of `entry` over `old` that would
+    /// take `used_memory` over `maxmemory`.
+    #[inline]
+    fn admit(&self, key: &Bytes, entry: &Entry, old: Option<&Entry>) -> Result<(), ClusterError> {
+        let growth =
+            entry.footprint(key.len()) as i64 - old.map_or(0, |o| o.footprint(key.len()) as i64);
+        if self.fits(growth) {
+            Ok(())
+        } else {
+            Err(self.out_of_memory())
+        }
+    }
+
     /// Counts `old` (an entry a write replaced or deleted) in
     /// `expired_keys` if it had expired; returns whether it had.
     #[inline]
@@ -287,7 +338,7 @@ impl Cluster {
     fn write<R>(
         &self,
         key: Bytes,
-        mut apply: impl FnMut(&mut Shard, u64, &Bytes, u64) -> Result<(R, i64), StoreError>,
+        mut apply: impl FnMut(&mut Shard, u64, &Bytes, u64) -> Result<(R, i64), WriteError>,
     ) -> Result<R, ClusterError> {
         let token = key_token(&key);
         loop {
@@ -311,8 +362,14 @@ impl Cluster {
                 range.mark_dirty(&key);
             }
             let version = self.next_version();
-            let (result, delta) =
-                apply(&mut store, token, &key, version).map_err(|e| node.store_error(e))?;
+            let (result, delta) = match apply(&mut store, token, &key, version) {
+                Ok(done) => done,
+                Err(WriteError::Store(e)) => return Err(node.store_error(e)),
+                Err(WriteError::Refused(e, delta)) => {
+                    node.add_served(node.stripe_of(token), delta);
+                    return Err(e);
+                }
+            };
             // Still under the stripe's write lock, so a switch of this range
             // moves the count with this write included.
             node.add_served(node.stripe_of(token), delta);

@@ -98,6 +98,8 @@ pub struct ClusterStats {
     /// by a write that found them expired, or by
     /// [`Cluster::active_expire_cycle`](crate::Cluster::active_expire_cycle).
     pub expired_keys: u64,
+    /// Keys evicted to stay under `maxmemory`, since the cluster started.
+    pub evicted_keys: u64,
 }
 
 /// One member in [`ClusterStats`].

@@ -61,10 +61,55 @@ impl Routing {
         Ok((self.node(owner), None))
     }
 
+    /// The node authoritative for `token` and the last token of the run
+    /// from `token` on (not wrapping) over which that stays true in this
+    /// snapshot: the run ends at the end of the token's ring range, and
+    /// inside or before a moving range at that range's bounds, so that one
+    /// range phase decides the whole run.
+    pub(crate) fn segment(&self, token: Token) -> Result<(&Arc<Node>, Token), ClusterError> {
+        let (node, _) = self.authority(token)?;
+        let ring_range = self
+            .ring
+            .range_of_token(token)
+            .ok_or(ClusterError::NoNodes)?;
+        let mut end = run_end(ring_range, token);
+        if let Some(m) = &self.migration {
+            match m.diff.find(token) {
+                Some(i) => end = end.min(run_end(m.diff.moves[i].range, token)),
+                None => {
+                    // The next moving range starts after its (exclusive)
+                    // start: the run stops there. Moves are ordered, and
+                    // only the first may wrap (its start is the largest).
+                    let moves = &m.diff.moves;
+                    let skip = usize::from(moves.first().is_some_and(|f| f.range.wraps()));
+                    let rest = &moves[skip..];
+                    let j = rest.partition_point(|mv| mv.range.start < token);
+                    if let Some(next) = rest.get(j) {
+                        end = end.min(next.range.start);
+                    }
+                    if skip == 1 && moves[0].range.start >= token {
+                        end = end.min(moves[0].range.start);
+                    }
+                }
+            }
+        }
+        Ok((node, end))
+    }
+
     pub(crate) fn node(&self, id: &NodeId) -> &Arc<Node> {
         self.nodes
             .get(id)
             .expect("every ring member and migration source has a node")
+    }
+}
+
+/// The last token of `range` reached from `token` (in it) without
+/// wrapping past `u64::MAX`.
+fn run_end(range: ringkv_ring::TokenRange, token: Token) -> Token {
+    if range.wraps() && token > range.end {
+        Token::MAX
+    } else {
+        range.end
     }
 }
 

@@ -28,14 +28,22 @@ pub(crate) struct Shard {
     /// `stats()` reads it without the lock. Changed only by the calls
     /// below, under the write lock.
     memory: Arc<AtomicI64>,
+    /// The cluster's total of the same (what `maxmemory` is checked
+    /// against in O(1)), changed by the same deltas.
+    total: Arc<AtomicI64>,
     volatile: Volatile,
 }
 
 impl Shard {
-    pub(crate) fn new(store: Box<dyn Store>, memory: Arc<AtomicI64>) -> Shard {
+    pub(crate) fn new(
+        store: Box<dyn Store>,
+        memory: Arc<AtomicI64>,
+        total: Arc<AtomicI64>,
+    ) -> Shard {
         Shard {
             store,
             memory,
+            total,
             volatile: Volatile::default(),
         }
     }
@@ -63,7 +71,7 @@ impl Shard {
         if let Some(o) = &old {
             delta -= o.footprint(klen) as i64;
         }
-        self.memory.fetch_add(delta, Ordering::Relaxed);
+        self.add_memory(delta);
         if let Some(key) = kept {
             if volatile {
                 self.volatile.insert(token, key);
@@ -79,8 +87,7 @@ impl Shard {
     pub(crate) fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         let old = self.store.delete(token, key)?;
         if let Some(o) = &old {
-            self.memory
-                .fetch_sub(o.footprint(key.len()) as i64, Ordering::Relaxed);
+            self.add_memory(-(o.footprint(key.len()) as i64));
             if o.expires_at.is_some() {
                 self.volatile.remove(key);
             }
@@ -115,7 +122,7 @@ impl Shard {
                 self.volatile.remove(&e.key);
             }
         }
-        self.memory.fetch_sub(freed, Ordering::Relaxed);
+        self.add_memory(-freed);
         Ok(n)
     }
 
@@ -126,6 +133,14 @@ impl Shard {
     ) -> Result<usize, StoreError> {
         let mut out = Vec::new();
         self.take_range(tokens, usize::MAX, &mut out)
+    }
+
+    #[inline]
+    fn add_memory(&self, delta: i64) {
+        if delta != 0 {
+            self.memory.fetch_add(delta, Ordering::Relaxed);
+            self.total.fetch_add(delta, Ordering::Relaxed);
+        }
     }
 
     /// Entries stored.
@@ -173,6 +188,57 @@ impl Volatile {
                 .position
                 .get_mut(moved)
                 .expect("every indexed key has a position") = i;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// The volatile index holds exactly the stored keys with an expiry,
+        /// and the byte count equals a recount, after any sequence of puts,
+        /// deletes and range removals.
+        #[test]
+        fn bookkeeping_matches_the_store(ops in prop::collection::vec((0..4u8, 0..12u64, 0..8u8, 0..20usize), 1..200)) {
+            let (memory, total) = (Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0)));
+            let mut shard = Shard::new(Box::new(MemStore::new()), memory.clone(), total.clone());
+            let mut model: BTreeMap<(u64, Vec<u8>), Entry> = BTreeMap::new();
+            for (op, t, k, len) in ops {
+                // The store's contract: a key always has the same token;
+                // two keys share one (a hash collision) here and there.
+                let key = Bytes::from(vec![k; 1 + usize::from(k)]);
+                let (t, range_start) = (u64::from(k / 2) * 3, t);
+                match op {
+                    0 | 1 => {
+                        let e = Entry::string(vec![7u8; len]).expiring((op == 1).then_some(5));
+                        shard.put(t, key.clone(), e.clone()).unwrap();
+                        model.insert((t, key.to_vec()), e);
+                    }
+                    2 => {
+                        shard.delete(t, &key).unwrap();
+                        model.remove(&(t, key.to_vec()));
+                    }
+                    _ => {
+                        let hi = range_start + len as u64;
+                        shard.delete_range(range_start..=hi).unwrap();
+                        model.retain(|(tok, _), _| !(range_start..=hi).contains(tok));
+                    }
+                }
+                let want: i64 = model.iter().map(|((_, k), e)| e.footprint(k.len()) as i64).sum();
+                prop_assert_eq!(memory.load(Ordering::Relaxed), want);
+                prop_assert_eq!(total.load(Ordering::Relaxed), want);
+                let mut volatile: Vec<(u64, Vec<u8>)> = (0..shard.volatile_len())
+                    .map(|i| { let (t, k) = shard.volatile_at(i); (t, k.to_vec()) })
+                    .collect();
+                volatile.sort();
+                let want: Vec<(u64, Vec<u8>)> = model.iter().filter(|(_, e)| e.expires_at.is_some()).map(|(k, _)| k.clone()).collect();
+                prop_assert_eq!(volatile, want);
+            }
         }
     }
 }

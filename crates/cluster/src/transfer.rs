@@ -106,17 +106,15 @@ impl Cluster {
         let mut held = active.held[i].take();
         let mut bytes = 0i64;
         let result = self.retry("switch", i, || {
-            // Every stripe of the range on both sides, source first, each
-            // side in ascending order: no client can touch the range now.
+            // Every stripe of the range on both sides, in the global lock
+            // order (see `lock_both`): no client can touch the range now.
             let stripes = source.stripes_of(range);
-            let src = stripes
-                .iter()
-                .map(|&k| source.write_stripe(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut dst = stripes
-                .iter()
-                .map(|&k| target.write_stripe(k))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (src, mut dst) = lock_both(source, target, |node| {
+                stripes
+                    .iter()
+                    .map(|&k| node.write_stripe(k))
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
             let counted = match held.take() {
                 Some(h) => h,
                 None => count_range(target, &dst, &stripes, range, self.config.copy_batch)?,
@@ -185,14 +183,14 @@ impl Cluster {
         // Both sides' locks are taken whatever their health: the source's so
         // that no write lands between counting its keys and dropping them,
         // the target's to clear a copy it must not serve once back up.
-        let src: Vec<StripeWrite<'_>> = stripes
-            .iter()
-            .map(|&k| source.lock_stripe_unchecked(k))
-            .collect();
-        let mut dst: Vec<StripeWrite<'_>> = stripes
-            .iter()
-            .map(|&k| target.lock_stripe_unchecked(k))
-            .collect();
+        let (src, mut dst) = lock_both(source, target, |node| {
+            Ok::<_, ClusterError>(
+                stripes
+                    .iter()
+                    .map(|&k| node.lock_stripe_unchecked(k))
+                    .collect::<Vec<StripeWrite<'_>>>(),
+            )
+        })?;
         let lost = count_range(source, &src, &stripes, range, self.config.copy_batch)?;
         clear_range(target, &mut dst, &stripes, range)?;
         self.counts.transfer(|| {
@@ -210,6 +208,26 @@ impl Cluster {
         active.keys_dropped += lost;
         debug!(from = %source.id, to = %target.id, ?range, keys = lost, "range dropped");
         Ok(())
+    }
+}
+
+/// Locks the same stripes on two nodes with `lock` (which takes one
+/// node's stripes in ascending order) in the global lock order: the node
+/// whose id is lower first. Every holder of more than one stripe lock (a
+/// switch, a dropped range, a multi-key transaction) takes its locks in
+/// ascending `(node id, stripe)` order, so no cycle of waiters can form.
+/// Returns the source's guards and the target's.
+fn lock_both<'a, G, E>(
+    source: &'a Node,
+    target: &'a Node,
+    mut lock: impl FnMut(&'a Node) -> Result<G, E>,
+) -> Result<(G, G), E> {
+    if source.id < target.id {
+        let src = lock(source)?;
+        Ok((src, lock(target)?))
+    } else {
+        let dst = lock(target)?;
+        Ok((lock(source)?, dst))
     }
 }
 

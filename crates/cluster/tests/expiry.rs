@@ -14,7 +14,7 @@ use ringkv_cluster::{
 };
 
 mod common;
-use common::{config_for, for_each_seed};
+use common::{SetOnDrop, config_for, for_each_seed};
 
 fn cluster_at(now: u64, config: ClusterConfig) -> (Cluster, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(now));
@@ -307,6 +307,7 @@ fn concurrent_ttls_match_the_model_under_churn() {
                     std::thread::yield_now();
                 }
             });
+            let _stop = SetOnDrop(&done);
             let workers: Vec<_> = (0..3u64)
                 .map(|t| {
                     let (c, clock) = (&c, &clock);
@@ -346,7 +347,6 @@ fn concurrent_ttls_match_the_model_under_churn() {
             for w in workers {
                 w.join().unwrap();
             }
-            done.store(true, Ordering::Release);
         });
     });
 }

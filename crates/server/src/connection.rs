@@ -129,7 +129,7 @@ impl Connection {
     /// the client's for a moment.
     pub async fn close(mut self) -> io::Result<()> {
         self.flush().await?;
-        close_gracefully(&mut self.stream).await;
+        close_gracefully(&mut self.stream, Duration::from_millis(250)).await;
         Ok(())
     }
 
@@ -152,8 +152,8 @@ fn shrink(buf: &mut BytesMut) {
 }
 
 /// Shuts down writing, then discards input until the peer closes (at most
-/// a quarter of a second and 1 MiB).
-pub async fn close_gracefully(stream: &mut TcpStream) {
+/// `linger` and 1 MiB), so that what was written is not lost to a reset.
+pub async fn close_gracefully(stream: &mut TcpStream, linger: Duration) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut sink = [0u8; 4096];
@@ -165,7 +165,7 @@ pub async fn close_gracefully(stream: &mut TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_millis(250), drain).await;
+    let _ = tokio::time::timeout(linger, drain).await;
 }
 
 #[cfg(test)]

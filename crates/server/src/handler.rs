@@ -29,25 +29,53 @@ const FLUSH_AT: usize = 64 * 1024;
 /// requests cannot hold the shutdown up.
 const DRAIN_READS: usize = 16;
 
-/// Serves one connection; counts it in `connected` while it is open.
+/// Serves one connection, counted from its accept by `open`.
 pub async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,
+    mut open: Connected,
 ) {
     let conn = Connection::new(stream, shared.live.idle_timeout());
     let session = Session::new(&shared, peer, conn.fd());
     let id = session.id;
     shared.clients.add(Arc::clone(&session.handle));
+    open.client = Some(id);
     debug!(client = id, %peer, "connected");
     if let Err(e) = serve(conn, session, &shared, stopping).await {
         debug!(client = id, error = %e, "connection error");
     }
     debug!(client = id, "disconnected");
-    shared.clients.remove(id);
-    // Counted by the accept loop, before the task started.
-    shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Counts a connection in `connected` from its accept (so the next accept
+/// checks `maxclients` against it) until its task ends, and takes it off
+/// the client list then: dropped also when the task panics or is aborted
+/// at shutdown, so neither drifts.
+pub struct Connected {
+    shared: Arc<Shared>,
+    client: Option<u64>,
+}
+
+impl Connected {
+    /// Counts one more connection.
+    pub fn count(shared: &Arc<Shared>) -> Self {
+        shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+        Connected {
+            shared: Arc::clone(shared),
+            client: None,
+        }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Some(id) = self.client {
+            self.shared.clients.remove(id);
+        }
+        self.shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// `f`, or `None` if it does not finish within `limit` (when there is one).

@@ -6,14 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ringkv_cluster::{Cluster, ExpireBudget};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::connection::close_gracefully;
-use crate::handler::handle;
+use crate::handler::{Connected, handle};
 use crate::state::Shared;
 use crate::{ServerConfig, ServerError};
 
@@ -101,11 +100,11 @@ pub async fn run_until(
                     let connected = shared.stats.connected.load(Ordering::Relaxed);
                     match connected < shared.live.max_clients.load(Ordering::Relaxed) as u64 {
                         true => {
-                            shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+                            let open = Connected::count(&shared);
                             shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                             let shared = Arc::clone(&shared);
                             let stopping = stopping.clone();
-                            tasks.spawn(handle(stream, peer, shared, stopping));
+                            tasks.spawn(handle(stream, peer, shared, stopping, open));
                         }
                         false => {
                             shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -204,10 +203,15 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// Tells a client over `max_clients` so and closes. One non-blocking write
+/// (a fresh socket's send buffer always takes 38 bytes), then a short
+/// drain so the error is not lost to a reset: a refused connection holds
+/// its file descriptor for a bounded, short time even when refusals come
+/// in bursts at the descriptor limit.
 async fn reject(mut stream: TcpStream) {
-    let write = stream.write_all(b"-ERR max number of clients reached\r\n");
-    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), write).await {
-        close_gracefully(&mut stream).await;
+    const ERROR: &[u8] = b"-ERR max number of clients reached\r\n";
+    if stream.try_write(ERROR).is_ok_and(|n| n == ERROR.len()) {
+        close_gracefully(&mut stream, Duration::from_millis(50)).await;
     }
 }
 

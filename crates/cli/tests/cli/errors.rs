@@ -323,3 +323,25 @@ fn bad_options_are_usage_errors() {
     out.expect_code(1);
     assert_err_line(&out, &["--nodes", "`a`", "already in the ring"]);
 }
+
+#[test]
+fn node_ids_with_control_characters_are_refused_and_change_nothing() {
+    // A CR/LF in an id would forge log lines; a NUL is no name at all.
+    for bad in [r#""n4\x0d\nrebalance done""#, r#""n\x004""#, r#""n 4""#] {
+        let script = format!("add_node(n1)\nput(k, v)\nadd_node({bad})\nstats()\nget(k)\n");
+        let out = run_stdin(script, &["--keep-going"], "warn");
+        assert_eq!(out.code, Some(1), "{bad}: stderr:\n{}", out.stderr);
+        assert_err_line(&out, &["line 3", "node id", "ASCII letters, digits"]);
+        assert!(
+            !out.stderr.contains("\nrebalance done"),
+            "the id's line break reached the log: {}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains(r#""nodes":{"n1":1}"#),
+            "{bad}: membership changed: {}",
+            out.stdout
+        );
+        assert!(out.stdout.ends_with("\"v\"\n"), "{}", out.stdout);
+    }
+}

@@ -13,6 +13,7 @@ mod limits;
 mod log;
 mod options;
 mod scenario;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

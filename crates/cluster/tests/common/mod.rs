@@ -128,3 +128,14 @@ pub fn fill(cluster: &Cluster, n: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
     }
     model
 }
+
+/// Sets its flag when dropped, also while a panic unwinds, so that
+/// background threads of a scoped test stop and the failure is reported
+/// instead of hanging the scope.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}

@@ -139,3 +139,26 @@ async fn a_membership_change_that_panics_is_reported_to_the_client() {
     assert_eq!(q::<String>(&mut other, &["PING"]).await.unwrap(), "PONG");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn node_ids_with_control_characters_are_refused_and_change_nothing() {
+    let server = crate::common::start(ServerConfig::default()).await;
+    let mut c = server.client().await;
+    let before: String = q(&mut c, &["INFO"]).await.unwrap();
+    let members = |info: &str| -> Vec<String> {
+        info.lines()
+            .filter(|l| l.starts_with("node") || l.starts_with("ring_nodes:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    for bad in ["n4\r\nrole:master", "n\u{0}4", "n 4", ""] {
+        let e = error(&mut c, &["RINGKV.ADDNODE", bad]).await;
+        assert!(e.contains("node id"), "{bad:?}: {e}");
+        assert!(!e.contains('\r') && !e.contains('\n'), "{bad:?}: {e:?}");
+    }
+    let after: String = q(&mut c, &["INFO"]).await.unwrap();
+    let forged = |info: &str| info.lines().filter(|l| *l == "role:master").count();
+    assert_eq!(forged(&before), forged(&after), "a forged INFO line");
+    assert_eq!(members(&before), members(&after));
+    server.stop().await;
+}

@@ -1,0 +1,185 @@
+//! The key space: scan in token order (no key present for the whole scan
+//! is missed while nodes join and leave), random_key, exists, flush,
+//! dbsize.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use ringkv_cluster::{Cluster, ClusterConfig, Entry, ManualClock};
+
+mod common;
+use common::{SetOnDrop, config_for, for_each_seed};
+
+fn full_scan(c: &Cluster, count: usize) -> Vec<Bytes> {
+    let (mut cursor, mut keys) = (0, Vec::new());
+    loop {
+        let page = c.scan(cursor, count, |_, _| true).unwrap();
+        keys.extend(page.keys);
+        cursor = page.cursor;
+        if cursor == 0 {
+            return keys;
+        }
+    }
+}
+
+#[test]
+fn a_quiet_scan_returns_every_live_key_once_in_token_order() {
+    let clock = Arc::new(ManualClock::new(0));
+    let c = Cluster::new(ClusterConfig {
+        clock: clock.clone().into(),
+        ..config_for(1)
+    })
+    .unwrap();
+    assert!(matches!(
+        c.scan(0, 10, |_, _| true),
+        Err(ringkv_cluster::ClusterError::NoNodes)
+    ));
+    for id in ["n1", "n2", "n3"] {
+        c.add_node(id).unwrap();
+    }
+    assert!(full_scan(&c, 10).is_empty());
+    assert_eq!(c.random_key().unwrap(), None);
+    let mut want = BTreeSet::new();
+    for i in 0..1_000u64 {
+        let key = format!("k{i}");
+        let expiry = (i % 10 == 0).then_some(5);
+        c.put_entry(key.clone(), Entry::string("v").expiring(expiry))
+            .unwrap();
+        if expiry.is_none() {
+            want.insert(Bytes::from(key));
+        }
+    }
+    clock.set(6);
+    for count in [1, 7, 100, 10_000] {
+        let keys = full_scan(&c, count);
+        let tokens: Vec<u64> = keys.iter().map(|k| ringkv_ring::key_token(k)).collect();
+        assert!(
+            tokens.windows(2).all(|w| w[0] < w[1]),
+            "count {count}: token order, no repeats"
+        );
+        assert_eq!(
+            keys.into_iter().collect::<BTreeSet<_>>(),
+            want,
+            "count {count}"
+        );
+    }
+    let matching = {
+        let (mut cursor, mut n) = (0, 0);
+        loop {
+            let page = c.scan(cursor, 50, |k, _| k.starts_with(b"k1")).unwrap();
+            n += page.keys.len();
+            cursor = page.cursor;
+            if cursor == 0 {
+                break n;
+            }
+        }
+    };
+    assert_eq!(
+        matching,
+        want.iter().filter(|k| k.starts_with(b"k1")).count()
+    );
+    let random = c.random_key().unwrap().unwrap();
+    assert!(want.contains(&random), "random_key returns a live key");
+    assert!(c.exists(&random).unwrap());
+    assert!(!c.exists(b"k0").unwrap(), "expired");
+    assert_eq!(c.dbsize(), 1_000, "expired keys count until reclaimed");
+}
+
+/// Scans run while nodes join and leave and other keys come and go: each
+/// scan returns every key that was present throughout.
+fn scan_misses_nothing_under_churn(seed: u64) {
+    let c = Cluster::new(config_for(seed)).unwrap();
+    for id in ["n1", "n2"] {
+        c.add_node(id).unwrap();
+    }
+    let stable: BTreeSet<Bytes> = (0..400)
+        .map(|i| Bytes::from(format!("stable{i}")))
+        .collect();
+    for k in &stable {
+        c.put(k.clone(), "v").unwrap();
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0;
+            while !done.load(Ordering::Acquire) {
+                let id = format!("churn{}", i % 3);
+                if c.members().iter().any(|m| m.as_str() == id) {
+                    c.remove_node(&id).unwrap();
+                } else {
+                    c.add_node(&id).unwrap();
+                }
+                i += 1;
+            }
+        });
+        s.spawn(|| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            while !done.load(Ordering::Acquire) {
+                let key = format!("transient{}", rng.random_range(0..200));
+                if rng.random_bool(0.5) {
+                    c.put(key, "t").unwrap();
+                } else {
+                    c.delete(key).unwrap();
+                }
+            }
+        });
+        let _stop = SetOnDrop(&done);
+        let mut rng = StdRng::seed_from_u64(seed ^ 1);
+        for round in 0..15 {
+            let count = rng.random_range(1..60);
+            let got: BTreeSet<Bytes> = full_scan(&c, count).into_iter().collect();
+            let missed: Vec<_> = stable.difference(&got).collect();
+            assert!(
+                missed.is_empty(),
+                "seed {seed} round {round} count {count}: missed {missed:?}"
+            );
+        }
+        done.store(true, Ordering::Release);
+    });
+}
+
+#[test]
+fn scan_returns_every_stable_key_while_nodes_join_and_leave() {
+    for_each_seed(4, scan_misses_nothing_under_churn);
+}
+
+#[test]
+fn flush_deletes_everything_and_nothing_comes_back() {
+    for_each_seed(3, |seed| {
+        let c = Cluster::new(config_for(seed)).unwrap();
+        for id in ["n1", "n2"] {
+            c.add_node(id).unwrap();
+        }
+        let mut model = BTreeMap::new();
+        for i in 0..1_500u64 {
+            c.put(format!("k{i}"), "v").unwrap();
+            model.insert(format!("k{i}"), ());
+        }
+        // Flush while a node joins: keys in ranges being copied must not
+        // be brought back by the copy.
+        std::thread::scope(|s| {
+            let join = s.spawn(|| c.add_node("n3").unwrap());
+            let deleted = c.flush().unwrap();
+            assert!(deleted <= 1_500);
+            join.join().unwrap();
+        });
+        // A second flush catches what the first could not see yet, if any
+        // key had been written since (none was): it finds nothing.
+        assert_eq!(c.flush().unwrap(), 0, "seed {seed}");
+        for k in model.keys() {
+            assert_eq!(
+                c.get(k.as_bytes()).unwrap(),
+                None,
+                "seed {seed}: {k} came back"
+            );
+        }
+        c.remove_node("n1").unwrap();
+        assert_eq!(c.dbsize(), 0, "seed {seed}");
+        assert_eq!(c.stats().used_memory, 0, "seed {seed}");
+        assert!(full_scan(&c, 100).is_empty());
+    });
+}
