@@ -154,11 +154,17 @@ async fn serve(
         if request.is_empty() {
             continue;
         }
-        let mut ctx = Ctx {
-            shared,
-            session: &mut session,
-        };
-        let frame = match cmd::dispatch(&mut ctx, &request) {
+        // The context lives for the call only: it is not `Send`, and the
+        // task awaits below.
+        let outcome = cmd::dispatch(
+            &mut Ctx {
+                shared,
+                session: &mut session,
+                txn: None,
+            },
+            &request,
+        );
+        let frame = match outcome {
             Outcome::Reply(frame) => frame,
             Outcome::Close(frame) => {
                 conn.queue(&frame, session.protocol);

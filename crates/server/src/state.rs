@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringkv_cluster::{Cluster, RebalanceReport};
 
+use bytes::Bytes;
+
 use crate::ServerConfig;
 use crate::clients::{ClientHandle, Clients};
 use crate::reply::Protocol;
@@ -247,6 +249,10 @@ pub struct Session {
     pub last_command: &'static str,
     /// The protocol `HELLO` chose.
     pub protocol: Protocol,
+    /// The transaction `MULTI` opened, until `EXEC` or `DISCARD`.
+    pub multi: Option<crate::cmd::Multi>,
+    /// `WATCH`ed keys and the version each had (`None`: absent).
+    pub watched: Vec<(Bytes, Option<u64>)>,
     /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
     pub replies_off: bool,
     /// Replies still to skip, counting the current command's (`CLIENT
@@ -266,6 +272,8 @@ impl Session {
             authenticated: shared.live.requirepass().is_none(),
             last_command: "NULL",
             protocol: Protocol::Resp2,
+            multi: None,
+            watched: Vec::new(),
             replies_off: false,
             replies_skipped: 0,
         }

@@ -2,10 +2,11 @@
 //!
 //! The parameters are those that mean something here. `maxclients`,
 //! `timeout` and `requirepass` can be changed while the server runs; the
-//! others are shown as they are, and setting one to anything but what it
-//! is gets Redis's error for an immutable parameter (`save ""`,
-//! `appendonly no`, `maxmemory 0` and `maxmemory-policy noeviction` are
-//! accepted: they say what ringkv does anyway). As in Redis, `CONFIG SET`
+//! `maxmemory` and `maxmemory-policy` (the cluster's limit and eviction
+//! policy) can be changed while the server runs; the others are shown as
+//! they are, and setting one to anything but what it is gets Redis's error
+//! for an immutable parameter (`save ""` and `appendonly no` are accepted:
+//! they say what ringkv does anyway). As in Redis, `CONFIG SET`
 //! of several parameters applies all or none.
 
 use std::sync::atomic::Ordering;
@@ -49,8 +50,8 @@ fn get(shared: &Shared, name: &str) -> String {
         "databases" => "1".into(),
         "save" => String::new(),
         "appendonly" => "no".into(),
-        "maxmemory" => "0".into(),
-        "maxmemory-policy" => "noeviction".into(),
+        "maxmemory" => shared.cluster.maxmemory().to_string(),
+        "maxmemory-policy" => shared.cluster.maxmemory_policy().name().into(),
         "hz" => "10".into(),
         "port" => shared.local_addr.port().to_string(),
         "bind" => shared.local_addr.ip().to_string(),
@@ -104,6 +105,8 @@ enum Change {
     MaxClients(usize),
     Timeout(u64),
     Requirepass(Option<String>),
+    Maxmemory(u64),
+    Policy(ringkv_cluster::EvictionPolicy),
     /// Equal to what it is: nothing to do.
     Same,
 }
@@ -143,6 +146,8 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
                 .idle_timeout_ms
                 .store(secs * 1000, Ordering::Relaxed),
             Change::Requirepass(password) => shared.live.set_requirepass(password),
+            Change::Maxmemory(bytes) => shared.cluster.set_maxmemory(bytes),
+            Change::Policy(policy) => shared.cluster.set_maxmemory_policy(policy),
             Change::Same => {}
         }
     }
@@ -196,8 +201,38 @@ fn check(shared: &Shared, name: &str, value: &[u8]) -> Result<Change, Frame> {
             Ok(p) => Ok(Change::Requirepass(Some(p))),
             Err(_) => Err(set_failed(name, "the password must be UTF-8")),
         },
+        "maxmemory" => memory(value)
+            .map(Change::Maxmemory)
+            .ok_or_else(|| set_failed(name, "argument must be a memory value")),
+        "maxmemory-policy" => ringkv_cluster::EvictionPolicy::ALL
+            .into_iter()
+            .find(|p| p.name().as_bytes().eq_ignore_ascii_case(value))
+            .map(Change::Policy)
+            .ok_or_else(|| set_failed(name, "argument(s) must be one of the following: volatile-lru, allkeys-lru, volatile-ttl, allkeys-random, noeviction")),
         // Setting what it is already changes nothing, so it is allowed.
         _ if get(shared, name).as_bytes().eq_ignore_ascii_case(value) => Ok(Change::Same),
         _ => Err(set_failed(name, "can't set immutable config")),
     }
+}
+
+/// A memory size as Redis's `memtoull`: bytes, or with a unit `k`, `kb`,
+/// `m`, `mb`, `g`, `gb` (any case; `k` is 1000 and `kb` 1024).
+fn memory(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?.to_ascii_lowercase();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let n: u64 = digits.parse().ok()?;
+    let factor = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }

@@ -140,9 +140,13 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
             line("# Memory\r\nused_memory", &used);
             line("used_memory_human", &human(used));
             line("used_memory_rss", &resident_bytes());
-            line("maxmemory", &0);
-            line("maxmemory_human", &"0B");
-            line("maxmemory_policy", &"noeviction");
+            let max = shared.cluster.maxmemory();
+            line("maxmemory", &max);
+            line("maxmemory_human", &human(max));
+            line(
+                "maxmemory_policy",
+                &shared.cluster.maxmemory_policy().name(),
+            );
         }
         "persistence" => {
             line("# Persistence\r\nloading", &0);
@@ -160,7 +164,7 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
             line("total_net_input_bytes", &count(&stats.net_input_bytes));
             line("rejected_connections", &count(&stats.rejected));
             line("expired_keys", &shared.cluster.stats().expired_keys);
-            line("evicted_keys", &0);
+            line("evicted_keys", &shared.cluster.stats().evicted_keys);
             line("keyspace_hits", &count(&stats.keyspace_hits));
             line("keyspace_misses", &count(&stats.keyspace_misses));
             line("total_error_replies", &count(&stats.error_replies));

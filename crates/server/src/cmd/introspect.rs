@@ -6,10 +6,6 @@ use bytes::Bytes;
 use super::{COMMANDS, Ctx, Outcome, Spec, lookup};
 use crate::reply::{self, Frame};
 
-pub fn dbsize(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
-    reply::int(ctx.shared.cluster.stats().total_keys).into()
-}
-
 /// `TIME`: seconds and microseconds since the Unix epoch.
 pub fn time(_: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
     let now = std::time::SystemTime::now()

@@ -23,11 +23,14 @@ mod db;
 mod expire;
 mod info;
 mod introspect;
+mod keyspace;
+mod multi;
 mod set;
 mod string_edit;
 mod strings;
 mod table;
 
+pub use multi::Multi;
 pub use table::{COMMANDS, Spec};
 
 use std::collections::HashMap;
@@ -46,12 +49,19 @@ pub struct Ctx<'a> {
     pub shared: &'a Arc<Shared>,
     /// This connection's session.
     pub session: &'a mut Session,
+    /// The transaction `EXEC` is running, if any.
+    pub txn: Option<&'a std::cell::RefCell<&'a mut ringkv_cluster::Txn>>,
 }
 
-impl Ctx<'_> {
-    /// Where key commands read and write.
-    pub fn db(&self) -> db::Db<'_> {
-        db::Db::Cluster(&self.shared.cluster)
+impl<'a> Ctx<'a> {
+    /// Where key commands read and write: the cluster, or the transaction
+    /// `EXEC` is running.
+    pub fn db(&self) -> db::Db<'a> {
+        let shared: &'a Arc<Shared> = self.shared;
+        match self.txn {
+            Some(txn) => db::Db::Txn(txn),
+            None => db::Db::Cluster(&shared.cluster),
+        }
     }
 }
 
@@ -88,7 +98,7 @@ const LONGEST_NAME: usize = 32;
 
 /// The table's index of a command name (any case): one hash lookup of the
 /// name lowercased on the stack.
-fn lookup_index(name: &[u8]) -> Option<usize> {
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
     static INDEX: LazyLock<HashMap<&'static [u8], usize>> = LazyLock::new(|| {
         COMMANDS
             .iter()
@@ -103,8 +113,20 @@ fn lookup_index(name: &[u8]) -> Option<usize> {
     INDEX.get(&lower[..]).copied()
 }
 
-/// Runs one request (`request[0]` is the command name; not empty).
+/// Runs one request (`request[0]` is the command name; not empty), or
+/// queues it inside `MULTI`.
 pub fn dispatch(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
+    if ctx.session.multi.is_some()
+        && let Some(outcome) = multi::queue(ctx, request)
+    {
+        ctx.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+        return outcome;
+    }
+    run(ctx, request)
+}
+
+/// Runs one request now.
+pub fn run(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
     ctx.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     let Some((name, args)) = request.split_first() else {
         return reply::err("empty command").into();
@@ -178,6 +200,9 @@ fn unknown_command(name: &[u8], args: &[Bytes]) -> Frame {
 /// blocked behind a paused one), `ERR` otherwise. Nothing was applied (see
 /// each [`ClusterError`] variant).
 pub fn cluster_error(e: ClusterError) -> Frame {
+    if let ClusterError::OutOfMemory { .. } = e {
+        return reply::error("OOM command not allowed when used memory > 'maxmemory'.");
+    }
     let code = match &e {
         ClusterError::Unavailable { .. } => "TRYAGAIN",
         ClusterError::NoNodes | ClusterError::Paused { .. } | ClusterError::NotStarted { .. } => {
@@ -380,6 +405,7 @@ mod tests {
             let mut ctx = Ctx {
                 shared: &shared,
                 session: &mut session,
+                txn: None,
             };
             // Enough words for any arity, so the arity check passes.
             let mut request = vec![Bytes::from(spec.name.to_uppercase())];
@@ -397,6 +423,7 @@ mod tests {
         let mut ctx = Ctx {
             shared: &shared,
             session: &mut session,
+            txn: None,
         };
         assert!(
             matches!(dispatch(&mut ctx, &[Bytes::from_static(b"NOSUCH")]),

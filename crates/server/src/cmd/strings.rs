@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{Ctx, Outcome, cluster_error, owned};
+use super::{Ctx, Outcome, cluster_error};
 use crate::reply;
 
 /// Reads a key, counting a keyspace hit or miss for `INFO stats`.
@@ -76,18 +76,6 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
         values.push(frame);
     }
     reply::array(values).into()
-}
-
-pub fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
-    if !args.len().is_multiple_of(2) {
-        return reply::wrong_arity("mset").into();
-    }
-    for pair in args.chunks_exact(2) {
-        if let Err(e) = ctx.db().put(owned(&pair[0]), owned(&pair[1])) {
-            return cluster_error(e).into();
-        }
-    }
-    reply::ok().into()
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
