@@ -82,6 +82,53 @@ def test_expiry():
     assert r.type("py:setex") == b"string"
 
 
+def test_scan_iter():
+    r = client()
+    for i in range(300):
+        r.set(f"py:scan:{i}", i)
+    keys = set(r.scan_iter(match="py:scan:*", count=50))
+    assert len(keys) == 300, len(keys)
+    assert len(r.keys("py:scan:1?")) == 10
+
+
+def test_pipeline_with_transaction():
+    r = client()
+    r.set("py:acct:a", 100)
+    r.set("py:acct:b", 0)
+    pipe = r.pipeline()  # MULTI/EXEC by default
+    pipe.decrby("py:acct:a", 30).incrby("py:acct:b", 30).get("py:acct:a")
+    assert pipe.execute() == [70, 30, b"70"]
+    # A queue-time error aborts the whole transaction: nothing is applied.
+    pipe = r.pipeline()
+    pipe.set("py:acct:a", 0)
+    pipe.execute_command("GET")  # wrong arity
+    try:
+        pipe.execute()
+        raise AssertionError("EXECABORT expected")
+    except redis.exceptions.ResponseError as e:
+        assert "EXECABORT" in str(e) or "wrong number" in str(e), e
+    assert r.get("py:acct:a") == b"70"
+
+
+def test_watch_with_transaction_helper():
+    r = client()
+    r.set("py:watched", 1)
+    other = client()
+    attempts = []
+
+    def double(pipe):
+        value = int(pipe.get("py:watched"))
+        if not attempts:
+            other.set("py:watched", 10)  # a concurrent write: retried
+        attempts.append(value)
+        pipe.multi()
+        pipe.set("py:watched", value * 2)
+
+    r.transaction(double, "py:watched")
+    assert attempts == [1, 10], attempts
+    assert r.get("py:watched") == b"20"
+
+
 def main():
     tests = [(name, f) for name, f in globals().items() if name.startswith("test_")]
     failed = 0

@@ -1,4 +1,6 @@
-//! redis-py 8, the client `pip install redis` gives, against the server:
+//! redis-py 8, the client `pip install redis` gives, against the server
+//! (set/get, protocol=2, pipelines with and without MULTI/EXEC, WATCH with
+//! `transaction()`, expiry, `scan_iter`):
 //! runs `tests/python/test_redis_py.py` (which fails if redis-py is
 //! missing: `.ci/run` installs it from `tests/python/requirements.txt`).
 
