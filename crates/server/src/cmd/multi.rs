@@ -68,8 +68,29 @@ pub fn queue(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Option<Outcome> {
             .into(),
         );
     }
+    // As Redis: over maxmemory with no eviction, a command that may add
+    // memory is refused when queued (and the transaction aborts).
+    if spec.flags.contains(&"denyoom") && out_of_memory(ctx) {
+        if let Some(multi) = ctx.session.multi.as_mut() {
+            multi.dirty = true;
+        }
+        return Some(
+            reply::error("OOM command not allowed when used memory > 'maxmemory'.").into(),
+        );
+    }
+    let multi = ctx.session.multi.as_mut().expect("called inside MULTI");
     multi.queued.push(request.iter().map(owned).collect());
     Some(reply::simple("QUEUED").into())
+}
+
+/// Whether `used_memory` is over a `maxmemory` that nothing may be evicted
+/// to meet (`noeviction`).
+fn out_of_memory(ctx: &Ctx<'_>) -> bool {
+    let cluster = &ctx.shared.cluster;
+    let max = cluster.maxmemory();
+    max > 0
+        && cluster.maxmemory_policy() == ringkv_cluster::EvictionPolicy::NoEviction
+        && cluster.stats().used_memory > max
 }
 
 pub fn multi(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
@@ -116,7 +137,11 @@ fn request_keys(request: &[Bytes]) -> Vec<Bytes> {
         return Vec::new();
     }
     let len = request.len() as i64;
-    let last = if last < 0 { len + last } else { last.min(len - 1) };
+    let last = if last < 0 {
+        len + last
+    } else {
+        last.min(len - 1)
+    };
     (first..=last)
         .step_by(step as usize)
         .map(|i| request[i as usize].clone())

@@ -60,3 +60,36 @@ async fn writes_over_maxmemory_are_refused_or_evict() {
     assert_eq!(now["maxmemory"], "1024");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_write_queued_over_maxmemory_is_refused_and_aborts_exec() {
+    let server = start(ServerConfig::default()).await;
+    let mut s = server.raw().await;
+    crate::common::exchange(&mut s, b"SET a 1\r\n", b"+OK\r\n").await;
+    crate::common::exchange(&mut s, b"CONFIG SET maxmemory 1\r\n", b"+OK\r\n").await;
+    crate::common::exchange(&mut s, b"MULTI\r\n", b"+OK\r\n").await;
+    crate::common::exchange(
+        &mut s,
+        b"SET x 1\r\n",
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    )
+    .await;
+    // Reads still queue; DISCARD works.
+    crate::common::exchange(&mut s, b"GET a\r\n", b"+QUEUED\r\n").await;
+    crate::common::exchange(&mut s, b"DISCARD\r\n", b"+OK\r\n").await;
+    crate::common::exchange(&mut s, b"MULTI\r\n", b"+OK\r\n").await;
+    crate::common::exchange(
+        &mut s,
+        b"SET x 1\r\n",
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    )
+    .await;
+    crate::common::exchange(
+        &mut s,
+        b"EXEC\r\n",
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    )
+    .await;
+    crate::common::exchange(&mut s, b"EXISTS x\r\n", b":0\r\n").await;
+    server.stop().await;
+}
