@@ -64,6 +64,14 @@ struct ServeArgs {
     /// take their replies, then drop them; a second signal drops them at once.
     #[arg(long, default_value_t = ringkv_server::ServerConfig::default().shutdown_timeout.as_secs())]
     shutdown_timeout: u64,
+    /// Most bytes the stores may hold (Redis's maxmemory; 0 = no limit).
+    /// A write past it evicts keys or is refused, per --maxmemory-policy.
+    #[arg(long, default_value_t = 0)]
+    maxmemory: u64,
+    /// noeviction (refuse writes with -OOM), allkeys-lru, volatile-lru,
+    /// allkeys-random or volatile-ttl.
+    #[arg(long, default_value = "noeviction", value_parser = eviction_policy)]
+    maxmemory_policy: ringkv_cluster::EvictionPolicy,
     /// Ring and redistribution settings; --nodes defaults to
     /// node1,node2,node3 here.
     #[command(flatten)]
@@ -217,6 +225,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// An eviction policy by its Redis name.
+fn eviction_policy(name: &str) -> Result<ringkv_cluster::EvictionPolicy, String> {
+    ringkv_cluster::EvictionPolicy::ALL
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let names: Vec<_> = ringkv_cluster::EvictionPolicy::ALL
+                .iter()
+                .map(|p| p.name())
+                .collect();
+            format!("unknown policy `{name}`: one of {}", names.join(", "))
+        })
+}
+
 fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     if args.cluster.nodes.is_empty() {
         args.cluster.nodes = vec!["node1".into(), "node2".into(), "node3".into()];
@@ -231,6 +253,8 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     let cluster = std::sync::Arc::new(args.cluster.build()?);
+    cluster.set_maxmemory(args.maxmemory);
+    cluster.set_maxmemory_policy(args.maxmemory_policy);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,11 +11,10 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use redis_protocol::resp2::encode::extend_encode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::reply::Frame;
+use crate::reply::{Frame, Protocol};
 use crate::request::{Limits, Parser, ProtocolError};
 
 /// Bytes read per call at least.
@@ -49,9 +48,22 @@ impl Connection {
         }
     }
 
-    /// The next request already in the input buffer, without reading.
-    pub fn next_buffered(&mut self, limits: Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-        self.parser.next(&mut self.input, limits)
+    /// The next request already in the input buffer, without reading,
+    /// and the bytes it took.
+    pub fn next_buffered(
+        &mut self,
+        limits: Limits,
+    ) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+        let before = self.input.len();
+        // The parser takes a request off the buffer only once it is whole.
+        let request = self.parser.next(&mut self.input, limits)?;
+        Ok(request.map(|r| (r, before - self.input.len())))
+    }
+
+    /// The stream's file descriptor, as `CLIENT LIST` shows it.
+    pub fn fd(&self) -> i64 {
+        use std::os::fd::AsRawFd;
+        i64::from(self.stream.as_raw_fd())
     }
 
     /// Reads more bytes. Returns `false` at the end of the stream.
@@ -76,9 +88,8 @@ impl Connection {
     }
 
     /// Queues a reply; [`Connection::flush`] sends it.
-    pub fn queue(&mut self, frame: &Frame) {
-        extend_encode(&mut self.output, frame, false)
-            .expect("encoding into a buffer that grows to fit cannot fail");
+    pub fn queue(&mut self, frame: &Frame, protocol: Protocol) {
+        frame.encode(protocol, &mut self.output);
     }
 
     /// Bytes of replies queued and not yet sent.
@@ -197,13 +208,13 @@ mod tests {
         let mut largest_input = 0;
         let args = loop {
             largest_input = largest_input.max(conn.capacities().0);
-            if let Some(args) = conn.next_buffered(limits).unwrap() {
+            if let Some((args, _)) = conn.next_buffered(limits).unwrap() {
                 break args;
             }
             assert!(conn.fill().await.unwrap());
         };
         assert!(largest_input >= value.len(), "the request grew the input");
-        conn.queue(&reply::bulk(args[1].clone()));
+        conn.queue(&reply::bulk(args[1].clone()), crate::reply::Protocol::Resp2);
         drop(args);
         assert!(
             conn.capacities().1 >= value.len(),
@@ -225,7 +236,7 @@ mod tests {
         );
         assert_eq!(
             conn.next_buffered(limits).unwrap(),
-            Some(vec![Bytes::from("PING")])
+            Some((vec![Bytes::from("PING")], 6))
         );
         let _client = peer.await.unwrap();
     }

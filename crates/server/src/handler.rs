@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::cmd::{self, Ctx, Outcome};
 use crate::connection::Connection;
-use crate::reply::{self, Frame};
+use crate::reply::{self, Frame, Protocol};
 use crate::request::Limits;
 use crate::state::{Session, Shared};
 
@@ -29,44 +29,53 @@ const FLUSH_AT: usize = 64 * 1024;
 /// requests cannot hold the shutdown up.
 const DRAIN_READS: usize = 16;
 
-/// Serves one connection; counts it in `connected` while it is open.
+/// Serves one connection, counted from its accept by `open`.
 pub async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,
+    mut open: Connected,
 ) {
-    let _open = Connected::count(&shared);
-    let session = Session::new(&shared, peer);
+    let conn = Connection::new(stream, shared.live.idle_timeout());
+    let session = Session::new(&shared, peer, conn.fd());
     let id = session.id;
+    shared.clients.add(Arc::clone(&session.handle));
+    open.client = Some(id);
     debug!(client = id, %peer, "connected");
-    let conn = Connection::new(stream, idle_timeout(&shared));
     if let Err(e) = serve(conn, session, &shared, stopping).await {
         debug!(client = id, error = %e, "connection error");
     }
     debug!(client = id, "disconnected");
 }
 
-/// Counts a connection in `connected` while it lives: dropped also when
-/// the task panics or is aborted at shutdown, so the count never drifts.
-struct Connected<'a>(&'a Shared);
+/// Counts a connection in `connected` from its accept (so the next accept
+/// checks `maxclients` against it) until its task ends, and takes it off
+/// the client list then: dropped also when the task panics or is aborted
+/// at shutdown, so neither drifts.
+pub struct Connected {
+    shared: Arc<Shared>,
+    client: Option<u64>,
+}
 
-impl<'a> Connected<'a> {
-    fn count(shared: &'a Shared) -> Self {
+impl Connected {
+    /// Counts one more connection.
+    pub fn count(shared: &Arc<Shared>) -> Self {
         shared.stats.connected.fetch_add(1, Ordering::Relaxed);
-        Connected(shared)
+        Connected {
+            shared: Arc::clone(shared),
+            client: None,
+        }
     }
 }
 
-impl Drop for Connected<'_> {
+impl Drop for Connected {
     fn drop(&mut self) {
-        self.0.stats.connected.fetch_sub(1, Ordering::Relaxed);
+        if let Some(id) = self.client {
+            self.shared.clients.remove(id);
+        }
+        self.shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn idle_timeout(shared: &Shared) -> Option<Duration> {
-    let timeout = shared.config.idle_timeout;
-    (!timeout.is_zero()).then_some(timeout)
 }
 
 /// `f`, or `None` if it does not finish within `limit` (when there is one).
@@ -83,9 +92,16 @@ async fn serve(
     shared: &Arc<Shared>,
     mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let idle = idle_timeout(shared);
     let mut drains_left = DRAIN_READS;
+    let handle = Arc::clone(&session.handle);
     loop {
+        if handle.is_killed() {
+            // As Redis: freed at once. Replies already queued (the
+            // killer's own count) are sent, but the client's side is not
+            // waited for, so `connected_clients` drops now.
+            debug!(client = session.id, "killed by CLIENT KILL");
+            return conn.flush().await;
+        }
         let limits = Limits {
             max_bulk_len: shared.config.max_bulk_len,
             authenticated: session.authenticated,
@@ -93,7 +109,14 @@ async fn serve(
         // Serve every request already buffered (a pipeline) before
         // sending the replies and reading again.
         let request = match conn.next_buffered(limits) {
-            Ok(Some(request)) => request,
+            Ok(Some((request, bytes))) => {
+                session.request_bytes = bytes;
+                shared
+                    .stats
+                    .net_input_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                request
+            }
             Ok(None) => {
                 conn.flush().await?;
                 // Shutdown interrupts only the wait for a new request.
@@ -105,7 +128,7 @@ async fn serve(
                     return conn.close().await;
                 }
                 tokio::select! {
-                    more = within(idle, conn.fill()) => match more {
+                    more = within(shared.live.idle_timeout(), conn.fill()) => match more {
                         Some(more) => if !more? { return Ok(()) },
                         // As Redis: closed without a reply.
                         None => {
@@ -114,13 +137,14 @@ async fn serve(
                         }
                     },
                     _ = stopping.changed() => {}
+                    _ = handle.killed() => {}
                 }
                 continue;
             }
             Err(e) => {
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 debug!(client = session.id, error = %e, "protocol error; closing");
-                conn.queue(&reply::err(&e));
+                conn.queue(&reply::err(&e), session.protocol);
                 return conn.close().await;
             }
         };
@@ -130,14 +154,20 @@ async fn serve(
         if request.is_empty() {
             continue;
         }
-        let mut ctx = Ctx {
-            shared,
-            session: &mut session,
-        };
-        let frame = match cmd::dispatch(&mut ctx, &request) {
+        // The context lives for the call only: it is not `Send`, and the
+        // task awaits below.
+        let outcome = cmd::dispatch(
+            &mut Ctx {
+                shared,
+                session: &mut session,
+                txn: None,
+            },
+            &request,
+        );
+        let frame = match outcome {
             Outcome::Reply(frame) => frame,
             Outcome::Close(frame) => {
-                conn.queue(&frame);
+                conn.queue(&frame, session.protocol);
                 return conn.close().await;
             }
             Outcome::OverLimit => {
@@ -153,12 +183,18 @@ async fn serve(
                 }
             }
         };
-        if !fits(shared, &conn, &frame) {
-            over_limit(shared, &session, Some(reply::encoded_len(&frame)));
+        if !fits(shared, &conn, &frame, session.protocol) {
+            over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));
             return Ok(());
         }
         drop(request);
-        conn.queue(&frame);
+        // `CLIENT REPLY OFF` or `SKIP` silence replies (the command's own too).
+        let silent = session.replies_off || session.replies_skipped > 0;
+        session.replies_skipped = session.replies_skipped.saturating_sub(1);
+        if silent {
+            continue;
+        }
+        conn.queue(&frame, session.protocol);
         if conn.queued() >= FLUSH_AT {
             conn.flush().await?;
         }
@@ -167,9 +203,9 @@ async fn serve(
 
 /// Whether queueing `frame` keeps the connection within its output-buffer
 /// limit.
-fn fits(shared: &Shared, conn: &Connection, frame: &Frame) -> bool {
+fn fits(shared: &Shared, conn: &Connection, frame: &Frame, protocol: Protocol) -> bool {
     let limit = shared.config.client_output_buffer_limit;
-    limit == 0 || conn.queued().saturating_add(reply::encoded_len(frame)) <= limit
+    limit == 0 || conn.queued().saturating_add(frame.encoded_len(protocol)) <= limit
 }
 
 /// Logs and counts a client closed for its output-buffer limit. Like

@@ -1,5 +1,5 @@
 //! `ringkv serve`: a [`Cluster`](ringkv_cluster::Cluster) behind the Redis
-//! protocol (RESP2), so `redis-cli`, `redis-benchmark` and Redis client
+//! protocol (RESP2 and RESP3), so `redis-cli`, `redis-benchmark` and Redis client
 //! libraries work against it unchanged.
 //!
 //! The modules follow a request: [`server`] accepts connections and
@@ -7,8 +7,8 @@
 //! `connection` buffers a client's bytes, `request` turns them into
 //! arguments (RESP arrays walked header by header as Redis does, or inline
 //! commands), `cmd` looks the command up in one table and runs it against
-//! the cluster, and `reply` builds the answer (encoded by the
-//! `redis-protocol` crate). `glob` matches Redis patterns. The command
+//! the cluster, `reply` builds the answer as a `frame`, which is encoded
+//! in the protocol the connection chose with `HELLO`. `glob` matches Redis patterns. The command
 //! layer only sees the `Cluster` API, not where the nodes live.
 //!
 //! Commands, replies and limits are listed in the crate's `README.md`.
@@ -42,11 +42,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod clients;
 mod cmd;
 mod config;
 mod connection;
 mod error;
 mod fdlimit;
+mod frame;
 mod glob;
 mod handler;
 mod reply;

@@ -1,33 +1,27 @@
-//! Replies: RESP2 frames of the `redis-protocol` crate, and constructors
-//! for the shapes and the exact error texts Redis uses.
+//! Constructors for the reply shapes and the exact error texts Redis uses.
 
 use bytes::Bytes;
-use redis_protocol::bytes_utils::Str;
-pub use redis_protocol::resp2::types::BytesFrame as Frame;
 
-/// Bytes `frame` takes once encoded.
-pub fn encoded_len(frame: &Frame) -> usize {
-    redis_protocol::resp2::types::Resp2Frame::encode_len(frame, false)
-}
+pub use crate::frame::{Frame, Protocol};
 
 /// `+OK`.
 pub fn ok() -> Frame {
-    Frame::SimpleString(Bytes::from_static(b"OK"))
+    Frame::Simple(Bytes::from_static(b"OK"))
 }
 
 /// A simple string (`+text`).
 pub fn simple(text: &'static str) -> Frame {
-    Frame::SimpleString(Bytes::from_static(text.as_bytes()))
+    Frame::Simple(Bytes::from_static(text.as_bytes()))
 }
 
 /// A bulk string.
 pub fn bulk(bytes: impl Into<Bytes>) -> Frame {
-    Frame::BulkString(bytes.into())
+    Frame::Bulk(bytes.into())
 }
 
-/// A bulk string, or the null bulk string (`$-1`) for `None`.
+/// A bulk string, or the null bulk string (`$-1`, RESP3 `_`) for `None`.
 pub fn bulk_or_null(bytes: Option<Bytes>) -> Frame {
-    bytes.map_or(Frame::Null, Frame::BulkString)
+    bytes.map_or(Frame::Null, Frame::Bulk)
 }
 
 /// An integer (`:n`).
@@ -40,6 +34,22 @@ pub fn array(items: Vec<Frame>) -> Frame {
     Frame::Array(items)
 }
 
+/// A map with bulk-string keys (a flat array in RESP2).
+pub fn map(pairs: Vec<(&'static str, Frame)>) -> Frame {
+    Frame::Map(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Frame::Bulk(Bytes::from_static(k.as_bytes())), v))
+            .collect(),
+    )
+}
+
+/// Text Redis sends as a verbatim string in RESP3 (`INFO`, `CLIENT INFO`,
+/// `CLIENT LIST`) and as a bulk string in RESP2.
+pub fn verbatim(text: impl Into<Bytes>) -> Frame {
+    Frame::Verbatim("txt", text.into())
+}
+
 /// An error whose text starts with its code (`ERR`, `NOAUTH`, ...). Line
 /// breaks would end the frame early, so they become spaces.
 pub fn error(text: impl Into<String>) -> Frame {
@@ -47,7 +57,7 @@ pub fn error(text: impl Into<String>) -> Frame {
     if text.contains(['\r', '\n']) {
         text = text.replace(['\r', '\n'], " ");
     }
-    Frame::Error(Str::from(text))
+    Frame::Error(text)
 }
 
 /// `-ERR text`.

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ringkv_cluster::Cluster;
+use ringkv_cluster::{Cluster, ExpireBudget};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::connection::close_gracefully;
-use crate::handler::handle;
+use crate::handler::{Connected, handle};
 use crate::state::Shared;
 use crate::{ServerConfig, ServerError};
 
@@ -80,12 +80,10 @@ pub async fn run_until(
         );
     }
     let shared = Arc::new(Shared::new(cluster, config, local_addr));
-    // One permit per connection served: a connection over the limit is
-    // told so and closed, as Redis does, instead of waiting in a queue.
-    let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     // `true` once shutdown starts; each connection watches it while idle.
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let expiry = tokio::spawn(active_expiry(Arc::clone(&shared.cluster)));
     info!(addr = %local_addr, nodes = shared.cluster.members().len(), "listening");
 
     tokio::pin!(shutdown);
@@ -95,17 +93,20 @@ pub async fn run_until(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    match Arc::clone(&permits).try_acquire_owned() {
-                        Ok(permit) => {
+                    // Counted here, before the task starts, so that the
+                    // next accept sees it; a connection over the limit
+                    // (which `CONFIG SET maxclients` may change) is told
+                    // so and closed, as Redis does, not queued.
+                    let connected = shared.stats.connected.load(Ordering::Relaxed);
+                    match connected < shared.live.max_clients.load(Ordering::Relaxed) as u64 {
+                        true => {
+                            let open = Connected::count(&shared);
                             shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                             let shared = Arc::clone(&shared);
                             let stopping = stopping.clone();
-                            tasks.spawn(async move {
-                                handle(stream, peer, shared, stopping).await;
-                                drop(permit);
-                            });
+                            tasks.spawn(handle(stream, peer, shared, stopping, open));
                         }
-                        Err(_) => {
+                        false => {
                             shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                             debug!(%peer, "max number of clients reached");
                             tasks.spawn(reject(stream));
@@ -124,6 +125,7 @@ pub async fn run_until(
     }
 
     drop(listener);
+    expiry.abort();
     let open = shared.stats.connected.load(Ordering::Relaxed);
     info!(
         connections = open,
@@ -210,5 +212,31 @@ async fn reject(mut stream: TcpStream) {
     const ERROR: &[u8] = b"-ERR max number of clients reached\r\n";
     if stream.try_write(ERROR).is_ok_and(|n| n == ERROR.len()) {
         close_gracefully(&mut stream, Duration::from_millis(50)).await;
+    }
+}
+
+/// How often expired keys are reclaimed in the background: Redis's
+/// default `hz` (10 times a second).
+const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
+
+/// Redis's active expiry: every [`EXPIRE_PERIOD`], one cycle that samples
+/// volatile keys and deletes the expired ones, bounded to about 1 ms and
+/// 20,000 samples ([`ExpireBudget::default`]). It runs on a runtime worker:
+/// a cycle takes stripe locks for one sample step at a time, as short as a
+/// client's command.
+async fn active_expiry(cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(EXPIRE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let cycle = cluster.active_expire_cycle(ExpireBudget::default());
+        if cycle.expired > 0 {
+            debug!(
+                expired = cycle.expired,
+                sampled = cycle.sampled,
+                bytes = cycle.reclaimed_bytes,
+                "active expiry"
+            );
+        }
     }
 }

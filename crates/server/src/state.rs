@@ -3,14 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use ringkv_cluster::{Cluster, RebalanceReport};
 
+use bytes::Bytes;
+
 use crate::ServerConfig;
+use crate::clients::{ClientHandle, Clients};
+use crate::reply::Protocol;
 
 /// State shared by every connection, in an `Arc`.
 #[derive(Debug)]
@@ -25,6 +28,13 @@ pub struct Shared {
     pub started: Instant,
     /// Counters for `INFO` and the shutdown summary.
     pub stats: Stats,
+    /// The settings `CONFIG SET` can change while the server runs.
+    pub live: Live,
+    /// The open connections.
+    pub clients: Clients,
+    /// Per command of the table (same index): calls, for `INFO
+    /// commandstats`.
+    pub command_stats: Box<[CommandStats]>,
     /// The last membership change made through this server, for `INFO`.
     /// A std mutex, not a tokio one: it is held only to copy or replace a
     /// small struct, never across an `.await`.
@@ -32,11 +42,65 @@ pub struct Shared {
     next_client_id: AtomicU64,
 }
 
+/// Settings that `CONFIG SET` changes at run time. Each is read where it
+/// applies (`maxclients` at accept, `timeout` at each wait for a request,
+/// `requirepass` when a connection opens or authenticates).
+#[derive(Debug)]
+pub struct Live {
+    /// `maxclients`.
+    pub max_clients: AtomicUsize,
+    /// `timeout`, in milliseconds (0: never; `CONFIG` shows seconds).
+    pub idle_timeout_ms: AtomicU64,
+    /// `requirepass`. A std lock: held to copy or replace a string.
+    requirepass: RwLock<Option<String>>,
+}
+
+impl Live {
+    fn new(config: &ServerConfig) -> Live {
+        Live {
+            max_clients: AtomicUsize::new(config.max_clients),
+            idle_timeout_ms: AtomicU64::new(config.idle_timeout.as_millis() as u64),
+            requirepass: RwLock::new(config.requirepass.clone()),
+        }
+    }
+
+    /// The password, if one is required.
+    pub fn requirepass(&self) -> Option<String> {
+        self.requirepass
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets or clears (`None`) the password. Connections already
+    /// authenticated stay so, as in Redis.
+    pub fn set_requirepass(&self, password: Option<String>) {
+        *self.requirepass.write().unwrap_or_else(|e| e.into_inner()) = password;
+    }
+
+    /// The idle timeout, if there is one.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// Server-wide counters (relaxed atomics: each is read on its own).
+/// `CONFIG RESETSTAT` zeroes those Redis zeroes.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Connections open now.
     pub connected: AtomicU64,
+    /// Reads of a key that found it (`keyspace_hits`).
+    pub keyspace_hits: AtomicU64,
+    /// Reads of a key that did not (`keyspace_misses`).
+    pub keyspace_misses: AtomicU64,
+    /// Replies that were errors (`total_error_replies`).
+    pub error_replies: AtomicU64,
+    /// Bytes of requests read (`total_net_input_bytes`).
+    pub net_input_bytes: AtomicU64,
     /// Connections accepted and served since the start.
     pub connections: AtomicU64,
     /// Connections refused because `max_clients` were open.
@@ -48,6 +112,17 @@ pub struct Stats {
     /// Connections closed because a reply would have taken them past the
     /// output-buffer limit.
     pub output_limit_disconnections: AtomicU64,
+}
+
+/// One command's counters, as `INFO commandstats` shows them.
+#[derive(Debug, Default)]
+pub struct CommandStats {
+    /// Runs (including those that replied with an error).
+    pub calls: AtomicU64,
+    /// Requests refused before running (arity, authentication).
+    pub rejected: AtomicU64,
+    /// Runs that replied with an error.
+    pub failed: AtomicU64,
 }
 
 /// A summary of the last membership change, for `INFO`.
@@ -74,10 +149,16 @@ impl Shared {
     pub fn new(cluster: Arc<Cluster>, config: ServerConfig, local_addr: SocketAddr) -> Shared {
         Shared {
             cluster,
-            config,
             local_addr,
             started: Instant::now(),
             stats: Stats::default(),
+            live: Live::new(&config),
+            clients: Clients::default(),
+            command_stats: crate::cmd::COMMANDS
+                .iter()
+                .map(|_| CommandStats::default())
+                .collect(),
+            config,
             last_rebalance: Mutex::new(None),
             next_client_id: AtomicU64::new(1),
         }
@@ -86,6 +167,40 @@ impl Shared {
     /// A fresh client id, as Redis's `CLIENT ID`.
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Zeroes the counters `CONFIG RESETSTAT` resets (not the gauges).
+    pub fn reset_stats(&self) {
+        let stats = &self.stats;
+        for counter in [
+            &stats.connections,
+            &stats.rejected,
+            &stats.commands,
+            &stats.protocol_errors,
+            &stats.output_limit_disconnections,
+            &stats.keyspace_hits,
+            &stats.keyspace_misses,
+            &stats.error_replies,
+            &stats.net_input_bytes,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        for command in &self.command_stats {
+            for counter in [&command.calls, &command.rejected, &command.failed] {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `(calls, rejected, failed)` of each command, in table order.
+    pub fn command_calls(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.command_stats.iter().map(|c| {
+            (
+                c.calls.load(Ordering::Relaxed),
+                c.rejected.load(Ordering::Relaxed),
+                c.failed.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Remembers a finished membership change.
@@ -124,26 +239,43 @@ pub struct Session {
     pub id: u64,
     /// The client's address.
     pub peer: SocketAddr,
-    /// `CLIENT SETNAME`.
-    pub name: Option<Bytes>,
+    /// What other connections see of this one.
+    pub handle: Arc<ClientHandle>,
+    /// Bytes of the request being served, as `CLIENT INFO`'s `qbuf`.
+    pub request_bytes: usize,
     /// Whether `AUTH` succeeded (always true without a password).
     pub authenticated: bool,
-    /// When the connection was accepted.
-    pub since: Instant,
     /// The last command's name, for `CLIENT INFO`.
     pub last_command: &'static str,
+    /// The protocol `HELLO` chose.
+    pub protocol: Protocol,
+    /// The transaction `MULTI` opened, until `EXEC` or `DISCARD`.
+    pub multi: Option<crate::cmd::Multi>,
+    /// `WATCH`ed keys and the version each had (`None`: absent).
+    pub watched: Vec<(Bytes, Option<u64>)>,
+    /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
+    pub replies_off: bool,
+    /// Replies still to skip, counting the current command's (`CLIENT
+    /// REPLY SKIP` sets 2: its own and the next command's).
+    pub replies_skipped: u8,
 }
 
 impl Session {
     /// A new session; authenticated unless a password is set.
-    pub fn new(shared: &Shared, peer: SocketAddr) -> Session {
+    pub fn new(shared: &Shared, peer: SocketAddr, fd: i64) -> Session {
+        let id = shared.next_client_id();
         Session {
-            id: shared.next_client_id(),
+            id,
             peer,
-            name: None,
-            authenticated: shared.config.requirepass.is_none(),
-            since: Instant::now(),
+            handle: Arc::new(ClientHandle::new(id, peer, fd)),
+            request_bytes: 0,
+            authenticated: shared.live.requirepass().is_none(),
             last_command: "NULL",
+            protocol: Protocol::Resp2,
+            multi: None,
+            watched: Vec::new(),
+            replies_off: false,
+            replies_skipped: 0,
         }
     }
 }

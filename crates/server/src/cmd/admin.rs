@@ -82,7 +82,7 @@ pub fn repair(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
     Outcome::Blocking(Box::new(move || reply::int(shared.cluster.repair())))
 }
 
-/// The report of a change as a flat field/value array (a map in RESP2).
+/// The report of a change as a map (a flat field/value array in RESP2).
 fn report_reply(
     shared: &Shared,
     result: Result<RebalanceReport, ringkv_cluster::ClusterError>,
@@ -92,25 +92,16 @@ fn report_reply(
         Err(e) => return cluster_error(e),
     };
     shared.record_rebalance(&report);
-    reply::array(vec![
-        reply::bulk("op"),
-        reply::bulk(report.kind.as_str()),
-        reply::bulk("node"),
-        reply::bulk(report.node.to_string()),
-        reply::bulk("epoch"),
-        reply::int(report.epoch),
-        reply::bulk("keys_moved"),
-        reply::int(report.keys_moved),
-        reply::bulk("bytes_moved"),
-        reply::int(report.bytes_moved),
-        reply::bulk("transfers"),
-        reply::int(report.transfers.len()),
-        reply::bulk("duration_ms"),
-        reply::int(report.duration.as_millis()),
-        reply::bulk("keys_dropped"),
-        reply::int(report.keys_dropped),
-        reply::bulk("pending_cleanups"),
-        reply::int(report.pending_cleanups),
+    reply::map(vec![
+        ("op", reply::bulk(report.kind.as_str())),
+        ("node", reply::bulk(report.node.to_string())),
+        ("epoch", reply::int(report.epoch)),
+        ("keys_moved", reply::int(report.keys_moved)),
+        ("bytes_moved", reply::int(report.bytes_moved)),
+        ("transfers", reply::int(report.transfers.len())),
+        ("duration_ms", reply::int(report.duration.as_millis())),
+        ("keys_dropped", reply::int(report.keys_dropped)),
+        ("pending_cleanups", reply::int(report.pending_cleanups)),
     ])
 }
 
@@ -121,15 +112,11 @@ pub fn nodes(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
             .nodes
             .into_iter()
             .map(|node| {
-                reply::array(vec![
-                    reply::bulk("id"),
-                    reply::bulk(node.id.to_string()),
-                    reply::bulk("weight"),
-                    reply::int(node.weight),
-                    reply::bulk("keys"),
-                    reply::int(node.keys),
-                    reply::bulk("down"),
-                    reply::int(u8::from(node.down)),
+                reply::map(vec![
+                    ("id", reply::bulk(node.id.to_string())),
+                    ("weight", reply::int(node.weight)),
+                    ("keys", reply::int(node.keys)),
+                    ("down", reply::int(u8::from(node.down))),
                 ])
             })
             .collect(),
@@ -147,15 +134,14 @@ pub fn locate(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
         .into_iter()
         .map(|(id, _)| reply::bulk(id.to_string()))
         .collect();
-    reply::array(vec![
-        reply::bulk("token"),
-        reply::bulk(format!("{:016x}", ringkv_ring::key_token(key))),
-        reply::bulk("owner"),
-        reply::bulk_or_null(owner),
-        reply::bulk("epoch"),
-        reply::int(ring.epoch()),
-        reply::bulk("stored_on"),
-        reply::array(copies),
+    reply::map(vec![
+        (
+            "token",
+            reply::bulk(format!("{:016x}", ringkv_ring::key_token(key))),
+        ),
+        ("owner", reply::bulk_or_null(owner)),
+        ("epoch", reply::int(ring.epoch())),
+        ("stored_on", reply::array(copies)),
     ])
     .into()
 }

@@ -1,10 +1,10 @@
-//! Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT —
+//! Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO —
 //! what `redis-cli` and client libraries send when they connect.
 
 use bytes::Bytes;
 
 use super::{Ctx, Outcome, parse_i64};
-use crate::reply::{self, Frame};
+use crate::reply::{self, Frame, Protocol};
 
 /// The Redis version whose protocol and replies the server follows
 /// (`HELLO` and `INFO` report it; clients check it for features).
@@ -47,7 +47,7 @@ pub fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 
 /// Checks a user and password; `+OK` or the error to send.
 fn authenticate(ctx: &mut Ctx<'_>, user: &[u8], password: &[u8]) -> Frame {
-    let Some(expected) = &ctx.shared.config.requirepass else {
+    let Some(expected) = ctx.shared.live.requirepass() else {
         return reply::err(
             "AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?",
@@ -69,14 +69,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let mut rest = args;
+    let mut protocol = None;
     if let Some((version, tail)) = rest.split_first() {
         match parse_i64(version) {
-            Some(2) => {}
-            // RESP3 is not spoken (yet); clients fall back to RESP2.
-            Some(_) => {
-                return reply::error("NOPROTO sorry, this protocol version is not supported.")
-                    .into();
-            }
+            Some(2) => protocol = Some(Protocol::Resp2),
+            Some(3) => protocol = Some(Protocol::Resp3),
+            Some(_) => return reply::error("NOPROTO unsupported protocol version").into(),
             None => {
                 return reply::err("Protocol version is not an integer or out of range").into();
             }
@@ -119,74 +117,33 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     {
         return e.into();
     }
-    reply::array(vec![
-        reply::bulk("server"),
-        reply::bulk("ringkv"),
-        reply::bulk("version"),
-        reply::bulk(REDIS_VERSION),
-        reply::bulk("proto"),
-        reply::int(2),
-        reply::bulk("id"),
-        reply::int(ctx.session.id),
-        reply::bulk("mode"),
-        reply::bulk("standalone"),
-        reply::bulk("role"),
-        reply::bulk("master"),
-        reply::bulk("modules"),
-        reply::array(Vec::new()),
+    if let Some(protocol) = protocol {
+        ctx.session.protocol = protocol;
+        ctx.session.handle.set_protocol(protocol);
+    }
+    // Sent in the protocol just chosen: a map in RESP3, a flat array in RESP2.
+    reply::map(vec![
+        ("server", reply::bulk("ringkv")),
+        ("version", reply::bulk(REDIS_VERSION)),
+        ("proto", reply::int(ctx.session.protocol.version())),
+        ("id", reply::int(ctx.session.id)),
+        ("mode", reply::bulk("standalone")),
+        ("role", reply::bulk("master")),
+        ("modules", reply::array(Vec::new())),
     ])
     .into()
 }
 
-fn set_name(ctx: &mut Ctx<'_>, name: Bytes) -> Result<(), Frame> {
+/// Sets the connection's name (`CLIENT SETNAME`, `HELLO ... SETNAME`);
+/// an empty name clears it.
+pub fn set_name(ctx: &mut Ctx<'_>, name: Bytes) -> Result<(), Frame> {
     if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
         return Err(reply::err(
             "Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    ctx.session.name = (!name.is_empty()).then_some(name);
+    ctx.session
+        .handle
+        .set_name((!name.is_empty()).then_some(name));
     Ok(())
-}
-
-pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
-    let sub = args[0].to_ascii_uppercase();
-    let rest = &args[1..];
-    let frame = match (&sub[..], rest) {
-        (b"ID", []) => reply::int(ctx.session.id),
-        (b"GETNAME", []) => reply::bulk_or_null(ctx.session.name.clone()),
-        (b"SETNAME", [name]) => match set_name(ctx, name.clone()) {
-            Ok(()) => reply::ok(),
-            Err(e) => e,
-        },
-        (b"INFO", []) => reply::bulk(client_info(ctx)),
-        // Library name and version: accepted and not kept.
-        (b"SETINFO", [_, _]) => reply::ok(),
-        (b"ID" | b"GETNAME" | b"SETNAME" | b"INFO" | b"SETINFO", _) => reply::wrong_arity(
-            &format!("client|{}", String::from_utf8_lossy(&sub).to_lowercase()),
-        ),
-        _ => reply::err(format!(
-            "unknown subcommand '{}'. Try CLIENT HELP.",
-            reply::quote(&args[0])
-        )),
-    };
-    frame.into()
-}
-
-/// One line in the format of Redis's `CLIENT INFO`, with the fields that
-/// apply here.
-fn client_info(ctx: &Ctx<'_>) -> String {
-    let session = &ctx.session;
-    let name = session
-        .name
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_default();
-    format!(
-        "id={} addr={} laddr={} name={} age={} idle=0 flags=N db=0 cmd=client|info user=default resp=2\n",
-        session.id,
-        session.peer,
-        ctx.shared.local_addr,
-        name,
-        session.since.elapsed().as_secs(),
-    )
 }

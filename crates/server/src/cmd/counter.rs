@@ -39,7 +39,7 @@ enum Refused {
 }
 
 fn add(ctx: &mut Ctx<'_>, key: &Bytes, delta: i64) -> Outcome {
-    let result = ctx.shared.cluster.update(owned(key), |old| {
+    let result = ctx.db().update(owned(key), |old| {
         let current = match old {
             None => 0,
             Some(value) => match parse_i64(value) {

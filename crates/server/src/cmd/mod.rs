@@ -15,13 +15,27 @@
 //! connection's other clients keep being served.
 
 mod admin;
+mod client;
+mod config;
 mod conn;
 mod counter;
+mod db;
+mod expire;
+mod info;
 mod introspect;
+mod keyspace;
+mod multi;
+mod set;
+mod string_edit;
 mod strings;
+mod table;
 
-use std::sync::Arc;
+pub use multi::Multi;
+pub use table::{COMMANDS, Spec};
+
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use ringkv_cluster::ClusterError;
@@ -35,6 +49,20 @@ pub struct Ctx<'a> {
     pub shared: &'a Arc<Shared>,
     /// This connection's session.
     pub session: &'a mut Session,
+    /// The transaction `EXEC` is running, if any.
+    pub txn: Option<&'a std::cell::RefCell<&'a mut ringkv_cluster::Txn>>,
+}
+
+impl<'a> Ctx<'a> {
+    /// Where key commands read and write: the cluster, or the transaction
+    /// `EXEC` is running.
+    pub fn db(&self) -> db::Db<'a> {
+        let shared: &'a Arc<Shared> = self.shared;
+        match self.txn {
+            Some(txn) => db::Db::Txn(txn),
+            None => db::Db::Cluster(&shared.cluster),
+        }
+    }
 }
 
 /// What to do after a command.
@@ -60,329 +88,87 @@ impl From<Frame> for Outcome {
 /// checked against the command's arity.
 pub type Handler = fn(&mut Ctx<'_>, &[Bytes]) -> Outcome;
 
-/// One command of the table.
-pub struct Spec {
-    /// Lowercase name, as `COMMAND` reports it.
-    pub name: &'static str,
-    /// Redis's arity: `n` means exactly `n` words with the name, `-n` at
-    /// least `n`.
-    pub arity: i64,
-    /// Redis's command flags, for `COMMAND`; `no-auth` also lets the
-    /// command run before `AUTH`.
-    pub flags: &'static [&'static str],
-    /// First key argument, last (negative: from the end) and step, for
-    /// `COMMAND`; zeros for none.
-    pub keys: (i64, i64, i64),
-    /// Group, for `COMMAND DOCS`.
-    pub group: &'static str,
-    /// One line of help, for `COMMAND DOCS`.
-    pub summary: &'static str,
-    /// Runs it.
-    pub handler: Handler,
-}
-
-const R: &[&str] = &["readonly", "fast"];
-const W: &[&str] = &["write", "denyoom"];
-const WF: &[&str] = &["write", "denyoom", "fast"];
-const CONN: &[&str] = &["fast", "stale", "loading"];
-const NOAUTH: &[&str] = &["noscript", "loading", "stale", "fast", "no-auth"];
-const ADMIN: &[&str] = &["admin", "write"];
-
-macro_rules! spec {
-    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $group:literal, $handler:expr, $summary:literal) => {
-        Spec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            keys: $keys,
-            group: $group,
-            summary: $summary,
-            handler: $handler,
-        }
-    };
-}
-
-/// Every command the server understands.
-pub static COMMANDS: &[Spec] = &[
-    spec!(
-        "get",
-        2,
-        R,
-        (1, 1, 1),
-        "string",
-        strings::get,
-        "Returns the value of a key."
-    ),
-    spec!(
-        "set",
-        -3,
-        W,
-        (1, 1, 1),
-        "string",
-        strings::set,
-        "Sets the value of a key; NX only if absent, XX only if present, GET returns the old value. EX/PX are refused."
-    ),
-    spec!(
-        "del",
-        -2,
-        W,
-        (1, -1, 1),
-        "generic",
-        strings::del,
-        "Deletes keys; returns how many existed."
-    ),
-    spec!(
-        "exists",
-        -2,
-        R,
-        (1, -1, 1),
-        "generic",
-        strings::exists,
-        "Counts the given keys that exist."
-    ),
-    spec!(
-        "mget",
-        -2,
-        R,
-        (1, -1, 1),
-        "string",
-        strings::mget,
-        "Returns the values of keys."
-    ),
-    spec!(
-        "mset",
-        -3,
-        W,
-        (1, -1, 2),
-        "string",
-        strings::mset,
-        "Sets several keys, each atomically (not all at once)."
-    ),
-    spec!(
-        "strlen",
-        2,
-        R,
-        (1, 1, 1),
-        "string",
-        strings::strlen,
-        "Returns the length of a value."
-    ),
-    spec!(
-        "incr",
-        2,
-        WF,
-        (1, 1, 1),
-        "string",
-        counter::incr,
-        "Adds one to an integer value, atomically."
-    ),
-    spec!(
-        "decr",
-        2,
-        WF,
-        (1, 1, 1),
-        "string",
-        counter::decr,
-        "Subtracts one from an integer value, atomically."
-    ),
-    spec!(
-        "incrby",
-        3,
-        WF,
-        (1, 1, 1),
-        "string",
-        counter::incrby,
-        "Adds to an integer value, atomically."
-    ),
-    spec!(
-        "decrby",
-        3,
-        WF,
-        (1, 1, 1),
-        "string",
-        counter::decrby,
-        "Subtracts from an integer value, atomically."
-    ),
-    spec!(
-        "dbsize",
-        1,
-        R,
-        (0, 0, 0),
-        "server",
-        introspect::dbsize,
-        "Returns the number of keys stored."
-    ),
-    spec!(
-        "info",
-        -1,
-        &["stale", "loading"],
-        (0, 0, 0),
-        "server",
-        introspect::info,
-        "Returns server information, with a Ring section."
-    ),
-    spec!(
-        "command",
-        -1,
-        &["stale", "loading"],
-        (0, 0, 0),
-        "server",
-        introspect::command,
-        "Describes the commands (COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO)."
-    ),
-    spec!(
-        "config",
-        -2,
-        &["admin", "stale", "loading"],
-        (0, 0, 0),
-        "server",
-        introspect::config,
-        "CONFIG GET of a few read-only settings."
-    ),
-    spec!(
-        "ping",
-        -1,
-        CONN,
-        (0, 0, 0),
-        "connection",
-        conn::ping,
-        "Returns PONG, or the argument."
-    ),
-    spec!(
-        "echo",
-        2,
-        CONN,
-        (0, 0, 0),
-        "connection",
-        conn::echo,
-        "Returns the argument."
-    ),
-    spec!(
-        "quit",
-        -1,
-        NOAUTH,
-        (0, 0, 0),
-        "connection",
-        conn::quit,
-        "Closes the connection."
-    ),
-    spec!(
-        "select",
-        2,
-        CONN,
-        (0, 0, 0),
-        "connection",
-        conn::select,
-        "Selects database 0, the only one."
-    ),
-    spec!(
-        "auth",
-        -2,
-        NOAUTH,
-        (0, 0, 0),
-        "connection",
-        conn::auth,
-        "Authenticates the connection."
-    ),
-    spec!(
-        "hello",
-        -1,
-        NOAUTH,
-        (0, 0, 0),
-        "connection",
-        conn::hello,
-        "Handshake: protocol 2 (RESP3 is refused), optional AUTH and SETNAME."
-    ),
-    spec!(
-        "client",
-        -2,
-        CONN,
-        (0, 0, 0),
-        "connection",
-        conn::client,
-        "CLIENT ID, GETNAME, SETNAME, INFO, SETINFO."
-    ),
-    spec!(
-        "ringkv.addnode",
-        -2,
-        ADMIN,
-        (0, 0, 0),
-        "ringkv",
-        admin::addnode,
-        "RINGKV.ADDNODE id [weight]: adds a node and moves its keys to it."
-    ),
-    spec!(
-        "ringkv.removenode",
-        -2,
-        ADMIN,
-        (0, 0, 0),
-        "ringkv",
-        admin::removenode,
-        "RINGKV.REMOVENODE id [FORCE]: removes a node; its keys go to their new owners. FORCE removes it even where keys cannot move (they are dropped and counted)."
-    ),
-    spec!(
-        "ringkv.resume",
-        1,
-        ADMIN,
-        (0, 0, 0),
-        "ringkv",
-        admin::resume,
-        "RINGKV.RESUME: completes a paused redistribution."
-    ),
-    spec!(
-        "ringkv.repair",
-        1,
-        ADMIN,
-        (0, 0, 0),
-        "ringkv",
-        admin::repair,
-        "RINGKV.REPAIR: deletes stale copies left by failed cleanups; replies with how many stale ranges remain."
-    ),
-    spec!(
-        "ringkv.nodes",
-        1,
-        &["readonly"],
-        (0, 0, 0),
-        "ringkv",
-        admin::nodes,
-        "RINGKV.NODES: the members with weight, keys and state."
-    ),
-    spec!(
-        "ringkv.locate",
-        2,
-        &["readonly"],
-        (1, 1, 1),
-        "ringkv",
-        admin::locate,
-        "RINGKV.LOCATE key: the key's token, owner and the nodes holding a copy."
-    ),
-];
-
 /// The table entry of a command name (any case).
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+    lookup_index(name).map(|i| &COMMANDS[i])
 }
 
-/// Runs one request (`request[0]` is the command name; not empty).
+/// Longest command name in the table, in bytes.
+const LONGEST_NAME: usize = 32;
+
+/// The table's index of a command name (any case): one hash lookup of the
+/// name lowercased on the stack.
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
+    static INDEX: LazyLock<HashMap<&'static [u8], usize>> = LazyLock::new(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| (spec.name.as_bytes(), i))
+            .collect()
+    });
+    let mut lower = [0u8; LONGEST_NAME];
+    let lower = lower.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    INDEX.get(&lower[..]).copied()
+}
+
+/// Runs one request (`request[0]` is the command name; not empty), or
+/// queues it inside `MULTI`.
 pub fn dispatch(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
+    if ctx.session.multi.is_some()
+        && let Some(outcome) = multi::queue(ctx, request)
+    {
+        ctx.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+        return outcome;
+    }
+    run(ctx, request)
+}
+
+/// Runs one request now.
+pub fn run(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
     ctx.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     let Some((name, args)) = request.split_first() else {
         return reply::err("empty command").into();
     };
-    let Some(spec) = lookup(name) else {
+    let Some(index) = lookup_index(name) else {
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
         return unknown_command(name, args).into();
     };
+    let spec = &COMMANDS[index];
+    ctx.session.handle.touch(index);
     let words = request.len() as i64;
+    let counters = &ctx.shared.command_stats[index];
     if (spec.arity >= 0 && words != spec.arity) || (spec.arity < 0 && words < -spec.arity) {
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
         return reply::wrong_arity(spec.name).into();
     }
     if !ctx.session.authenticated && !spec.flags.contains(&"no-auth") {
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
         return reply::error("NOAUTH Authentication required.").into();
     }
+    counters.calls.fetch_add(1, Ordering::Relaxed);
     ctx.session.last_command = spec.name;
-    (spec.handler)(ctx, args)
+    let outcome = (spec.handler)(ctx, args);
+    if let Outcome::Reply(Frame::Error(_)) | Outcome::Close(Frame::Error(_)) = &outcome {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .error_replies
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    outcome
 }
 
 /// Most bytes of the arguments an unknown-command error quotes, as Redis.
@@ -414,6 +200,9 @@ fn unknown_command(name: &[u8], args: &[Bytes]) -> Frame {
 /// blocked behind a paused one), `ERR` otherwise. Nothing was applied (see
 /// each [`ClusterError`] variant).
 pub fn cluster_error(e: ClusterError) -> Frame {
+    if let ClusterError::OutOfMemory { .. } = e {
+        return reply::error("OOM command not allowed when used memory > 'maxmemory'.");
+    }
     let code = match &e {
         ClusterError::Unavailable { .. } => "TRYAGAIN",
         ClusterError::NoNodes | ClusterError::Paused { .. } | ClusterError::NotStarted { .. } => {
@@ -568,5 +357,77 @@ mod tests {
         assert_eq!(names.len(), COMMANDS.len());
         assert!(lookup(b"GeT").is_some_and(|s| s.name == "get"));
         assert!(lookup(b"RINGKV.ADDNODE").is_some());
+    }
+
+    /// The command names the crate's README documents, in upper case.
+    fn documented_commands() -> std::collections::BTreeSet<String> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## ")
+            .find(|s| s.starts_with("Commands"))
+            .expect("README.md has a Commands section");
+        let mut names = std::collections::BTreeSet::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cell = line.split(" | ").next().unwrap_or_default();
+            for span in cell.split('`').skip(1).step_by(2) {
+                let name = span.split([' ', '\\']).next().unwrap_or_default();
+                names.insert(name.to_uppercase());
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn the_readme_documents_exactly_the_commands_of_the_table() {
+        let table: std::collections::BTreeSet<String> =
+            COMMANDS.iter().map(|s| s.name.to_uppercase()).collect();
+        let documented = documented_commands();
+        let undocumented: Vec<_> = table.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&table).collect();
+        assert!(
+            undocumented.is_empty(),
+            "in the table, not in README.md: {undocumented:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "in README.md, not in the table: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn every_command_of_the_table_dispatches_to_its_handler() {
+        let cluster = Arc::new(ringkv_cluster::Cluster::default());
+        cluster.add_node("node1").expect("a fresh node");
+        let addr: std::net::SocketAddr = "127.0.0.1:6380".parse().expect("an address");
+        let shared = Arc::new(Shared::new(cluster, crate::ServerConfig::default(), addr));
+        for spec in COMMANDS {
+            let mut session = Session::new(&shared, addr, -1);
+            let mut ctx = Ctx {
+                shared: &shared,
+                session: &mut session,
+                txn: None,
+            };
+            // Enough words for any arity, so the arity check passes.
+            let mut request = vec![Bytes::from(spec.name.to_uppercase())];
+            request.extend((1..spec.arity.unsigned_abs()).map(|_| Bytes::from_static(b"x")));
+            if let Outcome::Reply(Frame::Error(text)) = dispatch(&mut ctx, &request) {
+                assert!(
+                    !text.contains("unknown command") && !text.contains("wrong number"),
+                    "{}: {text}",
+                    spec.name
+                );
+            }
+            assert_eq!(session.last_command, spec.name);
+        }
+        let mut session = Session::new(&shared, addr, -1);
+        let mut ctx = Ctx {
+            shared: &shared,
+            session: &mut session,
+            txn: None,
+        };
+        assert!(
+            matches!(dispatch(&mut ctx, &[Bytes::from_static(b"NOSUCH")]),
+            Outcome::Reply(Frame::Error(text)) if text.starts_with("ERR unknown command 'NOSUCH'"))
+        );
     }
 }

@@ -4,6 +4,14 @@
 mod admin;
 mod client;
 mod common;
+mod expire;
+mod introspect;
+mod keyspace;
 mod limits;
+mod memory;
+mod multi;
+mod python;
 mod rebalance;
 mod resp;
+mod resp3;
+mod strings;

@@ -1,0 +1,263 @@
+//! A reply, and its encoding in each protocol.
+//!
+//! A command builds one [`Frame`] whatever the protocol of its connection,
+//! with the shape Redis 7 uses in RESP3 (a map, a null, a double, a
+//! verbatim string); [`Frame::encode`] then writes it as Redis writes that
+//! shape in the connection's protocol: in RESP2 a map is a flat array of
+//! keys and values, a set an array, a double a bulk string, a boolean the
+//! integer 1 or 0, a verbatim string a bulk string, and a null is `$-1`
+//! (or `*-1` where Redis sends a null array).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The protocol a connection speaks, chosen by `HELLO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// RESP2, every connection's protocol until `HELLO 3`.
+    #[default]
+    Resp2,
+    /// RESP3.
+    Resp3,
+}
+
+impl Protocol {
+    /// The number `HELLO` and `CLIENT INFO` report.
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+/// A reply in Redis 7's RESP3 shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// `+text`.
+    Simple(Bytes),
+    /// `-CODE text` (one line).
+    Error(String),
+    /// `$len` and the bytes.
+    Bulk(Bytes),
+    /// `:n`.
+    Integer(i64),
+    /// A missing value: `$-1` in RESP2, `_` in RESP3.
+    Null,
+    /// A missing array (an aborted `EXEC`): `*-1` in RESP2, `_` in RESP3.
+    #[allow(dead_code, reason = "an aborted EXEC will send it")]
+    NullArray,
+    /// `*n` and the items.
+    Array(Vec<Frame>),
+    /// `%n` and the pairs; a flat array in RESP2.
+    Map(Vec<(Frame, Frame)>),
+    /// `~n` and the items; an array in RESP2.
+    Set(Vec<Frame>),
+    /// `,x`; a bulk string in RESP2.
+    #[allow(
+        dead_code,
+        reason = "no string command replies with a double; sorted sets will"
+    )]
+    Double(f64),
+    /// `#t`/`#f`; `:1`/`:0` in RESP2.
+    #[allow(
+        dead_code,
+        reason = "no string command replies with a boolean; scripting will"
+    )]
+    Boolean(bool),
+    /// `=len` and `txt:` or `mkd:` before the text; a bulk string of the
+    /// text in RESP2.
+    Verbatim(&'static str, Bytes),
+}
+
+impl Frame {
+    /// Appends the frame to `out`, encoded in `protocol`.
+    pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) {
+        let resp3 = protocol == Protocol::Resp3;
+        match self {
+            Frame::Simple(text) => line(out, b'+', text),
+            Frame::Error(text) => line(out, b'-', text.as_bytes()),
+            Frame::Bulk(bytes) => bulk(out, b'$', bytes),
+            Frame::Integer(n) => header(out, b':', *n),
+            Frame::Null if resp3 => out.put_slice(b"_\r\n"),
+            Frame::Null => out.put_slice(b"$-1\r\n"),
+            Frame::NullArray if resp3 => out.put_slice(b"_\r\n"),
+            Frame::NullArray => out.put_slice(b"*-1\r\n"),
+            Frame::Array(items) => {
+                header(out, b'*', items.len() as i64);
+                for item in items {
+                    item.encode(protocol, out);
+                }
+            }
+            Frame::Map(pairs) => {
+                if resp3 {
+                    header(out, b'%', pairs.len() as i64);
+                } else {
+                    header(out, b'*', 2 * pairs.len() as i64);
+                }
+                for (key, value) in pairs {
+                    key.encode(protocol, out);
+                    value.encode(protocol, out);
+                }
+            }
+            Frame::Set(items) => {
+                header(out, if resp3 { b'~' } else { b'*' }, items.len() as i64);
+                for item in items {
+                    item.encode(protocol, out);
+                }
+            }
+            Frame::Double(x) if resp3 => line(out, b',', format_double(*x).as_bytes()),
+            Frame::Double(x) => bulk(out, b'$', format_double(*x).as_bytes()),
+            Frame::Boolean(b) if resp3 => out.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Frame::Boolean(b) => header(out, b':', i64::from(*b)),
+            Frame::Verbatim(format, text) if resp3 => {
+                header(out, b'=', (text.len() + 4) as i64);
+                out.put_slice(format.as_bytes());
+                out.put_u8(b':');
+                out.put_slice(text);
+                out.put_slice(b"\r\n");
+            }
+            Frame::Verbatim(_, text) => bulk(out, b'$', text),
+        }
+    }
+
+    /// Bytes the frame takes once encoded in `protocol`, without encoding
+    /// it (the output-buffer limit is checked before a reply is built
+    /// into the buffer).
+    pub fn encoded_len(&self, protocol: Protocol) -> usize {
+        let resp3 = protocol == Protocol::Resp3;
+        match self {
+            Frame::Simple(text) => text.len() + 3,
+            Frame::Error(text) => text.len() + 3,
+            Frame::Bulk(bytes) => bulk_len(bytes.len()),
+            Frame::Integer(n) => digits(*n) + 3,
+            Frame::Null | Frame::NullArray if resp3 => 3,
+            Frame::Null | Frame::NullArray => 5,
+            Frame::Array(items) | Frame::Set(items) => {
+                digits(items.len() as i64)
+                    + 3
+                    + items.iter().map(|i| i.encoded_len(protocol)).sum::<usize>()
+            }
+            Frame::Map(pairs) => {
+                let count = if resp3 { pairs.len() } else { 2 * pairs.len() };
+                digits(count as i64)
+                    + 3
+                    + pairs
+                        .iter()
+                        .map(|(k, v)| k.encoded_len(protocol) + v.encoded_len(protocol))
+                        .sum::<usize>()
+            }
+            Frame::Double(x) if resp3 => format_double(*x).len() + 3,
+            Frame::Double(x) => bulk_len(format_double(*x).len()),
+            Frame::Boolean(_) => 4,
+            Frame::Verbatim(_, text) if resp3 => bulk_len(text.len() + 4),
+            Frame::Verbatim(_, text) => bulk_len(text.len()),
+        }
+    }
+}
+
+/// A double as Redis 7 writes it in replies: `inf`, `-inf`, `nan`, or the
+/// shortest text that reads back as the same number.
+pub fn format_double(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{x}")
+    }
+}
+
+fn line(out: &mut BytesMut, kind: u8, text: &[u8]) {
+    out.reserve(text.len() + 3);
+    out.put_u8(kind);
+    out.put_slice(text);
+    out.put_slice(b"\r\n");
+}
+
+fn header(out: &mut BytesMut, kind: u8, n: i64) {
+    out.put_u8(kind);
+    let mut digits = itoa::Buffer::new();
+    out.put_slice(digits.format(n).as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+fn bulk(out: &mut BytesMut, kind: u8, bytes: &[u8]) {
+    out.reserve(bytes.len() + 25);
+    header(out, kind, bytes.len() as i64);
+    out.put_slice(bytes);
+    out.put_slice(b"\r\n");
+}
+
+fn bulk_len(n: usize) -> usize {
+    1 + digits(n as i64) + 2 + n + 2
+}
+
+/// Characters of `n` in decimal, sign included.
+fn digits(n: i64) -> usize {
+    itoa::Buffer::new().format(n).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both(frame: &Frame) -> (String, String) {
+        let enc = |p| {
+            let mut out = BytesMut::new();
+            frame.encode(p, &mut out);
+            assert_eq!(out.len(), frame.encoded_len(p), "{frame:?} in {p:?}");
+            String::from_utf8(out.to_vec()).expect("ascii")
+        };
+        (enc(Protocol::Resp2), enc(Protocol::Resp3))
+    }
+
+    #[test]
+    fn each_shape_encodes_as_redis_does_in_each_protocol() {
+        let cases: Vec<(Frame, &str, &str)> = vec![
+            (Frame::Null, "$-1\r\n", "_\r\n"),
+            (Frame::NullArray, "*-1\r\n", "_\r\n"),
+            (Frame::Integer(-42), ":-42\r\n", ":-42\r\n"),
+            (Frame::Simple("OK".into()), "+OK\r\n", "+OK\r\n"),
+            (Frame::Error("ERR x".into()), "-ERR x\r\n", "-ERR x\r\n"),
+            (
+                Frame::Bulk("héllo".into()),
+                "$6\r\nhéllo\r\n",
+                "$6\r\nhéllo\r\n",
+            ),
+            (
+                Frame::Map(vec![(Frame::Bulk("a".into()), Frame::Integer(1))]),
+                "*2\r\n$1\r\na\r\n:1\r\n",
+                "%1\r\n$1\r\na\r\n:1\r\n",
+            ),
+            (
+                Frame::Set(vec![Frame::Simple("x".into())]),
+                "*1\r\n+x\r\n",
+                "~1\r\n+x\r\n",
+            ),
+            (Frame::Double(1.5), "$3\r\n1.5\r\n", ",1.5\r\n"),
+            (Frame::Double(f64::INFINITY), "$3\r\ninf\r\n", ",inf\r\n"),
+            (Frame::Boolean(true), ":1\r\n", "#t\r\n"),
+            (Frame::Boolean(false), ":0\r\n", "#f\r\n"),
+            (
+                Frame::Verbatim("txt", "a:1\r\n".into()),
+                "$5\r\na:1\r\n\r\n",
+                "=9\r\ntxt:a:1\r\n\r\n",
+            ),
+            (
+                Frame::Array(vec![Frame::Null, Frame::Array(vec![])]),
+                "*2\r\n$-1\r\n*0\r\n",
+                "*2\r\n_\r\n*0\r\n",
+            ),
+        ];
+        for (frame, resp2, resp3) in cases {
+            assert_eq!(both(&frame), (resp2.to_string(), resp3.to_string()));
+        }
+    }
+
+    #[test]
+    fn lengths_match_for_extreme_integers() {
+        for n in [0, 9, 10, -1, -10, i64::MAX, i64::MIN] {
+            both(&Frame::Integer(n));
+        }
+    }
+}
