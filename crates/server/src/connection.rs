@@ -92,6 +92,28 @@ impl Connection {
         frame.encode(protocol, &mut self.output);
     }
 
+    /// Queues a reply, sending as it encodes once `flush_at` bytes are
+    /// queued: a reply of any size is encoded at most about `flush_at`
+    /// bytes ahead of the socket, and the task yields between chunks, so
+    /// one large reply neither doubles its memory in the buffer nor holds
+    /// a worker thread from other clients while it is copied.
+    pub async fn send(
+        &mut self,
+        frame: &Frame,
+        protocol: Protocol,
+        flush_at: usize,
+    ) -> io::Result<()> {
+        let mut chunks = frame.chunks(protocol);
+        while chunks.fill(&mut self.output, flush_at) {
+            self.flush().await?;
+            tokio::task::coop::consume_budget().await;
+        }
+        if self.output.len() >= flush_at {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Bytes of replies queued and not yet sent.
     pub fn queued(&self) -> usize {
         self.output.len()
@@ -180,6 +202,24 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         (Connection::new(server, None), client)
+    }
+
+    #[tokio::test]
+    async fn a_large_reply_is_encoded_only_as_fast_as_the_socket_takes_it() {
+        let (mut conn, client) = pair().await;
+        // 30 MB of reply to a client that reads nothing: more than the
+        // socket buffers hold, so the send waits part way.
+        let value = Bytes::from(vec![b'v'; 100 * 1024]);
+        let frame = Frame::Array(vec![Frame::Bulk(value); 300]);
+        let send = conn.send(&frame, Protocol::Resp2, 64 * 1024);
+        let sent = tokio::time::timeout(Duration::from_millis(500), send).await;
+        assert!(sent.is_err(), "30 MB fit in the socket buffers");
+        let (_, output) = conn.capacities();
+        assert!(
+            output < 1024 * 1024,
+            "the reply was built whole: {output} bytes of output buffer"
+        );
+        drop(client);
     }
 
     #[tokio::test]

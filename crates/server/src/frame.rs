@@ -72,6 +72,20 @@ pub enum Frame {
 impl Frame {
     /// Appends the frame to `out`, encoded in `protocol`.
     pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) {
+        self.chunks(protocol).fill(out, usize::MAX);
+    }
+
+    /// An encoder that writes the frame piece by piece (see [`Chunks`]).
+    pub fn chunks(&self, protocol: Protocol) -> Chunks<'_> {
+        Chunks {
+            protocol,
+            stack: vec![Items::Frames(std::slice::from_ref(self).iter())],
+        }
+    }
+
+    /// Writes a frame that holds no other frames; a container writes its
+    /// header here and returns its items, which the encoder writes next.
+    fn encode_head(&self, protocol: Protocol, out: &mut BytesMut) -> Option<Items<'_>> {
         let resp3 = protocol == Protocol::Resp3;
         match self {
             Frame::Simple(text) => line(out, b'+', text),
@@ -84,9 +98,7 @@ impl Frame {
             Frame::NullArray => out.put_slice(b"*-1\r\n"),
             Frame::Array(items) => {
                 header(out, b'*', items.len() as i64);
-                for item in items {
-                    item.encode(protocol, out);
-                }
+                return Some(Items::Frames(items.iter()));
             }
             Frame::Map(pairs) => {
                 if resp3 {
@@ -94,16 +106,11 @@ impl Frame {
                 } else {
                     header(out, b'*', 2 * pairs.len() as i64);
                 }
-                for (key, value) in pairs {
-                    key.encode(protocol, out);
-                    value.encode(protocol, out);
-                }
+                return Some(Items::Pairs(pairs.iter(), None));
             }
             Frame::Set(items) => {
                 header(out, if resp3 { b'~' } else { b'*' }, items.len() as i64);
-                for item in items {
-                    item.encode(protocol, out);
-                }
+                return Some(Items::Frames(items.iter()));
             }
             Frame::Double(x) if resp3 => line(out, b',', format_double(*x).as_bytes()),
             Frame::Double(x) => bulk(out, b'$', format_double(*x).as_bytes()),
@@ -118,6 +125,7 @@ impl Frame {
             }
             Frame::Verbatim(_, text) => bulk(out, b'$', text),
         }
+        None
     }
 
     /// Bytes the frame takes once encoded in `protocol`, without encoding
@@ -151,6 +159,59 @@ impl Frame {
             Frame::Boolean(_) => 4,
             Frame::Verbatim(_, text) if resp3 => bulk_len(text.len() + 4),
             Frame::Verbatim(_, text) => bulk_len(text.len()),
+        }
+    }
+}
+
+/// Encodes a frame a piece at a time: [`Chunks::fill`] writes until the
+/// buffer holds a given number of bytes, so a large reply goes out while it
+/// is encoded, never built whole first.
+pub struct Chunks<'a> {
+    protocol: Protocol,
+    /// The items of each open container, innermost last.
+    stack: Vec<Items<'a>>,
+}
+
+/// What is left of one container.
+enum Items<'a> {
+    Frames(std::slice::Iter<'a, Frame>),
+    /// Pairs, and the value of the pair whose key was just written.
+    Pairs(std::slice::Iter<'a, (Frame, Frame)>, Option<&'a Frame>),
+}
+
+impl<'a> Chunks<'a> {
+    /// Writes to `out` until it holds at least `at_least` bytes (one frame
+    /// may take it past) or the frame is done; returns `false` once the
+    /// whole frame is written (`true` means more may be left).
+    pub fn fill(&mut self, out: &mut BytesMut, at_least: usize) -> bool {
+        while out.len() < at_least {
+            let Some(frame) = self.next_frame() else {
+                return false;
+            };
+            if let Some(items) = frame.encode_head(self.protocol, out) {
+                self.stack.push(items);
+            }
+        }
+        !self.stack.is_empty()
+    }
+
+    fn next_frame(&mut self) -> Option<&'a Frame> {
+        loop {
+            let next = match self.stack.last_mut()? {
+                Items::Frames(items) => items.next(),
+                Items::Pairs(pairs, value) => value.take().or_else(|| {
+                    pairs.next().map(|(k, v)| {
+                        *value = Some(v);
+                        k
+                    })
+                }),
+            };
+            match next {
+                Some(frame) => return Some(frame),
+                None => {
+                    self.stack.pop();
+                }
+            }
         }
     }
 }
@@ -200,6 +261,39 @@ fn digits(n: i64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_write_the_same_bytes_as_one_encode() {
+        let frame = Frame::Array(vec![
+            Frame::Bulk(Bytes::from_static(b"value")),
+            Frame::Map(vec![
+                (
+                    Frame::Simple(Bytes::from_static(b"k")),
+                    Frame::Array(vec![Frame::Integer(7), Frame::Null]),
+                ),
+                (Frame::Set(vec![]), Frame::Map(vec![])),
+            ]),
+            Frame::Array(vec![Frame::Array(vec![Frame::Double(1.5)])]),
+            Frame::Verbatim("txt", Bytes::from_static(b"info")),
+        ]);
+        for protocol in [Protocol::Resp2, Protocol::Resp3] {
+            let mut whole = BytesMut::new();
+            frame.encode(protocol, &mut whole);
+            for step in 1..8 {
+                let (mut out, mut pieces) = (BytesMut::new(), 0);
+                let mut chunks = frame.chunks(protocol);
+                loop {
+                    let at_least = out.len() + step;
+                    if !chunks.fill(&mut out, at_least) {
+                        break;
+                    }
+                    pieces += 1;
+                }
+                assert_eq!(out, whole, "{protocol:?}, step {step}");
+                assert!(pieces > 1, "{protocol:?}, step {step}: written at once");
+            }
+        }
+    }
 
     fn both(frame: &Frame) -> (String, String) {
         let enc = |p| {

@@ -194,10 +194,7 @@ async fn serve(
         if silent {
             continue;
         }
-        conn.queue(&frame, session.protocol);
-        if conn.queued() >= FLUSH_AT {
-            conn.flush().await?;
-        }
+        conn.send(&frame, session.protocol, FLUSH_AT).await?;
     }
 }
 
