@@ -28,7 +28,7 @@ start_ringkv() { "$1" serve --listen "127.0.0.1:$2" >"$OUT/ringkv-$2.log" 2>&1 &
 
 # bench LABEL PORT ARGS... : one redis-benchmark run, CSV lines prefixed with LABEL
 bench() { local label=$1 port=$2; shift 2
-  redis-benchmark -h 127.0.0.1 -p "$port" -c 50 "$@" --csv | grep -v '^"test"' | sed "s/^/$label,/"; }
+  redis-benchmark -h 127.0.0.1 -p "$port" -c 50 --csv "$@" | grep -v '^"test"' | sed "s/^/$label,/"; }
 
 for part in $PARTS; do case $part in
 tput)  # 1. SET/GET, -P 1 and -P 16, redis / old / new interleaved
