@@ -201,7 +201,7 @@ part_overwrite() {
   done
   sleep 10; snap idle10s
   sleep 20; snap idle30s
-  for s in $SERVERS; do cli "$s" info persistence | grep -E '^aof_(rewrites|last_bgrewrite_status)' | sed "s/^/$s /" | rec notes.txt; done
+  for s in $SERVERS; do cli "$s" info persistence | grep -E '^aof_(rewrites|last_bgrewrite_status)' | sed "s/^/$s /" | rec notes.txt || true; done
   for s in $SERVERS; do stop "$s"; done
   for s in $SERVERS; do echo "$s,stopped,-,$(disk "$(data_dir "$s" "$TMP/ow-$s")")" | rec overwrite.csv; done
   for s in $SERVERS; do start "$s" "$s" everysec "$TMP/ow-$s"; done
