@@ -255,6 +255,18 @@ impl Cluster {
         self.backend.location()
     }
 
+    /// Makes every write that returned so far durable (one fsync of the
+    /// data directory's journal), whatever the fsync policy: call it
+    /// before a planned shutdown or a backup. A no-op in memory.
+    pub fn sync(&self) -> Result<(), ClusterError> {
+        self.backend
+            .sync()
+            .map_err(|source| ClusterError::Storage {
+                what: "cannot sync the data directory".into(),
+                source,
+            })
+    }
+
     /// Writes records, if the backend keeps any.
     fn record(
         &self,
