@@ -4,7 +4,7 @@
 # by this script, on loopback only, measured interleaved in the same run.
 #
 #   cargo build --release -p ringkv-cli
-#   scripts/bench-persist.sh [part...]   # parts: tput restart overwrite addnode
+#   scripts/bench-persist.sh [part...]   # parts: tput restart overwrite addnode (summary)
 #
 # tput      redis-benchmark -c 50 -d 100 -r 100000, SET and GET, -P 1 and -P 16,
 #           each run about $SECS s; redis --appendfsync always|everysec against
@@ -233,11 +233,14 @@ part_addnode() {
   done
 }
 
-# Medians of what the parts recorded.
+# `scripts/bench-persist.sh summary` prints the summary of what $OUT holds.
+part_summary() { :; }
+
+# Medians of what the parts recorded (every CSV in $OUT, this run's or not).
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 summary() {
   local f=$OUT/tput.csv mode t P red rin
-  if [ -s "$f" ] && [[ " $PARTS " == *" tput "* ]]; then
+  if [ -s "$f" ]; then
     echo "## tput: requests/s, median of $REPS (ratio: of the medians; median of the per-round ratios)"
     for mode in always everysec none; do for P in 1 16; do for t in SET GET; do
       red=$(awk -F, -v m=$mode -v p=P$P -v t="\"$t\"" '$1 == m && $3 == "redis" && $4 == p && $5 == t { gsub(/"/, "", $6); print $6 }' "$f" | median)
@@ -249,7 +252,7 @@ summary() {
     done; done; done
   fi
   f=$OUT/restart.csv
-  if [ -s "$f" ] && [[ " $PARTS " == *" restart "* ]]; then
+  if [ -s "$f" ]; then
     echo "## restart: ms to ready (median of $ROUNDS), DBSIZE, bytes/key after a clean stop (allocated, apparent)"
     for s in $SERVERS; do for how in clean kill9; do
       printf '%-6s %-5s ready %6s ms  load %6s ms  stop %5s ms  dbsize %s\n' $s $how \
@@ -264,12 +267,12 @@ summary() {
     done
   fi
   f=$OUT/overwrite.csv
-  if [ -s "$f" ] && [[ " $PARTS " == *" overwrite "* ]]; then
+  if [ -s "$f" ]; then
     echo "## overwrite: MB allocated (apparent) after each step"
     awk -F, '{ printf "%-6s %-10s dbsize %-7s %8.1f MB (%.1f)\n", $1, $2, $3, $4 / 1e6, $5 / 1e6 }' "$f"
   fi
   f=$OUT/addnode.csv
-  if [ -s "$f" ] && [[ " $PARTS " == *" addnode "* ]]; then
+  if [ -s "$f" ]; then
     echo "## addnode: median of $ROUNDS: keys moved, wall ms, keys/s (wall), keys/s (reply's duration)"
     for mode in none everysec always; do
       printf '%-8s moved %8s  wall %6s ms  %9s keys/s  %9s keys/s by duration_ms\n' $mode \
@@ -284,7 +287,7 @@ summary() {
 note "$(date -u +%FT%TZ) parts: $PARTS; servers: $SERVERS; $(redis-server --version | cut -d' ' -f3); ringkv $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(uptime)"
 for part in $PARTS; do
   note "$(date -u +%T) part $part starts; $(uptime)"
-  rm -f "$OUT/$part.csv"
+  [ "$part" = summary ] || rm -f "$OUT/$part.csv"
   "part_$part"
 done
 note "$(date -u +%T) done; $(uptime)"
