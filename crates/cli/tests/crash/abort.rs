@@ -198,7 +198,13 @@ fn attempt_case(kind: Kind, point: &str, at: At, committed: bool) -> usize {
         "{context}: the process did not die by SIGABRT ({status}); log:\n{}",
         server.log_text()
     );
-    let (change_started, line) = server.seen("rebalance started").unwrap_or_else(|| {
+    let op = if kind == Kind::Add {
+        "op=add_node"
+    } else {
+        "op=remove_node"
+    };
+    let needles = ["rebalance started", op, &format!("node={node} ")];
+    let (change_started, line) = server.seen(&needles).unwrap_or_else(|| {
         panic!(
             "{context}: the process died before the change started; log:\n{}",
             server.log_text()
@@ -233,7 +239,10 @@ fn attempt_case(kind: Kind, point: &str, at: At, committed: bool) -> usize {
         .map(|(k, v)| (k.clone(), vec![v.clone()]))
         .collect();
     if let Some((k, v)) = &w.in_flight {
-        allowed.entry(k.clone()).or_insert_with(|| vec![None]).push(v.clone());
+        allowed
+            .entry(k.clone())
+            .or_insert_with(|| vec![None])
+            .push(v.clone());
     }
 
     // The restart: rolled back or completed, nothing lost.
@@ -260,7 +269,10 @@ fn attempt_case(kind: Kind, point: &str, at: At, committed: bool) -> usize {
     } else {
         members.remove(node);
     }
-    let context = format!("{context}, then {} {node}", if add { "add" } else { "remove" });
+    let context = format!(
+        "{context}, then {} {node}",
+        if add { "add" } else { "remove" }
+    );
     if let Err(e) = harness::change(&mut con, add, node) {
         panic!("{context}: {e}; log:\n{}", server.log_text());
     }

@@ -137,7 +137,12 @@ impl Server {
     pub fn wait_for(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some((_, line)) = self.log.lock().unwrap().iter().find(|(_, l)| l.contains(needle))
+            if let Some((_, line)) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, l)| l.contains(needle))
             {
                 return line.clone();
             }
@@ -159,13 +164,14 @@ impl Server {
         }
     }
 
-    /// When the first log line containing `needle` was read, if one was.
-    pub fn seen(&self, needle: &str) -> Option<(Instant, String)> {
+    /// When the first log line containing every one of `needles` was
+    /// read, if one was.
+    pub fn seen(&self, needles: &[&str]) -> Option<(Instant, String)> {
         self.log
             .lock()
             .unwrap()
             .iter()
-            .find(|(_, l)| l.contains(needle))
+            .find(|(_, l)| needles.iter().all(|n| l.contains(n)))
             .cloned()
     }
 
@@ -303,7 +309,9 @@ pub fn check_keys(
 
 /// The model after a check: every key may have exactly what was read.
 pub fn exactly(read: &BTreeMap<String, Option<String>>) -> Allowed {
-    read.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect()
+    read.iter()
+        .map(|(k, v)| (k.clone(), vec![v.clone()]))
+        .collect()
 }
 
 /// A reply's `field value` pairs (a map in RESP3, a flat array in RESP2).
@@ -351,7 +359,10 @@ pub fn members(con: &mut Connection, context: &str) -> BTreeSet<String> {
 
 /// `INFO ring` as `field -> value`.
 pub fn info_ring(con: &mut Connection) -> BTreeMap<String, String> {
-    let info: String = redis::cmd("INFO").arg("ring").query(con).expect("INFO ring");
+    let info: String = redis::cmd("INFO")
+        .arg("ring")
+        .query(con)
+        .expect("INFO ring");
     info.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
@@ -413,7 +424,12 @@ pub fn check_membership(
         stale.is_empty(),
         "{context}: {} keys not stored exactly on their owner:\n{}",
         stale.len(),
-        stale.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
+        stale
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -440,5 +456,8 @@ pub fn change(
     } else {
         "RINGKV.REMOVENODE"
     };
-    redis::cmd(cmd).arg(node).query::<Value>(con).map(|v| fields(&v))
+    redis::cmd(cmd)
+        .arg(node)
+        .query::<Value>(con)
+        .map(|v| fields(&v))
 }

@@ -312,7 +312,10 @@ fn admin(
                 changes += 1;
             }
             Err(e) if is_server_error(&e) => {
-                errors.push(format!("{} {node}: {e}", if add { "add" } else { "remove" }));
+                errors.push(format!(
+                    "{} {node}: {e}",
+                    if add { "add" } else { "remove" }
+                ));
                 // A refused or rolled-back change leaves the members as
                 // they were; read them back to be sure.
                 match redis::cmd("RINGKV.NODES").query::<Vec<redis::Value>>(&mut con) {
@@ -363,5 +366,8 @@ fn kill_9_at_random_instants_200_times() {
     let kills = std::env::var("RINGKV_CRASH_KILLS")
         .map(|s| s.parse().expect("RINGKV_CRASH_KILLS is a count"))
         .unwrap_or(200);
-    run(kills, (Duration::from_millis(50), Duration::from_millis(1500)));
+    run(
+        kills,
+        (Duration::from_millis(50), Duration::from_millis(1500)),
+    );
 }
