@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ringkv_cli::bench::BenchOptions;
 use ringkv_cli::logging::{self, LogFormat};
 use ringkv_cli::run::{RunOptions, Runner};
-use ringkv_cluster::{Cluster, ClusterConfig, Placement, RingConfig};
+use ringkv_cluster::{Cluster, ClusterConfig, FsyncPolicy, Placement, RingConfig};
 use ringkv_ring::BalancedConfig;
 
 /// A distributed key-value store on a consistent hash ring, in one process.
@@ -165,29 +165,115 @@ struct ClusterArgs {
     /// between clients and a running redistribution.
     #[arg(long, default_value_t = ClusterConfig::default().stripes)]
     stripes: usize,
-    /// Nodes to start with, comma-separated (e.g. node1,node2,node3).
+    /// Nodes to start with, comma-separated (e.g. node1,node2,node3). With
+    /// --data-dir, only when the directory is new: a restart keeps the
+    /// saved membership.
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
+    /// Keep every node's data, the membership and the ring in this
+    /// directory (created on first use) and reopen them on restart. Without
+    /// it everything lives in memory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: `always` (a write is acknowledged once fsynced;
+    /// concurrent writes share fsyncs), `everysec` (a power cut loses at
+    /// most about the last second; a crash of the process loses nothing) or
+    /// `no` (the OS writes back when it likes).
+    #[arg(long, default_value = "everysec", value_parser = fsync_policy)]
+    fsync: FsyncPolicy,
 }
 
 impl ClusterArgs {
-    fn build(&self) -> anyhow::Result<Cluster> {
+    /// The cluster: opened from --data-dir, or new in memory; then the
+    /// nodes of --nodes (or `default_nodes`) if it has none yet.
+    fn build(&self, default_nodes: &[&str]) -> anyhow::Result<Cluster> {
         let config = ClusterConfig {
             placement: self.placement.placement(),
             copy_batch: self.copy_batch,
             max_attempts: self.max_attempts,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             stripes: self.stripes,
+            fsync: self.fsync,
             ..ClusterConfig::default()
         };
-        let cluster = Cluster::new(config)?;
-        for id in &self.nodes {
-            cluster
-                .add_node(id)
-                .with_context(|| format!("--nodes: cannot add `{id}`"))?;
+        let cluster = match &self.data_dir {
+            Some(dir) => Cluster::open(dir, config)?,
+            None => Cluster::new(config)?,
+        };
+        let nodes: Vec<String> = if self.nodes.is_empty() {
+            default_nodes.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.nodes.clone()
+        };
+        let members = cluster.members();
+        if members.is_empty() {
+            for id in &nodes {
+                cluster
+                    .add_node(id)
+                    .with_context(|| format!("--nodes: cannot add `{id}`"))?;
+            }
+        } else if !self.nodes.is_empty()
+            && members
+                .iter()
+                .map(|m| m.as_str())
+                .ne(nodes.iter().map(String::as_str))
+        {
+            tracing::warn!(
+                saved = ?members.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                "--nodes ignored: the data directory keeps its membership (change it with add/remove)"
+            );
         }
+        arm_abort_from_env(&cluster)?;
         Ok(cluster)
     }
+}
+
+/// `RINGKV_ABORT_AT=<point>[:<range>]`: the process aborts (as kill -9
+/// would kill it) when a redistribution reaches that point, for crash
+/// tests of --data-dir. Points: before-copy, mid-copy, after-copy,
+/// during-cleanup.
+fn arm_abort_from_env(cluster: &Cluster) -> anyhow::Result<()> {
+    use ringkv_cluster::{Fault, FaultEffect, FaultPoint, FaultRole};
+    let Ok(spec) = std::env::var("RINGKV_ABORT_AT") else {
+        return Ok(());
+    };
+    let (point, range) =
+        match spec.split_once(':') {
+            Some((p, r)) => (
+                p,
+                Some(r.parse::<usize>().with_context(|| {
+                    format!("RINGKV_ABORT_AT={spec}: `{r}` is not a range index")
+                })?),
+            ),
+            None => (spec.as_str(), None),
+        };
+    let point = match point {
+        "before-copy" => FaultPoint::BeforeCopy,
+        "mid-copy" => FaultPoint::MidCopy,
+        "after-copy" => FaultPoint::AfterCopy,
+        "during-cleanup" => FaultPoint::DuringCleanup,
+        other => anyhow::bail!(
+            "RINGKV_ABORT_AT={spec}: unknown point `{other}` (before-copy, mid-copy, after-copy, during-cleanup)"
+        ),
+    };
+    tracing::warn!(
+        ?point,
+        ?range,
+        "RINGKV_ABORT_AT: the process will abort there"
+    );
+    cluster.inject_fault(Fault {
+        point,
+        role: FaultRole::Source,
+        effect: FaultEffect::AbortProcess,
+        range,
+    });
+    Ok(())
+}
+
+/// An fsync policy by name.
+fn fsync_policy(name: &str) -> Result<FsyncPolicy, String> {
+    FsyncPolicy::from_name(name)
+        .ok_or_else(|| format!("unknown fsync policy `{name}`: one of always, everysec, no"))
 }
 
 #[derive(Args)]
@@ -239,10 +325,7 @@ fn eviction_policy(name: &str) -> Result<ringkv_cluster::EvictionPolicy, String>
         })
 }
 
-fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
-    if args.cluster.nodes.is_empty() {
-        args.cluster.nodes = vec!["node1".into(), "node2".into(), "node3".into()];
-    }
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ringkv_server::ServerConfig {
         requirepass: args.requirepass,
         max_clients: args.max_clients,
@@ -252,7 +335,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
     };
     config.validate()?;
-    let cluster = std::sync::Arc::new(args.cluster.build()?);
+    let cluster = std::sync::Arc::new(args.cluster.build(&["node1", "node2", "node3"])?);
     cluster.set_maxmemory(args.maxmemory);
     cluster.set_maxmemory_policy(args.maxmemory_policy);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -325,7 +408,7 @@ fn run(args: RunArgs, json: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot open script {}", args.script.display()))?;
         Box::new(file)
     };
-    let cluster = args.cluster.build()?;
+    let cluster = args.cluster.build(&[])?;
     let interactive = args.script.as_os_str() == "-" && std::io::stdin().is_terminal();
     let options = RunOptions {
         keep_going: args.keep_going,

@@ -54,6 +54,13 @@ pub(crate) struct Active {
     /// to date with every store call that adds or removes one), or `None`
     /// when a step panicked mid-call and the switch must recount them.
     pub(crate) held: Vec<Option<Held>>,
+    /// Per range: the target holds a complete copy (dirty keys aside).
+    /// Every range is copied before the commit point, except in a change
+    /// resumed after a restart, whose ranges not switched are copied again
+    /// by `finish` (their source kept serving them).
+    pub(crate) copied: Vec<bool>,
+    /// Resumed after a restart: a joining node may hold partial copies.
+    pub(crate) recovered: bool,
     /// Per range: given up by a forced removal because its source is down;
     /// its keys are dropped at the switch.
     pub(crate) dropped: Vec<bool>,
@@ -96,7 +103,9 @@ impl Active {
     /// Whether range `i` has this change's joining node as target (which
     /// holds nothing of it before its first copy).
     pub(crate) fn joins(&self, i: usize) -> bool {
-        self.kind == ChangeKind::AddNode && self.migration.diff.moves[i].to == self.node
+        !self.recovered
+            && self.kind == ChangeKind::AddNode
+            && self.migration.diff.moves[i].to == self.node
     }
 
     /// Whether range `i` is to be dropped rather than moved: given up

@@ -80,12 +80,18 @@ impl Cluster {
 
         let mut nodes = routing.nodes.clone();
         if kind == ChangeKind::AddNode {
-            let node = Node::new(
-                node_id.clone(),
-                self.config.stripes,
-                self.memory.clone(),
-                || (self.store_factory)(&node_id),
-            );
+            let stores = self
+                .backend
+                .open_node(&node_id, self.config.stripes, true)
+                .map_err(|source| ClusterError::NotStarted {
+                    op: kind.as_str(),
+                    node: node_id.clone(),
+                    cause: Box::new(ClusterError::Store {
+                        node: node_id.clone(),
+                        source,
+                    }),
+                })?;
+            let node = Node::new(node_id.clone(), stores, self.memory.clone());
             nodes.insert(node_id.clone(), Arc::new(node));
         }
         let mut final_nodes = nodes.clone();
@@ -108,6 +114,8 @@ impl Cluster {
             transfers,
             moved: vec![Moved::default(); ranges],
             held: vec![None; ranges],
+            copied: vec![false; ranges],
+            recovered: false,
             dropped: vec![false; ranges],
             keys_dropped: 0,
             new_ring: new,
@@ -116,12 +124,23 @@ impl Cluster {
         };
         // A node the change needs is down: say so now, before anything is
         // published or retried.
-        if let Some(down) = active.first_down() {
-            return Err(ClusterError::NotStarted {
+        let refuse = |cause| {
+            if kind == ChangeKind::AddNode {
+                self.forget_node(&active.node);
+            }
+            Err(ClusterError::NotStarted {
                 op: kind.as_str(),
                 node: active.node.clone(),
-                cause: Box::new(ClusterError::NodeDown { node: down }),
-            });
+                cause: Box::new(cause),
+            })
+        };
+        if let Some(down) = active.first_down() {
+            return refuse(ClusterError::NodeDown { node: down });
+        }
+        // The change's record goes before its first copy: a restart that
+        // finds it knows to undo or complete the change.
+        if let Err(e) = self.record_start(&active, &routing.ring) {
+            return refuse(e);
         }
         info!(
             op = %active.kind,
@@ -157,6 +176,7 @@ impl Cluster {
             if let Err(stop) = step {
                 return Err(self.roll_back(membership, &active, &routing, i + 1, stop));
             }
+            active.copied[i] = true;
         }
         // The commit point: switching needs every node of the plan (but the
         // down sources of a forced removal, whose ranges it drops). A node that went
@@ -221,6 +241,12 @@ impl Cluster {
             });
         }
         let epoch = new.epoch();
+        self.record_ring(&new)
+            .map_err(|e| ClusterError::NotStarted {
+                op: ChangeKind::RemoveNode.as_str(),
+                node: id.clone(),
+                cause: Box::new(e),
+            })?;
         self.routing.publish(
             Publish::Empty,
             Routing {
@@ -230,6 +256,7 @@ impl Cluster {
             },
         );
         drop(stripes);
+        self.forget_node(id);
         if keys > 0 {
             warn!(node = %id, keys, "last node removed, its keys are dropped");
         }
@@ -264,14 +291,23 @@ impl Cluster {
         // the start); give the restored membership the next one, so that
         // every epoch names exactly one ring.
         let epoch = active.new_ring.epoch() + 1;
+        let restored = Arc::new(old.ring.with_epoch(epoch));
+        // If this record is lost, a restart rolls the change back all the
+        // same, to the same ring: nothing was switched.
+        if let Err(e) = self.record_end(&restored, 0) {
+            warn!(error = %e, "the rollback could not be recorded; a restart will roll back again");
+        }
         self.routing.publish(
             Publish::RollBack,
             Routing {
-                ring: Arc::new(old.ring.with_epoch(epoch)),
+                ring: restored,
                 migration: None,
                 nodes: old.nodes.clone(),
             },
         );
+        if active.kind == ChangeKind::AddNode {
+            self.forget_node(&active.node);
+        }
         // Targets may hold partial copies of ranges they do not own. Clients
         // never read them; clear them so counts and later copies stay exact.
         for i in 0..touched {

@@ -7,19 +7,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use ringkv_ring::{NodeId, Ring, key_token};
 
+use crate::backend::{Backend, FactoryBackend, StoreFactory};
 use crate::counts::CountSeq;
 #[cfg(feature = "fault-injection")]
 use crate::fault::FaultPlan;
 use crate::membership::{Change, Membership, ProgressFn};
 use crate::report::{ClusterStats, NodeStats, RebalanceReport};
 use crate::routing::{Routing, RoutingCell};
-use crate::store::{MemStore, Store};
 use crate::{ClusterConfig, ClusterError};
-
-/// Builds a node's stores when the node joins: called once per lock stripe
-/// ([`ClusterConfig::stripes`]), each store holding the keys of one slice
-/// of the token space.
-pub type StoreFactory = Arc<dyn Fn(&NodeId) -> Box<dyn Store> + Send + Sync>;
 
 /// A thread-safe, in-process cluster of nodes on a consistent hash ring.
 ///
@@ -43,7 +38,10 @@ pub struct Cluster {
     pub(crate) counts: CountSeq,
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: FaultPlan,
-    pub(crate) store_factory: StoreFactory,
+    /// Where the nodes' stores and the cluster's records live.
+    pub(crate) backend: Arc<dyn Backend>,
+    /// `backend.sync_acks()`: client writes wait for the disk.
+    pub(crate) sync_acks: bool,
     /// `membership.pending_cleanups.len()`, readable without waiting for a
     /// membership change to finish.
     pub(crate) stale_ranges: AtomicUsize,
@@ -91,16 +89,22 @@ impl Default for Cluster {
 impl Cluster {
     /// An empty cluster with in-memory stores.
     pub fn new(config: ClusterConfig) -> Result<Cluster, ClusterError> {
-        Cluster::with_store(
-            config,
-            Arc::new(|_: &NodeId| Box::new(MemStore::new()) as Box<dyn Store>),
-        )
+        Cluster::with_backend(config, Arc::new(FactoryBackend::memory()))
     }
 
-    /// An empty cluster whose nodes get their stores from `factory`.
+    /// An empty cluster whose nodes get their stores from `factory`, one
+    /// per lock stripe. Nothing outlives the cluster (see [`Cluster::open`]
+    /// for that).
     pub fn with_store(
         config: ClusterConfig,
         factory: StoreFactory,
+    ) -> Result<Cluster, ClusterError> {
+        Cluster::with_backend(config, Arc::new(FactoryBackend { factory }))
+    }
+
+    pub(crate) fn with_backend(
+        config: ClusterConfig,
+        backend: Arc<dyn Backend>,
     ) -> Result<Cluster, ClusterError> {
         config.validate()?;
         let ring = config.placement.empty_ring()?;
@@ -115,7 +119,8 @@ impl Cluster {
             counts: CountSeq::default(),
             #[cfg(feature = "fault-injection")]
             faults: FaultPlan::default(),
-            store_factory: factory,
+            sync_acks: backend.sync_acks(),
+            backend,
             stale_ranges: AtomicUsize::new(0),
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             versions: AtomicU64::new(0),

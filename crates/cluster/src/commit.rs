@@ -48,6 +48,12 @@ impl Cluster {
                 if active.drops(i) {
                     return self.drop_range(&mut active, i);
                 }
+                if !active.copied[i] {
+                    // A change resumed after a restart: the source kept
+                    // serving this range, so copy it (again) first.
+                    self.copy_range(&mut active, i)?;
+                    active.copied[i] = true;
+                }
                 match self.switch_range(&mut active, i) {
                     // A forced removal whose source went down just now:
                     // the range cannot be read, so it is dropped. A down
@@ -78,6 +84,19 @@ impl Cluster {
                 "a leaving node serves nothing once switched"
             );
         }
+        // Every range is switched: record the new ring and forget the
+        // change in one write. If that fails the change stays paused (a
+        // restart would complete it from its records all the same).
+        if let Err(e) = self.record_end(&active.new_ring, active.migration.ranges.len()) {
+            warn!(op = %active.kind, node = %active.node, error = %e, "rebalance paused: its end could not be recorded");
+            let (op, node) = (active.kind.as_str(), active.node.clone());
+            membership.paused = Some(active);
+            return Err(ClusterError::Paused {
+                op,
+                node,
+                cause: Box::new(e),
+            });
+        }
         self.routing.publish(
             Publish::Finish,
             Routing {
@@ -86,6 +105,9 @@ impl Cluster {
                 nodes: active.final_nodes.clone(),
             },
         );
+        if !active.final_nodes.contains_key(&active.node) {
+            self.forget_node(&active.node); // the node left
+        }
         let (pending, panicked) = self.clean_up(membership, &mut active);
 
         let report = active.report(pending);

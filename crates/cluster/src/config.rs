@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ringkv_persist::FsyncPolicy;
 use ringkv_ring::Placement;
 
 use crate::ClusterError;
@@ -48,6 +49,10 @@ pub struct ClusterConfig {
     /// What a write over `maxmemory` does (Redis's `maxmemory-policy`).
     /// Default: [`EvictionPolicy::NoEviction`].
     pub maxmemory_policy: EvictionPolicy,
+    /// When writes reach the disk, for a cluster with a data directory
+    /// ([`Cluster::open`](crate::Cluster::open)); ignored in memory.
+    /// Default: [`FsyncPolicy::EverySec`].
+    pub fsync: FsyncPolicy,
 }
 
 impl Default for ClusterConfig {
@@ -61,6 +66,7 @@ impl Default for ClusterConfig {
             clock: SharedClock::default(),
             maxmemory: 0,
             maxmemory_policy: EvictionPolicy::NoEviction,
+            fsync: FsyncPolicy::EverySec,
         }
     }
 }

@@ -49,6 +49,18 @@ pub enum ClusterError {
         source: StoreError,
     },
 
+    /// The cluster's data directory failed: opening it, reading or writing
+    /// its records, or syncing it (a client write under `--fsync always`
+    /// whose fsync failed may or may not have been applied: the outcome is
+    /// unknown, and the directory refuses writes until reopened).
+    #[error("{what}: {source}")]
+    Storage {
+        /// What the cluster was doing.
+        what: String,
+        /// The backend's error.
+        source: StoreError,
+    },
+
     /// Removing the last node would drop the keys it holds. Nothing changed;
     /// remove it with `force` to drop them.
     #[error(

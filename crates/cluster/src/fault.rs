@@ -63,6 +63,12 @@ pub enum FaultEffect {
     /// `n` is below the retry budget. Client calls do not spend the budget
     /// (nor fail because of it).
     FailCalls(u32),
+    /// The whole process dies on the spot (`std::process::abort`), as a
+    /// `kill -9` would: no rollback, no cleanup, no destructor. What was
+    /// written stays in the OS page cache, so a restart of a cluster with
+    /// a data directory sees every write that returned. For crash tests of
+    /// [`Cluster::open`](crate::Cluster::open)'s recovery.
+    AbortProcess,
 }
 
 /// One fault to inject.
@@ -204,6 +210,10 @@ impl Cluster {
                 match effect {
                     FaultEffect::Crash => node.set_down(true),
                     FaultEffect::FailCalls(n) => node.fail_next(n),
+                    FaultEffect::AbortProcess => {
+                        eprintln!("ringkv: aborting at {point:?} of range {i} (fault injection)");
+                        std::process::abort();
+                    }
                 }
             }
         }

@@ -52,12 +52,15 @@ macro_rules! fault_point {
 }
 
 mod active;
+mod backend;
 mod change;
 mod clock;
 mod cluster;
 mod commit;
 mod config;
 mod counts;
+mod disk;
+mod durable;
 mod entry;
 mod error;
 mod evict;
@@ -69,6 +72,7 @@ mod membership;
 mod node;
 mod ops;
 mod plan;
+mod recover;
 mod repair;
 mod report;
 mod routing;
@@ -78,8 +82,9 @@ mod store;
 mod transfer;
 mod txn;
 
+pub use backend::{StoreFactory, stripe_tokens};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use cluster::{Cluster, StoreFactory};
+pub use cluster::Cluster;
 pub use config::ClusterConfig;
 pub use entry::{ENTRY_FORMAT, ENTRY_OVERHEAD, Entry, EntryFormatError, EntryKind};
 pub use error::ClusterError;
@@ -90,6 +95,7 @@ pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
 pub use keyspace::ScanPage;
 pub use ops::{EntryUpdate, Update};
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
+pub use ringkv_persist::FsyncPolicy;
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};
 pub use store::{MemStore, Store, StoreError, StoredEntry};
 pub use txn::Txn;

@@ -80,21 +80,18 @@ struct Stripe {
 }
 
 impl Node {
-    /// A node with `stripes` (a power of two) stores made by `make`.
-    pub(crate) fn new(
-        id: NodeId,
-        stripes: usize,
-        total: Arc<AtomicI64>,
-        mut make: impl FnMut() -> Box<dyn Store>,
-    ) -> Self {
+    /// A node over `stores`, one per stripe (a power of two of them).
+    pub(crate) fn new(id: NodeId, stores: Vec<Box<dyn Store>>, total: Arc<AtomicI64>) -> Self {
+        let stripes = stores.len();
         debug_assert!(stripes.is_power_of_two());
         Node {
             id,
-            stripes: (0..stripes)
-                .map(|_| {
+            stripes: stores
+                .into_iter()
+                .map(|store| {
                     let memory = Arc::new(AtomicI64::new(0));
                     Stripe {
-                        store: RwLock::new(Shard::new(make(), memory.clone(), total.clone())),
+                        store: RwLock::new(Shard::new(store, memory.clone(), total.clone())),
                         memory,
                         served: AtomicI64::new(0),
                     }
@@ -300,9 +297,10 @@ mod tests {
     use ringkv_ring::TokenRange;
 
     fn node(stripes: usize) -> Node {
-        Node::new("n".into(), stripes, Default::default(), || {
-            Box::new(MemStore::new())
-        })
+        let stores = (0..stripes)
+            .map(|_| Box::new(MemStore::new()) as Box<dyn Store>)
+            .collect();
+        Node::new("n".into(), stores, Default::default())
     }
 
     #[test]

@@ -334,8 +334,21 @@ impl Cluster {
     /// Applies `apply` to `key` on the node serving it, under its stripe's
     /// write lock; `apply` gets the version to stamp on what it writes and
     /// returns its result and how many keys it created (1) or removed
-    /// (-1), for the node's served-key count.
+    /// (-1), for the node's served-key count. Under `--fsync always` it
+    /// returns once the write is on disk, waiting with no lock held.
+    #[inline]
     fn write<R>(
+        &self,
+        key: Bytes,
+        apply: impl FnMut(&mut Shard, u64, &Bytes, u64) -> Result<(R, i64), WriteError>,
+    ) -> Result<R, ClusterError> {
+        let result = self.write_locked(key, apply)?;
+        self.sync_ack()?;
+        Ok(result)
+    }
+
+    /// [`Cluster::write`] up to the release of the stripe's lock.
+    fn write_locked<R>(
         &self,
         key: Bytes,
         mut apply: impl FnMut(&mut Shard, u64, &Bytes, u64) -> Result<(R, i64), WriteError>,

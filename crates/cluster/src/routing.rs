@@ -129,6 +129,9 @@ pub(crate) enum Publish {
     /// The last node leaves: published under every stripe's write lock of
     /// that node, so no write lands between counting and dropping its keys.
     Empty,
+    /// A restart publishes what its records say (see `crate::durable`),
+    /// before any client call: there is no earlier authority to keep.
+    Recover,
 }
 
 /// The current routing: loaded lock-free by every client call, published
@@ -169,8 +172,8 @@ impl RoutingCell {
             "a migration starts with every range served by its source"
         );
         debug_assert!(
-            matches!(why, Publish::Start) == next.migration.is_some(),
-            "only the start of a change publishes a migration"
+            why == Publish::Recover || matches!(why, Publish::Start) == next.migration.is_some(),
+            "only the start of a change (or a restart) publishes a migration"
         );
         debug!(
             ?why,

@@ -82,6 +82,95 @@ impl Shard {
         Ok(old)
     }
 
+    /// [`Store::put_many`], keeping memory and the volatile index right.
+    pub(crate) fn put_many(
+        &mut self,
+        entries: Vec<StoredEntry>,
+        replaced: &mut Vec<Option<Entry>>,
+    ) -> Result<(), StoreError> {
+        let start = replaced.len();
+        // What the bookkeeping needs of each entry once the store took it.
+        let kept: Vec<(Token, Bytes, usize, bool)> = entries
+            .iter()
+            .map(|e| {
+                let footprint = e.entry.footprint(e.key.len());
+                (
+                    e.token,
+                    e.key.clone(),
+                    footprint,
+                    e.entry.expires_at.is_some(),
+                )
+            })
+            .collect();
+        self.store.put_many(entries, replaced)?;
+        let mut delta = 0i64;
+        for ((token, key, footprint, volatile), old) in kept.into_iter().zip(&replaced[start..]) {
+            delta += footprint as i64;
+            if let Some(o) = old {
+                delta -= o.footprint(key.len()) as i64;
+            }
+            if volatile {
+                self.volatile.insert(token, key);
+            } else if old.as_ref().is_some_and(|o| o.expires_at.is_some()) {
+                self.volatile.remove(&key);
+            }
+        }
+        self.add_memory(delta);
+        Ok(())
+    }
+
+    /// Rebuilds the bookkeeping of a store opened with entries in it (a
+    /// restart): deletes the entries `keep` refuses (copies this node does
+    /// not serve: a stale source copy, a partial target copy), counts the
+    /// rest in memory and the volatile index. Returns how many entries are
+    /// kept and how many deleted, and raises `max_version` to the highest
+    /// version kept.
+    pub(crate) fn load(
+        &mut self,
+        tokens: RangeInclusive<Token>,
+        keep: impl Fn(Token) -> bool,
+        page: usize,
+        max_version: &mut u64,
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut kept, mut dropped) = (0, 0);
+        let mut batch = Vec::with_capacity(page);
+        // Runs of consecutive entries to delete, as token intervals: one
+        // range removal each instead of a write per key.
+        let mut doomed: Vec<RangeInclusive<Token>> = Vec::new();
+        let mut run: Option<RangeInclusive<Token>> = None;
+        let mut after = None;
+        loop {
+            batch.clear();
+            self.store.scan(tokens.clone(), after, page, &mut batch)?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.token);
+            let done = batch.len() < page;
+            for e in batch.drain(..) {
+                if !keep(e.token) {
+                    run = Some(run.map_or(e.token..=e.token, |r| *r.start()..=e.token));
+                    continue;
+                }
+                doomed.extend(run.take());
+                kept += 1;
+                *max_version = (*max_version).max(e.entry.version);
+                self.add_memory(e.entry.footprint(e.key.len()) as i64);
+                if e.entry.expires_at.is_some() {
+                    self.volatile.insert(e.token, e.key);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        doomed.extend(run);
+        let mut freed = Vec::new();
+        for tokens in doomed {
+            dropped += self.store.take_range(tokens, usize::MAX, &mut freed)?;
+            freed.clear();
+        }
+        Ok((kept, dropped))
+    }
+
     /// [`Store::delete`], keeping memory and the volatile index right.
     #[inline]
     pub(crate) fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {

@@ -25,12 +25,46 @@ pub struct StoredEntry {
 }
 
 /// Why a store call failed. The call changed nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Errors compare by their message (`PartialEq`), so that
+/// [`ClusterError`](crate::ClusterError) stays comparable in tests.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The engine reported an I/O or corruption error.
+    /// The engine failed: an injected fault, or an engine without a more
+    /// precise variant.
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// An I/O error (the engine's `io::Error` is the source): a full disk,
+    /// a read-only directory, a failing device.
+    #[error("{context}")]
+    Io {
+        /// What failed, naming the file or directory and what to do.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// Stored data that does not decode: a damaged file.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StoreError {}
+
+impl StoreError {
+    /// Whether the error is the disk being full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+    }
 }
 
 /// A node's local key-value store, ordered by `(token, key)`.
@@ -58,6 +92,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes `key`; returns the removed entry.
     fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError>;
+
+    /// Stores every entry of `entries` (distinct keys), as one write where
+    /// the engine has transactions (a redistribution's copy batch costs one
+    /// commit, not one per key), and appends to `replaced` the entry each
+    /// replaced, in order. All or nothing, like every method: the default
+    /// calls [`Store::put`] per entry, which is atomic only for a store
+    /// whose `put` cannot fail (as [`MemStore`]'s); any other store
+    /// overrides it.
+    fn put_many(
+        &mut self,
+        entries: Vec<StoredEntry>,
+        replaced: &mut Vec<Option<Entry>>,
+    ) -> Result<(), StoreError> {
+        for e in entries {
+            replaced.push(self.put(e.token, e.key, e.entry)?);
+        }
+        Ok(())
+    }
 
     /// Appends to `out` up to `limit` entries whose token lies in `tokens`
     /// and is greater than `after` (when given), in ascending order. All

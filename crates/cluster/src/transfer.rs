@@ -40,6 +40,7 @@ impl Cluster {
             let mut moved = Moved::default();
             let mut held = Held::new();
             let mut batch: Vec<StoredEntry> = Vec::with_capacity(batch_size);
+            let mut replaced = Vec::with_capacity(batch_size);
             let mut first = true;
             for iv in range.intervals() {
                 for (stripe, part) in source.split(iv) {
@@ -64,16 +65,17 @@ impl Cluster {
                         // that is still copying, but they do use the
                         // target's other keys in this stripe.
                         let mut t = target.write_stripe(stripe)?;
-                        for e in batch.drain(..) {
+                        for e in &batch {
                             moved.keys += 1;
                             moved.bytes += (e.key.len() + e.entry.value.len()) as i64;
-                            let old = t
-                                .put(e.token, e.key, e.entry)
-                                .map_err(|e| target.store_error(e))?;
-                            if old.is_none() {
-                                add_held(&mut held, stripe, 1);
-                            }
                         }
+                        // One store write per batch (one engine commit for
+                        // a persistent store).
+                        replaced.clear();
+                        t.put_many(std::mem::take(&mut batch), &mut replaced)
+                            .map_err(|e| target.store_error(e))?;
+                        let new = replaced.iter().filter(|o| o.is_none()).count();
+                        add_held(&mut held, stripe, new as i64);
                         if done {
                             break;
                         }
@@ -149,6 +151,12 @@ impl Cluster {
                     }
                 }
             }
+            // The target's copy is complete: record the switch, after the
+            // writes above and before any client can write to the target
+            // (its locks are held), so a restart that sees the record sees
+            // the complete copy, and one that does not has every write on
+            // the source.
+            self.record_switched(i)?;
             // The source's keys of the range and the target's are the same
             // set now: move their count with the authority.
             self.counts.transfer(|| {
@@ -193,6 +201,8 @@ impl Cluster {
         })?;
         let lost = count_range(source, &src, &stripes, range, self.config.copy_batch)?;
         clear_range(target, &mut dst, &stripes, range)?;
+        // Switched to an empty target, as far as a restart is concerned.
+        self.record_switched(i)?;
         self.counts.transfer(|| {
             for &(stripe, n) in &lost {
                 source.add_served(stripe, -n);

@@ -210,7 +210,10 @@ impl Cluster {
             if moved {
                 continue;
             }
-            return self.run_locked(&now_routing, &locks, &mut guards, &places, f);
+            let result = self.run_locked(&now_routing, &locks, &mut guards, &places, f)?;
+            drop(guards);
+            self.sync_ack()?;
+            return Ok(result);
         }
     }
 

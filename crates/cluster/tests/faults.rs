@@ -166,6 +166,9 @@ fn run(seed: u64, op: Op, point: FaultPoint, role: FaultRole, effect: FaultEffec
             assert_eq!(s.cluster.repair(), 0, "{ctx}: repair after heal");
             assert_eq!(s.cluster.stats().pending_cleanups, 0, "{ctx}");
         }
+        (FaultEffect::AbortProcess, _) => {
+            unreachable!("kills the test process: tested by restarts")
+        }
     }
     assert_eq!(s.cluster.epoch(), final_epoch, "{ctx}");
     assert_reads(&s.cluster, &s.model, &ctx);

@@ -143,7 +143,7 @@ impl Store for PanickyStore {
 fn panicky_cluster() -> Cluster {
     Cluster::with_store(
         config(),
-        Arc::new(|_: &NodeId| Box::new(PanickyStore::default()) as Box<dyn Store>),
+        Arc::new(|_: &NodeId, _| Ok(Box::new(PanickyStore::default()) as Box<dyn Store>)),
     )
     .unwrap()
 }

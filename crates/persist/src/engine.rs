@@ -1,36 +1,17 @@
 //! [`PersistentEngine`]: one node's entries in one fjall database,
 //! ordered by `(token, key)`.
 
-use std::fs;
-use std::io::ErrorKind;
 use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use tracing::{debug, info};
+use fjall::Keyspace;
+use tracing::debug;
 
 use crate::batch::{Durability, Op, WriteBatch};
+use crate::dir::{DataDir, FsyncPolicy};
 use crate::error::PersistError;
 use crate::key::{decode, encode, token_bounds};
-
-/// The newest on-disk format this build reads and the one it writes.
-/// Raise it when the layout of keys or values changes, with a migration
-/// from the previous version.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// The file fjall writes first in a database directory; a non-empty
-/// directory without it is not opened.
-const ENGINE_MARKER: &str = "version";
-/// The most journal bytes kept before memtables are flushed to tables.
-const JOURNAL_CAP: u64 = 64 * 1024 * 1024;
-/// The keyspace of the format record.
-const META: &str = "meta";
-/// The keyspace of the entries.
-const ENTRIES: &str = "entries";
-/// The key of the format record in [`META`]: a `u32` big-endian.
-const FORMAT_KEY: &[u8] = b"format_version";
 
 /// One stored entry: its token, key and the entry bytes (opaque here: the
 /// caller encodes value, expiry and type as it likes).
@@ -44,131 +25,50 @@ pub struct Entry {
     pub value: Bytes,
 }
 
-/// A node's persistent store: `(token, key) -> entry bytes` in one fjall
-/// database directory, with one journal shared by all its writes.
-///
-/// One database per node, not one per lock stripe: the stripes of a node
-/// are disjoint token ranges of the same ordered keyspace, so they need no
-/// separate trees; one journal means one fsync makes every stripe's earlier
-/// writes durable (group commit across stripes), and one set of files and
-/// background threads per node instead of 64. Cloning is cheap and shares
-/// the database, so each stripe holds a clone.
+/// A token-ordered tree of one [`DataDir`]: `(token, key) -> entry
+/// bytes`, one fjall keyspace. The cluster keeps one per node; the node's
+/// lock stripes are disjoint token ranges of it, so they need no separate
+/// trees, and every tree of a directory shares its journal: one fsync makes
+/// every earlier write of every tree durable (group commit across nodes).
+/// Cloning is cheap and shares the tree; a clone keeps the directory open.
 ///
 /// Writes are atomic per call. Reads see every write that returned.
 /// Callers serialise writes to one token range (the cluster's stripe
 /// locks do): [`take_range`](Self::take_range) reads then deletes.
 #[derive(Clone)]
 pub struct PersistentEngine {
-    db: Database,
+    dir: DataDir,
     entries: Keyspace,
-    path: Arc<Path>,
 }
 
 impl std::fmt::Debug for PersistentEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PersistentEngine")
-            .field("path", &self.path)
+            .field("path", &self.dir.path())
             .finish_non_exhaustive()
     }
 }
 
 impl PersistentEngine {
-    /// Opens the database in `dir`, creating it (and `dir`) on first use.
-    ///
-    /// A non-empty directory that is not a ringkv database, one written in
-    /// a newer format, or one with a corrupt or truncated file is refused
-    /// with an error naming it, and its entries and format record are left
-    /// as they were: never re-initialised. (Opening may let the engine
-    /// recover its own journal first.)
-    /// A second open of the same directory, in this process or another,
-    /// fails while the first is open (the engine holds a lock file).
+    pub(crate) fn new(dir: DataDir, entries: Keyspace) -> PersistentEngine {
+        PersistentEngine { dir, entries }
+    }
+
+    /// Opens the tree `entries` of the data directory `dir` (see
+    /// [`DataDir::open`], here with [`FsyncPolicy::No`]: each write says
+    /// its own [`Durability`]). For a directory with one tree.
     pub fn open(dir: impl AsRef<Path>) -> Result<PersistentEngine, PersistError> {
-        let path = dir.as_ref().to_path_buf();
-        let dir_err = |source| PersistError::Dir {
-            path: path.clone(),
-            source,
-        };
-        let fresh = match fs::read_dir(&path) {
-            Ok(mut files) => files.next().is_none(),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                fs::create_dir_all(&path).map_err(dir_err)?;
-                true
-            }
-            Err(e) => return Err(dir_err(e)),
-        };
-        if !fresh {
-            // fjall creates a new database wherever its marker is missing:
-            // refuse instead, so a damaged directory is never overwritten.
-            let marker = path.join(ENGINE_MARKER);
-            if !marker.try_exists().map_err(dir_err)? {
-                return Err(PersistError::NotADatabase { path, marker });
-            }
-        }
-        let open_err = |source| PersistError::Open {
-            path: path.clone(),
-            source,
-        };
-        // The journal's cap bounds both the replay on restart and the space
-        // overwritten versions hold before a flush; 64 MiB is fjall's least.
-        let db = Database::builder(&path)
-            .max_journaling_size(JOURNAL_CAP)
-            .open()
-            .map_err(open_err)?;
-        if !fresh && !db.keyspace_exists(META) && db.keyspace_exists(ENTRIES) {
-            return Err(PersistError::BadFormatRecord {
-                path,
-                detail: "no format record".into(),
-            });
-        }
-        let meta = db
-            .keyspace(META, KeyspaceCreateOptions::default)
-            .map_err(open_err)?;
-        let entries = db
-            .keyspace(ENTRIES, KeyspaceCreateOptions::default)
-            .map_err(open_err)?;
-        match meta.get(FORMAT_KEY).map_err(open_err)? {
-            Some(raw) => {
-                let found = <[u8; 4]>::try_from(&*raw)
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| PersistError::BadFormatRecord {
-                        path: path.clone(),
-                        detail: format!("the record is {} bytes, not 4", raw.len()),
-                    })?;
-                if found > FORMAT_VERSION {
-                    return Err(PersistError::NewerFormat {
-                        path,
-                        found,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-                info!(path = %path.display(), format = found, "database opened");
-            }
-            // A first start, or one killed before the record was synced:
-            // no entry can have been written yet, since the record is
-            // written before `open` returns.
-            None if fresh || entries.is_empty().map_err(open_err)? => {
-                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-                batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
-                batch.commit().map_err(open_err)?;
-                info!(path = %path.display(), format = FORMAT_VERSION, "database created");
-            }
-            None => {
-                return Err(PersistError::BadFormatRecord {
-                    path,
-                    detail: "entries but no format record".into(),
-                });
-            }
-        }
-        Ok(PersistentEngine {
-            db,
-            entries,
-            path: path.into(),
-        })
+        DataDir::open(dir, FsyncPolicy::No)?.tree("entries")
+    }
+
+    /// The directory this tree belongs to.
+    pub fn dir(&self) -> &DataDir {
+        &self.dir
     }
 
     /// The data directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     /// The entry bytes of `(token, key)`.
@@ -188,7 +88,7 @@ impl PersistentEngine {
         value: &[u8],
         durability: Durability,
     ) -> Result<(), PersistError> {
-        let mut batch = self.db.batch();
+        let mut batch = self.dir.batch();
         batch.insert(&self.entries, encode(token, key), value);
         self.commit(batch, durability)
     }
@@ -200,7 +100,7 @@ impl PersistentEngine {
         key: &[u8],
         durability: Durability,
     ) -> Result<(), PersistError> {
-        let mut batch = self.db.batch();
+        let mut batch = self.dir.batch();
         batch.remove(&self.entries, encode(token, key));
         self.commit(batch, durability)
     }
@@ -208,7 +108,7 @@ impl PersistentEngine {
     /// Applies every write of `batch` in one engine transaction: all or
     /// none, one journal record, one fsync with [`Durability::Fsync`].
     pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), PersistError> {
-        let mut out = self.db.batch();
+        let mut out = self.dir.batch();
         for op in batch.ops {
             match op {
                 Op::Put { token, key, value } => {
@@ -224,9 +124,7 @@ impl PersistentEngine {
     /// the journal). Concurrent writers can share one call: that is group
     /// commit.
     pub fn sync(&self) -> Result<(), PersistError> {
-        self.db
-            .persist(PersistMode::SyncData)
-            .map_err(|e| self.write_err(e))
+        self.dir.sync()
     }
 
     /// Appends to `out` up to `limit` entries whose token lies in `tokens`
@@ -274,7 +172,7 @@ impl PersistentEngine {
         for (taken, guard) in self.entries.range(range).enumerate() {
             let (raw, value) = guard.into_inner().map_err(|e| self.read_err(e))?;
             let (token, key) = decode(&raw).ok_or_else(|| PersistError::CorruptKey {
-                path: self.path_buf(),
+                path: self.dir.path().to_path_buf(),
                 len: raw.len(),
             })?;
             if taken >= limit && last != Some(token) {
@@ -308,7 +206,7 @@ impl PersistentEngine {
         if taken.is_empty() {
             return Ok(0);
         }
-        let mut batch = self.db.batch();
+        let mut batch = self.dir.batch();
         for entry in taken {
             batch.remove(&self.entries, encode(entry.token, &entry.key));
         }
@@ -317,7 +215,7 @@ impl PersistentEngine {
             out.truncate(first);
             return Err(e);
         }
-        debug!(path = %self.path.display(), entries = n, "range taken");
+        debug!(path = %self.dir.path().display(), entries = n, "range taken");
         Ok(n)
     }
 
@@ -332,7 +230,7 @@ impl PersistentEngine {
 
     /// Bytes the database occupies on disk (journal and tables).
     pub fn disk_space(&self) -> Result<u64, PersistError> {
-        self.db.disk_space().map_err(|e| self.read_err(e))
+        self.dir.disk_space()
     }
 
     fn commit(
@@ -340,32 +238,25 @@ impl PersistentEngine {
         batch: fjall::OwnedWriteBatch,
         durability: Durability,
     ) -> Result<(), PersistError> {
-        let mode = match durability {
-            // Into the OS page cache: survives kill -9.
-            Durability::NoSync => PersistMode::Buffer,
-            Durability::Fsync => PersistMode::SyncData,
-        };
-        batch
-            .durability(Some(mode))
-            .commit()
-            .map_err(|e| self.write_err(e))
+        self.dir.commit(batch, durability)
     }
 
     fn read_err(&self, source: fjall::Error) -> PersistError {
-        PersistError::Read {
-            path: self.path_buf(),
-            source,
-        }
+        self.dir.read_err(source)
     }
 
     fn write_err(&self, source: fjall::Error) -> PersistError {
-        PersistError::Write {
-            path: self.path_buf(),
-            source,
-        }
+        self.dir.write_err(source)
     }
 
-    fn path_buf(&self) -> PathBuf {
-        self.path.to_path_buf()
+    /// Entries in the tree (a full count: O(entries)).
+    pub fn count(&self, tokens: RangeInclusive<u64>) -> Result<usize, PersistError> {
+        let range = token_bounds(*tokens.start(), *tokens.end());
+        let mut n = 0;
+        for guard in self.entries.range(range) {
+            guard.key().map_err(|e| self.read_err(e))?;
+            n += 1;
+        }
+        Ok(n)
     }
 }

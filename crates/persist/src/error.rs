@@ -25,6 +25,17 @@ pub enum PersistError {
         source: std::io::Error,
     },
 
+    /// Another process (or another open in this one) has the directory
+    /// open: two writers would corrupt it.
+    #[error(
+        "data directory {path} is in use by another ringkv process (its lock file is held); \
+         stop that process, or point --data-dir elsewhere"
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+
     /// The directory holds files but not the engine's version marker: it is
     /// not a ringkv data directory, or the marker was deleted. Nothing is
     /// created in it.
@@ -123,4 +134,39 @@ pub enum PersistError {
         /// The length of the damaged key.
         len: usize,
     },
+}
+
+impl PersistError {
+    /// The error's message, and the operating system's error when the
+    /// failure was one (a full disk, a read-only directory, a failing
+    /// device), so that a caller can keep it as the source of its own.
+    pub fn into_parts(self) -> (String, Option<std::io::Error>) {
+        let message = self.to_string();
+        let io = match self {
+            PersistError::Dir { source, .. } => Some(source),
+            PersistError::Open { source, .. }
+            | PersistError::Read { source, .. }
+            | PersistError::Write { source, .. } => match source {
+                fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e)) => Some(e),
+                _ => None,
+            },
+            _ => None,
+        };
+        (message, io)
+    }
+
+    /// Whether the error says stored data is damaged (rather than the disk
+    /// or the directory failing).
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            PersistError::CorruptKey { .. } | PersistError::BadFormatRecord { .. } => true,
+            PersistError::Read { source, .. } | PersistError::Open { source, .. } => !matches!(
+                source,
+                fjall::Error::Io(_)
+                    | fjall::Error::Storage(fjall::LsmError::Io(_))
+                    | fjall::Error::Locked
+            ),
+            _ => false,
+        }
+    }
 }

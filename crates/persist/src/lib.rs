@@ -11,12 +11,14 @@
 //! [`NoSync`](Durability::NoSync) survives kill -9,
 //! [`Fsync`](Durability::Fsync) survives a power cut.
 //!
-//! The directory records its format version; a newer version, a corrupt or
-//! truncated file or a foreign directory is refused with a
-//! [`PersistError`] naming it, never re-initialised. [`PersistentStore`]
-//! and [`store_factory`] put the cluster's `Store` trait over the engine.
-//! Why fjall rather than
-//! redb is measured and argued in `docs/BENCHMARKS.md`.
+//! A [`DataDir`] is one directory and one database: records (the owner's
+//! metadata), any number of trees, one journal, and the [`FsyncPolicy`]
+//! with its group commit. The directory records its format version; a
+//! newer version, a corrupt or truncated file, a foreign directory or one
+//! another process has open is refused with a [`PersistError`] naming it,
+//! never re-initialised. The cluster puts its `Store` trait over the trees
+//! (`ringkv_cluster::Cluster::open`). Why fjall rather than redb is
+//! measured and argued in `docs/BENCHMARKS.md`.
 //!
 //! ```
 //! use ringkv_persist::{Durability, PersistentEngine, WriteBatch};
@@ -45,12 +47,12 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod dir;
 mod engine;
 mod error;
 mod key;
-mod store;
 
 pub use batch::{Durability, WriteBatch};
-pub use engine::{Entry, FORMAT_VERSION, PersistentEngine};
+pub use dir::{DataDir, FORMAT_VERSION, FsyncPolicy};
+pub use engine::{Entry, PersistentEngine};
 pub use error::PersistError;
-pub use store::{PersistentStore, store_factory};

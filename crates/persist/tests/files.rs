@@ -125,7 +125,7 @@ fn a_newer_format_is_refused_and_its_data_kept() {
         let meta = db
             .keyspace("meta", fjall::KeyspaceCreateOptions::default)
             .expect("meta");
-        meta.insert("format_version", (FORMAT_VERSION + 1).to_be_bytes())
+        meta.insert(b"\0format_version", (FORMAT_VERSION + 1).to_be_bytes())
             .expect("stamp");
         db.persist(fjall::PersistMode::SyncAll).expect("sync");
     }
@@ -153,7 +153,7 @@ fn a_newer_format_is_refused_and_its_data_kept() {
     ));
     let db = fjall::Database::builder(dir.path()).open().expect("fjall");
     let entries = db
-        .keyspace("entries", fjall::KeyspaceCreateOptions::default)
+        .keyspace("t.entries", fjall::KeyspaceCreateOptions::default)
         .expect("entries");
     assert_eq!(entries.len().expect("count"), 10);
 }
@@ -184,7 +184,11 @@ fn a_second_open_of_an_open_directory_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let _first = PersistentEngine::open(dir.path()).expect("first open");
     let err = PersistentEngine::open(dir.path()).expect_err("the directory is locked");
-    assert!(matches!(err, PersistError::Open { .. }), "{err:?}");
+    assert!(matches!(err, PersistError::Locked { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("in use by another ringkv process"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -109,11 +109,11 @@ async fn a_membership_change_that_panics_is_reported_to_the_client() {
     };
     let cluster = ringkv_cluster::Cluster::with_store(
         config,
-        std::sync::Arc::new(move |_: &ringkv_cluster::NodeId| {
-            Box::new(PanickyStore {
+        std::sync::Arc::new(move |_: &ringkv_cluster::NodeId, _stripe| {
+            Ok(Box::new(PanickyStore {
                 inner: ringkv_cluster::MemStore::new(),
                 armed: factory_armed.clone(),
-            }) as Box<dyn ringkv_cluster::Store>
+            }) as Box<dyn ringkv_cluster::Store>)
         }),
     )
     .unwrap();

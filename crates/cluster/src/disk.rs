@@ -1,0 +1,393 @@
+//! The persistent backend: every node's entries and the cluster's records
+//! in one [`DataDir`] (one fjall database, one journal), and
+//! [`PersistentStore`], the [`Store`] of one lock stripe over its node's
+//! tree.
+//!
+//! On disk (see docs/ARCHITECTURE.md, "On disk"):
+//! - one tree per node, named `node-<n>` (`n` never reused), keyed by
+//!   `token (u64 big-endian) || key`, valued by [`Entry::encode`]: value,
+//!   expiry, type tag and version travel to disk together;
+//! - records: `n/<node id>` names the node's tree, `seq` the next `n`, and
+//!   under `c/` the cluster's own records (`crate::durable`).
+//!
+//! Every write goes to the journal shared by all of them, in the order its
+//! call returned, so a crash keeps a prefix of the writes: the order the
+//! cluster's crash consistency rests on (see [`Backend`]).
+
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ringkv_persist::{
+    DataDir, Durability, FsyncPolicy, PersistError, PersistentEngine, WriteBatch,
+};
+use ringkv_ring::{NodeId, Token};
+use tracing::info;
+
+use crate::backend::{Backend, stripe_tokens};
+use crate::entry::Entry;
+use crate::store::{Store, StoreError, StoredEntry};
+
+/// Prefix of the cluster's records.
+const CLUSTER: &str = "c/";
+/// Prefix of the node-to-tree records.
+const NODE: &str = "n/";
+/// The record holding the number of the next tree.
+const SEQ: &[u8] = b"seq";
+
+/// A [`PersistError`] as a [`StoreError`], keeping the OS error as source.
+pub(crate) fn store_err(e: PersistError) -> StoreError {
+    let corrupt = e.is_corruption();
+    let (message, io) = e.into_parts();
+    match io {
+        Some(source) => StoreError::Io {
+            context: message,
+            source: Arc::new(source),
+        },
+        None if corrupt => StoreError::Corrupt(message),
+        None => StoreError::Engine(message),
+    }
+}
+
+/// The backend of [`Cluster::open`](crate::Cluster::open).
+pub(crate) struct DiskBackend {
+    dir: DataDir,
+    /// Serialises tree allocation (the `seq` record's read-modify-write).
+    alloc: Mutex<()>,
+}
+
+impl DiskBackend {
+    pub(crate) fn open(path: &Path, policy: FsyncPolicy) -> Result<DiskBackend, PersistError> {
+        Ok(DiskBackend {
+            dir: DataDir::open(path, policy)?,
+            alloc: Mutex::new(()),
+        })
+    }
+
+    fn tree_of(&self, id: &NodeId) -> Result<Option<String>, StoreError> {
+        let record = self
+            .dir
+            .record(format!("{NODE}{id}").as_bytes())
+            .map_err(store_err)?;
+        record
+            .map(|name| {
+                String::from_utf8(name.to_vec()).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "the record of node `{id}`'s tree in {} is not UTF-8",
+                        self.dir.path().display()
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+impl Backend for DiskBackend {
+    fn open_node(
+        &self,
+        id: &NodeId,
+        stripes: usize,
+        fresh: bool,
+    ) -> Result<Vec<Box<dyn Store>>, StoreError> {
+        let _alloc = self.alloc.lock();
+        let mut tree = self.tree_of(id)?;
+        if fresh && tree.is_some() {
+            self.drop_node(id)?;
+            tree = None;
+        }
+        let name = match tree {
+            Some(name) => name,
+            None => {
+                let seq = match self.dir.record(SEQ).map_err(store_err)? {
+                    Some(raw) => {
+                        <[u8; 8]>::try_from(&*raw)
+                            .map(u64::from_be_bytes)
+                            .map_err(|_| {
+                                StoreError::Corrupt(format!(
+                                    "the tree counter record in {} is {} bytes, not 8",
+                                    self.dir.path().display(),
+                                    raw.len()
+                                ))
+                            })?
+                    }
+                    None => 0,
+                };
+                let name = format!("node-{seq}");
+                let key = format!("{NODE}{id}");
+                let next = (seq + 1).to_be_bytes();
+                self.dir
+                    .write_records(
+                        &[
+                            (key.as_bytes(), Some(name.as_bytes())),
+                            (SEQ, Some(&next[..])),
+                        ],
+                        Durability::NoSync,
+                    )
+                    .map_err(store_err)?;
+                info!(node = %id, tree = %name, "node tree created");
+                name
+            }
+        };
+        let engine = self.dir.tree(&name).map_err(store_err)?;
+        (0..stripes)
+            .map(|i| {
+                let tokens = stripe_tokens(i, stripes);
+                let len = if fresh {
+                    0
+                } else {
+                    engine.count(tokens).map_err(store_err)?
+                };
+                Ok(Box::new(PersistentStore {
+                    engine: engine.clone(),
+                    len,
+                }) as Box<dyn Store>)
+            })
+            .collect()
+    }
+
+    fn drop_node(&self, id: &NodeId) -> Result<(), StoreError> {
+        if let Some(name) = self.tree_of(id)? {
+            self.dir.drop_tree(&name).map_err(store_err)?;
+        }
+        let key = format!("{NODE}{id}");
+        self.dir
+            .write_records(&[(key.as_bytes(), None)], Durability::NoSync)
+            .map_err(store_err)
+    }
+
+    fn stored_nodes(&self) -> Result<Vec<NodeId>, StoreError> {
+        let records = self.dir.records(NODE.as_bytes()).map_err(store_err)?;
+        records
+            .into_iter()
+            .map(|(key, _)| {
+                let id = std::str::from_utf8(&key[NODE.len()..]).unwrap_or_default();
+                NodeId::validate(id).map(|()| NodeId::new(id)).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "a node record in {} names an invalid node id: {e}",
+                        self.dir.path().display()
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    fn persistent(&self) -> bool {
+        true
+    }
+
+    fn records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let records = self.dir.records(CLUSTER.as_bytes()).map_err(store_err)?;
+        records
+            .into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8(k[CLUSTER.len()..].to_vec()).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "a cluster record key in {} is not UTF-8",
+                        self.dir.path().display()
+                    ))
+                })?;
+                Ok((key, v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn write_records(&self, writes: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        let keys: Vec<String> = writes
+            .iter()
+            .map(|(k, _)| format!("{CLUSTER}{k}"))
+            .collect();
+        let batch: Vec<(&[u8], Option<&[u8]>)> = keys
+            .iter()
+            .zip(writes)
+            .map(|(k, (_, v))| (k.as_bytes(), v.as_deref()))
+            .collect();
+        self.dir
+            .write_records(&batch, Durability::NoSync)
+            .map_err(store_err)
+    }
+
+    fn sync_acks(&self) -> bool {
+        self.dir.policy() == FsyncPolicy::Always
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.dir.sync().map_err(store_err)
+    }
+
+    fn location(&self) -> Option<String> {
+        Some(self.dir.path().display().to_string())
+    }
+}
+
+/// One lock stripe of a node: the stripe's tokens of the node's tree.
+#[derive(Debug)]
+pub(crate) struct PersistentStore {
+    engine: PersistentEngine,
+    /// Entries stored, counted at open and kept up to date.
+    len: usize,
+}
+
+/// A stored value that does not decode is corruption: say so, never guess.
+fn decode(engine: &PersistentEngine, key: &[u8], bytes: &Bytes) -> Result<Entry, StoreError> {
+    Entry::decode(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "the entry of key {:?} in {} does not decode: {e}; restore the directory from a backup",
+            String::from_utf8_lossy(&key[..key.len().min(64)]),
+            engine.path().display()
+        ))
+    })
+}
+
+fn encode(entry: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entry.value.len() + 32);
+    entry.encode(&mut out);
+    out
+}
+
+impl PersistentStore {
+    fn stored(&self, e: ringkv_persist::Entry) -> Result<StoredEntry, StoreError> {
+        Ok(StoredEntry {
+            token: e.token,
+            entry: decode(&self.engine, &e.key, &e.value)?,
+            key: e.key,
+        })
+    }
+}
+
+impl Store for PersistentStore {
+    fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let value = self.engine.get(token, key).map_err(store_err)?;
+        value.map(|v| decode(&self.engine, key, &v)).transpose()
+    }
+
+    fn put(&mut self, token: Token, key: Bytes, entry: Entry) -> Result<Option<Entry>, StoreError> {
+        let previous = self.get(token, &key)?;
+        self.engine
+            .put(token, &key, &encode(&entry), Durability::NoSync)
+            .map_err(store_err)?;
+        if previous.is_none() {
+            self.len += 1;
+        }
+        Ok(previous)
+    }
+
+    fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let previous = self.get(token, key)?;
+        if previous.is_some() {
+            self.engine
+                .delete(token, key, Durability::NoSync)
+                .map_err(store_err)?;
+            self.len -= 1;
+        }
+        Ok(previous)
+    }
+
+    fn put_many(
+        &mut self,
+        entries: Vec<StoredEntry>,
+        replaced: &mut Vec<Option<Entry>>,
+    ) -> Result<(), StoreError> {
+        let mut old = Vec::with_capacity(entries.len());
+        let mut batch = WriteBatch::with_capacity(entries.len());
+        for e in entries {
+            old.push(self.get(e.token, &e.key)?);
+            batch.put(e.token, e.key, encode(&e.entry));
+        }
+        self.engine
+            .write(batch, Durability::NoSync)
+            .map_err(store_err)?;
+        self.len += old.iter().filter(|o| o.is_none()).count();
+        replaced.extend(old);
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        tokens: RangeInclusive<Token>,
+        after: Option<Token>,
+        limit: usize,
+        out: &mut Vec<StoredEntry>,
+    ) -> Result<(), StoreError> {
+        let mut entries = Vec::new();
+        self.engine
+            .scan(tokens, after, limit, &mut entries)
+            .map_err(store_err)?;
+        let start = out.len();
+        for e in entries {
+            match self.stored(e) {
+                Ok(stored) => out.push(stored),
+                Err(err) => {
+                    out.truncate(start);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take_range(
+        &mut self,
+        tokens: RangeInclusive<Token>,
+        limit: usize,
+        out: &mut Vec<StoredEntry>,
+    ) -> Result<usize, StoreError> {
+        // Decode before removing: an entry that does not decode fails the
+        // call with nothing removed.
+        let start = out.len();
+        self.scan(tokens, None, limit, out)?;
+        let taken = &out[start..];
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::with_capacity(taken.len());
+        for e in taken {
+            batch.delete(e.token, e.key.clone());
+        }
+        if let Err(e) = self.engine.write(batch, Durability::NoSync) {
+            out.truncate(start);
+            return Err(store_err(e));
+        }
+        let n = out.len() - start;
+        self.len -= n;
+        Ok(n)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_tree_survives_reopening_and_a_fresh_open_empties_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NodeId::new("n1");
+        {
+            let backend = DiskBackend::open(dir.path(), FsyncPolicy::No).unwrap();
+            let mut stores = backend.open_node(&id, 4, true).unwrap();
+            let token = u64::MAX - 5; // the last stripe
+            stores[3]
+                .put(token, Bytes::from_static(b"k"), Entry::string("v"))
+                .unwrap();
+            assert_eq!(backend.stored_nodes().unwrap(), vec![id.clone()]);
+        }
+        let backend = DiskBackend::open(dir.path(), FsyncPolicy::No).unwrap();
+        let stores = backend.open_node(&id, 4, false).unwrap();
+        assert_eq!(stores[3].len(), 1, "counted at open");
+        assert_eq!(stores[0].len(), 0);
+        assert_eq!(
+            stores[3].get(u64::MAX - 5, b"k").unwrap().map(|e| e.value),
+            Some(Bytes::from_static(b"v"))
+        );
+        drop(stores);
+        let stores = backend.open_node(&id, 4, true).unwrap();
+        assert_eq!(stores[3].get(u64::MAX - 5, b"k").unwrap(), None, "fresh");
+        backend.drop_node(&id).unwrap();
+        assert!(backend.stored_nodes().unwrap().is_empty());
+    }
+}

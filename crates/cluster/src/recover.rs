@@ -1,0 +1,340 @@
+//! A cluster with a data directory: [`Cluster::open`], the records a
+//! membership change writes as it goes, and the recovery of a restart.
+//!
+//! The records and what a restart makes of them are plain data in
+//! [`crate::durable`]; this module does the I/O at the change's steps and
+//! rebuilds the in-memory state (routing, counts, the expiry index) from
+//! the stores at open.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ringkv_ring::{NodeId, Ring};
+use tracing::{info, warn};
+
+use crate::active::{Active, Moved};
+use crate::backend::Backend;
+use crate::cluster::Cluster;
+use crate::disk::DiskBackend;
+use crate::durable::{self, CHANGE, ChangeRecord, RING, Recovery, switched_key};
+use crate::node::Node;
+use crate::plan::{Phase, RangeState, plan_transfers};
+use crate::report::ChangeKind;
+use crate::routing::{Migration, Publish, Routing};
+use crate::store::StoreError;
+use crate::{ClusterConfig, ClusterError};
+
+impl Cluster {
+    /// Opens the cluster kept in the data directory `dir`, creating it on
+    /// first use: every node's data, the membership, the ring (its
+    /// partition assignment as saved, not recomputed) and the epoch.
+    ///
+    /// Writes reach the disk as [`ClusterConfig::fsync`] says. A second
+    /// open of the same directory, from this process or another, fails
+    /// while the first is open. A directory that is damaged, not a ringkv
+    /// directory, or written by a newer version is refused with an error
+    /// naming it; nothing in it is re-initialised.
+    ///
+    /// A membership change that a crash interrupted is settled before this
+    /// returns: rolled back if no range had switched yet (the commit point),
+    /// completed otherwise. Then every key is served by the node that holds
+    /// its latest acknowledged value, and copies no node serves (a target's
+    /// partial copy, a source's copy awaiting cleanup) are deleted.
+    ///
+    /// The ring's placement comes from the directory: `config.placement`
+    /// is used only to create it.
+    ///
+    /// ```
+    /// use ringkv_cluster::{Cluster, ClusterConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.add_node("node1")?;
+    /// cluster.put("key1", "value1")?;
+    /// drop(cluster);
+    ///
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// assert_eq!(cluster.members(), ["node1"]);
+    /// assert_eq!(cluster.get(b"key1")?.as_deref(), Some(&b"value1"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>, config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        let backend = DiskBackend::open(dir, config.fsync).map_err(|e| ClusterError::Storage {
+            what: format!("cannot open the data directory {}", dir.display()),
+            source: crate::disk::store_err(e),
+        })?;
+        let storage = |source: StoreError| ClusterError::Storage {
+            what: format!("cannot read the cluster state in {}", dir.display()),
+            source,
+        };
+        let records = backend.records().map_err(storage)?;
+        let records = durable::parse(&records).map_err(|e| {
+            storage(StoreError::Corrupt(format!(
+                "{e}; restore the directory from a backup"
+            )))
+        })?;
+        let mut config = config;
+        if let Some(ring) = &records.ring {
+            if ring.placement() != config.placement {
+                info!(saved = ?ring.placement(), "placement taken from the data directory");
+            }
+            config.placement = ring.placement();
+        }
+        let cluster = Cluster::with_backend(config, Arc::new(backend))?;
+        cluster.recover(records).map_err(|e| match e {
+            ClusterError::Store { node, source } => ClusterError::Storage {
+                what: format!("cannot recover node `{node}` from {}", dir.display()),
+                source,
+            },
+            other => other,
+        })?;
+        Ok(cluster)
+    }
+
+    /// Rebuilds the cluster from its records and stores (see
+    /// [`Cluster::open`]).
+    fn recover(&self, records: durable::Records) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let mut membership = self.lock_membership("open")?;
+        let decision = durable::recovery(&records);
+        let ring = records
+            .ring
+            .clone()
+            .map_or_else(|| self.config.placement.empty_ring(), Ok)?;
+        // Which nodes hold data the cluster needs, and the routing to serve.
+        let open = |id: &NodeId| -> Result<Arc<Node>, ClusterError> {
+            let stores = self
+                .backend
+                .open_node(id, self.config.stripes, false)
+                .map_err(|source| ClusterError::Store {
+                    node: id.clone(),
+                    source,
+                })?;
+            Ok(Arc::new(Node::new(id.clone(), stores, self.memory.clone())))
+        };
+        let mut resume = None;
+        let routing = match (decision, records.change) {
+            (Recovery::Steady, _) | (_, None) => {
+                let nodes = ring
+                    .nodes()
+                    .map(|(id, _)| Ok((id.clone(), open(id)?)))
+                    .collect::<Result<_, ClusterError>>()?;
+                Routing {
+                    ring: Arc::new(ring),
+                    migration: None,
+                    nodes,
+                }
+            }
+            (Recovery::RollBack, Some(change)) => {
+                let restored = Arc::new(change.from.with_epoch(change.to.epoch() + 1));
+                warn!(op = %change.kind, node = %change.node, epoch = restored.epoch(), "a change interrupted before its commit point is rolled back");
+                self.record_end(&restored, 0)?;
+                let nodes = restored
+                    .nodes()
+                    .map(|(id, _)| Ok((id.clone(), open(id)?)))
+                    .collect::<Result<_, ClusterError>>()?;
+                Routing {
+                    ring: restored,
+                    migration: None,
+                    nodes,
+                }
+            }
+            (Recovery::Resume, Some(change)) => {
+                warn!(op = %change.kind, node = %change.node, epoch = change.to.epoch(), switched = change.switched.len(), "a change interrupted after its commit point is completed");
+                let diff = change.from.diff(&change.to);
+                let ranges = diff.moves.len();
+                let migration = Arc::new(Migration {
+                    ranges: (0..ranges)
+                        .map(|i| {
+                            let state = RangeState::new();
+                            if change.switched.contains(&i) {
+                                state.set_phase(Phase::Switched);
+                            }
+                            state
+                        })
+                        .collect(),
+                    diff,
+                });
+                let mut nodes = std::collections::BTreeMap::new();
+                for (id, _) in change.from.nodes().chain(change.to.nodes()) {
+                    if !nodes.contains_key(id) {
+                        nodes.insert(id.clone(), open(id)?);
+                    }
+                }
+                let mut final_nodes = nodes.clone();
+                if change.kind == ChangeKind::RemoveNode {
+                    final_nodes.remove(&change.node);
+                }
+                let new_ring = Arc::new(change.to);
+                let routing = Routing {
+                    ring: new_ring.clone(),
+                    migration: Some(migration.clone()),
+                    nodes: nodes.clone(),
+                };
+                resume = Some(Active {
+                    kind: change.kind,
+                    node: change.node,
+                    force: change.force,
+                    started,
+                    transfers: plan_transfers(&migration.diff),
+                    migration,
+                    moved: vec![Moved::default(); ranges],
+                    held: vec![None; ranges],
+                    copied: (0..ranges).map(|i| change.switched.contains(&i)).collect(),
+                    recovered: true,
+                    dropped: vec![false; ranges],
+                    keys_dropped: 0,
+                    new_ring,
+                    nodes,
+                    final_nodes,
+                });
+                routing
+            }
+        };
+        // Data of nodes no longer in the cluster (one removed, or one whose
+        // join rolled back, by a crash before its data was deleted).
+        let stored = self
+            .backend
+            .stored_nodes()
+            .map_err(|source| ClusterError::Storage {
+                what: "cannot list the stored nodes".into(),
+                source,
+            })?;
+        for id in stored.iter().filter(|id| !routing.nodes.contains_key(*id)) {
+            info!(node = %id, "deleting the data of a node that left");
+            self.forget_node(id);
+        }
+        // Each node keeps what it serves; the rest is a stale or partial
+        // copy. Counts, memory and the expiry index are rebuilt on the way.
+        let mut max_version = 0;
+        let (mut kept, mut dropped) = (0usize, 0usize);
+        for node in routing.nodes.values() {
+            for i in 0..node.stripe_count() {
+                let tokens = crate::backend::stripe_tokens(i, node.stripe_count());
+                let mut stripe = node.lock_stripe_unchecked(i);
+                let keep = |token| {
+                    routing
+                        .authority(token)
+                        .is_ok_and(|(owner, _)| Arc::ptr_eq(owner, node))
+                };
+                let (k, d) = stripe
+                    .load(
+                        tokens,
+                        keep,
+                        self.config.copy_batch.max(256),
+                        &mut max_version,
+                    )
+                    .map_err(|e| node.store_error(e))?;
+                node.add_served(i, k as i64);
+                kept += k;
+                dropped += d;
+            }
+        }
+        self.versions.fetch_max(max_version, Ordering::Relaxed);
+        let epoch = routing.ring.epoch();
+        self.routing.publish(Publish::Recover, routing);
+        info!(
+            keys = kept,
+            stale_deleted = dropped,
+            epoch,
+            ms = started.elapsed().as_millis() as u64,
+            "cluster state recovered"
+        );
+        if let Some(active) = resume {
+            self.finish(&mut membership, active)?;
+        }
+        Ok(())
+    }
+
+    /// The data directory, for a cluster made by [`Cluster::open`].
+    pub fn data_dir(&self) -> Option<String> {
+        self.backend.location()
+    }
+
+    /// Writes records, if the backend keeps any.
+    fn record(
+        &self,
+        what: &str,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<(), ClusterError> {
+        if !self.backend.persistent() {
+            return Ok(());
+        }
+        self.backend
+            .write_records(&writes)
+            .map_err(|source| ClusterError::Storage {
+                what: format!("cannot record {what}"),
+                source,
+            })
+    }
+
+    /// Records a change before its first copy.
+    pub(crate) fn record_start(&self, active: &Active, from: &Ring) -> Result<(), ClusterError> {
+        if !self.backend.persistent() {
+            return Ok(());
+        }
+        let record = ChangeRecord::new(
+            active.kind,
+            &active.node,
+            active.force,
+            from,
+            &active.new_ring,
+        );
+        self.record(
+            "the start of a membership change",
+            vec![(CHANGE.into(), Some(record.encode()))],
+        )
+    }
+
+    /// Records range `i` of the change in flight as switched. Called under
+    /// the range's stripe locks, after the writes that completed its copy.
+    pub(crate) fn record_switched(&self, i: usize) -> Result<(), ClusterError> {
+        self.record("a range switch", vec![(switched_key(i), Some(Vec::new()))])
+    }
+
+    /// Records the end of a change (finished, or rolled back): `ring` is
+    /// the committed ring; the change and its `ranges` switched records go.
+    pub(crate) fn record_end(&self, ring: &Ring, ranges: usize) -> Result<(), ClusterError> {
+        if !self.backend.persistent() {
+            return Ok(());
+        }
+        let mut writes = Vec::with_capacity(ranges + 2);
+        writes.push((RING.to_string(), Some(ring.to_json().into_bytes())));
+        writes.push((CHANGE.to_string(), None));
+        writes.extend((0..ranges).map(|i| (switched_key(i), None)));
+        self.record("the end of a membership change", writes)
+    }
+
+    /// Records the ring of a change that moved nothing (the last node left).
+    pub(crate) fn record_ring(&self, ring: &Ring) -> Result<(), ClusterError> {
+        self.record_end(ring, 0)
+    }
+
+    /// Deletes what is stored for node `id`, which left (or never joined).
+    /// A failure only costs disk space until the next open retries it.
+    pub(crate) fn forget_node(&self, id: &NodeId) {
+        if let Err(e) = self.backend.drop_node(id) {
+            warn!(node = %id, error = %e, "could not delete the data of a node that left; the next open retries");
+        }
+    }
+
+    /// Waits until every write that returned is durable, if the backend's
+    /// policy says acknowledgements wait for the disk (`--fsync always`).
+    /// Called after a client write, with no lock held.
+    #[inline]
+    pub(crate) fn sync_ack(&self) -> Result<(), ClusterError> {
+        if !self.sync_acks {
+            return Ok(());
+        }
+        self.backend
+            .sync()
+            .map_err(|source| ClusterError::Storage {
+                what: "the write was applied but could not be made durable (fsync failed); its outcome after a crash is unknown".into(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,562 @@
+//! [`DataDir`]: one data directory, one fjall database: a keyspace of
+//! records (the owner's metadata), any number of token-ordered trees
+//! ([`PersistentEngine`]s), one journal shared by all of them, and the
+//! fsync policy with its group commit.
+//!
+//! One journal means one order: every write to any tree or to the records
+//! is journaled in the order its call returned, and a crash (kill -9 or a
+//! power cut) recovers a prefix of that order. A caller that writes A and
+//! then B knows that a restart sees B only together with A. The cluster
+//! builds its crash consistency on that alone.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::{Condvar, Mutex};
+use tracing::{error, info};
+
+use crate::error::PersistError;
+use crate::{Durability, PersistentEngine};
+
+/// The newest on-disk format this build reads and the one it writes.
+/// Raise it when the layout of keys or values changes, with a migration
+/// from the previous version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The file fjall writes first in a database directory; a non-empty
+/// directory without it is not opened.
+const ENGINE_MARKER: &str = "version";
+/// The most journal bytes kept before memtables are flushed to tables.
+const JOURNAL_CAP: u64 = 64 * 1024 * 1024;
+/// The keyspace of the format record and the owner's records.
+const META: &str = "meta";
+/// Prefix of every tree's keyspace name (so that no tree is `meta`).
+const TREE_PREFIX: &str = "t.";
+/// The key of the format record in [`META`]: a `u32` big-endian. Owner
+/// records live under other keys (see [`DataDir::write_records`]).
+const FORMAT_KEY: &[u8] = b"\0format_version";
+
+/// When writes reach the disk, as Redis's `appendfsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Every write that is acknowledged has been fsynced: the owner calls
+    /// [`DataDir::sync`] before acknowledging, and concurrent callers share
+    /// one fsync (group commit). Survives a power cut.
+    Always,
+    /// Writes reach the OS page cache when they return (a process crash
+    /// loses none) and a background thread fsyncs once a second (a power
+    /// cut loses about the last second).
+    #[default]
+    EverySec,
+    /// Writes reach the OS page cache when they return; the OS writes them
+    /// back when it likes (a power cut may lose up to its write-back delay,
+    /// typically 30 s on Linux).
+    No,
+}
+
+impl FsyncPolicy {
+    /// The policy's name, as `--fsync` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::EverySec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+
+    /// The policy named `name` (`always`, `everysec`, `no`).
+    pub fn from_name(name: &str) -> Option<FsyncPolicy> {
+        [FsyncPolicy::Always, FsyncPolicy::EverySec, FsyncPolicy::No]
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// One data directory: records, trees and their shared journal.
+///
+/// Cloning is cheap and shares the database. The directory is locked for
+/// as long as a clone (or a tree opened from it) lives: a second open, in
+/// this process or another, fails with [`PersistError::Locked`].
+#[derive(Clone)]
+pub struct DataDir {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    meta: Keyspace,
+    path: PathBuf,
+    policy: FsyncPolicy,
+    group: GroupCommit,
+    /// The `everysec` thread, with its handle on the database.
+    ticker: Option<(Arc<Ticker>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stop the `everysec` thread and take back its handle on the
+        // database, so that the directory is unlocked when this returns.
+        if let Some((ticker, thread)) = self.ticker.take() {
+            *ticker.db.lock() = None;
+            ticker.wake.notify_all();
+            let _ = thread.join();
+        }
+        // A clean close loses nothing, whatever the policy.
+        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
+            error!(path = %self.path.display(), error = %e, "final sync failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDir")
+            .field("path", &self.inner.path)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataDir {
+    /// Opens the data directory `dir`, creating it (and its parents) on
+    /// first use.
+    ///
+    /// A non-empty directory that is not a ringkv database, one written in
+    /// a newer format, one with a corrupt or truncated file, and one that
+    /// another process has open are refused with an error naming it; its
+    /// contents are left as they were, never re-initialised. (Opening may
+    /// let the engine recover its own journal first: a torn last write is
+    /// dropped, as a crash in the middle of it would.)
+    pub fn open(dir: impl AsRef<Path>, policy: FsyncPolicy) -> Result<DataDir, PersistError> {
+        let path = dir.as_ref().to_path_buf();
+        let dir_err = |source| PersistError::Dir {
+            path: path.clone(),
+            source,
+        };
+        let fresh = match fs::read_dir(&path) {
+            Ok(mut files) => files.next().is_none(),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(&path).map_err(dir_err)?;
+                true
+            }
+            Err(e) => return Err(dir_err(e)),
+        };
+        if !fresh {
+            // fjall creates a new database wherever its marker is missing:
+            // refuse instead, so a damaged directory is never overwritten.
+            let marker = path.join(ENGINE_MARKER);
+            if !marker.try_exists().map_err(dir_err)? {
+                return Err(PersistError::NotADatabase { path, marker });
+            }
+        }
+        let open_err = |source| match source {
+            fjall::Error::Locked => PersistError::Locked { path: path.clone() },
+            source => PersistError::Open {
+                path: path.clone(),
+                source,
+            },
+        };
+        // The journal's cap bounds both the replay on restart and the space
+        // overwritten versions hold before a flush; 64 MiB is fjall's least.
+        let db = Database::builder(&path)
+            .max_journaling_size(JOURNAL_CAP)
+            .open()
+            .map_err(open_err)?;
+        if !fresh && !db.keyspace_exists(META) && db.keyspace_count() > 0 {
+            return Err(PersistError::BadFormatRecord {
+                path,
+                detail: "no format record".into(),
+            });
+        }
+        let meta = db
+            .keyspace(META, KeyspaceCreateOptions::default)
+            .map_err(open_err)?;
+        match meta.get(FORMAT_KEY).map_err(open_err)? {
+            Some(raw) => {
+                let found = <[u8; 4]>::try_from(&*raw)
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| PersistError::BadFormatRecord {
+                        path: path.clone(),
+                        detail: format!("the record is {} bytes, not 4", raw.len()),
+                    })?;
+                if found > FORMAT_VERSION {
+                    return Err(PersistError::NewerFormat {
+                        path,
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                info!(path = %path.display(), format = found, fsync = policy.name(), "data directory opened");
+            }
+            // A first start, or one killed before the record was synced:
+            // nothing else can have been written yet, since the record is
+            // written before `open` returns.
+            None if fresh || db.keyspace_count() == 1 && meta.is_empty().map_err(open_err)? => {
+                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+                batch.commit().map_err(open_err)?;
+                info!(path = %path.display(), format = FORMAT_VERSION, fsync = policy.name(), "data directory created");
+            }
+            None => {
+                return Err(PersistError::BadFormatRecord {
+                    path,
+                    detail: "data but no format record".into(),
+                });
+            }
+        }
+        let ticker = match policy {
+            FsyncPolicy::EverySec => {
+                let ticker = Arc::new(Ticker {
+                    db: Mutex::new(Some(db.clone())),
+                    wake: Condvar::new(),
+                });
+                let theirs = ticker.clone();
+                let thread = std::thread::Builder::new()
+                    .name("ringkv-fsync".into())
+                    .spawn(move || theirs.run())
+                    .map_err(|source| PersistError::Dir {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((ticker, thread))
+            }
+            _ => None,
+        };
+        Ok(DataDir {
+            inner: Arc::new(Inner {
+                db,
+                meta,
+                path,
+                policy,
+                group: GroupCommit::default(),
+                ticker,
+            }),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The fsync policy it was opened with.
+    pub fn policy(&self) -> FsyncPolicy {
+        self.inner.policy
+    }
+
+    /// The tree `name` (created empty on first use): 1 to 64 ASCII
+    /// letters, digits, `-` or `_`.
+    pub fn tree(&self, name: &str) -> Result<PersistentEngine, PersistError> {
+        check_tree_name(name);
+        let keyspace = self
+            .inner
+            .db
+            .keyspace(
+                &format!("{TREE_PREFIX}{name}"),
+                KeyspaceCreateOptions::default,
+            )
+            .map_err(|e| self.write_err(e))?;
+        Ok(PersistentEngine::new(self.clone(), keyspace))
+    }
+
+    /// Whether tree `name` exists.
+    pub fn has_tree(&self, name: &str) -> bool {
+        check_tree_name(name);
+        self.inner
+            .db
+            .keyspace_exists(&format!("{TREE_PREFIX}{name}"))
+    }
+
+    /// The names of every tree, sorted.
+    pub fn trees(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .db
+            .list_keyspace_names()
+            .iter()
+            .filter_map(|n| n.strip_prefix(TREE_PREFIX).map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Deletes tree `name` and everything in it, if it exists. Handles
+    /// still open on it keep working until dropped; its files go then.
+    pub fn drop_tree(&self, name: &str) -> Result<(), PersistError> {
+        check_tree_name(name);
+        let full = format!("{TREE_PREFIX}{name}");
+        if !self.inner.db.keyspace_exists(&full) {
+            return Ok(());
+        }
+        let keyspace = self
+            .inner
+            .db
+            .keyspace(&full, KeyspaceCreateOptions::default)
+            .map_err(|e| self.write_err(e))?;
+        self.inner
+            .db
+            .delete_keyspace(keyspace)
+            .map_err(|e| self.write_err(e))?;
+        info!(path = %self.inner.path.display(), tree = name, "tree dropped");
+        Ok(())
+    }
+
+    /// Every record whose key starts with `prefix`, in key order.
+    pub fn records(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, PersistError> {
+        let mut out = Vec::new();
+        for guard in self.inner.meta.prefix(prefix) {
+            let (k, v) = guard.into_inner().map_err(|e| self.read_err(e))?;
+            if *k == *FORMAT_KEY {
+                continue;
+            }
+            out.push((Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v)));
+        }
+        Ok(out)
+    }
+
+    /// The record under `key`.
+    pub fn record(&self, key: &[u8]) -> Result<Option<Bytes>, PersistError> {
+        let value = self.inner.meta.get(key).map_err(|e| self.read_err(e))?;
+        Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    /// Writes records (`None` deletes) in one engine transaction: all or
+    /// none, journaled after every write that returned before this call.
+    /// Keys must not start with a NUL byte (reserved for the format record).
+    pub fn write_records(
+        &self,
+        writes: &[(&[u8], Option<&[u8]>)],
+        durability: Durability,
+    ) -> Result<(), PersistError> {
+        let mut batch = self.inner.db.batch();
+        for (key, value) in writes {
+            assert!(
+                key.first() != Some(&0),
+                "record keys starting with NUL are reserved"
+            );
+            match value {
+                Some(v) => batch.insert(&self.inner.meta, *key, *v),
+                None => batch.remove(&self.inner.meta, *key),
+            }
+        }
+        self.commit(batch, durability)
+    }
+
+    /// Makes every write that returned before this call durable (one
+    /// `fdatasync` of the journal). Concurrent callers share fsyncs: a
+    /// caller waits for the first fsync that starts after it called, and
+    /// one fsync serves every caller waiting for it (group commit). No lock
+    /// of the caller's is needed or should be held.
+    pub fn sync(&self) -> Result<(), PersistError> {
+        self.inner
+            .group
+            .sync(|| self.inner.db.persist(PersistMode::SyncData))
+            .map_err(|e| self.write_err(e))
+    }
+
+    /// Fsyncs done so far by [`DataDir::sync`] (each may have served many
+    /// callers).
+    pub fn syncs(&self) -> u64 {
+        self.inner.group.state.lock().syncs
+    }
+
+    /// Bytes the directory's database occupies on disk (journal and
+    /// tables).
+    pub fn disk_space(&self) -> Result<u64, PersistError> {
+        self.inner.db.disk_space().map_err(|e| self.read_err(e))
+    }
+
+    pub(crate) fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.inner.db.batch()
+    }
+
+    pub(crate) fn commit(
+        &self,
+        batch: fjall::OwnedWriteBatch,
+        durability: Durability,
+    ) -> Result<(), PersistError> {
+        let mode = match durability {
+            // Into the OS page cache: survives kill -9.
+            Durability::NoSync => PersistMode::Buffer,
+            Durability::Fsync => PersistMode::SyncData,
+        };
+        batch
+            .durability(Some(mode))
+            .commit()
+            .map_err(|e| self.write_err(e))
+    }
+
+    pub(crate) fn read_err(&self, source: fjall::Error) -> PersistError {
+        PersistError::Read {
+            path: self.inner.path.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn write_err(&self, source: fjall::Error) -> PersistError {
+        PersistError::Write {
+            path: self.inner.path.clone(),
+            source,
+        }
+    }
+}
+
+fn check_tree_name(name: &str) {
+    assert!(
+        (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "tree names are 1-64 ASCII letters, digits, - or _: {name:?}"
+    );
+}
+
+/// The `everysec` thread's state: its handle on the database, taken away
+/// (under the mutex, so never in the middle of an fsync) to stop it.
+struct Ticker {
+    db: Mutex<Option<Database>>,
+    wake: Condvar,
+}
+
+impl Ticker {
+    /// An fsync a second until stopped.
+    fn run(&self) {
+        let mut db = self.db.lock();
+        loop {
+            if db.is_none() {
+                return;
+            }
+            let _ = self.wake.wait_for(&mut db, Duration::from_secs(1));
+            let Some(handle) = db.as_ref() else { return };
+            if let Err(e) = handle.persist(PersistMode::SyncData) {
+                error!(error = %e, "background fsync failed; writes will be refused");
+            }
+        }
+    }
+}
+
+/// Group commit: callers that need their writes on disk share fsyncs.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    state: Mutex<GroupState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// Tickets handed out: one per `sync` call.
+    requested: u64,
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    /// An fsync is running (its leader released the mutex).
+    running: bool,
+    /// Fsyncs done.
+    syncs: u64,
+}
+
+impl GroupCommit {
+    /// Returns once an fsync that started after this call has succeeded
+    /// (or with the error of the one that failed). `fsync` is called by one
+    /// caller at a time, without the mutex held.
+    pub(crate) fn sync<E>(&self, fsync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        let mut state = self.state.lock();
+        state.requested += 1;
+        let ticket = state.requested;
+        let mut fsync = Some(fsync);
+        loop {
+            if state.synced >= ticket {
+                return Ok(());
+            }
+            if state.running {
+                self.done.wait(&mut state);
+                continue;
+            }
+            // Lead: this fsync covers every ticket handed out so far, whose
+            // writes all returned before their callers took them.
+            state.running = true;
+            let covers = state.requested;
+            drop(state);
+            let result = fsync.take().expect("a caller leads at most once")();
+            state = self.state.lock();
+            state.running = false;
+            if result.is_ok() {
+                state.synced = state.synced.max(covers);
+                state.syncs += 1;
+            }
+            drop(state);
+            self.done.notify_all();
+            return result;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Every caller returns only after an fsync that started after it
+    /// called, and concurrent callers share fsyncs.
+    #[test]
+    fn group_commit_covers_each_caller_and_shares_fsyncs() {
+        let group = Arc::new(GroupCommit::default());
+        // A write's sequence number, and the highest one an fsync covered
+        // when it started.
+        let written = Arc::new(AtomicU64::new(0));
+        let fsyncs = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (group, written, fsyncs, durable) = (
+                    group.clone(),
+                    written.clone(),
+                    fsyncs.clone(),
+                    durable.clone(),
+                );
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let mine = written.fetch_add(1, Ordering::SeqCst) + 1;
+                        group
+                            .sync(|| {
+                                let covers = written.load(Ordering::SeqCst);
+                                std::thread::sleep(Duration::from_micros(200));
+                                fsyncs.fetch_add(1, Ordering::SeqCst);
+                                durable.fetch_max(covers, Ordering::SeqCst);
+                                Ok::<(), ()>(())
+                            })
+                            .unwrap();
+                        assert!(
+                            durable.load(Ordering::SeqCst) >= mine,
+                            "write {mine} acknowledged before an fsync covered it"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = fsyncs.load(Ordering::SeqCst);
+        assert!(n < 1600, "no sharing: {n} fsyncs for 1600 calls");
+        assert_eq!(group.state.lock().syncs, n);
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_its_caller_and_the_next_one_retries() {
+        let group = GroupCommit::default();
+        assert_eq!(group.sync(|| Err::<(), _>("disk gone")), Err("disk gone"));
+        let mut called = false;
+        group
+            .sync(|| {
+                called = true;
+                Ok::<(), &str>(())
+            })
+            .unwrap();
+        assert!(called, "a failure covers nobody: the next caller fsyncs");
+    }
+}
