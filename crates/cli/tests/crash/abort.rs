@@ -305,6 +305,13 @@ fn add_aborted_after_copy_is_rolled_back() {
     abort_case(Kind::Add, "after-copy", At::First, false);
 }
 
+/// After-copy of a later range: the ranges before it are switched, so
+/// the change is past its commit point and a restart completes it.
+#[test]
+fn add_aborted_between_switches_is_completed() {
+    abort_case(Kind::Add, "after-copy", At::Middle, true);
+}
+
 #[test]
 fn add_aborted_during_cleanup_is_completed() {
     abort_case(Kind::Add, "during-cleanup", At::Middle, true);
@@ -323,6 +330,11 @@ fn remove_aborted_mid_copy_is_rolled_back() {
 #[test]
 fn remove_aborted_after_copy_is_rolled_back() {
     abort_case(Kind::Remove, "after-copy", At::First, false);
+}
+
+#[test]
+fn remove_aborted_between_switches_is_completed() {
+    abort_case(Kind::Remove, "after-copy", At::Middle, true);
 }
 
 #[test]
