@@ -149,7 +149,7 @@ fn attempt_case(kind: Kind, point: &str, at: At, committed: bool) -> usize {
     let context = format!("{kind:?} with RINGKV_ABORT_AT={spec}");
 
     // Data, acknowledged, then a kill: it is on disk.
-    let server = Server::start(&launch, &[]);
+    let mut server = Server::start(&launch, &[]);
     let mut con = server.connect();
     let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
     let keys: Vec<usize> = (0..PRELOAD).collect();
@@ -246,7 +246,7 @@ fn attempt_case(kind: Kind, point: &str, at: At, committed: bool) -> usize {
     }
 
     // The restart: rolled back or completed, nothing lost.
-    let server = Server::start(&launch, &[]);
+    let mut server = Server::start(&launch, &[]);
     let mut con = server.connect();
     let context = format!("{context}, after the restart");
     let read = harness::check_keys(&mut con, &allowed, &context);

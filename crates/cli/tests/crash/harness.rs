@@ -209,7 +209,7 @@ impl Server {
     }
 
     /// `kill -9`, checking the process was still running until then.
-    pub fn kill(mut self) {
+    pub fn kill(&mut self) {
         assert!(
             self.running(),
             "ringkv serve exited on its own ({:?}) before the kill; log:\n{}",

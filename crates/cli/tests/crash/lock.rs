@@ -8,7 +8,7 @@ use crate::harness::{self, Launch, Server};
 fn a_second_server_on_the_same_data_dir_is_refused() {
     let home = harness::scratch();
     let launch = Launch::new(home.path(), &[]);
-    let first = Server::start(&launch, &[]);
+    let mut first = Server::start(&launch, &[]);
     let mut con = first.connect();
     harness::write_works(&mut con, "key", "value", "first server");
 

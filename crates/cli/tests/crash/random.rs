@@ -88,7 +88,10 @@ fn base_seed() -> u64 {
 }
 
 /// Kills a server `kills` times at random instants in `window` after its
-/// clients start, checking the restart each time.
+/// clients start, checking the restart each time. A data directory lives
+/// through [`KILLS_PER_DIR`] kills, then the next round starts afresh: a
+/// directory whose process is always killed never has its journal folded
+/// into its trees, so its open gets slower with every kill.
 pub fn run(kills: usize, window: (Duration, Duration)) {
     let base = base_seed();
     let report = SeedReport {
@@ -96,22 +99,9 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
         round: Arc::new(Mutex::new((0, base))),
     };
     eprintln!("crash test: RINGKV_CRASH_SEED={base}, {kills} kills");
-    let home = harness::scratch();
-    // Fewer partitions than the default: a change moves a few hundred
-    // ranges, so several changes (and kills inside them) fit in a round.
-    let launch = Launch::new(home.path(), &["--partitions", "1024"]);
-
-    let mut model: BTreeMap<String, KeyState> = (0..CLIENTS)
-        .flat_map(|c| (0..KEYS_PER_CLIENT).map(move |k| format!("c{c}:{k}")))
-        .chain(["probe".to_owned()])
-        .map(|k| (k, KeyState::default()))
-        .collect();
-    let mut members: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
-    let mut member_choices = vec![members.clone()];
     let started = Instant::now();
     let (mut total_ops, mut total_changes) = (0, 0);
-
-    let mut server = Server::start(&launch, &[]);
+    let mut life = None;
     for round in 0..kills {
         let seed = base
             .wrapping_add(round as u64)
@@ -119,65 +109,44 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
         *report.round.lock().unwrap() = (round, seed);
         let mut rng = SmallRng::seed_from_u64(seed);
         let context = format!("round {round} (seed {seed:#x})");
-
-        // What the restart must show.
-        let mut con = server.connect();
-        let allowed: Allowed = model
-            .iter()
-            .map(|(k, s)| {
-                let mut ok = vec![s.acked.clone()];
-                ok.extend(s.in_flight.clone());
-                (k.clone(), ok)
-            })
-            .collect();
-        let read = harness::check_keys(&mut con, &allowed, &context);
-        let now = harness::members(&mut con, &context);
-        assert!(
-            member_choices.contains(&now),
-            "{context}: members {now:?} after the restart, want one of {member_choices:?}"
-        );
-        members = now;
-        harness::check_membership(&mut con, &members, &read, &context);
-        for (k, v) in &read {
-            model.insert(
-                k.clone(),
-                KeyState {
-                    acked: v.clone(),
-                    in_flight: None,
-                },
-            );
+        if round % KILLS_PER_DIR == 0 {
+            life = Some(Life::new());
         }
+        let life = life.as_mut().expect("started");
+
+        let mut con = life.server.connect();
         let probe = format!("round{round}");
         harness::write_works(&mut con, "probe", &probe, &context);
-        model.get_mut("probe").expect("modelled").acked = Some(probe);
+        life.model.get_mut("probe").expect("modelled").acked = Some(probe);
         drop(con);
 
         // Clients and the admin thread run until the kill drops them.
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|c| {
-                let keys: BTreeMap<String, KeyState> = model
+                let keys: BTreeMap<String, KeyState> = life
+                    .model
                     .iter()
                     .filter(|(k, _)| k.starts_with(&format!("c{c}:")))
                     .map(|(k, s)| (k.clone(), s.clone()))
                     .collect();
-                let con = server.connect();
+                let con = life.server.connect();
                 let seed = rng.random();
                 let stop = Arc::clone(&stop);
                 thread::spawn(move || client(con, keys, round, c, seed, &stop))
             })
             .collect();
         let admin = {
-            let con = server.connect();
+            let con = life.server.connect();
             let seed = rng.random();
-            let members = members.clone();
+            let members = life.members.clone();
             let stop = Arc::clone(&stop);
             thread::spawn(move || admin(con, members, seed, &stop))
         };
 
         let delay = rng.random_range(window.0..=window.1);
         thread::sleep(delay);
-        server.kill();
+        life.server.kill();
         // The threads end on their dropped connections; this only makes
         // sure none starts another command.
         stop.store(true, Ordering::Relaxed);
@@ -190,45 +159,98 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
                 run.errors.join("\n")
             );
             total_ops += run.ops;
-            model.extend(run.keys);
+            life.model.extend(run.keys);
         }
         let run = admin.join().expect("admin thread");
         total_changes += run.changes;
-        // Changes may fail (e.g. the last copy of data on a node that
-        // cannot go); that is recorded, not a test failure.
+        // A change may be refused; that is recorded, not a test failure.
         if !run.errors.is_empty() {
             eprintln!("{context}: change errors: {:?}", run.errors);
         }
-        member_choices = vec![run.members];
+        let mut member_choices = vec![run.members];
         member_choices.extend(run.in_flight);
 
-        server = Server::start(&launch, &[]);
+        let restart = Instant::now();
+        life.server = Server::start(&life.launch, &[]);
+        let restart = restart.elapsed();
+        life.check(&member_choices, &context);
+        eprintln!(
+            "{context}: killed after {delay:?}, restarted in {restart:?}; {total_ops} commands \
+             and {total_changes} changes so far, {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
-    // The last restart is checked too.
-    let mut con = server.connect();
-    let allowed: Allowed = model
-        .iter()
-        .map(|(k, s)| {
-            let mut ok = vec![s.acked.clone()];
-            ok.extend(s.in_flight.clone());
-            (k.clone(), ok)
-        })
-        .collect();
-    let context = format!("after kill {kills}");
-    let read = harness::check_keys(&mut con, &allowed, &context);
-    let now = harness::members(&mut con, &context);
-    assert!(
-        member_choices.contains(&now),
-        "{context}: members {now:?}, want one of {member_choices:?}"
-    );
-    harness::check_membership(&mut con, &now, &read, &context);
-    harness::write_works(&mut con, "probe", "last", &context);
     eprintln!(
         "crash test: {kills} kills, {total_ops} client commands, {total_changes} membership \
          changes acknowledged, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     drop(report);
+}
+
+/// Kills in one data directory.
+const KILLS_PER_DIR: usize = 10;
+
+/// One data directory, its server and the model of its contents.
+struct Life {
+    server: Server,
+    launch: Launch,
+    model: BTreeMap<String, KeyState>,
+    members: BTreeSet<String>,
+    _home: tempfile::TempDir,
+}
+
+impl Life {
+    /// A new directory, served by n1, n2, n3, every key absent.
+    fn new() -> Life {
+        let home = harness::scratch();
+        // Fewer partitions than the default: a change moves a few hundred
+        // ranges, so several changes (and kills inside them) fit in a round.
+        let launch = Launch::new(home.path(), &["--partitions", "1024"]);
+        Life {
+            server: Server::start(&launch, &[]),
+            launch,
+            model: (0..CLIENTS)
+                .flat_map(|c| (0..KEYS_PER_CLIENT).map(move |k| format!("c{c}:{k}")))
+                .chain(["probe".to_owned()])
+                .map(|k| (k, KeyState::default()))
+                .collect(),
+            members: ["n1", "n2", "n3"].map(String::from).into(),
+            _home: home,
+        }
+    }
+
+    /// Checks the restarted server against the model (and the members
+    /// against `member_choices`), then makes what it read the model.
+    fn check(&mut self, member_choices: &[BTreeSet<String>], context: &str) {
+        let mut con = self.server.connect();
+        let allowed: Allowed = self
+            .model
+            .iter()
+            .map(|(k, s)| {
+                let mut ok = vec![s.acked.clone()];
+                ok.extend(s.in_flight.clone());
+                (k.clone(), ok)
+            })
+            .collect();
+        let read = harness::check_keys(&mut con, &allowed, context);
+        let now = harness::members(&mut con, context);
+        assert!(
+            member_choices.contains(&now),
+            "{context}: members {now:?} after the restart, want one of {member_choices:?}"
+        );
+        harness::check_membership(&mut con, &now, &read, context);
+        self.members = now;
+        for (k, v) in read {
+            self.model.insert(
+                k,
+                KeyState {
+                    acked: v,
+                    in_flight: None,
+                },
+            );
+        }
+    }
 }
 
 /// A client: random SET and DEL on its own keys, one at a time, until the
@@ -368,6 +390,6 @@ fn kill_9_at_random_instants_200_times() {
         .unwrap_or(200);
     run(
         kills,
-        (Duration::from_millis(50), Duration::from_millis(1500)),
+        (Duration::from_millis(50), Duration::from_millis(1000)),
     );
 }
