@@ -101,6 +101,9 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
     eprintln!("crash test: RINGKV_CRASH_SEED={base}, {kills} kills");
     let started = Instant::now();
     let (mut total_ops, mut total_changes) = (0, 0);
+    // Restarts that found a change in flight and rolled it back or
+    // completed it.
+    let (mut rolled_back, mut completed) = (0, 0);
     let mut life = None;
     for round in 0..kills {
         let seed = base
@@ -173,6 +176,12 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
         let restart = Instant::now();
         life.server = Server::start(&life.launch, &[]);
         let restart = restart.elapsed();
+        if life.server.seen(&["before its commit point"]).is_some() {
+            rolled_back += 1;
+        }
+        if life.server.seen(&["after its commit point"]).is_some() {
+            completed += 1;
+        }
         life.check(&member_choices, &context);
         eprintln!(
             "{context}: killed after {delay:?}, restarted in {restart:?}; {total_ops} commands \
@@ -182,7 +191,8 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
     }
     eprintln!(
         "crash test: {kills} kills, {total_ops} client commands, {total_changes} membership \
-         changes acknowledged, {:.1} s",
+         changes acknowledged, {rolled_back} changes rolled back and {completed} completed by \
+         a restart, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     drop(report);
