@@ -7,7 +7,9 @@ use crate::harness::{self, Launch, Server};
 #[test]
 fn a_second_server_on_the_same_data_dir_is_refused() {
     let home = harness::scratch();
-    let launch = Launch::new(home.path(), &[]);
+    // Few partitions: a fresh directory with the default 65,536 takes
+    // seconds to start in a debug build.
+    let launch = Launch::new(home.path(), &["--partitions", "256"]);
     let mut first = Server::start(&launch, &[]);
     let mut con = first.connect();
     harness::write_works(&mut con, "key", "value", "first server");
@@ -26,6 +28,10 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(
         stderr.contains("in use by another ringkv process"),
         "stderr names the reason:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&*launch.data.to_string_lossy()),
+        "stderr names the directory:\n{stderr}"
     );
     // The first one still serves, its data intact.
     let got: Option<String> = redis::cmd("GET").arg("key").query(&mut con).expect("GET");
