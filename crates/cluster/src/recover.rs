@@ -26,6 +26,52 @@ use crate::routing::{Migration, Publish, Routing};
 use crate::store::StoreError;
 use crate::{ClusterConfig, ClusterError};
 
+/// Whether this thread defers the sync of acknowledged writes (see
+/// [`defer_sync`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    Off,
+    /// Deferring; no write needed a sync yet.
+    Clean,
+    /// Deferring; a write returned without its sync.
+    Owed,
+}
+
+thread_local! {
+    static DEFERRED: std::cell::Cell<Deferred> = const { std::cell::Cell::new(Deferred::Off) };
+}
+
+/// Runs `f` with the wait for the disk that `--fsync always` adds to each
+/// client write deferred to the caller, and returns whether a write inside
+/// `f` now owes one: the caller must then call [`Cluster::sync`] before it
+/// tells anyone the write happened.
+///
+/// For a server that answers many requests at once: it runs each batch of
+/// requests (a pipeline, or whatever arrived) under `defer_sync`, then
+/// syncs once, off its event loop, before it sends the replies. Concurrent
+/// callers of `sync` share fsyncs, so a hundred clients cost one fsync,
+/// not a hundred in a row. Only calls on this thread are deferred, and a
+/// nested call joins the outer one.
+pub fn defer_sync<R>(f: impl FnOnce() -> R) -> (R, bool) {
+    let outer = DEFERRED.with(|d| d.get());
+    if outer != Deferred::Off {
+        return (f(), false);
+    }
+    /// Turns deferring off however `f` ends.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEFERRED.with(|d| d.set(Deferred::Off));
+        }
+    }
+    DEFERRED.with(|d| d.set(Deferred::Clean));
+    let reset = Reset;
+    let result = f();
+    let owed = DEFERRED.with(|d| d.get()) == Deferred::Owed;
+    drop(reset);
+    (result, owed)
+}
+
 impl Cluster {
     /// Opens the cluster kept in the data directory `dir`, creating it on
     /// first use: every node's data, the membership, the ring (its
@@ -255,6 +301,16 @@ impl Cluster {
         self.backend.location()
     }
 
+    /// Makes every write that returned so far durable (one fsync of the
+    /// data directory's journal), whatever the fsync policy: call it
+    /// before a planned shutdown or a backup. A no-op in memory.
+    pub fn sync(&self) -> Result<(), ClusterError> {
+        self.backend.sync().map_err(|source| ClusterError::Storage {
+            what: "cannot sync the data directory".into(),
+            source,
+        })
+    }
+
     /// Writes records, if the backend keeps any.
     fn record(
         &self,
@@ -330,11 +386,219 @@ impl Cluster {
         if !self.sync_acks {
             return Ok(());
         }
+        if DEFERRED.with(|d| {
+            let deferring = d.get() != Deferred::Off;
+            if deferring {
+                d.set(Deferred::Owed);
+            }
+            deferring
+        }) {
+            return Ok(());
+        }
         self.backend
             .sync()
             .map_err(|source| ClusterError::Storage {
                 what: "the write was applied but could not be made durable (fsync failed); its outcome after a crash is unknown".into(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::RangeInclusive;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+    use ringkv_ring::{NodeId, Token};
+
+    use crate::backend::Backend;
+    use crate::store::{MemStore, Store, StoreError, StoredEntry};
+    use crate::{Cluster, ClusterConfig, Entry};
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        Write(Bytes),
+        Sync,
+        Ack(Bytes),
+    }
+
+    type Log = Arc<Mutex<Vec<Event>>>;
+
+    /// A store that logs its writes.
+    struct Logged(MemStore, Log);
+
+    impl Store for Logged {
+        fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+            self.0.get(token, key)
+        }
+        fn put(
+            &mut self,
+            token: Token,
+            key: Bytes,
+            entry: Entry,
+        ) -> Result<Option<Entry>, StoreError> {
+            let old = self.0.put(token, key.clone(), entry);
+            self.1.lock().push(Event::Write(key));
+            old
+        }
+        fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+            let old = self.0.delete(token, key);
+            self.1
+                .lock()
+                .push(Event::Write(Bytes::copy_from_slice(key)));
+            old
+        }
+        fn scan(
+            &self,
+            t: RangeInclusive<Token>,
+            a: Option<Token>,
+            l: usize,
+            o: &mut Vec<StoredEntry>,
+        ) -> Result<(), StoreError> {
+            self.0.scan(t, a, l, o)
+        }
+        fn take_range(
+            &mut self,
+            t: RangeInclusive<Token>,
+            l: usize,
+            o: &mut Vec<StoredEntry>,
+        ) -> Result<usize, StoreError> {
+            self.0.take_range(t, l, o)
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    /// `--fsync always` as the cluster sees it: acknowledgements wait for
+    /// `sync`, which logs when it starts.
+    struct Recording(Log);
+
+    impl Backend for Recording {
+        fn open_node(
+            &self,
+            _: &NodeId,
+            stripes: usize,
+            _: bool,
+        ) -> Result<Vec<Box<dyn Store>>, StoreError> {
+            Ok((0..stripes)
+                .map(|_| Box::new(Logged(MemStore::new(), self.0.clone())) as Box<dyn Store>)
+                .collect())
+        }
+        fn drop_node(&self, _: &NodeId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn stored_nodes(&self) -> Result<Vec<NodeId>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn persistent(&self) -> bool {
+            false
+        }
+        fn records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn write_records(&self, _: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn sync_acks(&self) -> bool {
+            true
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.0.lock().push(Event::Sync);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            Ok(())
+        }
+        fn location(&self) -> Option<String> {
+            None
+        }
+    }
+
+    /// Under `always`, every client write (put, delete, update,
+    /// transaction) is acknowledged only after a sync that started after
+    /// the write.
+    #[test]
+    fn acknowledged_means_synced_after_the_write() {
+        let log: Log = Arc::default();
+        let cluster = Arc::new(
+            Cluster::with_backend(ClusterConfig::default(), Arc::new(Recording(log.clone())))
+                .unwrap(),
+        );
+        cluster.add_node("n1").unwrap();
+        cluster.add_node("n2").unwrap();
+        log.lock().clear();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (cluster, log) = (cluster.clone(), log.clone());
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let key = Bytes::from(format!("t{t}-{i}"));
+                        match i % 4 {
+                            0 => cluster.put(key.clone(), "v").unwrap(),
+                            1 => drop(cluster.delete(key.clone()).unwrap()),
+                            2 => cluster
+                                .update(key.clone(), |_| (crate::Update::Put("u".into()), ()))
+                                .unwrap(),
+                            _ => cluster
+                                .transaction([key.clone()], |txn| txn.put(&key, Entry::string("x")))
+                                .unwrap(),
+                        }
+                        log.lock().push(Event::Ack(key));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let log = log.lock();
+        let mut acks = 0;
+        for (a, event) in log.iter().enumerate() {
+            let Event::Ack(key) = event else { continue };
+            acks += 1;
+            let w = log[..a]
+                .iter()
+                .rposition(|e| *e == Event::Write(key.clone()))
+                .unwrap_or_else(|| panic!("{key:?} acknowledged without a write"));
+            assert!(
+                log[w..a].contains(&Event::Sync),
+                "{key:?} acknowledged with no sync between its write and the ack"
+            );
+        }
+        assert_eq!(acks, 400);
+    }
+
+    /// Deferred, a write does not sync but says it owes one; reads and
+    /// writes that need none owe none; outside, writes sync again.
+    #[test]
+    fn defer_sync_hands_the_sync_to_the_caller() {
+        let log: Log = Arc::default();
+        let cluster =
+            Cluster::with_backend(ClusterConfig::default(), Arc::new(Recording(log.clone())))
+                .unwrap();
+        cluster.add_node("n1").unwrap();
+        log.lock().clear();
+        let ((), owed) = super::defer_sync(|| cluster.put("k", "v").unwrap());
+        assert!(owed);
+        assert!(
+            !log.lock().contains(&Event::Sync),
+            "deferred: {:?}",
+            log.lock()
+        );
+        let (_, owed) = super::defer_sync(|| cluster.get(b"k").unwrap());
+        assert!(!owed, "a read owes no sync");
+        let ((_, inner), outer) =
+            super::defer_sync(|| super::defer_sync(|| cluster.delete("k").unwrap()));
+        assert!(!inner && outer, "a nested write is owed by the outer call");
+        cluster.sync().unwrap();
+        assert_eq!(log.lock().last(), Some(&Event::Sync));
+        log.lock().clear();
+        cluster.put("k", "v").unwrap();
+        assert_eq!(
+            log.lock().last(),
+            Some(&Event::Sync),
+            "not deferred any more"
+        );
     }
 }
