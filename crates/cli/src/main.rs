@@ -355,9 +355,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ringkv_server::run_until(listener, cluster.clone(), config, first, second).await?;
         Ok(())
     });
-    // Whatever the fsync policy, a clean stop leaves everything on disk.
-    if let Err(e) = cluster.sync() {
-        tracing::error!(error = %e, "final sync failed");
+    // Whatever the fsync policy, a clean stop leaves everything on disk,
+    // in table files: the next start replays no journal.
+    if let Err(e) = cluster.checkpoint() {
+        tracing::error!(error = %e, "final checkpoint failed");
     }
     // The server has stopped: it waited for connections within the grace
     // period (or a second signal cut that short). A membership change may

@@ -230,6 +230,10 @@ impl Backend for DiskBackend {
         Some(self.dir.path().display().to_string())
     }
 
+    fn checkpoint(&self, wait: bool) -> Result<(), StoreError> {
+        self.dir.checkpoint(wait).map_err(store_err)
+    }
+
     fn atomically(
         &self,
         f: &mut dyn FnMut() -> Result<(), crate::ClusterError>,
