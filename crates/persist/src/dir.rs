@@ -13,6 +13,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +21,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info};
 
-use crate::error::PersistError;
+use crate::error::{Failure, PersistError, describe, io_of};
+use crate::guard;
 use crate::{Durability, PersistentEngine};
 
 /// The newest on-disk format this build reads and the one it writes.
@@ -95,6 +97,30 @@ struct Inner {
     group: GroupCommit,
     /// The `everysec` thread, with its handle on the database.
     ticker: Option<(Arc<Ticker>, std::thread::JoinHandle<()>)>,
+    /// The first write or sync failure, which explains every write the
+    /// engine refuses after it.
+    failure: Mutex<Option<Failure>>,
+    /// Dropped last, once the database is closed: records the clean close.
+    closer: Closer,
+}
+
+/// Writes the record of a clean close (see `crate::guard`) when dropped,
+/// if the final sync succeeded. It is the last field of [`Inner`], so it
+/// runs once the engine has closed the directory.
+struct Closer {
+    path: PathBuf,
+    clean: AtomicBool,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if !self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = guard::record_clean_close(&self.path) {
+            error!(path = %self.path.display(), error = %e, "cannot record the clean close; the next open cannot check the journal against it");
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -107,8 +133,20 @@ impl Drop for Inner {
             let _ = thread.join();
         }
         // A clean close loses nothing, whatever the policy.
-        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
-            error!(path = %self.path.display(), error = %e, "final sync failed");
+        match self.db.persist(PersistMode::SyncAll) {
+            Ok(()) => self.closer.clean.store(true, Ordering::Release),
+            Err(e) => {
+                error!(
+                    path = %self.path.display(),
+                    error = %describe(&e),
+                    "the data directory is not closed cleanly: writes failed; every acknowledged write is on disk, the next open recovers as after a crash"
+                );
+                // The engine's own close would write out what its journal
+                // buffer still holds: the write that failed, which was
+                // never acknowledged. Keep the engine open instead (its
+                // lock is released when the process exits).
+                std::mem::forget(self.db.clone());
+            }
         }
     }
 }
@@ -138,8 +176,11 @@ impl DataDir {
             path: path.clone(),
             source,
         };
+        if path.exists() && !path.is_dir() {
+            return Err(PersistError::NotADirectory { path });
+        }
         let fresh = match fs::read_dir(&path) {
-            Ok(mut files) => files.next().is_none(),
+            Ok(files) => files.flatten().all(|f| guard::is_scratch(&f.file_name())),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 fs::create_dir_all(&path).map_err(dir_err)?;
                 true
@@ -153,6 +194,11 @@ impl DataDir {
             if !marker.try_exists().map_err(dir_err)? {
                 return Err(PersistError::NotADatabase { path, marker });
             }
+        }
+        guard::check_writable(&path)?;
+        if !fresh {
+            guard::check_trees(&path)?;
+            guard::check_clean_close(&path)?;
         }
         let open_err = |source| match source {
             fjall::Error::Locked => PersistError::Locked { path: path.clone() },
@@ -231,10 +277,15 @@ impl DataDir {
             inner: Arc::new(Inner {
                 db,
                 meta,
-                path,
+                path: path.clone(),
                 policy,
                 group: GroupCommit::default(),
                 ticker,
+                failure: Mutex::new(None),
+                closer: Closer {
+                    path: path.clone(),
+                    clean: AtomicBool::new(false),
+                },
             }),
         })
     }
@@ -398,11 +449,32 @@ impl DataDir {
         }
     }
 
+    /// A failed write or sync as an error. The engine refuses every write
+    /// after its first failure ("poisoned"): those say what the first
+    /// failure was.
     pub(crate) fn write_err(&self, source: fjall::Error) -> PersistError {
-        PersistError::Write {
-            path: self.inner.path.clone(),
-            source,
+        let path = self.inner.path.clone();
+        let mut failure = self.inner.failure.lock();
+        if let fjall::Error::Poisoned = source {
+            return PersistError::WritesRefused {
+                path,
+                cause: failure.clone(),
+            };
         }
+        if failure.is_none() {
+            *failure = Some(Failure {
+                kind: io_of(&source).map_or(ErrorKind::Other, std::io::Error::kind),
+                message: describe(&source),
+            });
+            error!(path = %path.display(), error = %describe(&source), "a write failed: writes are refused from now on, reads still work; fix the cause and restart");
+        }
+        PersistError::Write { path, source }
+    }
+
+    /// The first write or sync failure, if one happened: from then on
+    /// every write is refused until the directory is reopened.
+    pub fn failure(&self) -> Option<Failure> {
+        self.inner.failure.lock().clone()
     }
 }
 
@@ -427,14 +499,22 @@ impl Ticker {
     /// An fsync a second until stopped.
     fn run(&self) {
         let mut db = self.db.lock();
+        let mut failed = false;
         loop {
             if db.is_none() {
                 return;
             }
             let _ = self.wake.wait_for(&mut db, Duration::from_secs(1));
             let Some(handle) = db.as_ref() else { return };
-            if let Err(e) = handle.persist(PersistMode::SyncData) {
-                error!(error = %e, "background fsync failed; writes will be refused");
+            match handle.persist(PersistMode::SyncData) {
+                Ok(()) => failed = false,
+                // Once: the engine refuses every write after a failure,
+                // and a sync of nothing new fails the same way each second.
+                Err(e) if !failed => {
+                    failed = true;
+                    error!(error = %describe(&e), "background fsync failed; writes are refused until a restart");
+                }
+                Err(_) => {}
             }
         }
     }
