@@ -372,9 +372,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ringkv_server::shutdown::signal(),
             ringkv_server::shutdown::signal(),
         );
-        ringkv_server::run_until(listener, cluster, config, first, second).await?;
+        ringkv_server::run_until(listener, cluster.clone(), config, first, second).await?;
         Ok(())
     });
+    // Whatever the fsync policy, a clean stop leaves everything on disk.
+    if let Err(e) = cluster.sync() {
+        tracing::error!(error = %e, "final sync failed");
+    }
     // The server has stopped: it waited for connections within the grace
     // period (or a second signal cut that short). A membership change may
     // still run on a blocking thread; dropping the runtime would wait for

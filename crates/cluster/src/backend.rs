@@ -79,6 +79,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Where the data lives, for logs and errors (`None`: in memory).
     fn location(&self) -> Option<String>;
+
+    /// Runs `f`, whose store writes (on this thread) must survive a crash
+    /// together or not at all: a transaction's. By default they are
+    /// simply made one by one (nothing outlives the process anyway).
+    fn atomically(
+        &self,
+        f: &mut dyn FnMut() -> Result<(), crate::ClusterError>,
+    ) -> Result<(), crate::ClusterError> {
+        f()
+    }
 }
 
 /// Stores made by a [`StoreFactory`]; no records (nothing outlives the

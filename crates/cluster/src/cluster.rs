@@ -177,13 +177,15 @@ impl Cluster {
         weight: u32,
     ) -> Result<RebalanceReport, ClusterError> {
         let mut membership = self.lock_membership("add_node")?;
-        self.change(
+        let report = self.change(
             &mut membership,
             Change::Add {
                 id: id.into(),
                 weight,
             },
-        )
+        );
+        self.sync_ack()?;
+        report
     }
 
     /// Removes node `id`; its keys go to their new owners. Errors and
@@ -196,13 +198,15 @@ impl Cluster {
     /// See [`Cluster::remove_node_forced`] for both.
     pub fn remove_node(&self, id: &str) -> Result<RebalanceReport, ClusterError> {
         let mut membership = self.lock_membership("remove_node")?;
-        self.change(
+        let report = self.change(
             &mut membership,
             Change::Remove {
                 id: id.into(),
                 force: false,
             },
-        )
+        );
+        self.sync_ack()?;
+        report
     }
 
     /// Removes node `id` whatever state it is in: even if it is the last
@@ -223,20 +227,24 @@ impl Cluster {
     /// rolls the removal back; during the switch, pauses it.
     pub fn remove_node_forced(&self, id: &str) -> Result<RebalanceReport, ClusterError> {
         let mut membership = self.lock_membership("remove_node")?;
-        self.change(
+        let report = self.change(
             &mut membership,
             Change::Remove {
                 id: id.into(),
                 force: true,
             },
-        )
+        );
+        self.sync_ack()?;
+        report
     }
 
     /// Completes a paused redistribution, if any. Returns its report, or
     /// `None` if nothing was paused.
     pub fn resume(&self) -> Result<Option<RebalanceReport>, ClusterError> {
         let mut membership = self.lock_membership("resume")?;
-        self.resume_paused(&mut membership)
+        let report = self.resume_paused(&mut membership);
+        self.sync_ack()?;
+        report
     }
 
     /// Deletes stale copies left by cleanups that failed, on nodes that are

@@ -249,6 +249,18 @@ impl Backend for DiskBackend {
     fn location(&self) -> Option<String> {
         Some(self.dir.path().display().to_string())
     }
+
+    fn atomically(
+        &self,
+        f: &mut dyn FnMut() -> Result<(), crate::ClusterError>,
+    ) -> Result<(), crate::ClusterError> {
+        self.dir
+            .atomically(Durability::NoSync, f)
+            .map_err(|e| crate::ClusterError::Storage {
+                what: "the transaction's writes could not be written".into(),
+                source: store_err(e),
+            })?
+    }
 }
 
 /// One lock stripe of a node: the stripe's tokens of the node's tree.

@@ -255,6 +255,18 @@ impl Cluster {
         self.backend.location()
     }
 
+    /// Makes every write that returned so far durable (one fsync of the
+    /// data directory's journal), whatever the fsync policy: call it
+    /// before a planned shutdown or a backup. A no-op in memory.
+    pub fn sync(&self) -> Result<(), ClusterError> {
+        self.backend
+            .sync()
+            .map_err(|source| ClusterError::Storage {
+                what: "cannot sync the data directory".into(),
+                source,
+            })
+    }
+
     /// Writes records, if the backend keeps any.
     fn record(
         &self,
@@ -336,5 +348,171 @@ impl Cluster {
                 what: "the write was applied but is not known to be on disk, so it is not acknowledged (after a crash it may or may not be there)".into(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::RangeInclusive;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+    use ringkv_ring::{NodeId, Token};
+
+    use crate::backend::Backend;
+    use crate::store::{MemStore, Store, StoreError, StoredEntry};
+    use crate::{Cluster, ClusterConfig, Entry};
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        Write(Bytes),
+        Sync,
+        Ack(Bytes),
+    }
+
+    type Log = Arc<Mutex<Vec<Event>>>;
+
+    /// A store that logs its writes.
+    struct Logged(MemStore, Log);
+
+    impl Store for Logged {
+        fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+            self.0.get(token, key)
+        }
+        fn put(
+            &mut self,
+            token: Token,
+            key: Bytes,
+            entry: Entry,
+        ) -> Result<Option<Entry>, StoreError> {
+            let old = self.0.put(token, key.clone(), entry);
+            self.1.lock().push(Event::Write(key));
+            old
+        }
+        fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+            let old = self.0.delete(token, key);
+            self.1
+                .lock()
+                .push(Event::Write(Bytes::copy_from_slice(key)));
+            old
+        }
+        fn scan(
+            &self,
+            t: RangeInclusive<Token>,
+            a: Option<Token>,
+            l: usize,
+            o: &mut Vec<StoredEntry>,
+        ) -> Result<(), StoreError> {
+            self.0.scan(t, a, l, o)
+        }
+        fn take_range(
+            &mut self,
+            t: RangeInclusive<Token>,
+            l: usize,
+            o: &mut Vec<StoredEntry>,
+        ) -> Result<usize, StoreError> {
+            self.0.take_range(t, l, o)
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    /// `--fsync always` as the cluster sees it: acknowledgements wait for
+    /// `sync`, which logs when it starts.
+    struct Recording(Log);
+
+    impl Backend for Recording {
+        fn open_node(
+            &self,
+            _: &NodeId,
+            stripes: usize,
+            _: bool,
+        ) -> Result<Vec<Box<dyn Store>>, StoreError> {
+            Ok((0..stripes)
+                .map(|_| Box::new(Logged(MemStore::new(), self.0.clone())) as Box<dyn Store>)
+                .collect())
+        }
+        fn drop_node(&self, _: &NodeId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn stored_nodes(&self) -> Result<Vec<NodeId>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn persistent(&self) -> bool {
+            false
+        }
+        fn records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn write_records(&self, _: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn sync_acks(&self) -> bool {
+            true
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.0.lock().push(Event::Sync);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            Ok(())
+        }
+        fn location(&self) -> Option<String> {
+            None
+        }
+    }
+
+    /// Under `always`, every client write (put, delete, update,
+    /// transaction) is acknowledged only after a sync that started after
+    /// the write.
+    #[test]
+    fn acknowledged_means_synced_after_the_write() {
+        let log: Log = Arc::default();
+        let cluster = Arc::new(
+            Cluster::with_backend(ClusterConfig::default(), Arc::new(Recording(log.clone())))
+                .unwrap(),
+        );
+        cluster.add_node("n1").unwrap();
+        cluster.add_node("n2").unwrap();
+        log.lock().clear();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (cluster, log) = (cluster.clone(), log.clone());
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let key = Bytes::from(format!("t{t}-{i}"));
+                        match i % 4 {
+                            0 => cluster.put(key.clone(), "v").unwrap(),
+                            1 => drop(cluster.delete(key.clone()).unwrap()),
+                            2 => cluster
+                                .update(key.clone(), |_| (crate::Update::Put("u".into()), ()))
+                                .unwrap(),
+                            _ => cluster
+                                .transaction([key.clone()], |txn| txn.put(&key, Entry::string("x")))
+                                .unwrap(),
+                        }
+                        log.lock().push(Event::Ack(key));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let log = log.lock();
+        let mut acks = 0;
+        for (a, event) in log.iter().enumerate() {
+            let Event::Ack(key) = event else { continue };
+            acks += 1;
+            let w = log[..a]
+                .iter()
+                .rposition(|e| *e == Event::Write(key.clone()))
+                .unwrap_or_else(|| panic!("{key:?} acknowledged without a write"));
+            assert!(
+                log[w..a].contains(&Event::Sync),
+                "{key:?} acknowledged with no sync between its write and the ack"
+            );
+        }
+        assert_eq!(acks, 400);
     }
 }

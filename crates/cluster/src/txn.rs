@@ -273,33 +273,39 @@ impl Cluster {
         if !self.fits(growth) {
             return Err(self.out_of_memory());
         }
-        for p in places {
-            let slot = txn.keys.remove(&p.key).expect("every key has a slot");
-            if !slot.written {
-                continue;
-            }
-            let (node, stripe) = (&locks[p.guard].0, locks[p.guard].1);
-            if let (_, Some(range)) = routing.authority(p.token)?
-                && range.phase() == Phase::Copying
-            {
-                range.mark_dirty(&p.key);
-            }
-            let guard = &mut guards[p.guard];
-            let present = slot.current.is_some();
-            let old = match slot.current {
-                Some(mut entry) => {
-                    entry.version = self.next_version();
-                    guard.put(p.token, p.key.clone(), entry)
+        // One engine batch for all the writes with a data directory: a
+        // crash keeps the whole transaction or none of it.
+        let mut apply = || -> Result<(), ClusterError> {
+            for p in places {
+                let slot = txn.keys.remove(&p.key).expect("every key has a slot");
+                if !slot.written {
+                    continue;
                 }
-                None => guard.delete(p.token, &p.key),
+                let (node, stripe) = (&locks[p.guard].0, locks[p.guard].1);
+                if let (_, Some(range)) = routing.authority(p.token)?
+                    && range.phase() == Phase::Copying
+                {
+                    range.mark_dirty(&p.key);
+                }
+                let guard = &mut guards[p.guard];
+                let present = slot.current.is_some();
+                let old = match slot.current {
+                    Some(mut entry) => {
+                        entry.version = self.next_version();
+                        guard.put(p.token, p.key.clone(), entry)
+                    }
+                    None => guard.delete(p.token, &p.key),
+                }
+                .map_err(|e| node.store_error(e))?;
+                if old.as_ref().is_some_and(|o| o.is_expired(now)) {
+                    self.expired_keys.fetch_add(1, Ordering::Relaxed);
+                }
+                // Served keys count what is stored, expired or not.
+                node.add_served(stripe, i64::from(present) - i64::from(old.is_some()));
             }
-            .map_err(|e| node.store_error(e))?;
-            if old.as_ref().is_some_and(|o| o.is_expired(now)) {
-                self.expired_keys.fetch_add(1, Ordering::Relaxed);
-            }
-            // Served keys count what is stored, expired or not.
-            node.add_served(stripe, i64::from(present) - i64::from(old.is_some()));
-        }
+            Ok(())
+        };
+        self.backend.atomically(&mut apply)?;
         Ok(result)
     }
 }

@@ -134,3 +134,39 @@ fn the_last_node_leaving_is_kept() {
     assert_eq!(cluster.members(), ["n2"]);
     assert_eq!(cluster.get(b"k").unwrap(), None, "dropped with n1");
 }
+
+#[test]
+fn a_transaction_across_nodes_is_kept_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    {
+        let cluster = Cluster::open(dir.path(), config()).unwrap();
+        for id in ["n1", "n2", "n3"] {
+            cluster.add_node(id).unwrap();
+        }
+        // The keys span every node: one engine batch still holds them all.
+        let owners: std::collections::BTreeSet<_> = keys
+            .iter()
+            .map(|k| {
+                let token = ringkv_ring::key_token(k.as_bytes());
+                cluster.ring().owner_of_token(token).unwrap().clone()
+            })
+            .collect();
+        assert!(owners.len() > 1, "{owners:?}");
+        cluster
+            .transaction(keys.clone(), |txn| {
+                for k in &keys {
+                    txn.put(k.as_bytes(), Entry::string("x"));
+                }
+            })
+            .unwrap();
+    }
+    let cluster = Cluster::open(dir.path(), config()).unwrap();
+    for k in &keys {
+        assert_eq!(
+            cluster.get(k.as_bytes()).unwrap().as_deref(),
+            Some(&b"x"[..]),
+            "{k}"
+        );
+    }
+}

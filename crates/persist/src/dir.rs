@@ -43,6 +43,17 @@ const TREE_PREFIX: &str = "t.";
 /// records live under other keys (see [`DataDir::write_records`]).
 const FORMAT_KEY: &[u8] = b"\0format_version";
 
+/// Writes staged by [`DataDir::atomically`] on one thread.
+struct Group {
+    /// The directory (its `Inner`'s address).
+    dir: usize,
+    ops: Vec<(Keyspace, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+thread_local! {
+    static GROUP: std::cell::RefCell<Option<Group>> = const { std::cell::RefCell::new(None) };
+}
+
 /// When writes reach the disk, as Redis's `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
@@ -422,6 +433,84 @@ impl DataDir {
         self.inner.db.disk_space().map_err(|e| self.read_err(e))
     }
 
+    /// Runs `f` with every write to this directory's trees made on this
+    /// thread staged, then writes them all in one engine batch: all of
+    /// them reach the journal, or none (a crash never keeps half). Reads
+    /// inside `f` do not see the staged writes. Nothing is written if `f`
+    /// fails. The outer error is the batch's own failure; a nested call
+    /// joins the outer group.
+    pub fn atomically<T, E>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Result<T, E>, PersistError> {
+        let me = Arc::as_ptr(&self.inner) as usize;
+        let nested = GROUP.with(|g| {
+            let mut g = g.borrow_mut();
+            match &*g {
+                Some(group) => group.dir == me,
+                None => {
+                    *g = Some(Group {
+                        dir: me,
+                        ops: Vec::new(),
+                    });
+                    false
+                }
+            }
+        });
+        if nested {
+            return Ok(f());
+        }
+        // Take the group back whatever happens in `f`, a panic included.
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                GROUP.with(|g| g.borrow_mut().take());
+            }
+        }
+        let reset = Reset;
+        let result = f();
+        let ops = GROUP
+            .with(|g| g.borrow_mut().take())
+            .map(|g| g.ops)
+            .unwrap_or_default();
+        drop(reset);
+        if result.is_err() || ops.is_empty() {
+            return Ok(result);
+        }
+        let mut batch = self.batch();
+        for (keyspace, key, value) in ops {
+            match value {
+                Some(v) => batch.insert(&keyspace, key, v),
+                None => batch.remove(&keyspace, key),
+            }
+        }
+        self.commit(batch, durability)?;
+        Ok(result)
+    }
+
+    /// Stages `ops` into this thread's group for this directory, if one is
+    /// open; returns whether it did.
+    pub(crate) fn stage<V: AsRef<[u8]>>(
+        &self,
+        keyspace: &Keyspace,
+        ops: &mut dyn Iterator<Item = (Vec<u8>, Option<V>)>,
+    ) -> bool {
+        let me = Arc::as_ptr(&self.inner) as usize;
+        GROUP.with(|g| {
+            let mut g = g.borrow_mut();
+            match g.as_mut() {
+                Some(group) if group.dir == me => {
+                    group.ops.extend(
+                        ops.map(|(k, v)| (keyspace.clone(), k, v.map(|v| v.as_ref().to_vec()))),
+                    );
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
     pub(crate) fn batch(&self) -> fjall::OwnedWriteBatch {
         self.inner.db.batch()
     }
@@ -624,6 +713,39 @@ mod tests {
         let n = fsyncs.load(Ordering::SeqCst);
         assert!(n < 1600, "no sharing: {n} fsyncs for 1600 calls");
         assert_eq!(group.state.lock().syncs, n);
+    }
+
+    #[test]
+    fn atomically_writes_all_staged_writes_or_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path(), FsyncPolicy::No).unwrap();
+        let (a, b) = (dir.tree("a").unwrap(), dir.tree("b").unwrap());
+        let failed: Result<(), &str> = dir
+            .atomically(Durability::NoSync, || {
+                a.put(1, b"k", b"1", Durability::NoSync).unwrap();
+                b.put(2, b"k", b"2", Durability::NoSync).unwrap();
+                assert_eq!(a.get(1, b"k").unwrap(), None, "staged, not written");
+                Err("refused")
+            })
+            .unwrap();
+        assert_eq!(failed, Err("refused"));
+        assert_eq!(
+            (a.get(1, b"k").unwrap(), b.get(2, b"k").unwrap()),
+            (None, None)
+        );
+        dir.atomically(Durability::NoSync, || {
+            a.put(1, b"k", b"1", Durability::NoSync)?;
+            // A nested group joins this one.
+            dir.atomically(Durability::NoSync, || b.delete(2, b"k", Durability::NoSync))??;
+            b.put(3, b"k", b"3", Durability::NoSync)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.get(1, b"k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(b.get(3, b"k").unwrap().as_deref(), Some(&b"3"[..]));
+        // Outside a group, writes go straight through again.
+        a.put(9, b"k", b"9", Durability::NoSync).unwrap();
+        assert!(a.get(9, b"k").unwrap().is_some());
     }
 
     #[test]

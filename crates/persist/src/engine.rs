@@ -88,9 +88,7 @@ impl PersistentEngine {
         value: &[u8],
         durability: Durability,
     ) -> Result<(), PersistError> {
-        let mut batch = self.dir.batch();
-        batch.insert(&self.entries, encode(token, key), value);
-        self.commit(batch, durability)
+        self.apply([(encode(token, key), Some(value))], durability)
     }
 
     /// Removes `(token, key)` if present.
@@ -100,24 +98,42 @@ impl PersistentEngine {
         key: &[u8],
         durability: Durability,
     ) -> Result<(), PersistError> {
-        let mut batch = self.dir.batch();
-        batch.remove(&self.entries, encode(token, key));
-        self.commit(batch, durability)
+        self.apply([(encode(token, key), None::<&[u8]>)], durability)
     }
 
     /// Applies every write of `batch` in one engine transaction: all or
     /// none, one journal record, one fsync with [`Durability::Fsync`].
     pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), PersistError> {
-        let mut out = self.dir.batch();
-        for op in batch.ops {
-            match op {
-                Op::Put { token, key, value } => {
-                    out.insert(&self.entries, encode(token, &key), &*value)
-                }
-                Op::Delete { token, key } => out.remove(&self.entries, encode(token, &key)),
+        let ops: Vec<(Vec<u8>, Option<Bytes>)> = batch
+            .ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { token, key, value } => (encode(token, &key), Some(value)),
+                Op::Delete { token, key } => (encode(token, &key), None),
+            })
+            .collect();
+        self.apply(ops, durability)
+    }
+
+    /// Writes `(encoded key, value or None to delete)` in one engine batch,
+    /// or stages them in the thread's [`DataDir::atomically`] group.
+    fn apply<V: AsRef<[u8]>>(
+        &self,
+        ops: impl IntoIterator<Item = (Vec<u8>, Option<V>)>,
+        durability: Durability,
+    ) -> Result<(), PersistError> {
+        let mut ops = ops.into_iter();
+        if self.dir.stage(&self.entries, &mut ops) {
+            return Ok(());
+        }
+        let mut batch = self.dir.batch();
+        for (key, value) in ops {
+            match value {
+                Some(v) => batch.insert(&self.entries, key, v.as_ref()),
+                None => batch.remove(&self.entries, key),
             }
         }
-        self.commit(out, durability)
+        self.commit(batch, durability)
     }
 
     /// Makes every write that returned so far durable (one `fdatasync` of
@@ -206,12 +222,12 @@ impl PersistentEngine {
         if taken.is_empty() {
             return Ok(0);
         }
-        let mut batch = self.dir.batch();
-        for entry in taken {
-            batch.remove(&self.entries, encode(entry.token, &entry.key));
-        }
         let n = taken.len();
-        if let Err(e) = self.commit(batch, durability) {
+        let ops: Vec<(Vec<u8>, Option<&[u8]>)> = taken
+            .iter()
+            .map(|e| (encode(e.token, &e.key), None))
+            .collect();
+        if let Err(e) = self.apply(ops, durability) {
             out.truncate(first);
             return Err(e);
         }

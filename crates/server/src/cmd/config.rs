@@ -5,8 +5,8 @@
 //! `maxmemory` and `maxmemory-policy` (the cluster's limit and eviction
 //! policy) can be changed while the server runs; the others are shown as
 //! they are, and setting one to anything but what it is gets Redis's error
-//! for an immutable parameter (`save ""` and `appendonly no` are accepted:
-//! they say what ringkv does anyway). As in Redis, `CONFIG SET`
+//! for an immutable parameter (`save ""`, and `appendonly` set to what it
+//! is, are accepted: they say what ringkv does anyway). As in Redis, `CONFIG SET`
 //! of several parameters applies all or none.
 
 use std::sync::atomic::Ordering;
@@ -28,6 +28,8 @@ const PARAMETERS: &[&str] = &[
     "databases",
     "save",
     "appendonly",
+    "appendfsync",
+    "dir",
     "maxmemory",
     "maxmemory-policy",
     "hz",
@@ -49,7 +51,16 @@ fn get(shared: &Shared, name: &str) -> String {
         }
         "databases" => "1".into(),
         "save" => String::new(),
-        "appendonly" => "no".into(),
+        // The data directory plays the append-only file's part: every
+        // write is journaled there (see `ringkv serve --data-dir`).
+        "appendonly" => if shared.cluster.data_dir().is_some() {
+            "yes"
+        } else {
+            "no"
+        }
+        .into(),
+        "appendfsync" => shared.cluster.config().fsync.name().into(),
+        "dir" => shared.cluster.data_dir().unwrap_or_default(),
         "maxmemory" => shared.cluster.maxmemory().to_string(),
         "maxmemory-policy" => shared.cluster.maxmemory_policy().name().into(),
         "hz" => "10".into(),

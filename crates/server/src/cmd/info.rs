@@ -152,8 +152,13 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
             line("# Persistence\r\nloading", &0);
             line("async_loading", &0);
             line("rdb_bgsave_in_progress", &0);
-            line("aof_enabled", &0);
+            let dir = shared.cluster.data_dir();
+            line("aof_enabled", &u8::from(dir.is_some()));
             line("aof_rewrite_in_progress", &0);
+            if let Some(dir) = dir {
+                line("ringkv_data_dir", &dir);
+                line("ringkv_fsync", &shared.cluster.config().fsync.name());
+            }
         }
         "stats" => {
             line(

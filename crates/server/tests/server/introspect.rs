@@ -9,7 +9,8 @@ use ringkv_server::ServerConfig;
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{error, q};
-use crate::common::{PATIENCE, expect_closed, start};
+use crate::common::{PATIENCE, expect_closed, start, start_with};
+use std::sync::Arc;
 
 /// The `field:value` lines of an INFO reply.
 fn fields(info: &str) -> HashMap<String, String> {
@@ -359,4 +360,32 @@ async fn startup_settings_are_immutable() {
     let port: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "port"]).await.unwrap();
     assert_eq!(port["port"], server.addr.port().to_string());
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_data_directory_shows_in_config_and_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ringkv_cluster::ClusterConfig {
+        fsync: ringkv_cluster::FsyncPolicy::Always,
+        ..ringkv_cluster::ClusterConfig::default()
+    };
+    let cluster = Arc::new(ringkv_cluster::Cluster::open(dir.path(), config).unwrap());
+    cluster.add_node("n1").unwrap();
+    let server = start_with(cluster, ServerConfig::default()).await;
+    let mut c = server.client().await;
+    let now: HashMap<String, String> = q(
+        &mut c,
+        &["CONFIG", "GET", "appendonly", "appendfsync", "dir"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(now["appendonly"], "yes");
+    assert_eq!(now["appendfsync"], "always");
+    assert_eq!(now["dir"], dir.path().display().to_string());
+    let info: String = q(&mut c, &["INFO", "persistence"]).await.unwrap();
+    assert!(info.contains("aof_enabled:1\r\n"), "{info}");
+    assert!(info.contains("ringkv_fsync:always\r\n"), "{info}");
+    let e = error(&mut c, &["CONFIG", "SET", "appendfsync", "no"]).await;
+    assert!(e.contains("can't set immutable config"), "{e}");
+    let _: () = q(&mut c, &["SET", "k", "v"]).await.unwrap();
 }
