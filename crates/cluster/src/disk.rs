@@ -407,9 +407,9 @@ mod tests {
     use super::*;
     use crate::{Cluster, ClusterConfig, ClusterError, Placement};
 
-    /// The disk backend with an fsync that fails as a failing device's
-    /// does (EIO), for the `--fsync always` acknowledgement path.
-    struct FailingSync(DiskBackend);
+    /// The disk backend with an fsync that fails, once armed, as a failing
+    /// device's does (EIO), for the `--fsync always` acknowledgement path.
+    struct FailingSync(DiskBackend, Arc<std::sync::atomic::AtomicBool>);
 
     impl Backend for FailingSync {
         fn open_node(
@@ -439,6 +439,9 @@ mod tests {
             self.0.sync_acks()
         }
         fn sync(&self) -> Result<(), StoreError> {
+            if !self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                return self.0.sync();
+            }
             Err(store_err(PersistError::Write {
                 path: self.0.dir.path().to_path_buf(),
                 source: fjall::Error::Io(std::io::Error::from_raw_os_error(5)),
@@ -452,14 +455,19 @@ mod tests {
     #[test]
     fn a_failed_fsync_under_always_is_not_an_acknowledgement_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = FailingSync(DiskBackend::open(dir.path(), FsyncPolicy::Always).unwrap());
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backend = FailingSync(
+            DiskBackend::open(dir.path(), FsyncPolicy::Always).unwrap(),
+            armed.clone(),
+        );
         let config = ClusterConfig {
             placement: Placement::BalancedPartitions { partitions: 64 },
             fsync: FsyncPolicy::Always,
             ..ClusterConfig::default()
         };
-        let cluster = Cluster::with_backend(config, std::sync::Arc::new(backend)).unwrap();
+        let cluster = Cluster::with_backend(config, Arc::new(backend)).unwrap();
         cluster.add_node("n1").unwrap();
+        armed.store(true, std::sync::atomic::Ordering::SeqCst);
         let err = cluster.put("k", "v").unwrap_err();
         assert!(matches!(err, ClusterError::Storage { .. }), "{err:?}");
         let message = err.to_string();

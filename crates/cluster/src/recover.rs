@@ -259,12 +259,10 @@ impl Cluster {
     /// data directory's journal), whatever the fsync policy: call it
     /// before a planned shutdown or a backup. A no-op in memory.
     pub fn sync(&self) -> Result<(), ClusterError> {
-        self.backend
-            .sync()
-            .map_err(|source| ClusterError::Storage {
-                what: "cannot sync the data directory".into(),
-                source,
-            })
+        self.backend.sync().map_err(|source| ClusterError::Storage {
+            what: "cannot sync the data directory".into(),
+            source,
+        })
     }
 
     /// Writes records, if the backend keeps any.
@@ -345,7 +343,7 @@ impl Cluster {
         self.backend
             .sync()
             .map_err(|source| ClusterError::Storage {
-                what: "the write was applied but is not known to be on disk, so it is not acknowledged (after a crash it may or may not be there)".into(),
+                what: "the operation was applied but is not known to be on disk, so it is not acknowledged (after a crash it may or may not be there)".into(),
                 source,
             })
     }

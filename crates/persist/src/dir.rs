@@ -110,7 +110,8 @@ struct Inner {
     ticker: Option<(Arc<Ticker>, std::thread::JoinHandle<()>)>,
     /// The first write or sync failure, which explains every write the
     /// engine refuses after it.
-    failure: Mutex<Option<Failure>>,
+    /// Shared with the `everysec` thread, whose fsync may fail first.
+    failure: Arc<Mutex<Option<Failure>>>,
     /// Dropped last, once the database is closed: records the clean close.
     closer: Closer,
 }
@@ -266,11 +267,13 @@ impl DataDir {
                 });
             }
         }
+        let failure = Arc::new(Mutex::new(None));
         let ticker = match policy {
             FsyncPolicy::EverySec => {
                 let ticker = Arc::new(Ticker {
                     db: Mutex::new(Some(db.clone())),
                     wake: Condvar::new(),
+                    failure: failure.clone(),
                 });
                 let theirs = ticker.clone();
                 let thread = std::thread::Builder::new()
@@ -292,7 +295,7 @@ impl DataDir {
                 policy,
                 group: GroupCommit::default(),
                 ticker,
-                failure: Mutex::new(None),
+                failure,
                 closer: Closer {
                     path: path.clone(),
                     clean: AtomicBool::new(false),
@@ -582,6 +585,8 @@ fn check_tree_name(name: &str) {
 struct Ticker {
     db: Mutex<Option<Database>>,
     wake: Condvar,
+    /// The directory's first failure, if this thread's fsync is it.
+    failure: Arc<Mutex<Option<Failure>>>,
 }
 
 impl Ticker {
@@ -601,6 +606,12 @@ impl Ticker {
                 // and a sync of nothing new fails the same way each second.
                 Err(e) if !failed => {
                     failed = true;
+                    if let Some(io) = io_of(&e) {
+                        self.failure.lock().get_or_insert_with(|| Failure {
+                            kind: io.kind(),
+                            message: format!("background fsync: {io}"),
+                        });
+                    }
                     error!(error = %describe(&e), "background fsync failed; writes are refused until a restart");
                 }
                 Err(_) => {}
