@@ -94,6 +94,7 @@ pub use expire::{ExpireBudget, ExpireCycle, SAMPLES_PER_STEP};
 pub use fault::{Fault, FaultEffect, FaultPoint, FaultRole};
 pub use keyspace::ScanPage;
 pub use ops::{EntryUpdate, Update};
+pub use recover::defer_sync;
 pub use report::{ChangeKind, ClusterStats, NodeStats, Progress, RebalanceReport, TransferReport};
 pub use ringkv_persist::FsyncPolicy;
 pub use ringkv_ring::{NodeId, Placement, Ring, RingConfig, Token};

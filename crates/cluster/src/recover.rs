@@ -26,6 +26,52 @@ use crate::routing::{Migration, Publish, Routing};
 use crate::store::StoreError;
 use crate::{ClusterConfig, ClusterError};
 
+/// Whether this thread defers the sync of acknowledged writes (see
+/// [`defer_sync`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    Off,
+    /// Deferring; no write needed a sync yet.
+    Clean,
+    /// Deferring; a write returned without its sync.
+    Owed,
+}
+
+thread_local! {
+    static DEFERRED: std::cell::Cell<Deferred> = const { std::cell::Cell::new(Deferred::Off) };
+}
+
+/// Runs `f` with the wait for the disk that `--fsync always` adds to each
+/// client write deferred to the caller, and returns whether a write inside
+/// `f` now owes one: the caller must then call [`Cluster::sync`] before it
+/// tells anyone the write happened.
+///
+/// For a server that answers many requests at once: it runs each batch of
+/// requests (a pipeline, or whatever arrived) under `defer_sync`, then
+/// syncs once, off its event loop, before it sends the replies. Concurrent
+/// callers of `sync` share fsyncs, so a hundred clients cost one fsync,
+/// not a hundred in a row. Only calls on this thread are deferred, and a
+/// nested call joins the outer one.
+pub fn defer_sync<R>(f: impl FnOnce() -> R) -> (R, bool) {
+    let outer = DEFERRED.with(|d| d.get());
+    if outer != Deferred::Off {
+        return (f(), false);
+    }
+    /// Turns deferring off however `f` ends.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEFERRED.with(|d| d.set(Deferred::Off));
+        }
+    }
+    DEFERRED.with(|d| d.set(Deferred::Clean));
+    let reset = Reset;
+    let result = f();
+    let owed = DEFERRED.with(|d| d.get()) == Deferred::Owed;
+    drop(reset);
+    (result, owed)
+}
+
 impl Cluster {
     /// Opens the cluster kept in the data directory `dir`, creating it on
     /// first use: every node's data, the membership, the ring (its
@@ -340,6 +386,15 @@ impl Cluster {
         if !self.sync_acks {
             return Ok(());
         }
+        if DEFERRED.with(|d| {
+            let deferring = d.get() != Deferred::Off;
+            if deferring {
+                d.set(Deferred::Owed);
+            }
+            deferring
+        }) {
+            return Ok(());
+        }
         self.backend
             .sync()
             .map_err(|source| ClusterError::Storage {
@@ -512,5 +567,38 @@ mod tests {
             );
         }
         assert_eq!(acks, 400);
+    }
+
+    /// Deferred, a write does not sync but says it owes one; reads and
+    /// writes that need none owe none; outside, writes sync again.
+    #[test]
+    fn defer_sync_hands_the_sync_to_the_caller() {
+        let log: Log = Arc::default();
+        let cluster =
+            Cluster::with_backend(ClusterConfig::default(), Arc::new(Recording(log.clone())))
+                .unwrap();
+        cluster.add_node("n1").unwrap();
+        log.lock().clear();
+        let ((), owed) = super::defer_sync(|| cluster.put("k", "v").unwrap());
+        assert!(owed);
+        assert!(
+            !log.lock().contains(&Event::Sync),
+            "deferred: {:?}",
+            log.lock()
+        );
+        let (_, owed) = super::defer_sync(|| cluster.get(b"k").unwrap());
+        assert!(!owed, "a read owes no sync");
+        let ((_, inner), outer) =
+            super::defer_sync(|| super::defer_sync(|| cluster.delete("k").unwrap()));
+        assert!(!inner && outer, "a nested write is owed by the outer call");
+        cluster.sync().unwrap();
+        assert_eq!(log.lock().last(), Some(&Event::Sync));
+        log.lock().clear();
+        cluster.put("k", "v").unwrap();
+        assert_eq!(
+            log.lock().last(),
+            Some(&Event::Sync),
+            "not deferred any more"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::cmd::{self, Ctx, Outcome};
 use crate::connection::Connection;
@@ -94,12 +94,16 @@ async fn serve(
 ) -> io::Result<()> {
     let mut drains_left = DRAIN_READS;
     let handle = Arc::clone(&session.handle);
+    // Under `--fsync always`: replies queued for writes that are not on
+    // disk yet. No reply leaves before they are (see `settle`).
+    let mut owed = false;
     loop {
         if handle.is_killed() {
             // As Redis: freed at once. Replies already queued (the
             // killer's own count) are sent, but the client's side is not
             // waited for, so `connected_clients` drops now.
             debug!(client = session.id, "killed by CLIENT KILL");
+            settle(shared, &mut owed).await?;
             return conn.flush().await;
         }
         let limits = Limits {
@@ -118,6 +122,7 @@ async fn serve(
                 request
             }
             Ok(None) => {
+                settle(shared, &mut owed).await?;
                 conn.flush().await?;
                 // Shutdown interrupts only the wait for a new request.
                 if *stopping.borrow() {
@@ -145,6 +150,7 @@ async fn serve(
                 shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 debug!(client = session.id, error = %e, "protocol error; closing");
                 conn.queue(&reply::err(&e), session.protocol);
+                settle(shared, &mut owed).await?;
                 return conn.close().await;
             }
         };
@@ -156,18 +162,24 @@ async fn serve(
         }
         // The context lives for the call only: it is not `Send`, and the
         // task awaits below.
-        let outcome = cmd::dispatch(
-            &mut Ctx {
-                shared,
-                session: &mut session,
-                txn: None,
-            },
-            &request,
-        );
+        // Writes under `--fsync always` do not wait for the disk here: the
+        // batch's replies wait for one shared fsync before they go out.
+        let (outcome, owes) = ringkv_cluster::defer_sync(|| {
+            cmd::dispatch(
+                &mut Ctx {
+                    shared,
+                    session: &mut session,
+                    txn: None,
+                },
+                &request,
+            )
+        });
+        owed |= owes;
         let frame = match outcome {
             Outcome::Reply(frame) => frame,
             Outcome::Close(frame) => {
                 conn.queue(&frame, session.protocol);
+                settle(shared, &mut owed).await?;
                 return conn.close().await;
             }
             Outcome::OverLimit => {
@@ -176,6 +188,7 @@ async fn serve(
             }
             Outcome::Blocking(job) => {
                 // Earlier replies go out before a possibly long wait.
+                settle(shared, &mut owed).await?;
                 conn.flush().await?;
                 match tokio::task::spawn_blocking(job).await {
                     Ok(frame) => frame,
@@ -194,7 +207,31 @@ async fn serve(
         if silent {
             continue;
         }
+        if owed && conn.queued() + frame.encoded_len(session.protocol) >= FLUSH_AT {
+            settle(shared, &mut owed).await?; // `send` is about to flush
+        }
         conn.send(&frame, session.protocol, FLUSH_AT).await?;
+    }
+}
+
+/// Waits, off the event loop, until every write whose reply is queued is on
+/// disk (`--fsync always`; see `ringkv_cluster::defer_sync`). Connections
+/// waiting at once share one fsync. If the sync fails, the connection is
+/// closed without those replies: the writes' outcome is unknown to their
+/// client, as after a crash, and it is told nothing false.
+async fn settle(shared: &Arc<Shared>, owed: &mut bool) -> io::Result<()> {
+    if !std::mem::take(owed) {
+        return Ok(());
+    }
+    let cluster = Arc::clone(&shared.cluster);
+    let synced = tokio::task::spawn_blocking(move || cluster.sync()).await;
+    match synced {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            error!(error = %e, "fsync failed; closing the client without its replies");
+            Err(io::Error::other(e.to_string()))
+        }
+        Err(e) => Err(io::Error::other(format!("the fsync task failed: {e}"))),
     }
 }
 
