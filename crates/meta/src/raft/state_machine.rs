@@ -1,0 +1,179 @@
+//! The metadata state machine as openraft's `RaftStateMachine`: committed
+//! entries go through [`MetaState::apply`], snapshots are
+//! [`MetaState::encode`].
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use tokio::sync::watch;
+
+use super::TypeConfig;
+use crate::command::{Rejected, Response};
+use crate::state::MetaState;
+
+type NodeId = u64;
+
+/// The applied metadata and its latest snapshot. Clones share them; a node
+/// reads the state through [`MetaStore::state`] and waits for epochs with
+/// [`MetaStore::subscribe`].
+#[derive(Debug, Clone)]
+pub struct MetaStore {
+    /// A std mutex, not a tokio one: nothing awaits while it is held; it is
+    /// held to apply a batch of entries or to copy the state out.
+    inner: Arc<Mutex<Inner>>,
+    /// The applied epoch, published after every applied batch.
+    epoch: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    state: MetaState,
+    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+    /// Snapshots built so far by this store: part of their ids.
+    built: u64,
+}
+
+impl Default for MetaStore {
+    fn default() -> Self {
+        MetaStore {
+            inner: Arc::default(),
+            epoch: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl MetaStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every change to `Inner` completes before the lock is released or
+        // is a plain assignment, so a poisoned lock holds a whole state.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the applied state.
+    pub fn state(&self) -> MetaState {
+        self.lock().state.clone()
+    }
+
+    /// The log id of the last applied entry.
+    pub fn last_applied(&self) -> Option<LogId<NodeId>> {
+        self.lock().last_applied
+    }
+
+    /// The applied epoch, updated after every applied batch: a node that
+    /// must decide at a sender's epoch waits on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    fn publish(&self, epoch: u64) {
+        self.epoch.send_replace(epoch);
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for MetaStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let mut inner = self.lock();
+        let data = inner.state.encode();
+        inner.built += 1;
+        let snapshot_id = match inner.last_applied {
+            Some(last) => format!("{}-{}-{}", last.leader_id, last.index, inner.built),
+            None => format!("--{}", inner.built),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: inner.last_applied,
+            last_membership: inner.last_membership.clone(),
+            snapshot_id,
+        };
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for MetaStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let inner = self.lock();
+        Ok((inner.last_applied, inner.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut answers = Vec::new();
+        let epoch = {
+            let mut inner = self.lock();
+            for entry in entries {
+                inner.last_applied = Some(entry.log_id);
+                answers.push(match entry.payload {
+                    EntryPayload::Normal(command) => inner.state.apply(&command),
+                    EntryPayload::Membership(membership) => {
+                        inner.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        // No client waits for this answer.
+                        Err(Rejected::NoChange)
+                    }
+                    // A new leader's first entry; no client waits for it.
+                    EntryPayload::Blank => Err(Rejected::NoChange),
+                });
+            }
+            inner.state.epoch
+        };
+        self.publish(epoch);
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let state = MetaState::decode(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let epoch = state.epoch;
+        {
+            let mut inner = self.lock();
+            inner.state = state;
+            inner.last_applied = meta.last_log_id;
+            inner.last_membership = meta.last_membership.clone();
+            inner.snapshot = Some((meta.clone(), data));
+        }
+        self.publish(epoch);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self.lock().snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}
