@@ -106,6 +106,15 @@ impl Cluster {
             },
         );
         if !active.final_nodes.contains_key(&active.node) {
+            // The leaving node's copies go all at once, by dropping its
+            // data: that is the cleanup of every range it was the source
+            // of, so the cleanup fault point of those ranges is here.
+            #[cfg(feature = "fault-injection")]
+            for (i, m) in active.migration.diff.moves.iter().enumerate() {
+                if m.from == active.node {
+                    fault_point!(self, DuringCleanup, i, &active);
+                }
+            }
             self.forget_node(&active.node); // the node left
         }
         let (pending, panicked) = self.clean_up(membership, &mut active);

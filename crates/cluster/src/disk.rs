@@ -26,7 +26,7 @@ use ringkv_persist::{
 use ringkv_ring::{NodeId, Token};
 use tracing::info;
 
-use crate::backend::{Backend, stripe_tokens};
+use crate::backend::Backend;
 use crate::entry::Entry;
 use crate::store::{Store, StoreError, StoredEntry};
 
@@ -111,12 +111,9 @@ impl Backend for DiskBackend {
             tree = None;
         }
         let name = match tree {
-            // A node the cluster reopens must have its tree: a missing one
-            // is a damaged directory, never an empty node.
-            Some(name) if !fresh && !self.dir.has_tree(&name) => {
+            Some(name) if !self.dir.has_tree(&name) => {
                 return Err(StoreError::Corrupt(format!(
-                    "the tree `{name}` holding node `{id}`'s keys is missing from {} (a file \
-                     under its keyspaces/ directory was deleted or damaged); restore the \
+                    "the data of node `{id}` (tree {name}) is missing from {}; restore the \
                      directory from a backup",
                     self.dir.path().display()
                 )));
@@ -124,8 +121,8 @@ impl Backend for DiskBackend {
             Some(name) => name,
             None if !fresh => {
                 return Err(StoreError::Corrupt(format!(
-                    "{} has no record of node `{id}`'s tree although the ring names the node; \
-                     restore the directory from a backup",
+                    "{} records node `{id}` as a member but holds no data for it; restore the \
+                     directory from a backup",
                     self.dir.path().display()
                 )));
             }
@@ -161,20 +158,16 @@ impl Backend for DiskBackend {
             }
         };
         let engine = self.dir.tree(&name).map_err(store_err)?;
-        (0..stripes)
-            .map(|i| {
-                let tokens = stripe_tokens(i, stripes);
-                let len = if fresh {
-                    0
-                } else {
-                    engine.count(tokens).map_err(store_err)?
-                };
-                Ok(Box::new(PersistentStore {
+        // An existing tree's stripes are counted by the cluster's scan at
+        // open, which tells each store (`Store::loaded`).
+        Ok((0..stripes)
+            .map(|_| {
+                Box::new(PersistentStore {
                     engine: engine.clone(),
-                    len,
-                }) as Box<dyn Store>)
+                    len: 0,
+                }) as Box<dyn Store>
             })
-            .collect()
+            .collect())
     }
 
     fn drop_node(&self, id: &NodeId) -> Result<(), StoreError> {
@@ -322,7 +315,7 @@ impl Store for PersistentStore {
             self.engine
                 .delete(token, key, Durability::NoSync)
                 .map_err(store_err)?;
-            self.len -= 1;
+            self.len = self.len.saturating_sub(1);
         }
         Ok(previous)
     }
@@ -393,12 +386,17 @@ impl Store for PersistentStore {
             return Err(store_err(e));
         }
         let n = out.len() - start;
-        self.len -= n;
+        // Saturating: at open the count is not known until `loaded`.
+        self.len = self.len.saturating_sub(n);
         Ok(n)
     }
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn loaded(&mut self, entries: usize) {
+        self.len = entries;
     }
 }
 
@@ -503,8 +501,6 @@ mod tests {
         }
         let backend = DiskBackend::open(dir.path(), FsyncPolicy::No).unwrap();
         let stores = backend.open_node(&id, 4, false).unwrap();
-        assert_eq!(stores[3].len(), 1, "counted at open");
-        assert_eq!(stores[0].len(), 0);
         assert_eq!(
             stores[3].get(u64::MAX - 5, b"k").unwrap().map(|e| e.value),
             Some(Bytes::from_static(b"v"))

@@ -168,6 +168,7 @@ impl Shard {
             dropped += self.store.take_range(tokens, usize::MAX, &mut freed)?;
             freed.clear();
         }
+        self.store.loaded(kept);
         Ok((kept, dropped))
     }
 

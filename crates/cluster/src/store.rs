@@ -150,6 +150,14 @@ pub trait Store: Send + Sync + 'static {
     /// Number of entries.
     fn len(&self) -> usize;
 
+    /// Told once, after the cluster opened a store that already held data
+    /// (a restart) and scanned all of it: the store holds `entries`
+    /// entries now. A store that keeps its own count ignores it; one that
+    /// would otherwise have to count at open (a persistent one) takes it.
+    fn loaded(&mut self, entries: usize) {
+        let _ = entries;
+    }
+
     /// Whether the store holds no entry.
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -278,11 +278,6 @@ fn cases(seeds: u64) -> Vec<Case> {
         let mut rng = SmallRng::seed_from_u64(seed);
         for op in [Op::Add, Op::Remove] {
             for point in FaultPoint::ALL {
-                if op == Op::Remove && point == FaultPoint::DuringCleanup {
-                    // Every range of a removal comes from the leaving node,
-                    // whose data goes whole: no cleanup step to crash in.
-                    continue;
-                }
                 // The first range, the second (just past the commit point
                 // for after-copy) and a random one of the first 20.
                 let range = match seed {
