@@ -296,7 +296,7 @@ fn main() -> ExitCode {
         Command::Run(args) => match run(args, cli.log_format == LogFormat::Json) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", report(&e));
                 ExitCode::from(1)
             }
         },
@@ -304,11 +304,31 @@ fn main() -> ExitCode {
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", report(&e));
                 ExitCode::from(1)
             }
         },
     }
+}
+
+/// An error with its causes, as `{:#}` prints it but without repeating a
+/// cause whose text the message already holds: the storage errors include
+/// their source's message in their own (the server's replies show only
+/// that) and keep the source for callers, so the plain chain said each
+/// thing two or three times.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// An eviction policy by its Redis name.

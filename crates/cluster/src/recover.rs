@@ -440,7 +440,7 @@ impl Cluster {
         self.backend
             .sync()
             .map_err(|source| ClusterError::Storage {
-                what: "the write was applied but could not be made durable (fsync failed); its outcome after a crash is unknown".into(),
+                what: "the operation was applied but is not known to be on disk, so it is not acknowledged (after a crash it may or may not be there)".into(),
                 source,
             })
     }

@@ -13,6 +13,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +21,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info};
 
-use crate::error::PersistError;
+use crate::error::{Failure, PersistError, describe, io_of};
+use crate::guard;
 use crate::{Durability, PersistentEngine};
 
 /// The newest on-disk format this build reads and the one it writes.
@@ -113,6 +115,31 @@ struct Inner {
     journal: Journal,
     /// The `everysec` thread, with its handle on the journal.
     ticker: Option<(Arc<Ticker>, std::thread::JoinHandle<()>)>,
+    /// The first write or sync failure, which explains every write the
+    /// engine refuses after it.
+    /// Shared with the `everysec` thread, whose fsync may fail first.
+    failure: Arc<Mutex<Option<Failure>>>,
+    /// Dropped last, once the database is closed: records the clean close.
+    closer: Closer,
+}
+
+/// Writes the record of a clean close (see `crate::guard`) when dropped,
+/// if the final sync succeeded. It is the last field of [`Inner`], so it
+/// runs once the engine has closed the directory.
+struct Closer {
+    path: PathBuf,
+    clean: AtomicBool,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if !self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = guard::record_clean_close(&self.path) {
+            error!(path = %self.path.display(), error = %e, "cannot record the clean close; the next open cannot check the journal against it");
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -124,9 +151,28 @@ impl Drop for Inner {
             ticker.wake.notify_all();
             let _ = thread.join();
         }
-        // A clean close loses nothing, whatever the policy.
-        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
-            error!(path = %self.path.display(), error = %e, "final sync failed");
+        // A clean close loses nothing, whatever the policy. After a failed
+        // fsync of our own (fjall does not know of it) the close is not
+        // clean either: the kernel may have dropped what it could not write.
+        let closed = if self.journal.failed() {
+            Err(fjall::Error::Poisoned)
+        } else {
+            self.db.persist(PersistMode::SyncAll)
+        };
+        match closed {
+            Ok(()) => self.closer.clean.store(true, Ordering::Release),
+            Err(e) => {
+                error!(
+                    path = %self.path.display(),
+                    error = %describe(&e),
+                    "the data directory is not closed cleanly (a write or an fsync failed); the next open recovers as after a crash"
+                );
+                // The engine's own close would write out what its journal
+                // buffer still holds: the write that failed, which was
+                // never acknowledged. Keep the engine open instead (its
+                // lock is released when the process exits).
+                std::mem::forget(self.db.clone());
+            }
         }
     }
 }
@@ -156,8 +202,11 @@ impl DataDir {
             path: path.clone(),
             source,
         };
+        if path.exists() && !path.is_dir() {
+            return Err(PersistError::NotADirectory { path });
+        }
         let fresh = match fs::read_dir(&path) {
-            Ok(mut files) => files.next().is_none(),
+            Ok(files) => files.flatten().all(|f| guard::is_scratch(&f.file_name())),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 fs::create_dir_all(&path).map_err(dir_err)?;
                 true
@@ -171,6 +220,11 @@ impl DataDir {
             if !marker.try_exists().map_err(dir_err)? {
                 return Err(PersistError::NotADatabase { path, marker });
             }
+        }
+        guard::check_writable(&path)?;
+        if !fresh {
+            guard::check_trees(&path)?;
+            guard::check_clean_close(&path)?;
         }
         let open_err = |source| match source {
             fjall::Error::Locked => PersistError::Locked { path: path.clone() },
@@ -227,6 +281,7 @@ impl DataDir {
                 });
             }
         }
+        let failure = Arc::new(Mutex::new(None));
         let journal = Journal {
             db: db.clone(),
             path: path.clone(),
@@ -237,6 +292,7 @@ impl DataDir {
                 let ticker = Arc::new(Ticker {
                     journal: Mutex::new(Some(journal.clone())),
                     wake: Condvar::new(),
+                    failure: failure.clone(),
                 });
                 let theirs = ticker.clone();
                 let thread = std::thread::Builder::new()
@@ -254,11 +310,16 @@ impl DataDir {
             inner: Arc::new(Inner {
                 db,
                 meta,
-                path,
+                path: path.clone(),
                 policy,
                 group: GroupCommit::default(),
                 journal,
                 ticker,
+                failure,
+                closer: Closer {
+                    path: path.clone(),
+                    clean: AtomicBool::new(false),
+                },
             }),
         })
     }
@@ -525,11 +586,32 @@ impl DataDir {
         }
     }
 
+    /// A failed write or sync as an error. The engine refuses every write
+    /// after its first failure ("poisoned"): those say what the first
+    /// failure was.
     pub(crate) fn write_err(&self, source: fjall::Error) -> PersistError {
-        PersistError::Write {
-            path: self.inner.path.clone(),
-            source,
+        let path = self.inner.path.clone();
+        let mut failure = self.inner.failure.lock();
+        if let fjall::Error::Poisoned = source {
+            return PersistError::WritesRefused {
+                path,
+                cause: failure.clone(),
+            };
         }
+        if failure.is_none() {
+            *failure = Some(Failure {
+                kind: io_of(&source).map_or(ErrorKind::Other, std::io::Error::kind),
+                message: describe(&source),
+            });
+            error!(path = %path.display(), error = %describe(&source), "a write failed: writes are refused from now on, reads still work; fix the cause and restart");
+        }
+        PersistError::Write { path, source }
+    }
+
+    /// The first write or sync failure, if one happened: from then on
+    /// every write is refused until the directory is reopened.
+    pub fn failure(&self) -> Option<Failure> {
+        self.inner.failure.lock().clone()
     }
 }
 
@@ -615,12 +697,15 @@ impl Journal {
 struct Ticker {
     journal: Mutex<Option<Journal>>,
     wake: Condvar,
+    /// The directory's first failure, if this thread's fsync is it.
+    failure: Arc<Mutex<Option<Failure>>>,
 }
 
 impl Ticker {
     /// An fsync a second until stopped.
     fn run(&self) {
         let mut journal = self.journal.lock();
+        let mut failed = false;
         loop {
             if journal.is_none() {
                 return;
@@ -629,8 +714,20 @@ impl Ticker {
             let Some(handle) = journal.as_ref() else {
                 return;
             };
-            if let Err(e) = handle.sync() {
-                error!(error = %e, "background fsync failed; writes will be refused");
+            match handle.sync() {
+                Ok(()) => failed = false,
+                // Once: every later sync fails the same way, each second.
+                Err(e) if !failed => {
+                    failed = true;
+                    if let Some(io) = io_of(&e) {
+                        self.failure.lock().get_or_insert_with(|| Failure {
+                            kind: io.kind(),
+                            message: format!("background fsync: {io}"),
+                        });
+                    }
+                    error!(error = %describe(&e), "background fsync failed; writes are refused until a restart");
+                }
+                Err(_) => {}
             }
         }
     }

@@ -50,9 +50,10 @@ mod batch;
 mod dir;
 mod engine;
 mod error;
+mod guard;
 mod key;
 
 pub use batch::{Durability, WriteBatch};
 pub use dir::{DataDir, FORMAT_VERSION, FsyncPolicy};
 pub use engine::{Entry, PersistentEngine};
-pub use error::PersistError;
+pub use error::{Failure, PersistError};
