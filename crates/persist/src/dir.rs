@@ -41,6 +41,8 @@ const JOURNAL_CAP: u64 = 64 * 1024 * 1024;
 /// this machine), so this bounds the replay; fjall's default, 64 MiB per
 /// tree, made a restart with three nodes replay ~180 MB.
 const MEMTABLE_CAP: u64 = 16 * 1024 * 1024;
+/// How long [`DataDir::checkpoint`] waits for the table files.
+pub const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(30);
 /// The keyspace of the format record and the owner's records.
 const META: &str = "meta";
 /// Prefix of every tree's keyspace name (so that no tree is `meta`).
@@ -394,7 +396,44 @@ impl DataDir {
     /// with `wait`, returns once written (then the journal holds nothing a
     /// restart must replay), otherwise starts it in the background. For a
     /// planned stop, and after a restart that replayed the journal.
+    ///
+    /// Nothing is attempted after a write failure (a full disk: the table
+    /// files could not be written either, and fjall would wait for them
+    /// forever), and a wait gives up after [`CHECKPOINT_PATIENCE`]: the
+    /// journal still holds everything, a restart replays it.
     pub fn checkpoint(&self, wait: bool) -> Result<(), PersistError> {
+        if let Some(failure) = self.failure() {
+            return Err(PersistError::WritesRefused {
+                path: self.inner.path.clone(),
+                cause: Some(failure),
+            });
+        }
+        if !wait {
+            return self.rotate_all(false);
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        let dir = self.clone();
+        std::thread::Builder::new()
+            .name("ringkv-checkpoint".into())
+            .spawn(move || {
+                let _ = done.send(dir.rotate_all(true));
+            })
+            .map_err(|source| PersistError::Dir {
+                path: self.inner.path.clone(),
+                source,
+            })?;
+        match finished.recv_timeout(CHECKPOINT_PATIENCE) {
+            Ok(result) => result,
+            Err(_) => {
+                error!(path = %self.inner.path.display(), "checkpoint still running after {CHECKPOINT_PATIENCE:?}; left to the journal");
+                Ok(())
+            }
+        }
+    }
+
+    /// Rotates every keyspace's memtable (and with `wait`, waits for it to
+    /// be written).
+    fn rotate_all(&self, wait: bool) -> Result<(), PersistError> {
         for name in self.inner.db.list_keyspace_names() {
             let keyspace = self
                 .inner
