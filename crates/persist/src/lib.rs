@@ -52,8 +52,10 @@ mod engine;
 mod error;
 mod guard;
 mod key;
+mod sync;
 
 pub use batch::{Durability, WriteBatch};
-pub use dir::{DataDir, FORMAT_VERSION, FsyncPolicy};
+pub use dir::{DataDir, FORMAT_VERSION};
 pub use engine::{Entry, PersistentEngine};
 pub use error::{Failure, PersistError};
+pub use sync::FsyncPolicy;
