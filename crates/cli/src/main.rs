@@ -296,7 +296,7 @@ fn main() -> ExitCode {
         Command::Run(args) => match run(args, cli.log_format == LogFormat::Json) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", report(&e));
                 ExitCode::from(1)
             }
         },
@@ -304,11 +304,31 @@ fn main() -> ExitCode {
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", report(&e));
                 ExitCode::from(1)
             }
         },
     }
+}
+
+/// An error with its causes, as `{:#}` prints it but without repeating a
+/// cause whose text the message already holds: the storage errors include
+/// their source's message in their own (the server's replies show only
+/// that) and keep the source for callers, so the plain chain said each
+/// thing two or three times.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// An eviction policy by its Redis name.
@@ -355,9 +375,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ringkv_server::run_until(listener, cluster.clone(), config, first, second).await?;
         Ok(())
     });
-    // Whatever the fsync policy, a clean stop leaves everything on disk.
-    if let Err(e) = cluster.sync() {
-        tracing::error!(error = %e, "final sync failed");
+    // Whatever the fsync policy, a clean stop leaves everything on disk,
+    // in table files: the next start replays no journal.
+    if let Err(e) = cluster.checkpoint() {
+        tracing::error!(error = %e, "final checkpoint failed");
     }
     // The server has stopped: it waited for connections within the grace
     // period (or a second signal cut that short). A membership change may

@@ -80,6 +80,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Where the data lives, for logs and errors (`None`: in memory).
     fn location(&self) -> Option<String>;
 
+    /// Writes what the backend holds in memory to its files (with `wait`,
+    /// before returning), so that a restart has less to replay.
+    fn checkpoint(&self, wait: bool) -> Result<(), StoreError> {
+        let _ = wait;
+        Ok(())
+    }
+
     /// Runs `f`, whose store writes (on this thread) must survive a crash
     /// together or not at all: a transaction's. By default they are
     /// simply made one by one (nothing outlives the process anyway).

@@ -184,8 +184,7 @@ impl Cluster {
                 weight,
             },
         );
-        self.sync_ack()?;
-        report
+        self.synced(report)
     }
 
     /// Removes node `id`; its keys go to their new owners. Errors and
@@ -205,8 +204,7 @@ impl Cluster {
                 force: false,
             },
         );
-        self.sync_ack()?;
-        report
+        self.synced(report)
     }
 
     /// Removes node `id` whatever state it is in: even if it is the last
@@ -234,8 +232,17 @@ impl Cluster {
                 force: true,
             },
         );
-        self.sync_ack()?;
-        report
+        self.synced(report)
+    }
+
+    /// The result of a membership call, once what it wrote is on disk
+    /// under `--fsync always`. The call's own error comes first: a change
+    /// refused or rolled back was not applied, whatever the sync says.
+    fn synced<T>(&self, result: Result<T, ClusterError>) -> Result<T, ClusterError> {
+        let synced = self.sync_ack();
+        let value = result?;
+        synced?;
+        Ok(value)
     }
 
     /// Completes a paused redistribution, if any. Returns its report, or
@@ -243,8 +250,7 @@ impl Cluster {
     pub fn resume(&self) -> Result<Option<RebalanceReport>, ClusterError> {
         let mut membership = self.lock_membership("resume")?;
         let report = self.resume_paused(&mut membership);
-        self.sync_ack()?;
-        report
+        self.synced(report)
     }
 
     /// Deletes stale copies left by cleanups that failed, on nodes that are

@@ -47,7 +47,8 @@ pub(crate) fn store_err(e: PersistError) -> StoreError {
             source: Arc::new(source),
         },
         None if corrupt => StoreError::Corrupt(message),
-        None => StoreError::Engine(message),
+        // The message names the directory and says what to do.
+        None => StoreError::Refused(message),
     }
 }
 
@@ -73,12 +74,24 @@ impl DiskBackend {
             .map_err(store_err)?;
         record
             .map(|name| {
-                String::from_utf8(name.to_vec()).map_err(|_| {
-                    StoreError::Corrupt(format!(
-                        "the record of node `{id}`'s tree in {} is not UTF-8",
-                        self.dir.path().display()
-                    ))
-                })
+                // The names this module writes: `node-<n>`. Anything else is
+                // damage (and no name to hand to the engine).
+                std::str::from_utf8(&name)
+                    .ok()
+                    .filter(|n| {
+                        n.strip_prefix("node-").is_some_and(|d| {
+                            (1..=20).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+                        })
+                    })
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "the record of node `{id}`'s tree in {} is damaged ({:?} is no tree \
+                             name); restore the directory from a backup",
+                            self.dir.path().display(),
+                            String::from_utf8_lossy(&name[..name.len().min(64)])
+                        ))
+                    })
             })
             .transpose()
     }
@@ -230,6 +243,10 @@ impl Backend for DiskBackend {
         Some(self.dir.path().display().to_string())
     }
 
+    fn checkpoint(&self, wait: bool) -> Result<(), StoreError> {
+        self.dir.checkpoint(wait).map_err(store_err)
+    }
+
     fn atomically(
         &self,
         f: &mut dyn FnMut() -> Result<(), crate::ClusterError>,
@@ -255,7 +272,8 @@ pub(crate) struct PersistentStore {
 fn decode(engine: &PersistentEngine, key: &[u8], bytes: &Bytes) -> Result<Entry, StoreError> {
     Entry::decode(bytes).map_err(|e| {
         StoreError::Corrupt(format!(
-            "the entry of key {:?} in {} does not decode: {e}; restore the directory from a backup",
+            "the entry of key {:?} in {} does not decode ({e}): restore the directory from a \
+             backup, or run the ringkv version that wrote it",
             String::from_utf8_lossy(&key[..key.len().min(64)]),
             engine.path().display()
         ))
@@ -389,6 +407,88 @@ impl Store for PersistentStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Cluster, ClusterConfig, ClusterError, Placement};
+
+    /// The disk backend with an fsync that fails, once armed, as a failing
+    /// device's does (EIO), for the `--fsync always` acknowledgement path.
+    struct FailingSync(DiskBackend, Arc<std::sync::atomic::AtomicBool>);
+
+    impl Backend for FailingSync {
+        fn open_node(
+            &self,
+            id: &NodeId,
+            stripes: usize,
+            fresh: bool,
+        ) -> Result<Vec<Box<dyn Store>>, StoreError> {
+            self.0.open_node(id, stripes, fresh)
+        }
+        fn drop_node(&self, id: &NodeId) -> Result<(), StoreError> {
+            self.0.drop_node(id)
+        }
+        fn stored_nodes(&self) -> Result<Vec<NodeId>, StoreError> {
+            self.0.stored_nodes()
+        }
+        fn persistent(&self) -> bool {
+            true
+        }
+        fn records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.0.records()
+        }
+        fn write_records(&self, writes: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+            self.0.write_records(writes)
+        }
+        fn sync_acks(&self) -> bool {
+            self.0.sync_acks()
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            if !self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                return self.0.sync();
+            }
+            Err(store_err(PersistError::Write {
+                path: self.0.dir.path().to_path_buf(),
+                source: fjall::Error::Io(std::io::Error::from_raw_os_error(5)),
+            }))
+        }
+        fn location(&self) -> Option<String> {
+            self.0.location()
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_under_always_is_not_an_acknowledgement_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backend = FailingSync(
+            DiskBackend::open(dir.path(), FsyncPolicy::Always).unwrap(),
+            armed.clone(),
+        );
+        let config = ClusterConfig {
+            placement: Placement::BalancedPartitions { partitions: 64 },
+            fsync: FsyncPolicy::Always,
+            ..ClusterConfig::default()
+        };
+        let cluster = Cluster::with_backend(config, Arc::new(backend)).unwrap();
+        cluster.add_node("n1").unwrap();
+        armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = cluster.put("k", "v").unwrap_err();
+        assert!(matches!(err, ClusterError::Storage { .. }), "{err:?}");
+        let message = err.to_string();
+        for words in [
+            "not acknowledged",
+            "Input/output error",
+            &dir.path().display().to_string(),
+            "restart",
+        ] {
+            assert!(message.contains(words), "{words:?} not in {message}");
+        }
+        // The OS error is kept as the source.
+        let ClusterError::Storage { source, .. } = err else {
+            unreachable!()
+        };
+        assert!(matches!(source, StoreError::Io { .. }), "{source:?}");
+        // The outcome is unknown, and reads still work.
+        assert!(cluster.get(b"k").is_ok());
+    }
 
     #[test]
     fn a_node_tree_survives_reopening_and_a_fresh_open_empties_it() {

@@ -72,6 +72,9 @@ pub fn defer_sync<R>(f: impl FnOnce() -> R) -> (R, bool) {
     (result, owed)
 }
 
+/// Entries read per scan while loading a store at open.
+const LOAD_PAGE: usize = 4096;
+
 impl Cluster {
     /// Opens the cluster kept in the data directory `dir`, creating it on
     /// first use: every node's data, the membership, the ring (its
@@ -256,9 +259,10 @@ impl Cluster {
         }
         // Each node keeps what it serves; the rest is a stale or partial
         // copy. Counts, memory and the expiry index are rebuilt on the way.
-        let mut max_version = 0;
-        let (mut kept, mut dropped) = (0usize, 0usize);
-        for node in routing.nodes.values() {
+        // One thread per node (they share nothing but the routing), at
+        // most as many at once as there are cores.
+        let load_node = |node: &Arc<Node>| -> Result<(usize, usize, u64), ClusterError> {
+            let (mut kept, mut dropped, mut max_version) = (0, 0, 0);
             for i in 0..node.stripe_count() {
                 let tokens = crate::backend::stripe_tokens(i, node.stripe_count());
                 let mut stripe = node.lock_stripe_unchecked(i);
@@ -268,17 +272,36 @@ impl Cluster {
                         .is_ok_and(|(owner, _)| Arc::ptr_eq(owner, node))
                 };
                 let (k, d) = stripe
-                    .load(
-                        tokens,
-                        keep,
-                        self.config.copy_batch.max(256),
-                        &mut max_version,
-                    )
+                    .load(tokens, keep, LOAD_PAGE, &mut max_version)
                     .map_err(|e| node.store_error(e))?;
                 node.add_served(i, k as i64);
                 kept += k;
                 dropped += d;
             }
+            Ok((kept, dropped, max_version))
+        };
+        let nodes: Vec<&Arc<Node>> = routing.nodes.values().collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut loaded = Vec::with_capacity(nodes.len());
+        for group in nodes.chunks(threads.max(1)) {
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|node| scope.spawn(|| load_node(node)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            loaded.extend(results);
+        }
+        let (mut kept, mut dropped, mut max_version) = (0usize, 0usize, 0u64);
+        for result in loaded {
+            let (k, d, v) = result?;
+            kept += k;
+            dropped += d;
+            max_version = max_version.max(v);
         }
         self.versions.fetch_max(max_version, Ordering::Relaxed);
         let epoch = routing.ring.epoch();
@@ -292,6 +315,11 @@ impl Cluster {
         );
         if let Some(active) = resume {
             self.finish(&mut membership, active)?;
+        }
+        // What the journal replay put in memory goes to table files in the
+        // background, so the next crash does not replay it again.
+        if let Err(e) = self.backend.checkpoint(false) {
+            warn!(error = %e, "could not start writing the replayed journal to table files");
         }
         Ok(())
     }
@@ -309,6 +337,20 @@ impl Cluster {
             what: "cannot sync the data directory".into(),
             source,
         })
+    }
+
+    /// Writes everything the data directory holds in memory to table files
+    /// and waits for it, so that the next start replays no journal: for a
+    /// planned stop (`ringkv serve` does it on SIGTERM). Also syncs. A
+    /// no-op in memory.
+    pub fn checkpoint(&self) -> Result<(), ClusterError> {
+        self.backend
+            .checkpoint(true)
+            .map_err(|source| ClusterError::Storage {
+                what: "cannot write the data directory's memory to its files".into(),
+                source,
+            })?;
+        self.sync()
     }
 
     /// Writes records, if the backend keeps any.
@@ -398,7 +440,7 @@ impl Cluster {
         self.backend
             .sync()
             .map_err(|source| ClusterError::Storage {
-                what: "the write was applied but could not be made durable (fsync failed); its outcome after a crash is unknown".into(),
+                what: "the operation was applied but is not known to be on disk, so it is not acknowledged (after a crash it may or may not be there)".into(),
                 source,
             })
     }

@@ -48,6 +48,11 @@ pub enum StoreError {
     /// Stored data that does not decode: a damaged file.
     #[error("{0}")]
     Corrupt(String),
+    /// The engine refused the call for a reason its message gives, with
+    /// what to do: a directory in use by another process or written by a
+    /// newer version, writes refused after an earlier failure.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl PartialEq for StoreError {

@@ -13,6 +13,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +21,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info};
 
-use crate::error::PersistError;
+use crate::error::{Failure, PersistError, describe, io_of};
+use crate::guard;
+use crate::sync::{FsyncPolicy, GroupCommit, Journal, Ticker};
 use crate::{Durability, PersistentEngine};
 
 /// The newest on-disk format this build reads and the one it writes.
@@ -33,6 +36,14 @@ pub const FORMAT_VERSION: u32 = 1;
 const ENGINE_MARKER: &str = "version";
 /// The most journal bytes kept before memtables are flushed to tables.
 const JOURNAL_CAP: u64 = 64 * 1024 * 1024;
+/// The most bytes a tree keeps in memory before writing them to a table
+/// file. Everything in memory is also in the journal, and a restart after
+/// a crash replays the journal into memory (fjall: ~10 us per write on
+/// this machine), so this bounds the replay; fjall's default, 64 MiB per
+/// tree, made a restart with three nodes replay ~180 MB.
+const MEMTABLE_CAP: u64 = 16 * 1024 * 1024;
+/// How long [`DataDir::checkpoint`] waits for the table files.
+pub const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(30);
 /// The keyspace of the format record and the owner's records.
 const META: &str = "meta";
 /// Prefix of every tree's keyspace name (so that no tree is `meta`).
@@ -50,42 +61,6 @@ struct Group {
 
 thread_local! {
     static GROUP: std::cell::RefCell<Option<Group>> = const { std::cell::RefCell::new(None) };
-}
-
-/// When writes reach the disk, as Redis's `appendfsync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FsyncPolicy {
-    /// Every write that is acknowledged has been fsynced: the owner calls
-    /// [`DataDir::sync`] before acknowledging, and concurrent callers share
-    /// one fsync (group commit). Survives a power cut.
-    Always,
-    /// Writes reach the OS page cache when they return (a process crash
-    /// loses none) and a background thread fsyncs once a second (a power
-    /// cut loses about the last second).
-    #[default]
-    EverySec,
-    /// Writes reach the OS page cache when they return; the OS writes them
-    /// back when it likes (a power cut may lose up to its write-back delay,
-    /// typically 30 s on Linux).
-    No,
-}
-
-impl FsyncPolicy {
-    /// The policy's name, as `--fsync` takes it.
-    pub fn name(self) -> &'static str {
-        match self {
-            FsyncPolicy::Always => "always",
-            FsyncPolicy::EverySec => "everysec",
-            FsyncPolicy::No => "no",
-        }
-    }
-
-    /// The policy named `name` (`always`, `everysec`, `no`).
-    pub fn from_name(name: &str) -> Option<FsyncPolicy> {
-        [FsyncPolicy::Always, FsyncPolicy::EverySec, FsyncPolicy::No]
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-    }
 }
 
 /// One data directory: records, trees and their shared journal.
@@ -107,6 +82,31 @@ struct Inner {
     journal: Journal,
     /// The `everysec` thread, with its handle on the journal.
     ticker: Option<(Arc<Ticker>, std::thread::JoinHandle<()>)>,
+    /// The first write or sync failure, which explains every write the
+    /// engine refuses after it.
+    /// Shared with the `everysec` thread, whose fsync may fail first.
+    failure: Arc<Mutex<Option<Failure>>>,
+    /// Dropped last, once the database is closed: records the clean close.
+    closer: Closer,
+}
+
+/// Writes the record of a clean close (see `crate::guard`) when dropped,
+/// if the final sync succeeded. It is the last field of [`Inner`], so it
+/// runs once the engine has closed the directory.
+struct Closer {
+    path: PathBuf,
+    clean: AtomicBool,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if !self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = guard::record_clean_close(&self.path) {
+            error!(path = %self.path.display(), error = %e, "cannot record the clean close; the next open cannot check the journal against it");
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -118,9 +118,28 @@ impl Drop for Inner {
             ticker.wake.notify_all();
             let _ = thread.join();
         }
-        // A clean close loses nothing, whatever the policy.
-        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
-            error!(path = %self.path.display(), error = %e, "final sync failed");
+        // A clean close loses nothing, whatever the policy. After a failed
+        // fsync of our own (fjall does not know of it) the close is not
+        // clean either: the kernel may have dropped what it could not write.
+        let closed = if self.journal.failed() {
+            Err(fjall::Error::Poisoned)
+        } else {
+            self.db.persist(PersistMode::SyncAll)
+        };
+        match closed {
+            Ok(()) => self.closer.clean.store(true, Ordering::Release),
+            Err(e) => {
+                error!(
+                    path = %self.path.display(),
+                    error = %describe(&e),
+                    "the data directory is not closed cleanly (a write or an fsync failed); the next open recovers as after a crash"
+                );
+                // The engine's own close would write out what its journal
+                // buffer still holds: the write that failed, which was
+                // never acknowledged. Keep the engine open instead (its
+                // lock is released when the process exits).
+                std::mem::forget(self.db.clone());
+            }
         }
     }
 }
@@ -150,8 +169,11 @@ impl DataDir {
             path: path.clone(),
             source,
         };
+        if path.exists() && !path.is_dir() {
+            return Err(PersistError::NotADirectory { path });
+        }
         let fresh = match fs::read_dir(&path) {
-            Ok(mut files) => files.next().is_none(),
+            Ok(files) => files.flatten().all(|f| guard::is_scratch(&f.file_name())),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 fs::create_dir_all(&path).map_err(dir_err)?;
                 true
@@ -165,6 +187,11 @@ impl DataDir {
             if !marker.try_exists().map_err(dir_err)? {
                 return Err(PersistError::NotADatabase { path, marker });
             }
+        }
+        guard::check_writable(&path)?;
+        if !fresh {
+            guard::check_trees(&path)?;
+            guard::check_clean_close(&path)?;
         }
         let open_err = |source| match source {
             fjall::Error::Locked => PersistError::Locked { path: path.clone() },
@@ -221,6 +248,7 @@ impl DataDir {
                 });
             }
         }
+        let failure = Arc::new(Mutex::new(None));
         let journal = Journal {
             db: db.clone(),
             path: path.clone(),
@@ -231,6 +259,7 @@ impl DataDir {
                 let ticker = Arc::new(Ticker {
                     journal: Mutex::new(Some(journal.clone())),
                     wake: Condvar::new(),
+                    failure: failure.clone(),
                 });
                 let theirs = ticker.clone();
                 let thread = std::thread::Builder::new()
@@ -248,11 +277,16 @@ impl DataDir {
             inner: Arc::new(Inner {
                 db,
                 meta,
-                path,
+                path: path.clone(),
                 policy,
                 group: GroupCommit::default(),
                 journal,
                 ticker,
+                failure,
+                closer: Closer {
+                    path: path.clone(),
+                    clean: AtomicBool::new(false),
+                },
             }),
         })
     }
@@ -274,10 +308,9 @@ impl DataDir {
         let keyspace = self
             .inner
             .db
-            .keyspace(
-                &format!("{TREE_PREFIX}{name}"),
-                KeyspaceCreateOptions::default,
-            )
+            .keyspace(&format!("{TREE_PREFIX}{name}"), || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_CAP)
+            })
             .map_err(|e| self.write_err(e))?;
         Ok(PersistentEngine::new(self.clone(), keyspace))
     }
@@ -321,6 +354,64 @@ impl DataDir {
             .delete_keyspace(keyspace)
             .map_err(|e| self.write_err(e))?;
         info!(path = %self.inner.path.display(), tree = name, "tree dropped");
+        Ok(())
+    }
+
+    /// Writes every tree's and the records' in-memory part to table files;
+    /// with `wait`, returns once written (then the journal holds nothing a
+    /// restart must replay), otherwise starts it in the background. For a
+    /// planned stop, and after a restart that replayed the journal.
+    ///
+    /// Nothing is attempted after a write failure (a full disk: the table
+    /// files could not be written either, and fjall would wait for them
+    /// forever), and a wait gives up after [`CHECKPOINT_PATIENCE`]: the
+    /// journal still holds everything, a restart replays it.
+    pub fn checkpoint(&self, wait: bool) -> Result<(), PersistError> {
+        if let Some(failure) = self.failure() {
+            return Err(PersistError::WritesRefused {
+                path: self.inner.path.clone(),
+                cause: Some(failure),
+            });
+        }
+        if !wait {
+            return self.rotate_all(false);
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        let dir = self.clone();
+        std::thread::Builder::new()
+            .name("ringkv-checkpoint".into())
+            .spawn(move || {
+                let _ = done.send(dir.rotate_all(true));
+            })
+            .map_err(|source| PersistError::Dir {
+                path: self.inner.path.clone(),
+                source,
+            })?;
+        match finished.recv_timeout(CHECKPOINT_PATIENCE) {
+            Ok(result) => result,
+            Err(_) => {
+                error!(path = %self.inner.path.display(), "checkpoint still running after {CHECKPOINT_PATIENCE:?}; left to the journal");
+                Ok(())
+            }
+        }
+    }
+
+    /// Rotates every keyspace's memtable (and with `wait`, waits for it to
+    /// be written).
+    fn rotate_all(&self, wait: bool) -> Result<(), PersistError> {
+        for name in self.inner.db.list_keyspace_names() {
+            let keyspace = self
+                .inner
+                .db
+                .keyspace(&name, KeyspaceCreateOptions::default)
+                .map_err(|e| self.write_err(e))?;
+            if wait {
+                keyspace.rotate_memtable_and_wait()
+            } else {
+                keyspace.rotate_memtable().map(drop)
+            }
+            .map_err(|e| self.write_err(e))?;
+        }
         Ok(())
     }
 
@@ -380,7 +471,7 @@ impl DataDir {
     /// Fsyncs done so far by [`DataDir::sync`] (each may have served many
     /// callers).
     pub fn syncs(&self) -> u64 {
-        self.inner.group.state.lock().syncs
+        self.inner.group.syncs()
     }
 
     /// Bytes the directory's database occupies on disk (journal and
@@ -499,11 +590,32 @@ impl DataDir {
         }
     }
 
+    /// A failed write or sync as an error. The engine refuses every write
+    /// after its first failure ("poisoned"): those say what the first
+    /// failure was.
     pub(crate) fn write_err(&self, source: fjall::Error) -> PersistError {
-        PersistError::Write {
-            path: self.inner.path.clone(),
-            source,
+        let path = self.inner.path.clone();
+        let mut failure = self.inner.failure.lock();
+        if let fjall::Error::Poisoned = source {
+            return PersistError::WritesRefused {
+                path,
+                cause: failure.clone(),
+            };
         }
+        if failure.is_none() {
+            *failure = Some(Failure {
+                kind: io_of(&source).map_or(ErrorKind::Other, std::io::Error::kind),
+                message: describe(&source),
+            });
+            error!(path = %path.display(), error = %describe(&source), "a write failed: writes are refused from now on, reads still work; fix the cause and restart");
+        }
+        PersistError::Write { path, source }
+    }
+
+    /// The first write or sync failure, if one happened: from then on
+    /// every write is refused until the directory is reopened.
+    pub fn failure(&self) -> Option<Failure> {
+        self.inner.failure.lock().clone()
     }
 }
 
@@ -517,250 +629,9 @@ fn check_tree_name(name: &str) {
     );
 }
 
-/// The journal, fsynced through a descriptor of our own rather than
-/// fjall's `persist`, which holds the journal's lock for the whole fsync:
-/// every writer would wait for the disk (milliseconds) even under
-/// `everysec`. Our own `fdatasync` lets writes go on meanwhile.
-///
-/// Why that covers every write that returned before it: each write is
-/// handed to the OS when it returns (`PersistMode::Buffer`), into the
-/// newest journal file; fjall fsyncs a journal file before it starts the
-/// next one (`Writer::rotate` persists with `SyncAll` first). So fsyncing
-/// the newest file at the time of the call covers both the writes in it
-/// and, through the rotation, those in older ones. The files are
-/// `<dir>/<n>.jnl` (fjall 3.1, pinned in Cargo.lock); if none is found the
-/// sync falls back to fjall's own `persist`.
-#[derive(Clone)]
-struct Journal {
-    db: Database,
-    path: PathBuf,
-    /// An fsync failed: the kernel may have dropped the dirty pages it
-    /// could not write, so nothing later can be promised durable. Every
-    /// later sync fails too, and so does every write (as fjall poisons
-    /// itself after a failure of its own), until the directory is
-    /// reopened.
-    failed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Journal {
-    fn sync(&self) -> Result<(), fjall::Error> {
-        use std::sync::atomic::Ordering;
-        if self.failed.load(Ordering::Acquire) {
-            return Err(fjall::Error::Poisoned);
-        }
-        let result = match self.newest()? {
-            Some(file) => fs::File::open(&file)
-                .and_then(|f| f.sync_data())
-                .map_err(fjall::Error::Io),
-            None => self.db.persist(PersistMode::SyncData),
-        };
-        if result.is_err() {
-            self.failed.store(true, Ordering::Release);
-        }
-        result
-    }
-
-    /// The newest journal file.
-    fn newest(&self) -> Result<Option<PathBuf>, fjall::Error> {
-        let mut newest: Option<(u64, PathBuf)> = None;
-        for entry in fs::read_dir(&self.path)? {
-            let path = entry?.path();
-            let n = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".jnl"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(n) = n
-                && newest.as_ref().is_none_or(|(m, _)| n > *m)
-            {
-                newest = Some((n, path));
-            }
-        }
-        Ok(newest.map(|(_, p)| p))
-    }
-
-    fn failed(&self) -> bool {
-        self.failed.load(std::sync::atomic::Ordering::Acquire)
-    }
-}
-
-/// The `everysec` thread's state: its handle on the journal, taken away
-/// (under the mutex, so never in the middle of an fsync) to stop it.
-struct Ticker {
-    journal: Mutex<Option<Journal>>,
-    wake: Condvar,
-}
-
-impl Ticker {
-    /// An fsync a second until stopped.
-    fn run(&self) {
-        let mut journal = self.journal.lock();
-        loop {
-            if journal.is_none() {
-                return;
-            }
-            let _ = self.wake.wait_for(&mut journal, Duration::from_secs(1));
-            let Some(handle) = journal.as_ref() else {
-                return;
-            };
-            if let Err(e) = handle.sync() {
-                error!(error = %e, "background fsync failed; writes will be refused");
-            }
-        }
-    }
-}
-
-/// Group commit: callers that need their writes on disk share fsyncs.
-///
-/// A leader does not fsync the moment it is elected: while other writes
-/// keep arriving (the other clients of a server answering a burst) it
-/// waits for them, a few tens of microseconds at a time, for at most a
-/// quarter of the last fsync's duration, so that one fsync covers the
-/// burst instead of its first write. (The same idea as PostgreSQL's
-/// `commit_delay`, sized by the disk's own latency; on a disk whose fsync
-/// takes 5 ms that is at most 1.25 ms of waiting to save whole fsyncs.)
-#[derive(Default)]
-pub(crate) struct GroupCommit {
-    state: Mutex<GroupState>,
-    done: Condvar,
-    /// Writes committed so far (any durability): what the leader watches.
-    writes: std::sync::atomic::AtomicU64,
-    /// How long the last fsync took, in microseconds.
-    last_fsync_us: std::sync::atomic::AtomicU64,
-}
-
-/// The step of a leader's wait for more writes.
-const GATHER_STEP: Duration = Duration::from_micros(40);
-/// The longest a leader waits for more writes.
-const GATHER_MAX: Duration = Duration::from_millis(2);
-
-#[derive(Default)]
-struct GroupState {
-    /// Tickets handed out: one per `sync` call.
-    requested: u64,
-    /// Every ticket up to this one is durable.
-    synced: u64,
-    /// An fsync is running (its leader released the mutex).
-    running: bool,
-    /// Fsyncs done.
-    syncs: u64,
-}
-
-impl GroupCommit {
-    /// Counts a committed write.
-    pub(crate) fn wrote(&self) {
-        self.writes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The leader's wait while writes keep arriving (see [`GroupCommit`]).
-    fn gather(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let budget = Duration::from_micros(self.last_fsync_us.load(Relaxed) / 4).min(GATHER_MAX);
-        let started = std::time::Instant::now();
-        let mut seen = self.writes.load(Relaxed);
-        while started.elapsed() + GATHER_STEP <= budget {
-            std::thread::sleep(GATHER_STEP);
-            let now = self.writes.load(Relaxed);
-            if now == seen {
-                break; // quiet: nobody else is about to need this fsync
-            }
-            seen = now;
-        }
-    }
-
-    /// Returns once an fsync that started after this call has succeeded
-    /// (or with the error of the one that failed). `fsync` is called by one
-    /// caller at a time, without the mutex held.
-    pub(crate) fn sync<E>(&self, fsync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
-        let mut state = self.state.lock();
-        state.requested += 1;
-        let ticket = state.requested;
-        let mut fsync = Some(fsync);
-        loop {
-            if state.synced >= ticket {
-                return Ok(());
-            }
-            if state.running {
-                self.done.wait(&mut state);
-                continue;
-            }
-            // Lead: first let a burst of writes arrive, then fsync; this
-            // covers every ticket handed out before the fsync starts, whose
-            // writes all returned before their callers took them.
-            state.running = true;
-            drop(state);
-            self.gather();
-            let covers = self.state.lock().requested;
-            let t0 = std::time::Instant::now();
-            let result = fsync.take().expect("a caller leads at most once")();
-            self.last_fsync_us.store(
-                t0.elapsed().as_micros() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            state = self.state.lock();
-            state.running = false;
-            if result.is_ok() {
-                state.synced = state.synced.max(covers);
-                state.syncs += 1;
-            }
-            drop(state);
-            self.done.notify_all();
-            return result;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// Every caller returns only after an fsync that started after it
-    /// called, and concurrent callers share fsyncs.
-    #[test]
-    fn group_commit_covers_each_caller_and_shares_fsyncs() {
-        let group = Arc::new(GroupCommit::default());
-        // A write's sequence number, and the highest one an fsync covered
-        // when it started.
-        let written = Arc::new(AtomicU64::new(0));
-        let fsyncs = Arc::new(AtomicU64::new(0));
-        let durable = Arc::new(AtomicU64::new(0));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let (group, written, fsyncs, durable) = (
-                    group.clone(),
-                    written.clone(),
-                    fsyncs.clone(),
-                    durable.clone(),
-                );
-                std::thread::spawn(move || {
-                    for _ in 0..200 {
-                        let mine = written.fetch_add(1, Ordering::SeqCst) + 1;
-                        group
-                            .sync(|| {
-                                let covers = written.load(Ordering::SeqCst);
-                                std::thread::sleep(Duration::from_micros(200));
-                                fsyncs.fetch_add(1, Ordering::SeqCst);
-                                durable.fetch_max(covers, Ordering::SeqCst);
-                                Ok::<(), ()>(())
-                            })
-                            .unwrap();
-                        assert!(
-                            durable.load(Ordering::SeqCst) >= mine,
-                            "write {mine} acknowledged before an fsync covered it"
-                        );
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let n = fsyncs.load(Ordering::SeqCst);
-        assert!(n < 1600, "no sharing: {n} fsyncs for 1600 calls");
-        assert_eq!(group.state.lock().syncs, n);
-    }
 
     #[test]
     fn atomically_writes_all_staged_writes_or_none() {
@@ -793,19 +664,5 @@ mod tests {
         // Outside a group, writes go straight through again.
         a.put(9, b"k", b"9", Durability::NoSync).unwrap();
         assert!(a.get(9, b"k").unwrap().is_some());
-    }
-
-    #[test]
-    fn a_failed_fsync_fails_its_caller_and_the_next_one_retries() {
-        let group = GroupCommit::default();
-        assert_eq!(group.sync(|| Err::<(), _>("disk gone")), Err("disk gone"));
-        let mut called = false;
-        group
-            .sync(|| {
-                called = true;
-                Ok::<(), &str>(())
-            })
-            .unwrap();
-        assert!(called, "a failure covers nobody: the next caller fsyncs");
     }
 }

@@ -9,9 +9,10 @@ use fjall::Keyspace;
 use tracing::debug;
 
 use crate::batch::{Durability, Op, WriteBatch};
-use crate::dir::{DataDir, FsyncPolicy};
+use crate::dir::DataDir;
 use crate::error::PersistError;
 use crate::key::{decode, encode, token_bounds};
+use crate::sync::FsyncPolicy;
 
 /// One stored entry: its token, key and the entry bytes (opaque here: the
 /// caller encodes value, expiry and type as it likes).

@@ -50,9 +50,12 @@ mod batch;
 mod dir;
 mod engine;
 mod error;
+mod guard;
 mod key;
+mod sync;
 
 pub use batch::{Durability, WriteBatch};
-pub use dir::{DataDir, FORMAT_VERSION, FsyncPolicy};
+pub use dir::{DataDir, FORMAT_VERSION};
 pub use engine::{Entry, PersistentEngine};
-pub use error::PersistError;
+pub use error::{Failure, PersistError};
+pub use sync::FsyncPolicy;

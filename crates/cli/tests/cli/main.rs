@@ -6,6 +6,7 @@
 //! log verbosity, and the command line (help, `--nodes`, stdin, streaming).
 
 mod concurrent;
+mod disk;
 mod errors;
 mod failures;
 mod format;
