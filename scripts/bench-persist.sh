@@ -9,7 +9,8 @@
 # tput      redis-benchmark -c 50 -d 100 -r 100000, SET and GET, -P 1 and -P 16,
 #           each run about $SECS s; redis --appendfsync always|everysec against
 #           ringkv --fsync always|everysec, and both without persistence;
-#           $REPS rounds alternating the servers, medians and ratios.
+#           $REPS rounds alternating the servers, medians and ratios; before
+#           each round, the cost of one fdatasync on that disk (fsync.csv).
 # restart   $KEYS keys (100-byte random values) loaded with redis-cli --pipe,
 #           then a clean stop (SIGTERM) or kill -9; time from process start to
 #           "ready with the data" (redis: INFO persistence loading:0, ringkv:
@@ -129,6 +130,37 @@ load() {
   echo $((t1 - t0))
 }
 
+# fsync_probe LABEL: what an fdatasync costs on the disk under $TMP right now,
+# appending 128 bytes before each (as Redis's AOF does) and rewriting 128
+# bytes inside a preallocated file; median and 90th percentile in
+# microseconds of 100 each, to fsync.csv
+fsync_probe() {
+  python3 - "$TMP/fsync-probe" "$1" <<'EOF2' | rec fsync.csv
+import os, sys, time
+path, label = sys.argv[1], sys.argv[2]
+def run(prealloc):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    if prealloc:
+        os.write(fd, b"\0" * (1 << 20))
+        os.fdatasync(fd)
+    ts = []
+    for i in range(100):
+        if prealloc:
+            os.pwrite(fd, b"x" * 128, i * 128)
+        else:
+            os.write(fd, b"x" * 128)
+        t = time.perf_counter()
+        os.fdatasync(fd)
+        ts.append((time.perf_counter() - t) * 1e6)
+    os.close(fd)
+    os.unlink(path)
+    ts.sort()
+    return "%s,%s,%d,%d" % (label, "prealloc" if prealloc else "append", ts[50], ts[90])
+print(run(False))
+print(run(True))
+EOF2
+}
+
 # rb NAME ARGS...: one redis-benchmark run, CSV without the header
 rb() { local name=$1; shift; redis-benchmark -h 127.0.0.1 -p "${PORT[$name]}" -c 50 --csv "$@" | grep -v '^"test"'; }
 # calib NAME TEST P: the -n that makes one run last about $SECS s
@@ -154,9 +186,12 @@ part_tput() {
       N[$s,$t,$P]=$(calib "$s" $t $P)
     done; done; done
     note "tput $mode: -n per run: $(for k in "${!N[@]}"; do printf '%s=%s ' "$k" "${N[$k]}"; done)"
-    for r in $(seq "$REPS"); do for P in 1 16; do for t in set get; do for s in $(order "$r"); do
-      rb "$s" -t $t -P $P -n "${N[$s,$t,$P]}" -d 100 -r 100000 | sed "s/^/$mode,$r,$s,P$P,/" | rec tput.csv
-    done; done; done; done
+    for r in $(seq "$REPS"); do
+      fsync_probe "$mode,$r"
+      for P in 1 16; do for t in set get; do for s in $(order "$r"); do
+        rb "$s" -t $t -P $P -n "${N[$s,$t,$P]}" -d 100 -r 100000 | sed "s/^/$mode,$r,$s,P$P,/" | rec tput.csv
+      done; done; done
+    done
     for s in $SERVERS; do stop "$s"; rm -rf "$TMP/tput-$s-$mode"; done
   done
 }
@@ -251,6 +286,17 @@ summary() {
         "$(awk -v a="$rin" -v b="$red" 'BEGIN { if (b + 0 && a + 0) printf "%.2f", a / b; else print "-" }')" "$rr"
     done; done; done
   fi
+  f=$OUT/fsync.csv
+  if [ -s "$f" ]; then
+    echo "## fdatasync of 128 bytes before each round, us: median of the rounds' medians (of their p90s)"
+    for mode in always everysec none; do
+      printf '%-8s append %6s (%s)  preallocated %6s (%s)\n' $mode \
+        "$(awk -F, -v m=$mode '$1 == m && $3 == "append" { print $4 }' "$f" | median)" \
+        "$(awk -F, -v m=$mode '$1 == m && $3 == "append" { print $5 }' "$f" | median)" \
+        "$(awk -F, -v m=$mode '$1 == m && $3 == "prealloc" { print $4 }' "$f" | median)" \
+        "$(awk -F, -v m=$mode '$1 == m && $3 == "prealloc" { print $5 }' "$f" | median)"
+    done
+  fi
   f=$OUT/restart.csv
   if [ -s "$f" ]; then
     echo "## restart: ms to ready (median of $ROUNDS), DBSIZE, bytes/key after a clean stop (allocated, apparent)"
@@ -288,6 +334,7 @@ note "$(date -u +%FT%TZ) parts: $PARTS; servers: $SERVERS; $(redis-server --vers
 for part in $PARTS; do
   note "$(date -u +%T) part $part starts; $(uptime)"
   [ "$part" = summary ] || rm -f "$OUT/$part.csv"
+  [ "$part" != tput ] || rm -f "$OUT/fsync.csv"
   "part_$part"
 done
 note "$(date -u +%T) done; $(uptime)"
