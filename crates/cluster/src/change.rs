@@ -241,7 +241,7 @@ impl Cluster {
             });
         }
         let epoch = new.epoch();
-        self.record_ring(&new)
+        self.record_end(&new, 0)
             .map_err(|e| ClusterError::NotStarted {
                 op: ChangeKind::RemoveNode.as_str(),
                 node: id.clone(),

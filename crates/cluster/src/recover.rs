@@ -407,11 +407,6 @@ impl Cluster {
         self.record("the end of a membership change", writes)
     }
 
-    /// Records the ring of a change that moved nothing (the last node left).
-    pub(crate) fn record_ring(&self, ring: &Ring) -> Result<(), ClusterError> {
-        self.record_end(ring, 0)
-    }
-
     /// Deletes what is stored for node `id`, which left (or never joined).
     /// A failure only costs disk space until the next open retries it.
     pub(crate) fn forget_node(&self, id: &NodeId) {

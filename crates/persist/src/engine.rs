@@ -265,15 +265,4 @@ impl PersistentEngine {
     fn write_err(&self, source: fjall::Error) -> PersistError {
         self.dir.write_err(source)
     }
-
-    /// Entries in the tree (a full count: O(entries)).
-    pub fn count(&self, tokens: RangeInclusive<u64>) -> Result<usize, PersistError> {
-        let range = token_bounds(*tokens.start(), *tokens.end());
-        let mut n = 0;
-        for guard in self.entries.range(range) {
-            guard.key().map_err(|e| self.read_err(e))?;
-            n += 1;
-        }
-        Ok(n)
-    }
 }
