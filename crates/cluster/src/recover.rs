@@ -552,6 +552,162 @@ mod tests {
         }
     }
 
+    /// In memory, except that a transaction's batch is not kept while
+    /// `fail` is set: its writes are applied, then the batch fails, as a
+    /// full disk fails a data directory's.
+    struct LosesTransactions {
+        inner: crate::backend::FactoryBackend,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Backend for LosesTransactions {
+        fn open_node(
+            &self,
+            id: &NodeId,
+            stripes: usize,
+            fresh: bool,
+        ) -> Result<Vec<Box<dyn Store>>, StoreError> {
+            self.inner.open_node(id, stripes, fresh)
+        }
+        fn drop_node(&self, id: &NodeId) -> Result<(), StoreError> {
+            self.inner.drop_node(id)
+        }
+        fn stored_nodes(&self) -> Result<Vec<NodeId>, StoreError> {
+            self.inner.stored_nodes()
+        }
+        fn persistent(&self) -> bool {
+            false
+        }
+        fn records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.records()
+        }
+        fn write_records(&self, w: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+            self.inner.write_records(w)
+        }
+        fn sync_acks(&self) -> bool {
+            false
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn location(&self) -> Option<String> {
+            None
+        }
+        fn atomically(
+            &self,
+            f: &mut dyn FnMut() -> Result<(), crate::ClusterError>,
+        ) -> Result<(), crate::ClusterError> {
+            f()?;
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::ClusterError::Storage {
+                    what: "the transaction's writes could not be written".into(),
+                    source: StoreError::Engine("disk full (test)".into()),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// Keys in the expiry indexes of every stripe.
+    fn volatile_keys(c: &Cluster) -> usize {
+        let routing = c.routing.load();
+        routing
+            .nodes
+            .values()
+            .map(|n| {
+                (0..n.stripe_count())
+                    .map(|i| n.read_stripe(i).unwrap().volatile_len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// A transaction whose batch is not kept leaves every key, the key
+    /// counts, the memory count and the expiry index as they were.
+    #[test]
+    fn a_transaction_that_is_not_kept_is_undone() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let backend = Arc::new(LosesTransactions {
+            inner: crate::backend::FactoryBackend::memory(),
+            fail: true.into(),
+        });
+        let cluster = Cluster::with_backend(ClusterConfig::default(), backend.clone()).unwrap();
+        for n in ["n1", "n2", "n3"] {
+            cluster.add_node(n).unwrap();
+        }
+        let keys: Vec<Bytes> = (0..40).map(|i| Bytes::from(format!("k{i}"))).collect();
+        for (i, key) in keys.iter().enumerate() {
+            let entry = Entry::string(format!("v{i}"));
+            match i % 3 {
+                0 => drop(cluster.put_entry(key.clone(), entry).unwrap()),
+                1 => drop(
+                    cluster
+                        .put_entry(key.clone(), entry.expiring(Some(u64::MAX)))
+                        .unwrap(),
+                ),
+                _ => {} // absent
+            }
+        }
+        let view = |c: &Cluster| {
+            let values: Vec<_> = keys.iter().map(|k| c.get_entry(k).unwrap()).collect();
+            let s = c.stats();
+            let per_node: Vec<_> = s
+                .nodes
+                .iter()
+                .map(|n| (n.keys, n.stored, n.used_memory))
+                .collect();
+            (
+                values,
+                s.total_keys,
+                s.used_memory,
+                per_node,
+                volatile_keys(c),
+            )
+        };
+        let before = view(&cluster);
+        // Overwrite some (dropping or adding an expiry), delete some,
+        // create the absent ones.
+        let err = cluster
+            .transaction(keys.clone(), |txn| {
+                for (i, key) in keys.iter().enumerate() {
+                    match i % 4 {
+                        0 => txn.put(key, Entry::string("new")),
+                        1 => txn.put(key, Entry::string("new").expiring(Some(u64::MAX - 1))),
+                        2 => drop(txn.delete(key)),
+                        _ => {}
+                    }
+                }
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("could not be written"), "{err}");
+        assert_eq!(
+            view(&cluster),
+            before,
+            "the failed transaction left a trace"
+        );
+        // The same transaction, kept, is applied; the bookkeeping matches
+        // what a cluster that never failed holds.
+        backend.fail.store(false, SeqCst);
+        cluster
+            .transaction(keys.clone(), |txn| {
+                for key in &keys {
+                    txn.put(key, Entry::string("kept"));
+                }
+            })
+            .unwrap();
+        let fresh = Cluster::new(ClusterConfig::default()).unwrap();
+        for n in ["n1", "n2", "n3"] {
+            fresh.add_node(n).unwrap();
+        }
+        for key in &keys {
+            fresh.put(key.clone(), "kept").unwrap();
+            assert_eq!(cluster.get(key).unwrap().as_deref(), Some(&b"kept"[..]));
+        }
+        let (s, f) = (cluster.stats(), fresh.stats());
+        assert_eq!((s.total_keys, s.used_memory), (f.total_keys, f.used_memory));
+        assert_eq!(volatile_keys(&cluster), 0, "no key kept an expiry");
+    }
+
     /// Under `always`, every client write (put, delete, update,
     /// transaction) is acknowledged only after a sync that started after
     /// the write.

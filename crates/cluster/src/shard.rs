@@ -132,6 +132,7 @@ impl Shard {
         page: usize,
         max_version: &mut u64,
     ) -> Result<(usize, usize), StoreError> {
+        self.store.load(tokens.clone())?;
         let (mut kept, mut dropped) = (0, 0);
         let mut batch = Vec::with_capacity(page);
         // Runs of consecutive entries to delete, as token intervals: one
@@ -168,7 +169,6 @@ impl Shard {
             dropped += self.store.take_range(tokens, usize::MAX, &mut freed)?;
             freed.clear();
         }
-        self.store.loaded(kept);
         Ok((kept, dropped))
     }
 
@@ -183,6 +183,35 @@ impl Shard {
             }
         }
         Ok(old)
+    }
+
+    /// [`Store::revert`]: puts `old` back under `key` after a transaction
+    /// whose writes were not kept, keeping memory and the volatile index
+    /// right. Returns the entry it replaced (the undone write).
+    pub(crate) fn revert(
+        &mut self,
+        token: Token,
+        key: Bytes,
+        old: Option<Entry>,
+    ) -> Result<Option<Entry>, StoreError> {
+        let klen = key.len();
+        let restored = old
+            .as_ref()
+            .map(|o| (o.footprint(klen) as i64, o.expires_at.is_some()));
+        let undone = self.store.revert(token, key.clone(), old)?;
+        let mut delta = restored.map_or(0, |(f, _)| f);
+        if let Some(u) = &undone {
+            delta -= u.footprint(klen) as i64;
+        }
+        self.add_memory(delta);
+        match restored {
+            Some((_, true)) => self.volatile.insert(token, key),
+            _ if undone.as_ref().is_some_and(|u| u.expires_at.is_some()) => {
+                self.volatile.remove(&key)
+            }
+            _ => {}
+        }
+        Ok(undone)
     }
 
     /// [`Store::scan`].

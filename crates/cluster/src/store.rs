@@ -150,12 +150,29 @@ pub trait Store: Send + Sync + 'static {
     /// Number of entries.
     fn len(&self) -> usize;
 
-    /// Told once, after the cluster opened a store that already held data
-    /// (a restart) and scanned all of it: the store holds `entries`
-    /// entries now. A store that keeps its own count ignores it; one that
-    /// would otherwise have to count at open (a persistent one) takes it.
-    fn loaded(&mut self, entries: usize) {
-        let _ = entries;
+    /// Told once, when the cluster opens a store that already held data (a
+    /// restart), before it scans it: the store's stripe is `tokens`. A
+    /// store that serves from memory what it keeps on disk reads that range
+    /// into memory here.
+    fn load(&mut self, tokens: RangeInclusive<Token>) -> Result<(), StoreError> {
+        let _ = tokens;
+        Ok(())
+    }
+
+    /// Puts `old` back under `key` (`None`: no entry) after a transaction
+    /// whose writes the backend failed to keep (all of a transaction's
+    /// writes are kept together or not at all): the write being undone never reached a durable copy, so a store with
+    /// one restores only what it serves. Returns the entry it replaced.
+    fn revert(
+        &mut self,
+        token: Token,
+        key: Bytes,
+        old: Option<Entry>,
+    ) -> Result<Option<Entry>, StoreError> {
+        match old {
+            Some(entry) => self.put(token, key, entry),
+            None => self.delete(token, &key),
+        }
     }
 
     /// Whether the store holds no entry.
@@ -187,6 +204,15 @@ impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         MemStore::default()
+    }
+
+    /// Whether `key` is stored.
+    pub(crate) fn contains(&self, token: Token, key: &[u8]) -> bool {
+        match self.map.get(&token) {
+            Some(Slot::One(k, _)) => k.as_ref() == key,
+            Some(Slot::Many(pairs)) => pairs.contains_key(key),
+            None => false,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use ringkv_ring::key_token;
+use ringkv_ring::{Token, key_token};
 
 use crate::ClusterError;
 use crate::cluster::Cluster;
@@ -274,7 +274,10 @@ impl Cluster {
             return Err(self.out_of_memory());
         }
         // One engine batch for all the writes with a data directory: a
-        // crash keeps the whole transaction or none of it.
+        // crash keeps the whole transaction or none of it. The stores serve
+        // each write as it is applied, so if the batch is not kept (or a
+        // write fails midway), `undo` puts back what each write replaced.
+        let mut undo: Vec<(usize, Token, Bytes, Option<Entry>, bool)> = Vec::new();
         let mut apply = || -> Result<(), ClusterError> {
             for p in places {
                 let slot = txn.keys.remove(&p.key).expect("every key has a slot");
@@ -302,10 +305,25 @@ impl Cluster {
                 }
                 // Served keys count what is stored, expired or not.
                 node.add_served(stripe, i64::from(present) - i64::from(old.is_some()));
+                undo.push((p.guard, p.token, p.key.clone(), old, present));
             }
             Ok(())
         };
-        self.backend.atomically(&mut apply)?;
+        let applied = self.backend.atomically(&mut apply);
+        if let Err(e) = applied {
+            for (g, token, key, old, present) in undo.into_iter().rev() {
+                let (node, stripe) = (&locks[g].0, locks[g].1);
+                let had = old.is_some();
+                // A revert restores the serving copy only; it cannot fail
+                // for want of disk.
+                if let Err(err) = guards[g].revert(token, key, old) {
+                    tracing::error!(node = %node.id, error = %err, "a failed transaction's write could not be undone");
+                    continue;
+                }
+                node.add_served(stripe, i64::from(had) - i64::from(present));
+            }
+            return Err(e);
+        }
         Ok(result)
     }
 }

@@ -41,16 +41,20 @@ pub struct Launch {
     pub data: PathBuf,
     /// Flags after the common ones.
     pub extra: Vec<String>,
+    /// The `--fsync` policy: a kill -9 loses no acknowledged write under
+    /// any of them.
+    pub fsync: &'static str,
 }
 
 impl Launch {
     /// `serve --data-dir HOME/data --fsync always --nodes n1,n2,n3
-    /// --stripes 8` plus `extra`.
+    /// --stripes 8` plus `extra` (set `fsync` for another policy).
     pub fn new(home: &Path, extra: &[&str]) -> Launch {
         Launch {
             home: home.to_owned(),
             data: home.join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            fsync: "always",
         }
     }
 
@@ -60,7 +64,7 @@ impl Launch {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--fsync", "always", "--listen", listen])
+            .args(["--fsync", self.fsync, "--listen", listen])
             .args(["--nodes", "n1,n2,n3", "--stripes", "8"])
             .args(&self.extra)
             .current_dir(&self.home)

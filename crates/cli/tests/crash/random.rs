@@ -113,7 +113,7 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let context = format!("round {round} (seed {seed:#x})");
         if round % KILLS_PER_DIR == 0 {
-            life = Some(Life::new());
+            life = Some(Life::new(policy(round)));
         }
         let life = life.as_mut().expect("started");
 
@@ -174,6 +174,7 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
         member_choices.extend(run.in_flight);
 
         let restart = Instant::now();
+        life.launch.fsync = policy(round + 1);
         life.server = Server::start(&life.launch, &[]);
         let restart = restart.elapsed();
         if life.server.seen(&["before its commit point"]).is_some() {
@@ -184,8 +185,10 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
         }
         life.check(&member_choices, &context);
         eprintln!(
-            "{context}: killed after {delay:?}, restarted in {restart:?}; {total_ops} commands \
+            "{context}: killed under --fsync {} after {delay:?}, restarted in {restart:?}; \
+             {total_ops} commands \
              and {total_changes} changes so far, {:.1} s",
+            policy(round),
             started.elapsed().as_secs_f64()
         );
     }
@@ -196,6 +199,15 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
         started.elapsed().as_secs_f64()
     );
     drop(report);
+}
+
+/// The `--fsync` policy of the server killed in round `r`: every policy
+/// promises that a kill -9 loses no acknowledged write (the OS keeps its
+/// page cache), and each reaches the journal by its own path (`always`
+/// through the shared fsync, the others through the flush before each
+/// batch of replies).
+fn policy(round: usize) -> &'static str {
+    ["always", "everysec", "no"][round % 3]
 }
 
 /// Kills in one data directory.
@@ -211,12 +223,14 @@ struct Life {
 }
 
 impl Life {
-    /// A new directory, served by n1, n2, n3, every key absent.
-    fn new() -> Life {
+    /// A new directory, served by n1, n2, n3 under `--fsync fsync`, every
+    /// key absent.
+    fn new(fsync: &'static str) -> Life {
         let home = harness::scratch();
         // Fewer partitions than the default: a change moves a few hundred
         // ranges, so several changes (and kills inside them) fit in a round.
-        let launch = Launch::new(home.path(), &["--partitions", "1024"]);
+        let mut launch = Launch::new(home.path(), &["--partitions", "1024"]);
+        launch.fsync = fsync;
         Life {
             server: Server::start(&launch, &[]),
             launch,
