@@ -4,12 +4,13 @@
 //!   [`Response`]; Raft ids are `u64` (openraft needs a
 //!   `Copy` id, so the state machine gives each member a `raft_id`), nodes
 //!   are [`openraft::BasicNode`] whose `addr` is the member's peer address.
-//! - [`MemLogStore`]: an in-memory [`openraft::storage::RaftLogStorage`].
-//!   The durable one (in the data directory) is designed in
-//!   `docs/DISTRIBUTED.md`, not built yet.
+//! - [`MemLogStore`]: an in-memory [`openraft::storage::RaftLogStorage`],
+//!   for tests and nodes without a data directory; [`DiskLogStore`]: the
+//!   log in a data directory, synced before openraft is told of a write.
 //! - [`MetaStore`]: the [`openraft::storage::RaftStateMachine`] that applies
 //!   committed commands to a [`MetaState`](crate::MetaState) and snapshots it
-//!   with [`MetaState::encode`](crate::MetaState::encode).
+//!   with [`MetaState::encode`](crate::MetaState::encode), in the data
+//!   directory too when it has one ([`MetaStore::open`]).
 //! - [`MemRouter`]: an in-memory network ([`openraft::RaftNetworkFactory`])
 //!   that delivers every RPC through serde, as a wire would, and can cut
 //!   links to partition the group in tests.
@@ -55,12 +56,16 @@ use std::sync::Arc;
 
 use crate::command::{Command, Response};
 
+mod disk_log;
 mod log_store;
 mod network;
+mod peer;
 mod state_machine;
 
+pub use disk_log::{DiskLogStore, LOG_TREE};
 pub use log_store::MemLogStore;
 pub use network::{MemNetwork, MemRouter};
+pub use peer::{PeerConnection, PeerNetwork, RaftService};
 pub use state_machine::MetaStore;
 
 openraft::declare_raft_types!(

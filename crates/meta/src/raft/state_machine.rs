@@ -2,6 +2,11 @@
 //! entries go through [`MetaState::apply`], snapshots are
 //! [`MetaState::encode`].
 
+// The error type is openraft's `StorageError`, which its storage traits
+// return; the helpers here build it where it arises rather than box it
+// only to unbox it at the trait boundary.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +15,7 @@ use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
+use ringkv_persist::{DataDir, Durability};
 use tokio::sync::watch;
 
 use super::TypeConfig;
@@ -21,6 +27,12 @@ type NodeId = u64;
 /// The applied metadata and its latest snapshot. Clones share them; a node
 /// reads the state through [`MetaStore::state`] and waits for epochs with
 /// [`MetaStore::subscribe`].
+///
+/// Opened on a data directory ([`MetaStore::open`]), it keeps its latest
+/// snapshot there: a restart starts from that snapshot and openraft
+/// applies the committed entries after it again (the log is durable, see
+/// [`DiskLogStore`](super::DiskLogStore)), so the state itself need not be
+/// written on every apply.
 #[derive(Debug, Clone)]
 pub struct MetaStore {
     /// A std mutex, not a tokio one: nothing awaits while it is held; it is
@@ -28,7 +40,14 @@ pub struct MetaStore {
     inner: Arc<Mutex<Inner>>,
     /// The applied epoch, published after every applied batch.
     epoch: Arc<watch::Sender<u64>>,
+    /// Where snapshots are kept (`None`: in memory).
+    dir: Option<DataDir>,
 }
+
+/// Records of the latest snapshot: its meta (JSON) and its data
+/// ([`MetaState::encode`]), written together.
+const SNAPSHOT_META: &[u8] = b"raft/snapshot-meta";
+const SNAPSHOT_DATA: &[u8] = b"raft/snapshot-data";
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -45,11 +64,71 @@ impl Default for MetaStore {
         MetaStore {
             inner: Arc::default(),
             epoch: Arc::new(watch::channel(0).0),
+            dir: None,
         }
     }
 }
 
 impl MetaStore {
+    /// The store of a node with a data directory: starts from the snapshot
+    /// kept there, if any, and keeps every later one there.
+    pub fn open(dir: &DataDir) -> Result<MetaStore, StorageError<NodeId>> {
+        let read = |key: &[u8]| {
+            dir.record(key)
+                .map_err(|e| StorageIOError::read_snapshot(None, &e))
+        };
+        let mut store = MetaStore {
+            dir: Some(dir.clone()),
+            ..MetaStore::default()
+        };
+        let (Some(meta), Some(data)) = (read(SNAPSHOT_META)?, read(SNAPSHOT_DATA)?) else {
+            return Ok(store);
+        };
+        let damaged = |what: String| {
+            StorageIOError::read_snapshot(
+                None,
+                &std::io::Error::other(format!(
+                    "the Raft snapshot in {} {what}; restore the directory from a backup, or \
+                     remove the node and join it afresh",
+                    dir.path().display()
+                )),
+            )
+        };
+        let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta)
+            .map_err(|e| damaged(format!("has a meta record that does not decode ({e})")))?;
+        let state =
+            MetaState::decode(&data).map_err(|e| damaged(format!("does not decode ({e})")))?;
+        let epoch = state.epoch;
+        {
+            let inner = Arc::get_mut(&mut store.inner).expect("not shared yet");
+            let inner = inner.get_mut().unwrap_or_else(|e| e.into_inner());
+            inner.state = state;
+            inner.last_applied = meta.last_log_id;
+            inner.last_membership = meta.last_membership.clone();
+            inner.snapshot = Some((meta, data.to_vec()));
+        }
+        store.publish(epoch);
+        Ok(store)
+    }
+
+    /// Keeps the snapshot `(meta, data)` in the data directory, if any.
+    fn keep(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let encoded = serde_json::to_vec(meta).expect("snapshot metas serialise");
+        dir.write_records(
+            &[(SNAPSHOT_META, Some(&encoded)), (SNAPSHOT_DATA, Some(data))],
+            Durability::NoSync,
+        )
+        .and_then(|()| dir.sync())
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Every change to `Inner` completes before the lock is released or
         // is a plain assignment, so a poisoned lock holds a whole state.
@@ -92,6 +171,8 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaStore {
             snapshot_id,
         };
         inner.snapshot = Some((meta.clone(), data.clone()));
+        drop(inner);
+        self.keep(&meta, &data)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -157,6 +238,7 @@ impl RaftStateMachine<TypeConfig> for MetaStore {
         let state = MetaState::decode(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let epoch = state.epoch;
+        self.keep(meta, &data)?;
         {
             let mut inner = self.lock();
             inner.state = state;

@@ -1,0 +1,236 @@
+//! The cluster secret and the handshake that proves it.
+//!
+//! Both ends prove they hold the secret without sending it, and neither
+//! can replay an old handshake: the server sends a fresh 32-byte nonce,
+//! the client answers with its own nonce and
+//! `HMAC-SHA256(secret, "ringkv-peer client" || server nonce || client
+//! nonce)`, the server checks it (in constant time) and answers with
+//! `HMAC-SHA256(secret, "ringkv-peer server" || client nonce || server
+//! nonce)`, which the client checks. Every message has a fixed size, so a
+//! stranger cannot make a node buffer anything before it is trusted. The
+//! handshake authenticates; it does not encrypt: run peers on a private
+//! network, or under a VPN or TLS tunnel, when the traffic itself is
+//! secret.
+
+use std::net::SocketAddr;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of each nonce and each proof.
+const NONCE: usize = 32;
+const PROOF: usize = 32;
+/// The first bytes on a peer connection, both ways: a peer port spoken to
+/// by something else (a Redis client, a scanner) fails at once.
+const MAGIC: &[u8; 8] = b"RKVPEER1";
+
+/// The shared cluster secret (`--cluster-secret`). Empty means none: only
+/// allowed when every address is loopback ([`check_secret`]).
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never printed.
+        f.write_str(if self.0.is_empty() {
+            "Secret(none)"
+        } else {
+            "Secret(..)"
+        })
+    }
+}
+
+impl Secret {
+    /// The secret `bytes`.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(bytes.into())
+    }
+
+    /// No secret: for loopback-only clusters and tests.
+    pub fn none() -> Secret {
+        Secret(Vec::new())
+    }
+
+    /// Whether there is no secret.
+    pub fn is_none(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn mac(&self, label: &[u8], a: &[u8], b: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(label);
+        mac.update(a);
+        mac.update(b);
+        mac
+    }
+}
+
+/// Why a node may not start with its peer address and secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--peer-listen {addr} is not a loopback address, so peers must authenticate: give every node the same --cluster-secret (at least 16 bytes)"
+)]
+pub struct SecretError {
+    /// The address.
+    pub addr: SocketAddr,
+}
+
+/// Refuses a node that would accept peers from other hosts without a
+/// secret (or with one too short to resist guessing).
+pub fn check_secret(addr: SocketAddr, secret: &Secret) -> Result<(), SecretError> {
+    if addr.ip().is_loopback() || secret.0.len() >= 16 {
+        Ok(())
+    } else {
+        Err(SecretError { addr })
+    }
+}
+
+/// The handshake failed: what went wrong, for the log and the caller.
+#[derive(Debug)]
+pub(crate) enum Handshake {
+    /// The other end's proof was wrong: it does not hold our secret.
+    BadProof,
+    /// Not a ringkv peer, or a broken or slow connection.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handshake::BadProof => f.write_str("the other end does not hold the cluster secret"),
+            Handshake::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for Handshake {
+    fn from(e: std::io::Error) -> Self {
+        Handshake::Io(e)
+    }
+}
+
+async fn read_magic<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), Handshake> {
+    let mut magic = [0u8; MAGIC.len()];
+    stream.read_exact(&mut magic).await?;
+    if &magic != MAGIC {
+        return Err(Handshake::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a ringkv peer connection",
+        )));
+    }
+    Ok(())
+}
+
+/// The server's side: challenge, check, prove.
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &Secret,
+) -> Result<(), Handshake> {
+    let server_nonce: [u8; NONCE] = rand::random();
+    let mut hello = Vec::with_capacity(MAGIC.len() + NONCE);
+    hello.extend_from_slice(MAGIC);
+    hello.extend_from_slice(&server_nonce);
+    stream.write_all(&hello).await?;
+    read_magic(stream).await?;
+    let mut answer = [0u8; NONCE + PROOF];
+    stream.read_exact(&mut answer).await?;
+    let (client_nonce, proof) = answer.split_at(NONCE);
+    secret
+        .mac(b"ringkv-peer client", &server_nonce, client_nonce)
+        .verify_slice(proof)
+        .map_err(|_| Handshake::BadProof)?;
+    let mine = secret
+        .mac(b"ringkv-peer server", client_nonce, &server_nonce)
+        .finalize()
+        .into_bytes();
+    stream.write_all(&mine).await?;
+    Ok(())
+}
+
+/// The client's side: answer the challenge, check the server's proof.
+pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &Secret,
+) -> Result<(), Handshake> {
+    read_magic(stream).await?;
+    let mut server_nonce = [0u8; NONCE];
+    stream.read_exact(&mut server_nonce).await?;
+    let client_nonce: [u8; NONCE] = rand::random();
+    let proof = secret
+        .mac(b"ringkv-peer client", &server_nonce, &client_nonce)
+        .finalize()
+        .into_bytes();
+    let mut answer = Vec::with_capacity(MAGIC.len() + NONCE + PROOF);
+    answer.extend_from_slice(MAGIC);
+    answer.extend_from_slice(&client_nonce);
+    answer.extend_from_slice(&proof);
+    stream.write_all(&answer).await?;
+    let mut theirs = [0u8; PROOF];
+    match stream.read_exact(&mut theirs).await {
+        Ok(_) => {}
+        // The server closes without a word when our proof is wrong.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(Handshake::BadProof);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    secret
+        .mac(b"ringkv-peer server", &client_nonce, &server_nonce)
+        .verify_slice(&theirs)
+        .map_err(|_| Handshake::BadProof)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn shake(
+        server: &Secret,
+        client: &Secret,
+    ) -> (Result<(), Handshake>, Result<(), Handshake>) {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let (s, c) = tokio::join!(
+            async {
+                let r = accept(&mut a, server).await;
+                drop(a); // as the server does on failure
+                r
+            },
+            connect(&mut b, client)
+        );
+        (s, c)
+    }
+
+    #[tokio::test]
+    async fn the_same_secret_passes_a_different_one_fails_both_ways() {
+        let (s, c) = shake(
+            &Secret::new("0123456789abcdef"),
+            &Secret::new("0123456789abcdef"),
+        )
+        .await;
+        assert!(s.is_ok() && c.is_ok(), "{s:?} {c:?}");
+        let (s, c) = shake(
+            &Secret::new("0123456789abcdef"),
+            &Secret::new("0123456789abcdeX"),
+        )
+        .await;
+        assert!(matches!(s, Err(Handshake::BadProof)), "{s:?}");
+        assert!(matches!(c, Err(Handshake::BadProof)), "{c:?}");
+        let (s, _) = shake(&Secret::new("0123456789abcdef"), &Secret::none()).await;
+        assert!(matches!(s, Err(Handshake::BadProof)), "{s:?}");
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_a_secret_of_16_bytes() {
+        let lan: SocketAddr = "10.0.0.5:7000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert!(check_secret(local, &Secret::none()).is_ok());
+        let err = check_secret(lan, &Secret::none()).unwrap_err();
+        assert!(err.to_string().contains("--cluster-secret"), "{err}");
+        assert!(check_secret(lan, &Secret::new("short")).is_err());
+        assert!(check_secret(lan, &Secret::new("0123456789abcdef")).is_ok());
+        assert_eq!(format!("{:?}", Secret::new("hidden")), "Secret(..)");
+    }
+}

@@ -1,0 +1,276 @@
+//! The network transport: tarpc over TCP, after the secret handshake.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tarpc::client::RpcError;
+use tarpc::serde_transport;
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_serde::formats::Bincode;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::codec::LengthDelimitedCodec;
+use tracing::{debug, warn};
+
+use crate::auth::{self, Handshake, Secret};
+use crate::{BoxFuture, DEFAULT_FRAME_LIMIT, PeerHandler, PeerTransport, Service, TransportError};
+
+#[tarpc::service]
+trait Peer {
+    /// One call: the service, the body; the handler's answer.
+    async fn call(service: Service, body: Vec<u8>) -> Result<Vec<u8>, String>;
+}
+
+/// The bounds a peer server and client enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest frame read or written (a request or an answer with its
+    /// envelope); a longer one closes the connection.
+    pub frame: usize,
+    /// How long a new connection has to complete the handshake.
+    pub handshake: Duration,
+    /// Peer connections served at once; more are closed at accept.
+    pub connections: usize,
+    /// Calls served at once per connection; more wait (backpressure).
+    pub calls_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame: DEFAULT_FRAME_LIMIT,
+            handshake: Duration::from_secs(5),
+            connections: 256,
+            calls_per_connection: 64,
+        }
+    }
+}
+
+/// Bytes of a request's envelope (tarpc's context and ids, the service
+/// tag, the body's length), kept free under the frame limit.
+const ENVELOPE: usize = 512;
+
+#[derive(Clone)]
+struct Served {
+    handler: Arc<dyn PeerHandler>,
+}
+
+impl Peer for Served {
+    async fn call(
+        self,
+        _: tarpc::context::Context,
+        service: Service,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        self.handler.handle(service, body).await
+    }
+}
+
+/// A running peer server; dropping it stops it and closes its
+/// connections.
+pub struct PeerServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeerServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves the peers that connect to `listener` with `handler`. Each
+/// connection must pass the handshake with `secret` within
+/// `limits.handshake` before anything else is read from it; at most
+/// `limits.connections` are served at once.
+pub fn serve(
+    listener: TcpListener,
+    secret: Secret,
+    handler: Arc<dyn PeerHandler>,
+    limits: Limits,
+) -> std::io::Result<PeerServer> {
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(limits.connections));
+        // Owned here: aborting the server aborts every connection.
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, from) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            // Out of descriptors, say: wait rather than spin.
+                            warn!(error = %e, "peer accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        warn!(%from, limit = limits.connections, "too many peer connections; closing one");
+                        continue;
+                    };
+                    let (secret, handler) = (secret.clone(), Arc::clone(&handler));
+                    connections.spawn(async move {
+                        let _slot = slot;
+                        connection(stream, from, secret, handler, limits).await;
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    });
+    Ok(PeerServer { addr, task })
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    secret: Secret,
+    handler: Arc<dyn PeerHandler>,
+    limits: Limits,
+) {
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(limits.handshake, auth::accept(&mut stream, &secret)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(%from, error = %e, "peer handshake failed; closing");
+            return;
+        }
+        Err(_) => {
+            warn!(%from, limit = ?limits.handshake, "peer handshake timed out; closing");
+            return;
+        }
+    }
+    debug!(%from, "peer connected");
+    let framed = LengthDelimitedCodec::builder()
+        .max_frame_length(limits.frame)
+        .new_framed(stream);
+    let transport = serde_transport::new(framed, Bincode::default());
+    BaseChannel::with_defaults(transport)
+        .execute(Served { handler }.serve())
+        .for_each_concurrent(limits.calls_per_connection, |call| call)
+        .await;
+    debug!(%from, "peer disconnected");
+}
+
+/// Calls to peers over TCP: one connection per peer address, made on the
+/// first call and reused until it breaks.
+pub struct TcpTransport {
+    secret: Secret,
+    limits: Limits,
+    clients: Mutex<HashMap<String, PeerClient>>,
+}
+
+impl TcpTransport {
+    /// A transport that authenticates with `secret`.
+    pub fn new(secret: Secret, limits: Limits) -> TcpTransport {
+        TcpTransport {
+            secret,
+            limits,
+            clients: Mutex::default(),
+        }
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, PeerClient>> {
+        // Inserts and removals only: a poisoned map is still whole.
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection to `addr`, made (and authenticated) by `deadline`
+    /// if there is none.
+    async fn client(&self, addr: &str, deadline: Instant) -> Result<PeerClient, TransportError> {
+        if let Some(client) = self.clients().get(addr) {
+            return Ok(client.clone());
+        }
+        let unreachable = |why: String| TransportError::Unreachable {
+            addr: addr.to_owned(),
+            why,
+        };
+        let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable("connecting timed out".into())),
+        };
+        let _ = stream.set_nodelay(true);
+        match tokio::time::timeout_at(deadline, auth::connect(&mut stream, &self.secret)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(Handshake::BadProof)) => {
+                return Err(TransportError::Auth {
+                    addr: addr.to_owned(),
+                    why: Handshake::BadProof.to_string(),
+                });
+            }
+            Ok(Err(e)) => return Err(unreachable(format!("handshake: {e}"))),
+            Err(_) => return Err(unreachable("the handshake timed out".into())),
+        }
+        let framed = LengthDelimitedCodec::builder()
+            .max_frame_length(self.limits.frame)
+            .new_framed(stream);
+        let transport = serde_transport::new(framed, Bincode::default());
+        let client = PeerClient::new(tarpc::client::Config::default(), transport).spawn();
+        self.clients().insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    fn forget(&self, addr: &str) {
+        self.clients().remove(addr);
+    }
+}
+
+impl PeerTransport for TcpTransport {
+    fn call(
+        &self,
+        addr: &str,
+        service: Service,
+        body: Vec<u8>,
+        limit: Duration,
+    ) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
+        let addr = addr.to_owned();
+        Box::pin(async move {
+            let room = self.limits.frame.saturating_sub(ENVELOPE);
+            if body.len() > room {
+                return Err(TransportError::TooLarge {
+                    addr,
+                    service,
+                    len: body.len(),
+                    limit: room,
+                });
+            }
+            let deadline = Instant::now() + limit;
+            let client = self.client(&addr, deadline).await?;
+            let mut context = tarpc::context::current();
+            context.deadline = deadline.into_std();
+            match client.call(context, service, body).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(why)) => Err(TransportError::Refused { addr, service, why }),
+                Err(RpcError::DeadlineExceeded) => Err(TransportError::Timeout {
+                    addr,
+                    service,
+                    limit,
+                }),
+                Err(e) => {
+                    // The next call reconnects.
+                    self.forget(&addr);
+                    Err(TransportError::Lost {
+                        addr,
+                        service,
+                        why: e.to_string(),
+                    })
+                }
+            }
+        })
+    }
+}

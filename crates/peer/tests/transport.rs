@@ -1,0 +1,282 @@
+//! The peer transport over TCP on loopback and in memory: calls, reuse,
+//! the secret, the frame limit, deadlines, and hostile connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ringkv_peer::{
+    BoxFuture, Limits, MemTransport, PeerHandler, PeerServer, PeerTransport, Secret, Service,
+    TcpTransport, TransportError, serve,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Answers `RaftVote` with the body reversed, sleeps the number of
+/// milliseconds in the body's first byte first (`RaftSnapshot`), refuses
+/// `RaftAppend`; counts calls.
+#[derive(Default)]
+struct Echo {
+    calls: AtomicUsize,
+}
+
+impl PeerHandler for Echo {
+    fn handle(
+        &self,
+        service: Service,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            match service {
+                Service::RaftVote => Ok(body.into_iter().rev().collect()),
+                Service::RaftSnapshot => {
+                    let ms = u64::from(body.first().copied().unwrap_or(0)) * 10;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(body)
+                }
+                _ => Err("append refused by the test".into()),
+            }
+        })
+    }
+}
+
+const SECRET: &str = "a cluster secret of some length";
+
+async fn server(limits: Limits) -> (PeerServer, Arc<Echo>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo = Arc::new(Echo::default());
+    let server = serve(listener, Secret::new(SECRET), echo.clone(), limits).unwrap();
+    let addr = server.local_addr().to_string();
+    (server, echo, addr)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn calls_answer_and_reuse_one_authenticated_connection() {
+    let (_server, echo, addr) = server(Limits::default()).await;
+    let client = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    for i in 0..20u8 {
+        let answer = client
+            .call(&addr, Service::RaftVote, vec![1, 2, i], SECOND)
+            .await
+            .unwrap();
+        assert_eq!(answer, vec![i, 2, 1]);
+    }
+    // Concurrent calls share the connection too.
+    let calls = (0..50u8).map(|i| client.call(&addr, Service::RaftVote, vec![i], SECOND));
+    for (i, answer) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer.unwrap(), vec![i as u8]);
+    }
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 70);
+    let refused = client
+        .call(&addr, Service::RaftAppend, vec![], SECOND)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, TransportError::Refused { why, .. } if why == "append refused by the test"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_secret_is_refused_before_any_call() {
+    let (_server, echo, addr) = server(Limits::default()).await;
+    for secret in [Secret::new("another secret of some length"), Secret::none()] {
+        let client = TcpTransport::new(secret, Limits::default());
+        let err = client
+            .call(&addr, Service::RaftVote, vec![1], SECOND)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Auth { .. }), "{err}");
+        assert!(err.to_string().contains("--cluster-secret"), "{err}");
+    }
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 0, "no call got through");
+    // A server with another secret is refused by the client, too.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = serve(
+        listener,
+        Secret::new("another secret of some length"),
+        echo.clone(),
+        Limits::default(),
+    )
+    .unwrap();
+    let client = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    let err = client
+        .call(
+            &other.local_addr().to_string(),
+            Service::RaftVote,
+            vec![1],
+            SECOND,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Auth { .. }), "{err}");
+    // The right secret still works.
+    client
+        .call(&addr, Service::RaftVote, vec![1], SECOND)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_the_connection_serves_on() {
+    let (_server, _echo, addr) = server(Limits::default()).await;
+    let client = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    let err = client
+        .call(
+            &addr,
+            Service::RaftSnapshot,
+            vec![50],
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    let answer = client
+        .call(&addr, Service::RaftSnapshot, vec![0, 9], SECOND)
+        .await
+        .unwrap();
+    assert_eq!(answer, vec![0, 9]);
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_are_refused_on_both_sides() {
+    let small = Limits {
+        frame: 64 << 10,
+        ..Limits::default()
+    };
+    let (_server, echo, addr) = server(small).await;
+    // The client knows the limit: nothing is sent.
+    let client = TcpTransport::new(Secret::new(SECRET), small);
+    let err = client
+        .call(&addr, Service::RaftVote, vec![0; 100 << 10], SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::TooLarge { .. }), "{err}");
+    // A client with a larger limit sends it: the server drops the
+    // connection without reading the frame, and serves the next one.
+    let big = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    let err = big
+        .call(&addr, Service::RaftVote, vec![0; 1 << 20], SECOND)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Lost { .. } | TransportError::Timeout { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        big.call(&addr, Service::RaftVote, vec![1, 2], SECOND)
+            .await
+            .unwrap(),
+        vec![2, 1],
+        "the next call reconnects"
+    );
+}
+
+#[tokio::test]
+async fn strangers_are_closed_without_hurting_the_server() {
+    let limits = Limits {
+        handshake: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let (_server, echo, addr) = server(limits).await;
+    // A client speaking another protocol.
+    let mut junk = TcpStream::connect(&addr).await.unwrap();
+    junk.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = 0;
+    loop {
+        match tokio::time::timeout(SECOND, junk.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => seen += n,
+            Err(_) => panic!("a stranger's connection stayed open"),
+        }
+    }
+    assert_eq!(seen, 8 + 32, "only the challenge was sent");
+    // A client that says nothing is closed after the handshake limit.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let closed = tokio::time::timeout(SECOND, async {
+        while silent.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent connection stayed open");
+    // Many at once are bounded, and the server serves a real peer after.
+    let mut many = Vec::new();
+    for _ in 0..50 {
+        many.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let client = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    assert_eq!(
+        client
+            .call(&addr, Service::RaftVote, vec![3], SECOND)
+            .await
+            .unwrap(),
+        vec![3]
+    );
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let client = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    let err = client
+        .call(&addr, Service::RaftVote, vec![], SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn in_memory_links_cut_and_heal_and_frames_are_limited() {
+    let net = MemTransport::new(1024);
+    let echo = Arc::new(Echo::default());
+    net.register("b", echo.clone());
+    let a = net.node("a");
+    assert_eq!(
+        a.call("b", Service::RaftVote, vec![1, 2], SECOND)
+            .await
+            .unwrap(),
+        vec![2, 1]
+    );
+    net.cut("b", "a");
+    let err = a
+        .call("b", Service::RaftVote, vec![1], SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+    net.heal();
+    let err = a
+        .call("b", Service::RaftVote, vec![0; 2048], SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::TooLarge { .. }), "{err}");
+    let err = a
+        .call(
+            "b",
+            Service::RaftSnapshot,
+            vec![20],
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    net.unregister("b");
+    let err = a
+        .call("b", Service::RaftVote, vec![1], SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+}
