@@ -13,7 +13,8 @@
 //!   handshake that authenticates both ends with the cluster secret before
 //!   any frame is read ([`Secret`], an HMAC-SHA256 challenge-response).
 //! - [`MemTransport`]: peers in one process, the same frame limit and
-//!   deadlines, and links that tests can cut.
+//!   deadlines, links that tests can cut, and seeded [`Faults`] (lost
+//!   requests and answers, delays that reorder) for simulations.
 //!
 //! Why tarpc rather than tonic: our messages are serde types already
 //! (openraft's RPCs are), and tarpc needs no schema or build step; the
@@ -31,7 +32,7 @@ mod mem;
 mod tcp;
 
 pub use auth::{Secret, SecretError, check_secret};
-pub use mem::MemTransport;
+pub use mem::{Faults, MemTransport};
 pub use tcp::{Limits, PeerServer, TcpTransport, serve};
 
 /// What a call is for; the receiving node's [`PeerHandler`] routes on it.

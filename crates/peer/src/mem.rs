@@ -5,7 +5,28 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
 use crate::{BoxFuture, DEFAULT_FRAME_LIMIT, PeerHandler, PeerTransport, Service, TransportError};
+
+/// Faults a [`MemTransport`] injects into every call, drawn from one
+/// seeded generator: a simulation with the same seed meets the same
+/// sequence of draws.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    /// The chance that a request is lost (the caller waits out its time
+    /// limit, as for a packet that never arrives).
+    pub lose_request: f64,
+    /// The chance that an answer is lost after the handler ran (the caller
+    /// times out, not knowing the call took effect).
+    pub lose_answer: f64,
+    /// Each request and each answer is delayed by a duration drawn from
+    /// this range; concurrent calls are thereby reordered.
+    pub delay: (Duration, Duration),
+    /// The generator's seed.
+    pub seed: u64,
+}
 
 /// Peers in one process, by address. Each node calls through its own view
 /// ([`MemTransport::node`]), which knows its address, so that a link
@@ -22,6 +43,15 @@ struct Net {
     handlers: HashMap<String, Arc<dyn PeerHandler>>,
     cut: BTreeSet<(String, String)>,
     frame: usize,
+    faults: Option<(Faults, SmallRng)>,
+}
+
+/// What the faults decided for one call.
+struct Fate {
+    request_delay: Duration,
+    answer_delay: Duration,
+    lose_request: bool,
+    lose_answer: bool,
 }
 
 impl Default for MemTransport {
@@ -46,6 +76,7 @@ impl MemTransport {
                 handlers: HashMap::new(),
                 cut: BTreeSet::new(),
                 frame,
+                faults: None,
             })),
             from: None,
         }
@@ -82,6 +113,37 @@ impl MemTransport {
     /// Restores every link.
     pub fn heal(&self) {
         self.net().cut.clear();
+    }
+
+    /// Injects `faults` into every later call (`None`: none).
+    pub fn set_faults(&self, faults: Option<Faults>) {
+        self.net().faults = faults.map(|f| (f, SmallRng::seed_from_u64(f.seed)));
+    }
+
+    fn fate(&self) -> Fate {
+        let mut net = self.net();
+        let Some((f, rng)) = net.faults.as_mut() else {
+            return Fate {
+                request_delay: Duration::ZERO,
+                answer_delay: Duration::ZERO,
+                lose_request: false,
+                lose_answer: false,
+            };
+        };
+        let mut delay = || {
+            if f.delay.1 > f.delay.0 {
+                rng.random_range(f.delay.0..f.delay.1)
+            } else {
+                f.delay.0
+            }
+        };
+        let (request_delay, answer_delay) = (delay(), delay());
+        Fate {
+            request_delay,
+            answer_delay,
+            lose_request: rng.random_bool(f.lose_request),
+            lose_answer: rng.random_bool(f.lose_answer),
+        }
     }
 
     fn route(&self, to: &str) -> Result<Arc<dyn PeerHandler>, String> {
@@ -123,13 +185,27 @@ impl PeerTransport for MemTransport {
                     addr: addr.clone(),
                     why,
                 })?;
-            let answer = tokio::time::timeout(limit, handler.handle(service, body))
+            let fate = self.fate();
+            let timeout = TransportError::Timeout {
+                addr: addr.clone(),
+                service,
+                limit,
+            };
+            let trip = async {
+                tokio::time::sleep(fate.request_delay).await;
+                if fate.lose_request {
+                    std::future::pending::<()>().await;
+                }
+                let answer = handler.handle(service, body).await;
+                tokio::time::sleep(fate.answer_delay).await;
+                if fate.lose_answer {
+                    std::future::pending::<()>().await;
+                }
+                answer
+            };
+            let answer = tokio::time::timeout(limit, trip)
                 .await
-                .map_err(|_| TransportError::Timeout {
-                    addr: addr.clone(),
-                    service,
-                    limit,
-                })?;
+                .map_err(|_| timeout)?;
             // A link cut during the call loses the answer.
             if let Err(why) = self.route(&addr) {
                 return Err(TransportError::Lost { addr, service, why });
