@@ -324,6 +324,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether the cluster keeps a data directory.
+    pub fn is_persistent(&self) -> bool {
+        self.backend.persistent()
+    }
+
     /// The data directory, for a cluster made by [`Cluster::open`].
     pub fn data_dir(&self) -> Option<String> {
         self.backend.location()

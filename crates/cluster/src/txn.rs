@@ -128,9 +128,10 @@ impl Cluster {
     /// Errors: [`ClusterError::Unavailable`] if a node serving one of the
     /// keys is down (nothing ran); [`ClusterError::OutOfMemory`] if the
     /// staged writes together would take `used_memory` over `maxmemory`
-    /// (`f` ran, nothing was written, its result is dropped). A [`Store`](crate::Store) that fails
-    /// while the staged writes are applied leaves the writes before it
-    /// applied (in-memory stores do not fail).
+    /// (`f` ran, nothing was written, its result is dropped);
+    /// [`ClusterError::Store`] or [`ClusterError::Storage`] if a store or
+    /// the data directory fails while the staged writes are applied (the
+    /// writes already applied are undone: nothing was written).
     ///
     /// A transfer that keeps a sum:
     ///

@@ -3,6 +3,7 @@
 //! request limits before `AUTH`), until the client leaves, breaks the
 //! protocol, quits, or the server stops.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
@@ -17,12 +19,16 @@ use tracing::{debug, error, warn};
 use crate::cmd::{self, Ctx, Outcome};
 use crate::connection::Connection;
 use crate::reply::{self, Frame, Protocol};
-use crate::request::Limits;
+use crate::request::{Limits, ProtocolError};
 use crate::state::{Session, Shared};
 
 /// Replies queued past this many bytes are sent before the next request
 /// is served, so a long pipeline does not grow the buffer without bound.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// The most pipelined `SET key value` requests run as one write (see
+/// `cmd::set_run`).
+const SET_RUN_MAX: usize = 64;
 
 /// Reads a shutdown has this connection serve before it closes: what the
 /// client sent before the shutdown is served, but a client streaming
@@ -97,6 +103,13 @@ async fn serve(
     // Under `--fsync always`: replies queued for writes that are not on
     // disk yet. No reply leaves before they are (see `settle`).
     let mut owed = false;
+    // Requests taken off the buffer but not run yet (a run of SETs that
+    // could not be written as one, and the request that ended the run),
+    // with their sizes; served before anything else is read.
+    let mut pending: VecDeque<(Vec<Bytes>, usize)> = VecDeque::new();
+    // A protocol error met while collecting a run: reported after the
+    // pending requests are served.
+    let mut broken: Option<ProtocolError> = None;
     loop {
         if handle.is_killed() {
             // As Redis: freed at once. Replies already queued (the
@@ -112,7 +125,14 @@ async fn serve(
         };
         // Serve every request already buffered (a pipeline) before
         // sending the replies and reading again.
-        let request = match conn.next_buffered(limits) {
+        let next = match pending.pop_front() {
+            Some(request) => Ok(Some(request)),
+            None => match broken.take() {
+                Some(e) => Err(e),
+                None => conn.next_buffered(limits),
+            },
+        };
+        let request = match next {
             Ok(Some((request, bytes))) => {
                 session.request_bytes = bytes;
                 shared
@@ -159,6 +179,66 @@ async fn serve(
         tokio::task::coop::consume_budget().await;
         if request.is_empty() {
             continue;
+        }
+        let mut request = request;
+        if pending.is_empty() && cmd::is_plain_set(&request) && batches_sets(shared, &session) {
+            // A pipelined run of plain SETs: one write for all of them.
+            let mut run = vec![(request, 0)];
+            while run.len() < SET_RUN_MAX {
+                match conn.next_buffered(limits) {
+                    Ok(Some((r, bytes))) if cmd::is_plain_set(&r) => run.push((r, bytes)),
+                    Ok(Some(other)) => {
+                        pending.push_back(other);
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            if run.len() == 1 {
+                request = run.pop().expect("one request").0;
+            } else {
+                let requests: Vec<&[Bytes]> = run.iter().map(|(r, _)| &r[..]).collect();
+                let (frames, owes) = ringkv_cluster::defer_sync(|| {
+                    cmd::set_run(
+                        &mut Ctx {
+                            shared,
+                            session: &mut session,
+                            txn: None,
+                        },
+                        &requests,
+                    )
+                });
+                owed |= owes;
+                let Some(frames) = frames else {
+                    // Not written as one (nothing was): each runs on its
+                    // own, as if never grouped, and gets its own reply.
+                    // The first one's bytes are counted already.
+                    for (r, bytes) in run.into_iter().rev() {
+                        pending.push_front((r, bytes));
+                    }
+                    continue;
+                };
+                let more: u64 = run.iter().map(|(_, b)| *b as u64).sum();
+                shared
+                    .stats
+                    .net_input_bytes
+                    .fetch_add(more, Ordering::Relaxed);
+                for frame in frames {
+                    if !fits(shared, &conn, &frame, session.protocol) {
+                        over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));
+                        return Ok(());
+                    }
+                    if owed && conn.queued() + frame.encoded_len(session.protocol) >= FLUSH_AT {
+                        settle(shared, &mut owed).await?;
+                    }
+                    conn.send(&frame, session.protocol, FLUSH_AT).await?;
+                }
+                continue;
+            }
         }
         // The context lives for the call only: it is not `Send`, and the
         // task awaits below.
@@ -233,6 +313,18 @@ async fn settle(shared: &Arc<Shared>, owed: &mut bool) -> io::Result<()> {
         }
         Err(e) => Err(io::Error::other(format!("the fsync task failed: {e}"))),
     }
+}
+
+/// Whether pipelined plain SETs of this connection may run as one write:
+/// with a data directory (where each write is an engine commit; in memory
+/// one SET at a time is as fast), outside MULTI, authenticated, and with
+/// replies on (a reply per request, as each would have had).
+fn batches_sets(shared: &Shared, session: &Session) -> bool {
+    shared.cluster.is_persistent()
+        && session.multi.is_none()
+        && session.authenticated
+        && !session.replies_off
+        && session.replies_skipped == 0
 }
 
 /// Whether queueing `frame` keeps the connection within its output-buffer

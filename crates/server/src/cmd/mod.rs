@@ -171,6 +171,46 @@ pub fn run(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
     outcome
 }
 
+/// Whether `request` is exactly `SET key value` (no options): what
+/// [`set_run`] groups.
+pub fn is_plain_set(request: &[Bytes]) -> bool {
+    request.len() == 3 && request[0].eq_ignore_ascii_case(b"set")
+}
+
+/// Runs pipelined `SET key value` requests (each [`is_plain_set`]) as one
+/// write: one transaction, so one engine commit with a data directory
+/// instead of one per SET, which is what bounds SET throughput on disk
+/// (`docs/BENCHMARKS.md`, persistence section 6). Returns each request's
+/// reply, in order, with the bookkeeping [`run`] does per command.
+///
+/// The run is applied whole or not at all. If it cannot be (a node of one
+/// key is down, memory is full, the disk refuses it), returns `None` with
+/// nothing applied and nothing counted: the caller then runs each request
+/// on its own, so each SET gets exactly the reply it would have had alone
+/// (an eviction, a `-TRYAGAIN` for its key only).
+pub fn set_run(ctx: &mut Ctx<'_>, requests: &[&[Bytes]]) -> Option<Vec<Frame>> {
+    debug_assert!(requests.iter().all(|r| is_plain_set(r)));
+    let cluster = &ctx.shared.cluster;
+    let keys = requests.iter().map(|r| r[1].clone());
+    let written = cluster.transaction(keys, |txn| {
+        for r in requests {
+            txn.put(&r[1], ringkv_cluster::Entry::string(owned(&r[2])));
+        }
+    });
+    if written.is_err() {
+        return None;
+    }
+    let index = lookup_index(b"set").expect("SET is a command");
+    let n = requests.len() as u64;
+    ctx.shared.stats.commands.fetch_add(n, Ordering::Relaxed);
+    ctx.session.handle.touch(index);
+    ctx.shared.command_stats[index]
+        .calls
+        .fetch_add(n, Ordering::Relaxed);
+    ctx.session.last_command = COMMANDS[index].name;
+    Some(requests.iter().map(|_| reply::ok()).collect())
+}
+
 /// Most bytes of the arguments an unknown-command error quotes, as Redis.
 const QUOTED_ARGS: usize = 128;
 

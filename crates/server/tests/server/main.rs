@@ -10,6 +10,7 @@ mod keyspace;
 mod limits;
 mod memory;
 mod multi;
+mod pipeline;
 mod python;
 mod rebalance;
 mod resp;
