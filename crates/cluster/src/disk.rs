@@ -347,21 +347,27 @@ impl Store for PersistentStore {
         limit: usize,
         out: &mut Vec<StoredEntry>,
     ) -> Result<usize, StoreError> {
-        // The same entries `mem` will give up (all keys of a token go
-        // together in both), deleted from the tree first.
+        // Exactly the entries deleted from the tree leave memory: the ones
+        // `scan` gives (up to `limit`, all keys of a token together), so
+        // the two copies never differ.
         let mut doomed = Vec::new();
-        self.mem.scan(tokens.clone(), None, limit, &mut doomed)?;
+        self.mem.scan(tokens, None, limit, &mut doomed)?;
         if doomed.is_empty() {
             return Ok(0);
         }
         let mut batch = WriteBatch::with_capacity(doomed.len());
-        for e in doomed {
-            batch.delete(e.token, e.key);
+        for e in &doomed {
+            batch.delete(e.token, e.key.clone());
         }
         self.engine
             .write(batch, Durability::NoSync)
             .map_err(store_err)?;
-        self.mem.take_range(tokens, limit, out)
+        let n = doomed.len();
+        for e in doomed {
+            self.mem.delete(e.token, &e.key)?;
+            out.push(e);
+        }
+        Ok(n)
     }
 
     fn len(&self) -> usize {
@@ -488,6 +494,43 @@ mod tests {
         assert!(matches!(source, StoreError::Io { .. }), "{source:?}");
         // The outcome is unknown, and reads still work.
         assert!(cluster.get(b"k").is_ok());
+    }
+
+    #[test]
+    fn take_range_removes_the_same_entries_from_the_tree_and_from_memory() {
+        // Keys sharing a token (a hash tag) go together; the tree must lose
+        // exactly what memory loses, or a later open brings keys back.
+        let dir = tempfile::tempdir().unwrap();
+        let id = NodeId::new("n1");
+        let tokens = crate::stripe_tokens(0, 1);
+        let keys = |entries: &[StoredEntry]| -> Vec<Bytes> {
+            entries.iter().map(|e| e.key.clone()).collect()
+        };
+        let served = {
+            let backend = DiskBackend::open(dir.path(), FsyncPolicy::No).unwrap();
+            let mut stores = backend.open_node(&id, 1, true).unwrap();
+            let s = &mut stores[0];
+            for (token, key) in [(1, "a"), (1, "b"), (1, "c"), (2, "d"), (3, "e")] {
+                s.put(token, Bytes::from(key), Entry::string("v")).unwrap();
+            }
+            let mut out = Vec::new();
+            let n = s.take_range(tokens.clone(), 2, &mut out).unwrap();
+            assert_eq!(n, out.len());
+            assert_eq!(keys(&out), ["a", "b", "c"], "all keys of a token together");
+            let mut left = Vec::new();
+            s.scan(tokens.clone(), None, usize::MAX, &mut left).unwrap();
+            assert_eq!(s.len(), left.len());
+            keys(&left)
+        };
+        assert_eq!(served, ["d", "e"]);
+        let backend = DiskBackend::open(dir.path(), FsyncPolicy::No).unwrap();
+        let mut stores = backend.open_node(&id, 1, false).unwrap();
+        stores[0].load(tokens.clone()).unwrap();
+        let mut reloaded = Vec::new();
+        stores[0]
+            .scan(tokens, None, usize::MAX, &mut reloaded)
+            .unwrap();
+        assert_eq!(keys(&reloaded), served, "the tree held what memory served");
     }
 
     #[test]

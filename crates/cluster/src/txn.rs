@@ -315,6 +315,10 @@ impl Cluster {
             for (g, token, key, old, present) in undo.into_iter().rev() {
                 let (node, stripe) = (&locks[g].0, locks[g].1);
                 let had = old.is_some();
+                if old.as_ref().is_some_and(|o| o.is_expired(now)) {
+                    // Counted as reclaimed above; it is back.
+                    self.expired_keys.fetch_sub(1, Ordering::Relaxed);
+                }
                 // A revert restores the serving copy only; it cannot fail
                 // for want of disk.
                 if let Err(err) = guards[g].revert(token, key, old) {

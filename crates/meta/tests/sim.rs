@@ -15,7 +15,7 @@
 //!   before another was sent has the lower index (linearizability of the
 //!   log as a sequence).
 //!
-//! `cargo nextest run -p ringkv-meta --test sim` runs 12 seeds;
+//! `cargo nextest run -p ringkv-meta --test sim` runs 50 seeds;
 //! `RINGKV_SIM_SEEDS=1000 cargo nextest run -p ringkv-meta --test sim
 //! --run-ignored only` the heavy run; a failure prints
 //! `RINGKV_SIM_SEED=<seed>`, which replays that seed's schedule of faults
@@ -361,7 +361,7 @@ fn seeds() -> Vec<u64> {
     }
     let count = std::env::var("RINGKV_SIM_SEEDS")
         .map(|s| s.parse().expect("RINGKV_SIM_SEEDS is a count"))
-        .unwrap_or(12);
+        .unwrap_or(50);
     (0..count).map(|i| 0x5eed_0000 + i).collect()
 }
 

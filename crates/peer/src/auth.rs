@@ -7,10 +7,16 @@
 //! nonce)`, the server checks it (in constant time) and answers with
 //! `HMAC-SHA256(secret, "ringkv-peer server" || client nonce || server
 //! nonce)`, which the client checks. Every message has a fixed size, so a
-//! stranger cannot make a node buffer anything before it is trusted. The
-//! handshake authenticates; it does not encrypt: run peers on a private
-//! network, or under a VPN or TLS tunnel, when the traffic itself is
-//! secret.
+//! stranger cannot make a node buffer anything before it is trusted.
+//!
+//! The handshake authenticates the two ends of a connection; it neither
+//! encrypts nor authenticates the frames after it. Someone who can
+//! intercept and rewrite the traffic between two nodes could relay a
+//! genuine handshake and then inject frames. So peers need a network
+//! trusted for integrity, not only for secrecy: a private network, a VPN,
+//! or a TLS tunnel. (A MAC on every frame keyed from the secret and both
+//! nonces, or TLS-PSK, would lift that; `docs/DISTRIBUTED.md` lists it as
+//! open.)
 
 use std::net::SocketAddr;
 

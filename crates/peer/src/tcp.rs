@@ -11,7 +11,7 @@ use tarpc::serde_transport;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::codec::LengthDelimitedCodec;
@@ -34,7 +34,12 @@ pub struct Limits {
     pub frame: usize,
     /// How long a new connection has to complete the handshake.
     pub handshake: Duration,
-    /// Peer connections served at once; more are closed at accept.
+    /// Handshakes in progress at once; a connection over it is closed at
+    /// accept. Strangers can hold these (for `handshake` each), never the
+    /// slots of authenticated peers.
+    pub handshakes: usize,
+    /// Authenticated peer connections served at once; a peer over it is
+    /// closed after its handshake.
     pub connections: usize,
     /// Calls served at once per connection; more wait (backpressure).
     pub calls_per_connection: usize,
@@ -44,7 +49,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             frame: DEFAULT_FRAME_LIMIT,
-            handshake: Duration::from_secs(5),
+            handshake: Duration::from_secs(2),
+            handshakes: 64,
             connections: 256,
             calls_per_connection: 64,
         }
@@ -94,7 +100,13 @@ impl Drop for PeerServer {
 /// Serves the peers that connect to `listener` with `handler`. Each
 /// connection must pass the handshake with `secret` within
 /// `limits.handshake` before anything else is read from it; at most
-/// `limits.connections` are served at once.
+/// `limits.handshakes` are in their handshake at once and at most
+/// `limits.connections` authenticated peers are served at once, from
+/// separate budgets. Authenticated connections use TCP keepalive, so a
+/// peer that vanished (a partition, a power cut) frees its slot.
+///
+/// Refuses (`InvalidInput`) a listener on a non-loopback address without
+/// a secret of at least 16 bytes ([`check_secret`](crate::check_secret)).
 pub fn serve(
     listener: TcpListener,
     secret: Secret,
@@ -102,7 +114,10 @@ pub fn serve(
     limits: Limits,
 ) -> std::io::Result<PeerServer> {
     let addr = listener.local_addr()?;
+    crate::check_secret(addr, &secret)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let task = tokio::spawn(async move {
+        let shaking = Arc::new(Semaphore::new(limits.handshakes));
         let slots = Arc::new(Semaphore::new(limits.connections));
         // Owned here: aborting the server aborts every connection.
         let mut connections = JoinSet::new();
@@ -118,14 +133,13 @@ pub fn serve(
                             continue;
                         }
                     };
-                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        warn!(%from, limit = limits.connections, "too many peer connections; closing one");
+                    let Ok(shake) = Arc::clone(&shaking).try_acquire_owned() else {
+                        warn!(%from, limit = limits.handshakes, "too many peer handshakes at once; closing one");
                         continue;
                     };
-                    let (secret, handler) = (secret.clone(), Arc::clone(&handler));
+                    let (secret, handler, slots) = (secret.clone(), Arc::clone(&handler), Arc::clone(&slots));
                     connections.spawn(async move {
-                        let _slot = slot;
-                        connection(stream, from, secret, handler, limits).await;
+                        connection(stream, from, secret, handler, limits, shake, slots).await;
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -141,9 +155,13 @@ async fn connection(
     secret: Secret,
     handler: Arc<dyn PeerHandler>,
     limits: Limits,
+    shake: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
 ) {
     let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(limits.handshake, auth::accept(&mut stream, &secret)).await {
+    let shaken = tokio::time::timeout(limits.handshake, auth::accept(&mut stream, &secret)).await;
+    drop(shake);
+    match shaken {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             warn!(%from, error = %e, "peer handshake failed; closing");
@@ -154,6 +172,11 @@ async fn connection(
             return;
         }
     }
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        warn!(%from, limit = limits.connections, "too many peer connections; closing one");
+        return;
+    };
+    keepalive(&stream);
     debug!(%from, "peer connected");
     let framed = LengthDelimitedCodec::builder()
         .max_frame_length(limits.frame)
@@ -164,6 +187,18 @@ async fn connection(
         .for_each_concurrent(limits.calls_per_connection, |call| call)
         .await;
     debug!(%from, "peer disconnected");
+}
+
+/// Probes an idle connection after 10 s, every 5 s, 3 times: a peer that
+/// vanished is noticed within about 25 s and its connection closed.
+fn keepalive(stream: &TcpStream) {
+    let probe = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probe) {
+        debug!(error = %e, "cannot set TCP keepalive");
+    }
 }
 
 /// Calls to peers over TCP: one connection per peer address, made on the
@@ -205,6 +240,7 @@ impl TcpTransport {
             Err(_) => return Err(unreachable("connecting timed out".into())),
         };
         let _ = stream.set_nodelay(true);
+        keepalive(&stream);
         match tokio::time::timeout_at(deadline, auth::connect(&mut stream, &self.secret)).await {
             Ok(Ok(())) => {}
             Ok(Err(Handshake::BadProof)) => {

@@ -187,43 +187,88 @@ async fn frames_over_the_limit_are_refused_on_both_sides() {
 async fn strangers_are_closed_without_hurting_the_server() {
     let limits = Limits {
         handshake: Duration::from_millis(200),
+        handshakes: 8,
+        connections: 4,
         ..Limits::default()
     };
     let (_server, echo, addr) = server(limits).await;
-    // A client speaking another protocol.
+    // A peer connected before the strangers come.
+    let early = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    assert_eq!(
+        early
+            .call(&addr, Service::RaftVote, vec![7], SECOND)
+            .await
+            .unwrap(),
+        vec![7]
+    );
+    // A client speaking another protocol gets the challenge, then is closed.
     let mut junk = TcpStream::connect(&addr).await.unwrap();
     junk.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    assert_eq!(
+        read_until_closed(&mut junk).await,
+        8 + 32,
+        "only the challenge was sent"
+    );
+    // 50 silent strangers: 8 are in their handshake, the rest are closed
+    // at once without a byte; all of them within the handshake limit.
+    let mut strangers = Vec::new();
+    for _ in 0..50 {
+        strangers.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut challenged = 0;
+    for s in &mut strangers {
+        match read_until_closed(s).await {
+            0 => {}
+            40 => challenged += 1,
+            n => panic!("a stranger got {n} bytes"),
+        }
+    }
+    assert!(challenged <= 8, "{challenged} strangers held a handshake");
+    // The peer connected before them was served throughout; a new one can
+    // connect once they are gone.
+    assert_eq!(
+        early
+            .call(&addr, Service::RaftVote, vec![8], SECOND)
+            .await
+            .unwrap(),
+        vec![8]
+    );
+    let late = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    assert_eq!(
+        late.call(&addr, Service::RaftVote, vec![9], SECOND)
+            .await
+            .unwrap(),
+        vec![9]
+    );
+    // Authenticated connections are bounded too: 4 slots, two taken.
+    let more: Vec<TcpTransport> = (0..3)
+        .map(|_| TcpTransport::new(Secret::new(SECRET), Limits::default()))
+        .collect();
+    let mut refused = 0;
+    for t in &more {
+        if t.call(&addr, Service::RaftVote, vec![1], SECOND)
+            .await
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1, "the fifth authenticated connection is closed");
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 5);
+}
+
+/// Reads until the server closes the connection (at most 1 s); returns
+/// how many bytes came.
+async fn read_until_closed(stream: &mut TcpStream) -> usize {
     let mut buf = vec![0u8; 4096];
     let mut seen = 0;
     loop {
-        match tokio::time::timeout(SECOND, junk.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
+        match tokio::time::timeout(SECOND, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return seen,
             Ok(Ok(n)) => seen += n,
             Err(_) => panic!("a stranger's connection stayed open"),
         }
     }
-    assert_eq!(seen, 8 + 32, "only the challenge was sent");
-    // A client that says nothing is closed after the handshake limit.
-    let mut silent = TcpStream::connect(&addr).await.unwrap();
-    let closed = tokio::time::timeout(SECOND, async {
-        while silent.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-    })
-    .await;
-    assert!(closed.is_ok(), "a silent connection stayed open");
-    // Many at once are bounded, and the server serves a real peer after.
-    let mut many = Vec::new();
-    for _ in 0..50 {
-        many.push(TcpStream::connect(&addr).await.unwrap());
-    }
-    let client = TcpTransport::new(Secret::new(SECRET), Limits::default());
-    assert_eq!(
-        client
-            .call(&addr, Service::RaftVote, vec![3], SECOND)
-            .await
-            .unwrap(),
-        vec![3]
-    );
-    assert_eq!(echo.calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

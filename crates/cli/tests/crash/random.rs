@@ -203,9 +203,8 @@ pub fn run(kills: usize, window: (Duration, Duration)) {
 
 /// The `--fsync` policy of the server killed in round `r`: every policy
 /// promises that a kill -9 loses no acknowledged write (the OS keeps its
-/// page cache), and each reaches the journal by its own path (`always`
-/// through the shared fsync, the others through the flush before each
-/// batch of replies).
+/// page cache). Every write reaches the OS before its store call returns;
+/// `always` also waits for the shared fsync before the reply.
 fn policy(round: usize) -> &'static str {
     ["always", "everysec", "no"][round % 3]
 }

@@ -40,8 +40,13 @@ pub struct MetaStore {
     inner: Arc<Mutex<Inner>>,
     /// The applied epoch, published after every applied batch.
     epoch: Arc<watch::Sender<u64>>,
-    /// Where snapshots are kept (`None`: in memory).
+    /// Where snapshots are kept (`None`: in memory), and the last log id
+    /// of the one kept there. openraft builds snapshots in a task of their
+    /// own, so a build that read the state before an install may finish
+    /// after it: the mutex orders the writes, and an older snapshot never
+    /// replaces a newer one (the log may be purged up to the newer one).
     dir: Option<DataDir>,
+    kept: Arc<Mutex<Option<LogId<NodeId>>>>,
 }
 
 /// Records of the latest snapshot: its meta (JSON) and its data
@@ -65,6 +70,7 @@ impl Default for MetaStore {
             inner: Arc::default(),
             epoch: Arc::new(watch::channel(0).0),
             dir: None,
+            kept: Arc::default(),
         }
     }
 }
@@ -105,6 +111,7 @@ impl MetaStore {
             inner.state = state;
             inner.last_applied = meta.last_log_id;
             inner.last_membership = meta.last_membership.clone();
+            *store.kept.lock().unwrap_or_else(|e| e.into_inner()) = meta.last_log_id;
             inner.snapshot = Some((meta, data.to_vec()));
         }
         store.publish(epoch);
@@ -120,13 +127,19 @@ impl MetaStore {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_some() && *kept >= meta.last_log_id {
+            return Ok(());
+        }
         let encoded = serde_json::to_vec(meta).expect("snapshot metas serialise");
         dir.write_records(
             &[(SNAPSHOT_META, Some(&encoded)), (SNAPSHOT_DATA, Some(data))],
             Durability::NoSync,
         )
         .and_then(|()| dir.sync())
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        *kept = meta.last_log_id;
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -170,7 +183,15 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaStore {
             last_membership: inner.last_membership.clone(),
             snapshot_id,
         };
-        inner.snapshot = Some((meta.clone(), data.clone()));
+        // An install may have put a newer snapshot here since this build
+        // read the state: keep that one.
+        let newer = inner
+            .snapshot
+            .as_ref()
+            .is_some_and(|(m, _)| m.last_log_id > meta.last_log_id);
+        if !newer {
+            inner.snapshot = Some((meta.clone(), data.clone()));
+        }
         drop(inner);
         self.keep(&meta, &data)?;
         Ok(Snapshot {
