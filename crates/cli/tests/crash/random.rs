@@ -5,7 +5,8 @@
 //! One data directory lives through every kill of a run: each restart is
 //! the start of the next round, so the model (and the membership) carries
 //! over from round to round. Each client owns its keys and has at most one
-//! command in flight, so after a kill a key may hold its last acknowledged
+//! command in flight per key (half the clients send pipelines of commands
+//! on distinct keys), so after a kill a key may hold its last acknowledged
 //! value or the value of its one unacknowledged command, and nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -290,7 +291,46 @@ fn client(
     let names: Vec<String> = keys.keys().cloned().collect();
     let mut errors = Vec::new();
     let mut ops = 0;
+    // Odd clients pipeline their writes: up to 8 commands on distinct keys
+    // in one round trip, which the server writes as one engine commit
+    // per run of SETs (each key still has at most one command in flight).
+    let pipelined = id % 2 == 1;
     while !stop.load(Ordering::Relaxed) {
+        if pipelined {
+            let n = rng.random_range(2..=8);
+            let mut pipe = redis::pipe();
+            let mut sent = Vec::with_capacity(n);
+            for i in rand::seq::index::sample(&mut rng, names.len(), n) {
+                let key = &names[i];
+                let value = rng
+                    .random_bool(0.8)
+                    .then(|| format!("r{round}.c{id}.{ops}.{i}"));
+                match &value {
+                    Some(v) => pipe.cmd("SET").arg(key).arg(v).ignore(),
+                    None => pipe.cmd("DEL").arg(key).ignore(),
+                };
+                keys.get_mut(key).expect("own key").in_flight = Some(value.clone());
+                sent.push((key.clone(), value));
+            }
+            match pipe.query::<()>(&mut con) {
+                Ok(()) => {
+                    for (key, value) in sent {
+                        let state = keys.get_mut(&key).expect("own key");
+                        state.acked = value;
+                        state.in_flight = None;
+                        ops += 1;
+                    }
+                }
+                Err(e) if is_server_error(&e) => {
+                    errors.push(format!("pipeline {sent:?}: {e}"));
+                    break;
+                }
+                // The kill: each command of the pipeline may or may not
+                // have been applied.
+                Err(_) => break,
+            }
+            continue;
+        }
         let key = &names[rng.random_range(0..names.len())];
         let value = if rng.random_bool(0.7) {
             Some(format!("r{round}.c{id}.{ops}"))
