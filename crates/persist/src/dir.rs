@@ -248,6 +248,9 @@ impl DataDir {
                 });
             }
         }
+        // Drops the engine has finished (its recovery deletes a dropped
+        // tree's folder) need their markers no more.
+        guard::forget_finished_drops(&path);
         let failure = Arc::new(Mutex::new(None));
         let journal = Journal {
             db: db.clone(),
@@ -349,6 +352,18 @@ impl DataDir {
             .db
             .keyspace(&full, KeyspaceCreateOptions::default)
             .map_err(|e| self.write_err(e))?;
+        // The engine deletes a dropped tree's `current` file first, then
+        // the rest, once its last handle goes: a crash in between leaves
+        // table files without `current`, which `guard::check_trees` would
+        // take for a damaged live tree. A durable marker naming the folder
+        // tells it the tree was being dropped; the next open removes the
+        // marker once the engine has removed the folder.
+        if let Some(folder) = keyspace.path().file_name().and_then(|f| f.to_str()) {
+            guard::mark_dropping(&self.inner.path, folder).map_err(|source| PersistError::Dir {
+                path: self.inner.path.clone(),
+                source,
+            })?;
+        }
         self.inner
             .db
             .delete_keyspace(keyspace)
@@ -632,6 +647,82 @@ fn check_tree_name(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn copy_tree(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    fn folders(path: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
+        fs::read_dir(path.join("keyspaces"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name())
+            .collect()
+    }
+
+    /// The engine deletes a dropped tree's `current` first and its tables
+    /// after: a crash in between is a drop to finish, not a damaged tree
+    /// to refuse (a kill -9 during node churn met it).
+    #[test]
+    fn a_crash_in_the_middle_of_a_drop_is_finished_not_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join("data");
+        let saved = home.path().join("saved");
+        {
+            let dir = DataDir::open(&path, FsyncPolicy::No).unwrap();
+            let (gone, kept) = (dir.tree("gone").unwrap(), dir.tree("kept").unwrap());
+            for i in 0..100u64 {
+                gone.put(i, b"k", b"v", Durability::NoSync).unwrap();
+                kept.put(i, b"k", b"v", Durability::NoSync).unwrap();
+            }
+            dir.checkpoint(true).unwrap();
+            copy_tree(&path.join("keyspaces"), &saved);
+            drop(gone);
+            dir.drop_tree("gone").unwrap();
+        }
+        // What a crash mid-drop leaves: the folder back, without `current`.
+        let before: Vec<_> = fs::read_dir(&saved)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name())
+            .collect();
+        let dropped = before
+            .iter()
+            .find(|f| !folders(&path).contains(*f))
+            .expect("the dropped tree's folder is gone")
+            .clone();
+        let folder = path.join("keyspaces").join(&dropped);
+        copy_tree(&saved.join(&dropped), &folder);
+        fs::remove_file(folder.join("current")).unwrap();
+        assert!(
+            fs::read_dir(folder.join("tables"))
+                .unwrap()
+                .next()
+                .is_some()
+        );
+
+        let dir = DataDir::open(&path, FsyncPolicy::No).expect("a drop to finish is no damage");
+        assert!(!dir.has_tree("gone"));
+        assert!(!folder.exists(), "the engine finished the drop");
+        let kept = dir.tree("kept").unwrap();
+        assert_eq!(kept.get(7, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        let markers = fs::read_dir(&path)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("dropping-"))
+            .count();
+        assert_eq!(markers, 0, "the finished drop's marker is gone");
+    }
 
     #[test]
     fn atomically_writes_all_staged_writes_or_none() {

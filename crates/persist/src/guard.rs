@@ -77,9 +77,39 @@ pub(crate) fn check_writable(dir: &Path) -> Result<(), PersistError> {
     Ok(())
 }
 
+/// The prefix of a marker file `dropping-<folder>` in the data directory:
+/// the tree in `keyspaces/<folder>` is being dropped.
+const DROPPING: &str = "dropping-";
+
+/// Records, durably, that the tree in `keyspaces/<folder>` is being
+/// dropped (see `DataDir::drop_tree`).
+pub(crate) fn mark_dropping(dir: &Path, folder: &str) -> Result<(), std::io::Error> {
+    let marker = dir.join(format!("{DROPPING}{folder}"));
+    File::create(&marker)?.sync_all()?;
+    File::open(dir)?.sync_all()
+}
+
+/// Removes the markers of drops whose folder is gone.
+pub(crate) fn forget_finished_drops(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(folder) = name.to_str().and_then(|n| n.strip_prefix(DROPPING)) else {
+            continue;
+        };
+        if !dir.join("keyspaces").join(folder).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Refuses a tree directory that holds table files but no `current`
 /// version pointer: the engine takes such a tree for one whose creation a
-/// crash interrupted and deletes it, tables and all.
+/// crash interrupted and deletes it, tables and all. A tree being dropped
+/// (its marker exists) is the exception: the engine deletes `current`
+/// first, so a crash during the drop leaves exactly that.
 pub(crate) fn check_trees(dir: &Path) -> Result<(), PersistError> {
     let trees = dir.join("keyspaces");
     let Ok(entries) = fs::read_dir(&trees) else {
@@ -92,6 +122,13 @@ pub(crate) fn check_trees(dir: &Path) -> Result<(), PersistError> {
         }
         let current = tree.join("current");
         if current.exists() {
+            continue;
+        }
+        let dropping = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|folder| dir.join(format!("{DROPPING}{folder}")).exists());
+        if dropping {
             continue;
         }
         let tables = fs::read_dir(tree.join("tables"))
