@@ -27,8 +27,9 @@ use crate::state::{Session, Shared};
 const FLUSH_AT: usize = 64 * 1024;
 
 /// The most pipelined `SET key value` requests run as one write (see
-/// `cmd::set_run`).
+/// `cmd::set_run`), and the most bytes of requests a run collects.
 const SET_RUN_MAX: usize = 64;
+const SET_RUN_BYTES: usize = 1 << 20;
 
 /// Reads a shutdown has this connection serve before it closes: what the
 /// client sent before the shutdown is served, but a client streaming
@@ -181,12 +182,30 @@ async fn serve(
             continue;
         }
         let mut request = request;
-        if pending.is_empty() && cmd::is_plain_set(&request) && batches_sets(shared, &session) {
-            // A pipelined run of plain SETs: one write for all of them.
+        // Not after a protocol error: nothing after it may run, and the
+        // parser may already have dropped the broken bytes.
+        if pending.is_empty()
+            && broken.is_none()
+            && cmd::is_plain_set(&request)
+            && batches_sets(shared, &session)
+        {
+            // A pipelined run of plain SETs: one write for all of them,
+            // bounded in count, in bytes, and by the replies (`+OK`, 5
+            // bytes each) the output buffer can still take, so that no
+            // write runs whose reply the single path would have refused.
+            let room = match shared.config.client_output_buffer_limit {
+                0 => SET_RUN_MAX,
+                limit => (limit.saturating_sub(conn.queued()) / 5).min(SET_RUN_MAX),
+            };
             let mut run = vec![(request, 0)];
-            while run.len() < SET_RUN_MAX {
+            let mut run_bytes = session.request_bytes;
+            while run.len() < room && run_bytes < SET_RUN_BYTES {
                 match conn.next_buffered(limits) {
-                    Ok(Some((r, bytes))) if cmd::is_plain_set(&r) => run.push((r, bytes)),
+                    Ok(Some((r, bytes))) if cmd::is_plain_set(&r) => {
+                        run_bytes += bytes;
+                        run.push((r, bytes));
+                        tokio::task::coop::consume_budget().await;
+                    }
                     Ok(Some(other)) => {
                         pending.push_back(other);
                         break;
@@ -317,10 +336,14 @@ async fn settle(shared: &Arc<Shared>, owed: &mut bool) -> io::Result<()> {
 
 /// Whether pipelined plain SETs of this connection may run as one write:
 /// with a data directory (where each write is an engine commit; in memory
-/// one SET at a time is as fast), outside MULTI, authenticated, and with
-/// replies on (a reply per request, as each would have had).
+/// one SET at a time is as fast), without a memory limit, outside MULTI,
+/// authenticated, and with replies on (a reply per request, as each would
+/// have had).
 fn batches_sets(shared: &Shared, session: &Session) -> bool {
     shared.cluster.is_persistent()
+        // Under a memory limit each SET checks (and evicts for) its own
+        // footprint, which a group would check differently.
+        && shared.cluster.maxmemory() == 0
         && session.multi.is_none()
         && session.authenticated
         && !session.replies_off

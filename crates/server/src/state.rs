@@ -112,6 +112,9 @@ pub struct Stats {
     /// Connections closed because a reply would have taken them past the
     /// output-buffer limit.
     pub output_limit_disconnections: AtomicU64,
+    /// Runs of pipelined SETs written as one transaction (a ringkv
+    /// addition to INFO stats: `ringkv_set_runs`).
+    pub set_runs: AtomicU64,
 }
 
 /// One command's counters, as `INFO commandstats` shows them.

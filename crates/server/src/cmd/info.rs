@@ -181,6 +181,7 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
                 "client_output_buffer_limit_disconnections",
                 &count(&stats.output_limit_disconnections),
             );
+            line("ringkv_set_runs", &count(&stats.set_runs));
         }
         "replication" => {
             line("# Replication\r\nrole", &"master");

@@ -191,7 +191,9 @@ pub fn is_plain_set(request: &[Bytes]) -> bool {
 pub fn set_run(ctx: &mut Ctx<'_>, requests: &[&[Bytes]]) -> Option<Vec<Frame>> {
     debug_assert!(requests.iter().all(|r| is_plain_set(r)));
     let cluster = &ctx.shared.cluster;
-    let keys = requests.iter().map(|r| r[1].clone());
+    // Keys in their own allocations, as every write stores them: a slice
+    // would keep the connection's whole read buffer alive.
+    let keys: Vec<Bytes> = requests.iter().map(|r| owned(&r[1])).collect();
     let written = cluster.transaction(keys, |txn| {
         for r in requests {
             txn.put(&r[1], ringkv_cluster::Entry::string(owned(&r[2])));
@@ -200,6 +202,7 @@ pub fn set_run(ctx: &mut Ctx<'_>, requests: &[&[Bytes]]) -> Option<Vec<Frame>> {
     if written.is_err() {
         return None;
     }
+    ctx.shared.stats.set_runs.fetch_add(1, Ordering::Relaxed);
     let index = lookup_index(b"set").expect("SET is a command");
     let n = requests.len() as u64;
     ctx.shared.stats.commands.fetch_add(n, Ordering::Relaxed);

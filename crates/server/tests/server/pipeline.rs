@@ -2,9 +2,10 @@
 //! commit); these tests check that a client cannot tell: the same
 //! pipeline gets byte-for-byte the same replies, leaves the same data and
 //! the same command counts as on a server without a data directory, where
-//! each SET runs alone, also when the group cannot be written whole and
-//! falls back to one SET at a time (a memory limit that only some fit
-//! under).
+//! each SET runs alone; also when the group cannot be written whole and
+//! falls back to one SET at a time (a key on a crashed node), when a
+//! protocol error follows a run, and under a memory limit (where SETs are
+//! not grouped).
 
 use std::sync::Arc;
 
@@ -21,8 +22,13 @@ fn config() -> ClusterConfig {
     }
 }
 
-/// A server over node1..node3, in memory or in `dir`.
-async fn server(dir: Option<&std::path::Path>, maxmemory: u64) -> TestServer {
+/// A server over node1..node3, in memory or in `dir`, with `crashed`
+/// down.
+async fn server(
+    dir: Option<&std::path::Path>,
+    maxmemory: u64,
+    crashed: Option<&str>,
+) -> TestServer {
     let cluster = match dir {
         Some(dir) => Cluster::open(dir, config()).expect("open"),
         None => Cluster::new(config()).expect("config"),
@@ -31,7 +37,22 @@ async fn server(dir: Option<&std::path::Path>, maxmemory: u64) -> TestServer {
         cluster.add_node(id).expect("add node");
     }
     cluster.set_maxmemory(maxmemory);
+    if let Some(id) = crashed {
+        cluster.crash(id).expect("crash");
+    }
     start_with(Arc::new(cluster), ServerConfig::default()).await
+}
+
+/// `INFO stats`' count of SET runs written as one.
+async fn set_runs(server: &TestServer) -> u64 {
+    let info = replies(server, &[resp(&[b"INFO", b"stats"])]).await;
+    let info = String::from_utf8(info).expect("UTF-8");
+    info.lines()
+        .find_map(|l| l.strip_prefix("ringkv_set_runs:"))
+        .expect("ringkv_set_runs in INFO stats")
+        .trim()
+        .parse()
+        .expect("a count")
 }
 
 /// Sends `pipeline` in one write, then PING, and returns every byte
@@ -56,12 +77,18 @@ async fn replies(server: &TestServer, pipeline: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Runs `pipeline` on a server with a data directory and on one without,
-/// both fresh with `maxmemory`, and checks they answer, store and count
-/// alike. Returns the replies.
-async fn alike(pipeline: &[Vec<u8>], keys: &[Vec<u8>], maxmemory: u64) -> String {
+/// both fresh with `maxmemory` and `crashed` down, and checks they answer,
+/// store and count alike. Returns the replies and how many runs the disk
+/// server wrote as one.
+async fn alike(
+    pipeline: &[Vec<u8>],
+    keys: &[Vec<u8>],
+    maxmemory: u64,
+    crashed: Option<&str>,
+) -> (String, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let disk = server(Some(dir.path()), maxmemory).await;
-    let memory = server(None, maxmemory).await;
+    let disk = server(Some(dir.path()), maxmemory, crashed).await;
+    let memory = server(None, maxmemory, crashed).await;
     let (a, b) = (
         replies(&disk, pipeline).await,
         replies(&memory, pipeline).await,
@@ -94,9 +121,11 @@ async fn alike(pipeline: &[Vec<u8>], keys: &[Vec<u8>], maxmemory: u64) -> String
         calls(replies(&memory, &[stats]).await),
         "command counts"
     );
+    let runs = set_runs(&disk).await;
+    assert_eq!(set_runs(&memory).await, 0, "no grouping in memory");
     memory.stop().await;
     disk.stop().await;
-    show(&a)
+    (show(&a), runs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +133,8 @@ async fn a_pipeline_of_sets_answers_as_one_set_at_a_time() {
     let mut pipeline = Vec::new();
     let mut keys = Vec::new();
     for i in 0..150 {
-        let key = format!("k{}", i % 40).into_bytes();
+        // Keys repeat within runs too: the last write of a run wins.
+        let key = format!("k{}", (i * 7) % 40 % 13).into_bytes();
         let value = format!("v{i}").into_bytes();
         // Runs of plain SETs broken by reads, options, other commands,
         // errors, lowercase names and repeated keys.
@@ -119,20 +149,80 @@ async fn a_pipeline_of_sets_answers_as_one_set_at_a_time() {
         }
         keys.push(key);
     }
-    let answered = alike(&pipeline, &keys, 0).await;
+    let (answered, runs) = alike(&pipeline, &keys, 0, None).await;
     assert!(answered.contains("wrong number of arguments"), "{answered}");
+    assert!(runs > 0, "runs of SETs were written as one");
 }
 
-/// Under a memory limit that only some of the run fits under, the run
-/// cannot be written whole: each SET then runs alone, the first ones
-/// stored and the rest refused, exactly as without grouping.
+/// A run with a key on a crashed node cannot be written whole: each SET
+/// runs alone, the crashed node's keys answered `-TRYAGAIN` and the others
+/// stored, exactly as without grouping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_over_the_memory_limit_falls_back_to_one_set_at_a_time() {
+async fn a_run_that_cannot_be_written_whole_falls_back_to_one_set_at_a_time() {
+    let keys: Vec<Vec<u8>> = (0..30).map(|i| format!("f{i}").into_bytes()).collect();
+    let pipeline: Vec<Vec<u8>> = keys.iter().map(|k| resp(&[b"SET", k, b"v"])).collect();
+    let (answered, runs) = alike(&pipeline, &keys, 0, Some("node2")).await;
+    assert!(answered.contains("+OK"), "{answered}");
+    assert!(answered.contains("-TRYAGAIN"), "{answered}");
+    assert_eq!(runs, 0, "no run was written as one");
+}
+
+/// After a run that falls back, a protocol error later in the buffer
+/// still ends the connection with nothing after it run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_after_a_protocol_error_runs_when_a_run_falls_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = server(Some(dir.path()), 0, Some("node2")).await;
+    let mut bytes: Vec<u8> = (0..10)
+        .flat_map(|i| resp(&[b"SET", format!("p{i}").as_bytes(), b"v"]))
+        .collect();
+    bytes.extend_from_slice(b"SET \"unbalanced\r\n");
+    bytes.extend(resp(&[b"SET", b"after", b"v"]));
+    bytes.extend(resp(&[b"INCR", b"counter"]));
+    let mut stream = disk.raw().await;
+    stream.write_all(&bytes).await.expect("write");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut got),
+    )
+    .await
+    .expect("closed in time");
+    drop(read);
+    let got = show(&got);
+    assert!(
+        got.ends_with("Protocol error: unbalanced quotes in request\\r\\n"),
+        "{got}"
+    );
+    assert_eq!(
+        got.matches("\\r\\n").count(),
+        11,
+        "10 SET replies and the error: {got}"
+    );
+    for key in [&b"after"[..], b"counter"] {
+        assert_eq!(
+            show(&replies(&disk, &[resp(&[b"EXISTS", key])]).await),
+            ":0\\r\\n",
+            "{} ran after the protocol error",
+            show(key)
+        );
+    }
+    disk.stop().await;
+}
+
+/// Under a memory limit each SET checks its own footprint (the entry it
+/// replaces not subtracted), so SETs are not grouped: new keys until the
+/// limit, then overwrites at the limit, answer as one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_memory_limit_sets_answer_as_one_at_a_time() {
     let value = vec![b'x'; 1000];
     let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("big{i}").into_bytes()).collect();
-    let pipeline: Vec<Vec<u8>> = keys.iter().map(|k| resp(&[b"SET", k, &value])).collect();
+    let mut pipeline: Vec<Vec<u8>> = keys.iter().map(|k| resp(&[b"SET", k, &value])).collect();
+    // Overwrites of stored keys with values of the same size.
+    pipeline.extend(keys[..8].iter().map(|k| resp(&[b"SET", k, &value])));
     // Room for about ten of them.
-    let answered = alike(&pipeline, &keys, 11_000).await;
+    let (answered, runs) = alike(&pipeline, &keys, 11_000, None).await;
     assert!(answered.starts_with("+OK"), "{answered}");
     assert!(answered.contains("-OOM"), "{answered}");
+    assert_eq!(runs, 0);
 }
