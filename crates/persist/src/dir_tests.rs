@@ -1,0 +1,112 @@
+//! Tests of `dir.rs`: the data directory.
+
+use super::*;
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn folders(path: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
+    fs::read_dir(path.join("keyspaces"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect()
+}
+
+/// The engine deletes a dropped tree's `current` first and its tables
+/// after: a crash in between is a drop to finish, not a damaged tree
+/// to refuse (a kill -9 during node churn met it).
+#[test]
+fn a_crash_in_the_middle_of_a_drop_is_finished_not_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("data");
+    let saved = home.path().join("saved");
+    {
+        let dir = DataDir::open(&path, FsyncPolicy::No).unwrap();
+        let (gone, kept) = (dir.tree("gone").unwrap(), dir.tree("kept").unwrap());
+        for i in 0..100u64 {
+            gone.put(i, b"k", b"v", Durability::NoSync).unwrap();
+            kept.put(i, b"k", b"v", Durability::NoSync).unwrap();
+        }
+        dir.checkpoint(true).unwrap();
+        copy_tree(&path.join("keyspaces"), &saved);
+        drop(gone);
+        dir.drop_tree("gone").unwrap();
+    }
+    // What a crash mid-drop leaves: the folder back, without `current`.
+    let before: Vec<_> = fs::read_dir(&saved)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    let dropped = before
+        .iter()
+        .find(|f| !folders(&path).contains(*f))
+        .expect("the dropped tree's folder is gone")
+        .clone();
+    let folder = path.join("keyspaces").join(&dropped);
+    copy_tree(&saved.join(&dropped), &folder);
+    fs::remove_file(folder.join("current")).unwrap();
+    assert!(
+        fs::read_dir(folder.join("tables"))
+            .unwrap()
+            .next()
+            .is_some()
+    );
+
+    let dir = DataDir::open(&path, FsyncPolicy::No).expect("a drop to finish is no damage");
+    assert!(!dir.has_tree("gone"));
+    assert!(!folder.exists(), "the engine finished the drop");
+    let kept = dir.tree("kept").unwrap();
+    assert_eq!(kept.get(7, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    let markers = fs::read_dir(&path)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("dropping-"))
+        .count();
+    assert_eq!(markers, 0, "the finished drop's marker is gone");
+}
+
+#[test]
+fn atomically_writes_all_staged_writes_or_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path(), FsyncPolicy::No).unwrap();
+    let (a, b) = (dir.tree("a").unwrap(), dir.tree("b").unwrap());
+    let failed: Result<(), &str> = dir
+        .atomically(Durability::NoSync, || {
+            a.put(1, b"k", b"1", Durability::NoSync).unwrap();
+            b.put(2, b"k", b"2", Durability::NoSync).unwrap();
+            assert_eq!(a.get(1, b"k").unwrap(), None, "staged, not written");
+            Err("refused")
+        })
+        .unwrap();
+    assert_eq!(failed, Err("refused"));
+    assert_eq!(
+        (a.get(1, b"k").unwrap(), b.get(2, b"k").unwrap()),
+        (None, None)
+    );
+    dir.atomically(Durability::NoSync, || {
+        a.put(1, b"k", b"1", Durability::NoSync)?;
+        // A nested group joins this one.
+        dir.atomically(Durability::NoSync, || b.delete(2, b"k", Durability::NoSync))??;
+        b.put(3, b"k", b"3", Durability::NoSync)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(a.get(1, b"k").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(b.get(3, b"k").unwrap().as_deref(), Some(&b"3"[..]));
+    // Outside a group, writes go straight through again.
+    a.put(9, b"k", b"9", Durability::NoSync).unwrap();
+    assert!(a.get(9, b"k").unwrap().is_some());
+}
