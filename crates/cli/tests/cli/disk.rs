@@ -584,6 +584,14 @@ fn full_disk(fsync: &str, signal: &str) {
         }
     }
     assert_eq!(other.members(), ["n1", "n2"]);
+    // A transaction is refused whole, and none of its writes is served:
+    // they were applied in memory, then undone when the batch was refused.
+    match other.call(&[b"MSET", b"txn-a", b"1", &key(0), b"changed"]) {
+        Reply::Line(err) => assert!(err.contains("-ERR") && err.contains("is full"), "{err}"),
+        reply => panic!("MSET on a full disk: {reply:?}"),
+    }
+    assert_eq!(other.call(&[b"GET", b"txn-a"]), Reply::Nil);
+    assert_eq!(other.call(&[b"GET", &key(0)]), Reply::Bulk(value(0)));
     // Reads keep working: every acknowledged write reads back.
     for &i in &acked {
         assert_eq!(c.call(&[b"GET", &key(i)]), Reply::Bulk(value(i)), "key{i}");
