@@ -38,6 +38,10 @@ pub struct Limits {
     /// accept. Strangers can hold these (for `handshake` each), never the
     /// slots of authenticated peers.
     pub handshakes: usize,
+    /// Handshakes in progress at once from one IP address: strangers on
+    /// one host cannot hold the whole handshake budget, so peers on other
+    /// hosts still get in.
+    pub handshakes_per_source: usize,
     /// Authenticated peer connections served at once; a peer over it is
     /// closed after its handshake.
     pub connections: usize,
@@ -51,6 +55,7 @@ impl Default for Limits {
             frame: DEFAULT_FRAME_LIMIT,
             handshake: Duration::from_secs(2),
             handshakes: 64,
+            handshakes_per_source: 8,
             connections: 256,
             calls_per_connection: 64,
         }
@@ -118,6 +123,7 @@ pub fn serve(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let task = tokio::spawn(async move {
         let shaking = Arc::new(Semaphore::new(limits.handshakes));
+        let sources = Sources::default();
         let slots = Arc::new(Semaphore::new(limits.connections));
         // Owned here: aborting the server aborts every connection.
         let mut connections = JoinSet::new();
@@ -133,10 +139,15 @@ pub fn serve(
                             continue;
                         }
                     };
-                    let Ok(shake) = Arc::clone(&shaking).try_acquire_owned() else {
+                    let Some(source) = sources.enter(from.ip(), limits.handshakes_per_source) else {
+                        warn!(%from, limit = limits.handshakes_per_source, "too many peer handshakes from one address; closing one");
+                        continue;
+                    };
+                    let Ok(permit) = Arc::clone(&shaking).try_acquire_owned() else {
                         warn!(%from, limit = limits.handshakes, "too many peer handshakes at once; closing one");
                         continue;
                     };
+                    let shake = (permit, source);
                     let (secret, handler, slots) = (secret.clone(), Arc::clone(&handler), Arc::clone(&slots));
                     connections.spawn(async move {
                         connection(stream, from, secret, handler, limits, shake, slots).await;
@@ -155,7 +166,7 @@ async fn connection(
     secret: Secret,
     handler: Arc<dyn PeerHandler>,
     limits: Limits,
-    shake: OwnedSemaphorePermit,
+    shake: (OwnedSemaphorePermit, SourceSlot),
     slots: Arc<Semaphore>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -187,6 +198,49 @@ async fn connection(
         .for_each_concurrent(limits.calls_per_connection, |call| call)
         .await;
     debug!(%from, "peer disconnected");
+}
+
+/// Handshakes in progress per source address.
+#[derive(Clone, Default)]
+struct Sources(Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>);
+
+/// One handshake in progress from `ip`; dropping it ends it.
+struct SourceSlot {
+    sources: Sources,
+    ip: std::net::IpAddr,
+}
+
+impl Sources {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<std::net::IpAddr, usize>> {
+        // Counter updates only: a poisoned map is still whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a handshake from `ip`, if it has fewer than `limit`.
+    fn enter(&self, ip: std::net::IpAddr, limit: usize) -> Option<SourceSlot> {
+        let mut map = self.map();
+        let n = map.entry(ip).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.map();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Probes an idle connection after 10 s, every 5 s, 3 times: a peer that

@@ -271,6 +271,53 @@ async fn read_until_closed(stream: &mut TcpStream) -> usize {
     }
 }
 
+/// Strangers on one host hold at most `handshakes_per_source` handshakes,
+/// so a peer on another host gets in while they flood (on loopback, the
+/// strangers connect from 127.0.0.2 and the peer from 127.0.0.1).
+#[tokio::test]
+async fn strangers_on_one_host_leave_room_for_peers_on_others() {
+    let limits = Limits {
+        handshake: Duration::from_secs(5),
+        handshakes: 16,
+        handshakes_per_source: 4,
+        ..Limits::default()
+    };
+    let (_server, _echo, addr) = server(limits).await;
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    let mut strangers = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        strangers.push(socket.connect(target).await.unwrap());
+    }
+    // Held ones got the challenge and wait; the others were closed.
+    let mut held = 0;
+    for s in &mut strangers {
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => got += n,
+                Err(_) => {
+                    held += 1;
+                    break;
+                }
+            }
+        }
+        assert!(got == 0 || got == 40, "a stranger got {got} bytes");
+    }
+    assert_eq!(held, 4, "handshakes held from one address");
+    let peer = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    assert_eq!(
+        peer.call(&addr, Service::RaftVote, vec![4], SECOND)
+            .await
+            .unwrap(),
+        vec![4],
+        "a peer on another address gets in during the flood"
+    );
+}
+
 #[tokio::test]
 async fn a_closed_port_is_unreachable() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
