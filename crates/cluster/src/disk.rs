@@ -403,10 +403,8 @@ impl Store for PersistentStore {
         key: Bytes,
         old: Option<Entry>,
     ) -> Result<Option<Entry>, StoreError> {
-        match old {
-            Some(entry) => self.mem.put(token, key, entry),
-            None => self.mem.delete(token, &key),
-        }
+        // The undone write never reached the tree: memory only.
+        self.mem.revert(token, key, old)
     }
 }
 

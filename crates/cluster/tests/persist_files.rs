@@ -177,6 +177,16 @@ fn with_engine(dir: &Path, f: impl FnOnce(&fjall::Database)) {
     db.persist(fjall::PersistMode::SyncAll).expect("sync");
 }
 
+/// Edits the directory's records keyspace (`meta`) directly.
+fn with_records(dir: &Path, f: impl FnOnce(&fjall::Keyspace)) {
+    with_engine(dir, |db| {
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .expect("meta");
+        f(&meta);
+    })
+}
+
 /// Writes every tree's entries to table files (they live in the journal
 /// until then).
 fn flush_to_tables(dir: &Path) {
@@ -340,10 +350,7 @@ fn a_tree_without_its_version_pointer_is_refused_not_deleted() {
 fn a_garbage_ring_record_is_refused_by_name() {
     refused(
         |dir| {
-            with_engine(dir, |db| {
-                let meta = db
-                    .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-                    .expect("meta");
+            with_records(dir, |meta| {
                 meta.insert(b"c/ring", b"\x00garbage{").expect("insert");
             })
         },
@@ -359,10 +366,7 @@ fn a_garbage_ring_record_is_refused_by_name() {
 fn a_deleted_node_record_is_refused_not_recreated_empty() {
     refused(
         |dir| {
-            with_engine(dir, |db| {
-                let meta = db
-                    .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-                    .expect("meta");
+            with_records(dir, |meta| {
                 meta.remove(b"n/n2").expect("remove");
             })
         },
@@ -374,10 +378,7 @@ fn a_deleted_node_record_is_refused_not_recreated_empty() {
 fn a_damaged_node_record_is_refused_without_a_panic() {
     refused(
         |dir| {
-            with_engine(dir, |db| {
-                let meta = db
-                    .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-                    .expect("meta");
+            with_records(dir, |meta| {
                 meta.insert(b"n/n2", b"../../etc").expect("insert");
             })
         },
@@ -413,10 +414,7 @@ fn an_entry_that_does_not_decode_is_refused_by_key() {
 fn a_newer_format_is_refused() {
     refused(
         |dir| {
-            with_engine(dir, |db| {
-                let meta = db
-                    .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-                    .expect("meta");
+            with_records(dir, |meta| {
                 meta.insert(
                     b"\0format_version",
                     (ringkv_persist_format() + 1).to_be_bytes(),

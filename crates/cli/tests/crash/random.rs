@@ -372,7 +372,10 @@ fn admin(
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut errors = Vec::new();
     let mut changes = 0;
-    while !stop.load(Ordering::Relaxed) {
+    let in_flight = loop {
+        if stop.load(Ordering::Relaxed) {
+            break None;
+        }
         thread::sleep(Duration::from_millis(rng.random_range(0..30)));
         let add = match members.len() {
             0..=2 => true,
@@ -410,29 +413,16 @@ fn admin(
                             .map(|n| harness::text(&harness::fields(n)["id"]))
                             .collect();
                     }
-                    Err(_) => {
-                        return AdminRun {
-                            members,
-                            in_flight: Some(after),
-                            changes,
-                            errors,
-                        };
-                    }
+                    Err(_) => break Some(after),
                 }
             }
-            Err(_) => {
-                return AdminRun {
-                    members,
-                    in_flight: Some(after),
-                    changes,
-                    errors,
-                };
-            }
+            // The kill: the change's outcome is unknown.
+            Err(_) => break Some(after),
         }
-    }
+    };
     AdminRun {
         members,
-        in_flight: None,
+        in_flight,
         changes,
         errors,
     }
