@@ -267,9 +267,9 @@ impl Backend for DiskBackend {
 /// from memory what its AOF keeps: every write goes to the tree first (a
 /// failure changes nothing) and then to `mem`, so reads never touch the
 /// engine and a write never reads the entry it replaces from it (that LSM
-/// read was nearly half of a SET's cost). `mem` is filled from the tree
-/// when the node opens ([`Store::load`]). The price is Redis's: a node's
-/// data must fit in memory, which `maxmemory` bounds.
+/// read was nearly half of `put` in a profile). `mem` is filled from the
+/// tree when the node opens ([`Store::load`]). The price is Redis's: a
+/// node's data must fit in memory (a start reads the whole tree).
 #[derive(Debug)]
 pub(crate) struct PersistentStore {
     engine: PersistentEngine,
