@@ -45,6 +45,20 @@ pub enum Service {
     RaftVote,
     /// Raft `InstallSnapshot` (one chunk).
     RaftSnapshot,
+    /// A metadata command for the Raft leader, from a member or a joining
+    /// node.
+    Propose,
+    /// A client request for the node that serves its keys.
+    Forward,
+    /// A page of a moving range, read from its source.
+    RangeScan,
+    /// The keys of moving ranges written since their copy began, read
+    /// from their fenced source.
+    RangeShip,
+    /// A range move's target is told to pull ranges (by the coordinator).
+    RangePull,
+    /// A node's view of the cluster (`ringkv cluster status`).
+    Status,
 }
 
 /// Why a call failed. Whether the peer acted on it is unknown unless the

@@ -67,6 +67,9 @@ pub enum Frame {
     /// `=len` and `txt:` or `mkd:` before the text; a bulk string of the
     /// text in RESP2.
     Verbatim(&'static str, Bytes),
+    /// A reply already encoded in the connection's protocol: what a peer
+    /// answered for a forwarded request (`ringkv node`).
+    Raw(Bytes),
 }
 
 impl Frame {
@@ -124,6 +127,7 @@ impl Frame {
                 out.put_slice(b"\r\n");
             }
             Frame::Verbatim(_, text) => bulk(out, b'$', text),
+            Frame::Raw(bytes) => out.put_slice(bytes),
         }
         None
     }
@@ -159,6 +163,7 @@ impl Frame {
             Frame::Boolean(_) => 4,
             Frame::Verbatim(_, text) if resp3 => bulk_len(text.len() + 4),
             Frame::Verbatim(_, text) => bulk_len(text.len()),
+            Frame::Raw(bytes) => bytes.len(),
         }
     }
 }

@@ -294,6 +294,22 @@ async fn serve(
                     Err(e) => cmd::join_failure(session.id, &request[0], e),
                 }
             }
+            Outcome::Wait(wait) => {
+                settle(shared, &mut owed).await?;
+                conn.flush().await?;
+                match wait.await {
+                    crate::route::Waited::Frame(frame) => frame,
+                    crate::route::Waited::Retry => {
+                        pending.push_front((request, 0));
+                        continue;
+                    }
+                }
+            }
+            // Only a forwarded request is answered MOVED, and those do not
+            // come through a connection.
+            Outcome::Moved { node, .. } => {
+                reply::error(format!("TRYAGAIN the key is served by node {node}; retry"))
+            }
         };
         if !fits(shared, &conn, &frame, session.protocol) {
             over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));

@@ -53,10 +53,11 @@ mod glob;
 mod handler;
 mod reply;
 mod request;
+pub mod route;
 pub mod server;
 pub mod shutdown;
 mod state;
 
 pub use config::{MAX_CLIENTS_LIMIT, ServerConfig};
 pub use error::ServerError;
-pub use server::{Summary, run, run_until};
+pub use server::{Summary, run, run_routed, run_until};

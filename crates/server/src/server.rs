@@ -65,7 +65,33 @@ pub async fn run(
 pub async fn run_until(
     listener: TcpListener,
     cluster: Arc<Cluster>,
+    config: ServerConfig,
+    shutdown: impl Future,
+    force: impl Future,
+) -> Result<Summary, ServerError> {
+    serve(listener, cluster, config, None, shutdown, force).await
+}
+
+/// [`run_until`] for one node of a multi-process cluster (`ringkv node`):
+/// `cluster` holds this node's keys, and `router` decides which requests
+/// run here and where the others go ([`crate::route`]). It is handed the
+/// server's [`Executor`](crate::route::Executor) before the first accept.
+pub async fn run_routed(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    config: ServerConfig,
+    router: Arc<dyn crate::route::Router>,
+    shutdown: impl Future,
+    force: impl Future,
+) -> Result<Summary, ServerError> {
+    serve(listener, cluster, config, Some(router), shutdown, force).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
     mut config: ServerConfig,
+    router: Option<Arc<dyn crate::route::Router>>,
     shutdown: impl Future,
     force: impl Future,
 ) -> Result<Summary, ServerError> {
@@ -79,7 +105,12 @@ pub async fn run_until(
              can read, write and change the cluster; set --requirepass"
         );
     }
-    let shared = Arc::new(Shared::new(cluster, config, local_addr));
+    let mut shared = Shared::new(cluster, config, local_addr);
+    shared.router = router.clone();
+    let shared = Arc::new(shared);
+    if let Some(router) = router {
+        router.attach(crate::route::Executor::new(&shared));
+    }
     // `true` once shutdown starts; each connection watches it while idle.
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();

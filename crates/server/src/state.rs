@@ -40,6 +40,9 @@ pub struct Shared {
     /// small struct, never across an `.await`.
     last_rebalance: Mutex<Option<LastRebalance>>,
     next_client_id: AtomicU64,
+    /// A node of a multi-process cluster routes keyed requests through
+    /// this (`None` for `ringkv serve`).
+    pub router: Option<Arc<dyn crate::route::Router>>,
 }
 
 /// Settings that `CONFIG SET` changes at run time. Each is read where it
@@ -164,6 +167,7 @@ impl Shared {
             config,
             last_rebalance: Mutex::new(None),
             next_client_id: AtomicU64::new(1),
+            router: None,
         }
     }
 
@@ -261,6 +265,9 @@ pub struct Session {
     /// Replies still to skip, counting the current command's (`CLIENT
     /// REPLY SKIP` sets 2: its own and the next command's).
     pub replies_skipped: u8,
+    /// A peer's forwarded request (`ringkv node`), with the epoch of the
+    /// peer's view.
+    pub forwarded: Option<u64>,
 }
 
 impl Session {
@@ -279,6 +286,7 @@ impl Session {
             watched: Vec::new(),
             replies_off: false,
             replies_skipped: 0,
+            forwarded: None,
         }
     }
 }

@@ -30,7 +30,7 @@ mod string_edit;
 mod strings;
 mod table;
 
-pub use multi::Multi;
+pub use multi::{Multi, request_keys};
 pub use table::{COMMANDS, Spec};
 
 use std::collections::HashMap;
@@ -76,6 +76,17 @@ pub enum Outcome {
     /// The reply would exceed the client's output-buffer limit: close the
     /// connection without it (as Redis does).
     OverLimit,
+    /// Wait for this (a request forwarded to the key's node, a fence to
+    /// lift), then send its reply or run the request again.
+    Wait(futures::future::BoxFuture<'static, crate::route::Waited>),
+    /// A forwarded request whose keys this node does not serve at `epoch`
+    /// (see [`crate::route::Route::Moved`]).
+    Moved {
+        /// This node's epoch.
+        epoch: u64,
+        /// The node that serves the keys, as far as this one knows.
+        node: String,
+    },
 }
 
 impl From<Frame> for Outcome {
@@ -157,6 +168,27 @@ pub fn run(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
             .error_replies
             .fetch_add(1, Ordering::Relaxed);
         return reply::error("NOAUTH Authentication required.").into();
+    }
+    // A node of a multi-process cluster: the router says whether the keys
+    // are served here (and keeps them here while the command runs), or
+    // where the request goes. Inside EXEC, EXEC itself was routed.
+    let mut _guard = None;
+    if let Some(router) = ctx.shared.router.as_deref()
+        && ctx.txn.is_none()
+    {
+        if spec.name.starts_with("ringkv.")
+            && let Some(answer) = router.command(spec.name, args)
+        {
+            counters.calls.fetch_add(1, Ordering::Relaxed);
+            return crate::route::admin_outcome(answer);
+        }
+        match crate::route::route(ctx, router, spec, request) {
+            Ok(guard) => _guard = guard,
+            Err(outcome) => {
+                counters.calls.fetch_add(1, Ordering::Relaxed);
+                return outcome;
+            }
+        }
     }
     counters.calls.fetch_add(1, Ordering::Relaxed);
     ctx.session.last_command = spec.name;

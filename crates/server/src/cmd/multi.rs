@@ -128,7 +128,7 @@ pub fn unwatch(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
 }
 
 /// The keys a request names, from its command's key positions.
-fn request_keys(request: &[Bytes]) -> Vec<Bytes> {
+pub fn request_keys(request: &[Bytes]) -> Vec<Bytes> {
     let Some(spec) = lookup_index(&request[0]).map(|i| &COMMANDS[i]) else {
         return Vec::new();
     };
@@ -183,7 +183,10 @@ pub fn exec(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
             .map(|request| match super::run(&mut inner, request) {
                 Outcome::Reply(frame) | Outcome::Close(frame) => frame,
                 Outcome::OverLimit => reply::err("reply too large for the output buffer"),
-                Outcome::Blocking(_) => reply::err("cannot block inside a transaction"),
+                Outcome::Blocking(_) | Outcome::Wait(_) => {
+                    reply::err("cannot block inside a transaction")
+                }
+                Outcome::Moved { .. } => reply::err("a key moved inside a transaction"),
             })
             .collect::<Vec<Frame>>();
         Some(replies)

@@ -1,0 +1,184 @@
+//! The coordinator: every node runs this loop, and it acts while the node
+//! is the Raft leader. Each turn it reads the committed state and takes
+//! one step ([`crate::view::group_step`], then
+//! [`crate::view::change_step`]), so a new leader resumes where the last
+//! one stood; what it remembers in memory (failures, the last abort) only
+//! paces it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use ringkv_meta::Command;
+use ringkv_peer::Service;
+use tracing::{info, warn};
+
+use crate::Inner;
+use crate::service::{decode, encode, propose_here};
+use crate::view::{ChangeStep, GroupStep, change_step, group_step};
+use crate::wire::{Proposed, Pull, Pulled};
+
+/// Time between turns when there is nothing to do.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// Failed pulls of a change before it is rolled back (before its commit
+/// point), about 10 s with [`RETRY`] between them.
+const MAX_FAILURES: u32 = 20;
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Failed last shipments before the fenced ranges are unfenced (writes to
+/// them are held while they stay fenced).
+const MAX_SHIP_FAILURES: u32 = 3;
+
+/// After a rollback, the next change waits this long.
+const AFTER_ABORT: Duration = Duration::from_secs(2);
+
+/// The limit of one pull: a copy of a range of up to millions of keys.
+const PULL_LIMIT: Duration = Duration::from_secs(600);
+
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let raft = inner.raft.get().expect("raft starts first").clone();
+    let mut failures = 0u32;
+    let mut aborted: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(IDLE).await;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            failures = 0;
+            continue;
+        }
+        let state = inner.store.state();
+        if !state.is_initialised() {
+            continue;
+        }
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: BTreeSet<u64> = membership.learner_ids().collect();
+        if let Some(step) = group_step(&state, &voters, &learners) {
+            let done = match &step {
+                GroupStep::AddLearner { raft_id, addr } => raft
+                    .add_learner(*raft_id, BasicNode::new(addr.clone()), false)
+                    .await
+                    .map(|_| ()),
+                GroupStep::SetVoters(ids) => {
+                    raft.change_membership(ids.clone(), true).await.map(|_| ())
+                }
+                GroupStep::RemoveNodes(ids) => raft
+                    .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+                    .await
+                    .map(|_| ()),
+            };
+            match done {
+                Ok(()) => info!(step = ?step, "raft group changed"),
+                Err(e) => {
+                    warn!(step = ?step, error = %e, "raft group change failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+            continue;
+        }
+        let Some(step) = change_step(&state) else {
+            continue;
+        };
+        match step {
+            ChangeStep::Propose(command) => {
+                if matches!(command, Command::BeginChange { .. })
+                    && aborted.is_some_and(|at| at.elapsed() < AFTER_ABORT)
+                {
+                    continue;
+                }
+                commit(&raft, command).await;
+            }
+            ChangeStep::Pull {
+                change,
+                targets,
+                dirty,
+            } => {
+                let pulls = targets.iter().map(|(target, ranges)| {
+                    let inner = Arc::clone(&inner);
+                    let addr = state.members.get(target).map(|m| m.peer_addr.clone());
+                    let body = encode(&Pull {
+                        change,
+                        ranges: ranges.clone(),
+                        epoch: state.epoch,
+                        dirty,
+                    });
+                    async move {
+                        let addr = addr.ok_or("the target is not a member")?;
+                        let answer = inner
+                            .transport
+                            .call(&addr, Service::RangePull, body, PULL_LIMIT)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        decode::<Pulled>(&answer)
+                    }
+                });
+                let results = futures::future::join_all(pulls).await;
+                let all: Vec<usize> = targets.values().flatten().copied().collect();
+                if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                    failures += 1;
+                    warn!(change, last_changes = dirty, failures, error = %e, "rebalance: pull failed");
+                    let committed = state.change.as_ref().is_some_and(|c| c.committed());
+                    if dirty && (e.contains("recopy") || failures >= MAX_SHIP_FAILURES) {
+                        // Writes are held while fenced: serve them again and
+                        // copy afresh.
+                        commit(
+                            &raft,
+                            Command::UnfenceRanges {
+                                change,
+                                ranges: all,
+                            },
+                        )
+                        .await;
+                    } else if !committed && failures >= MAX_FAILURES {
+                        warn!(change, "rebalance: rolling the change back");
+                        commit(&raft, Command::AbortChange { change }).await;
+                        aborted = Some(Instant::now());
+                        failures = 0;
+                    } else {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    continue;
+                }
+                failures = 0;
+                let keys: u64 = results.iter().flatten().map(|p| p.keys).sum();
+                info!(
+                    change,
+                    ranges = all.len(),
+                    keys,
+                    last_changes = dirty,
+                    "rebalance: ranges pulled"
+                );
+                let next = if dirty {
+                    Command::SwitchRanges {
+                        change,
+                        ranges: all,
+                    }
+                } else {
+                    Command::FenceRanges {
+                        change,
+                        ranges: all,
+                    }
+                };
+                commit(&raft, next).await;
+            }
+        }
+    }
+}
+
+/// Commits `command` as the leader; a rejection or a lost leadership is
+/// logged, and the next turn decides again from the committed state.
+async fn commit(raft: &ringkv_meta::raft::MetaRaft, command: Command) {
+    let what = format!("{command:?}");
+    match propose_here(raft, command).await {
+        Ok(Proposed::Applied(Ok(applied))) => {
+            info!(command = %what, epoch = applied.epoch, "rebalance: committed");
+        }
+        Ok(Proposed::Applied(Err(rejected))) => {
+            warn!(command = %what, %rejected, "rebalance: command rejected");
+        }
+        Ok(Proposed::NotLeader(_)) => {}
+        Err(e) => warn!(command = %what, error = %e, "rebalance: proposal failed"),
+    }
+}

@@ -1,0 +1,557 @@
+//! `ringkv node`: one process is one node of a ringkv cluster.
+//!
+//! A node holds the keys it serves in a local [`Cluster`] of one node (in
+//! memory, or in `--data-dir`), agrees on the cluster's metadata with its
+//! peers through Raft (`ringkv-meta`), serves clients over the Redis
+//! protocol (`ringkv-server`, with this crate's router), and talks to its
+//! peers over `ringkv-peer`. The parts:
+//!
+//! - [`view`]: pure decisions over the metadata: where a request runs,
+//!   which local copies are kept, the coordinator's next step.
+//! - `router`: the client side: a request for a key another node serves is
+//!   forwarded there with this node's epoch; a write to a range being
+//!   copied away is recorded for its last shipment.
+//! - `moves`: the data side of a range move: the source's pages and last
+//!   shipment, the target's pull, the cleanup of copies no longer served.
+//! - `coord`: the coordinator, run by the Raft leader: admits members to
+//!   the Raft group, picks voters, and drives each membership change
+//!   through copy, fence, last shipment and switch as log commands.
+//! - `service`: the peer calls a node answers.
+//!
+//! The design and why each step is safe under crashes:
+//! `docs/DISTRIBUTED.md`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::BasicNode;
+use parking_lot::{Mutex, RwLock};
+use ringkv_cluster::{Cluster, ClusterConfig, FsyncPolicy};
+use ringkv_meta::raft::{DiskLogStore, MemLogStore, MetaRaft, MetaStore, PeerNetwork};
+use ringkv_meta::{Command, FIRST_RAFT_ID, MetaState, NodeSpec, PlacementSpec, Rejected};
+use ringkv_peer::{Limits, PeerServer, PeerTransport, Secret, TcpTransport};
+use ringkv_persist::{DataDir, Durability};
+use ringkv_server::ServerConfig;
+use ringkv_server::route::Executor;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
+
+mod coord;
+mod moves;
+mod router;
+mod service;
+pub mod view;
+pub mod wire;
+
+pub use router::NodeRouter;
+
+/// How a node starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// A new cluster with this node as its only member (`--init`).
+    Init,
+    /// Join the cluster of the node whose peer address this is (`--join`).
+    Join(String),
+    /// Neither: a restart on a data directory that knows its cluster.
+    Restart,
+}
+
+/// A node's settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's id (the ring's name for it).
+    pub id: String,
+    /// Its weight on the ring.
+    pub weight: u32,
+    /// Keep the keys, the Raft log and snapshots here (`None`: memory).
+    pub data_dir: Option<PathBuf>,
+    /// The keys' fsync policy with a data directory (the Raft log is always
+    /// synced before it is acknowledged).
+    pub fsync: FsyncPolicy,
+    /// How to start.
+    pub start: Start,
+    /// The shared cluster secret peers authenticate with.
+    pub secret: Secret,
+    /// How the ring places keys (used by `--init` only).
+    pub placement: PlacementSpec,
+    /// The client server's settings.
+    pub server: ServerConfig,
+    /// Raft's timings.
+    pub raft: Arc<openraft::Config>,
+}
+
+impl NodeConfig {
+    /// Settings for node `id` with the defaults: in memory, weight 1, the
+    /// balanced placement, Raft timings for a LAN.
+    pub fn new(id: impl Into<String>, start: Start, secret: Secret) -> NodeConfig {
+        NodeConfig {
+            id: id.into(),
+            weight: 1,
+            data_dir: None,
+            fsync: FsyncPolicy::EverySec,
+            start,
+            secret,
+            placement: PlacementSpec::BALANCED,
+            server: ServerConfig::default(),
+            raft: raft_config(),
+        }
+    }
+}
+
+/// Raft timings between processes on a LAN: heartbeats every 100 ms,
+/// elections after 500 to 1,000 ms of silence (generous for a loaded
+/// two-core machine), a snapshot every 1,024 entries.
+pub fn raft_config() -> Arc<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "ringkv".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1024),
+        max_in_snapshot_log_to_keep: 1024,
+        ..openraft::Config::default()
+    };
+    Arc::new(config.validate().expect("these timings are valid"))
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The local store could not be opened.
+    #[error(transparent)]
+    Cluster(#[from] ringkv_cluster::ClusterError),
+    /// The Raft directory could not be opened.
+    #[error(transparent)]
+    Persist(#[from] ringkv_persist::PersistError),
+    /// Raft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The secret is missing for a non-loopback address.
+    #[error(transparent)]
+    Secret(#[from] ringkv_peer::SecretError),
+    /// A listener failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The cluster refused this node, or could not be reached.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The recording, on a range move's source, of the keys written in ranges
+/// being copied away: shipped once the ranges are fenced.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    pub change: u64,
+    /// Tells recordings apart: a restarted source starts a new one, and a
+    /// target's copy from the old one must start over.
+    pub id: u64,
+    pub keys: HashMap<usize, HashSet<Bytes>>,
+}
+
+/// What the parts of a node share.
+pub(crate) struct Inner {
+    pub me: String,
+    pub cluster: Arc<Cluster>,
+    pub transport: Arc<dyn PeerTransport>,
+    pub raft: OnceLock<MetaRaft>,
+    pub raft_id: OnceLock<u64>,
+    pub store: MetaStore,
+    /// The metadata as this node serves by it. Requests served here hold a
+    /// read lock while they run; publishing a new state takes the write
+    /// lock, so once a state is published no request decided by an older
+    /// one is still running (what the fence relies on).
+    pub view: Arc<RwLock<Arc<MetaState>>>,
+    /// The published view's epoch.
+    pub epochs: watch::Sender<u64>,
+    pub tracker: Mutex<Option<Tracker>>,
+    /// The recording each copied range came from, by (change, range).
+    pub copied: Mutex<HashMap<(u64, usize), u64>>,
+    /// Pulls and cleanups, one at a time.
+    pub moves: tokio::sync::Mutex<()>,
+    /// Caught up with the log since the start: serves clients and peers'
+    /// range calls.
+    pub ready: AtomicBool,
+    pub executor: OnceLock<Executor>,
+    pub raft_service: OnceLock<Arc<ringkv_meta::raft::RaftService>>,
+}
+
+impl Inner {
+    /// The published view.
+    pub fn view(&self) -> Arc<MetaState> {
+        Arc::clone(&self.view.read())
+    }
+
+    /// Waits until the published view reaches `epoch`, at most `limit`.
+    pub async fn wait_epoch(&self, epoch: u64, limit: Duration) -> bool {
+        let mut epochs = self.epochs.subscribe();
+        tokio::time::timeout(limit, epochs.wait_for(|e| *e >= epoch))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until the published view moves past `epoch`, at most `limit`.
+    pub async fn wait_past(&self, epoch: u64, limit: Duration) -> bool {
+        self.wait_epoch(epoch + 1, limit).await
+    }
+
+    /// Publishes `state`: under the write lock, so requests decided by
+    /// the old view have finished; starts or ends the recording of writes
+    /// to ranges copied away from this node.
+    fn publish(&self, state: MetaState) -> (Option<u64>, Option<u64>) {
+        let mut view = self.view.write();
+        let before = view.change.as_ref().map(|c| c.id);
+        let now = state.change.as_ref().map(|c| c.id);
+        {
+            let mut tracker = self.tracker.lock();
+            let source = state.change.as_ref().filter(|c| {
+                c.ranges
+                    .iter()
+                    .any(|r| r.from == self.me && !r.phase.is_done())
+            });
+            match source {
+                Some(change) => {
+                    if tracker.as_ref().is_none_or(|t| t.change != change.id) {
+                        *tracker = Some(Tracker {
+                            change: change.id,
+                            id: rand::random(),
+                            keys: HashMap::new(),
+                        });
+                    }
+                }
+                None => *tracker = None,
+            }
+        }
+        let epoch = state.epoch;
+        *view = Arc::new(state);
+        drop(view);
+        self.epochs.send_replace(epoch);
+        (before, now)
+    }
+
+    fn my_raft_id(&self) -> Option<u64> {
+        self.raft_id.get().copied()
+    }
+}
+
+/// A running node.
+pub struct Node {
+    inner: Arc<Inner>,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _peer_server: PeerServer,
+}
+
+const RAFT_ID_RECORD: &[u8] = b"node/raft-id";
+const NODE_ID_RECORD: &[u8] = b"node/id";
+
+impl Node {
+    /// Starts node `config.id`, serving clients on `client` and peers on
+    /// `peer` (their bound addresses are what the cluster records).
+    pub async fn start(
+        config: NodeConfig,
+        client: TcpListener,
+        peer: TcpListener,
+    ) -> Result<Node, NodeError> {
+        let client_addr = client.local_addr()?;
+        let peer_addr = peer.local_addr()?;
+        ringkv_peer::check_secret(peer_addr, &config.secret)?;
+        let spec = NodeSpec {
+            id: config.id.clone(),
+            client_addr: client_addr.to_string(),
+            peer_addr: peer_addr.to_string(),
+            weight: config.weight,
+        };
+        let cluster_config = ClusterConfig {
+            fsync: config.fsync,
+            ..ClusterConfig::default()
+        };
+        // The keys in `DIR/data`, the Raft log and snapshots in `DIR/raft`.
+        let (cluster, raft_dir) = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let cluster = Cluster::open(dir.join("data"), cluster_config)?;
+                let raft_dir = DataDir::open(dir.join("raft"), FsyncPolicy::Always)?;
+                (cluster, Some(raft_dir))
+            }
+            None => (Cluster::new(cluster_config)?, None),
+        };
+        if cluster.members().is_empty() {
+            cluster.add_node(&config.id)?;
+        }
+        let stored_id = match &raft_dir {
+            Some(dir) => {
+                if let Some(id) = dir.record(NODE_ID_RECORD)?
+                    && id[..] != *config.id.as_bytes()
+                {
+                    return Err(NodeError::Refused(format!(
+                        "the data directory belongs to node `{}`, not `{}`",
+                        String::from_utf8_lossy(&id),
+                        config.id
+                    )));
+                }
+                dir.record(RAFT_ID_RECORD)?
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok())
+            }
+            None => None,
+        };
+        let store = match &raft_dir {
+            Some(dir) => MetaStore::open(dir).map_err(|e| NodeError::Raft(e.to_string()))?,
+            None => MetaStore::default(),
+        };
+        let transport: Arc<dyn PeerTransport> =
+            Arc::new(TcpTransport::new(config.secret.clone(), Limits::default()));
+        let inner = Arc::new(Inner {
+            me: config.id.clone(),
+            cluster: Arc::new(cluster),
+            transport: Arc::clone(&transport),
+            raft: OnceLock::new(),
+            raft_id: OnceLock::new(),
+            store: store.clone(),
+            view: Arc::new(RwLock::new(Arc::new(MetaState::new()))),
+            epochs: watch::channel(0).0,
+            tracker: Mutex::new(None),
+            copied: Mutex::new(HashMap::new()),
+            moves: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+            executor: OnceLock::new(),
+            raft_service: OnceLock::new(),
+        });
+        let peer_server = ringkv_peer::serve(
+            peer,
+            config.secret.clone(),
+            service::NodeService::new(Arc::clone(&inner)),
+            Limits::default(),
+        )?;
+
+        // Which Raft member this is: remembered, the first, or admitted now.
+        let (raft_id, fresh) = match (stored_id, &config.start) {
+            (Some(id), _) => (id, false),
+            (None, Start::Init) => (FIRST_RAFT_ID, true),
+            (None, Start::Join(seed)) => {
+                let answer =
+                    service::propose_via(&*transport, seed, Command::Join { node: spec.clone() })
+                        .await
+                        .map_err(NodeError::Refused)?;
+                match answer {
+                    Ok(applied) => (applied.raft_id.expect("a join names the raft id"), false),
+                    Err(Rejected::AlreadyMember { raft_id, .. }) => (raft_id, false),
+                    Err(e) => return Err(NodeError::Refused(e.to_string())),
+                }
+            }
+            (None, Start::Restart) => {
+                return Err(NodeError::Refused(
+                    "this node has no cluster yet: start it with --init (a new cluster) or \
+                     --join PEER (an existing one)"
+                        .into(),
+                ));
+            }
+        };
+        let network = PeerNetwork::new(Arc::clone(&transport), raft_id);
+        let raft = match &raft_dir {
+            Some(dir) => {
+                let log = DiskLogStore::open(dir).map_err(|e| NodeError::Raft(e.to_string()))?;
+                MetaRaft::new(
+                    raft_id,
+                    Arc::clone(&config.raft),
+                    network,
+                    log,
+                    store.clone(),
+                )
+                .await
+            }
+            None => {
+                MetaRaft::new(
+                    raft_id,
+                    Arc::clone(&config.raft),
+                    network,
+                    MemLogStore::default(),
+                    store.clone(),
+                )
+                .await
+            }
+        }
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let _ = inner
+            .raft_service
+            .set(ringkv_meta::raft::RaftService::new(raft.clone()));
+        let _ = inner.raft.set(raft.clone());
+        let _ = inner.raft_id.set(raft_id);
+        if let Some(dir) = &raft_dir {
+            dir.write_records(
+                &[
+                    (NODE_ID_RECORD, Some(config.id.as_bytes())),
+                    (RAFT_ID_RECORD, Some(raft_id.to_string().as_bytes())),
+                ],
+                Durability::Fsync,
+            )?;
+        }
+        if fresh {
+            let me = BTreeMap::from([(FIRST_RAFT_ID, BasicNode::new(spec.peer_addr.clone()))]);
+            raft.initialize(me)
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            let answer = service::propose(
+                &inner,
+                Command::Bootstrap {
+                    placement: config.placement,
+                    node: spec.clone(),
+                },
+            )
+            .await
+            .map_err(NodeError::Refused)?;
+            if let Err(e) = answer {
+                return Err(NodeError::Refused(e.to_string()));
+            }
+        }
+        info!(node = %config.id, raft_id, client = %client_addr, peer = %peer_addr, "node started");
+
+        let mut tasks = vec![
+            tokio::spawn(publisher(Arc::clone(&inner))),
+            tokio::spawn(coord::run(Arc::clone(&inner))),
+            tokio::spawn(catch_up(Arc::clone(&inner))),
+        ];
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = Arc::new(NodeRouter::new(Arc::clone(&inner)));
+        let server_cluster = Arc::clone(&inner.cluster);
+        let server_config = config.server.clone();
+        let server = tokio::spawn(async move {
+            if let Err(e) = ringkv_server::run_routed(
+                client,
+                server_cluster,
+                server_config,
+                router,
+                stopped,
+                std::future::pending::<()>(),
+            )
+            .await
+            {
+                warn!(error = %e, "the client server stopped");
+            }
+        });
+        tasks.shrink_to_fit();
+        Ok(Node {
+            inner,
+            client_addr,
+            peer_addr,
+            stop: Some(stop),
+            server,
+            tasks,
+            _peer_server: peer_server,
+        })
+    }
+
+    /// Where clients reach this node.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where peers reach this node.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The metadata this node serves by.
+    pub fn state(&self) -> Arc<MetaState> {
+        self.inner.view()
+    }
+
+    /// Whether the node serves clients (caught up with the log).
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Keys in the node's local store.
+    pub fn local_keys(&self) -> usize {
+        self.inner.cluster.dbsize()
+    }
+
+    /// Stops serving: clients, Raft, peers.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(raft) = self.inner.raft.get() {
+            let _ = raft.shutdown().await;
+        }
+    }
+}
+
+/// Publishes each applied state to the router, and cleans up local copies
+/// no longer served when a change ends.
+async fn publisher(inner: Arc<Inner>) {
+    let mut applied = inner.store.subscribe();
+    loop {
+        let state = inner.store.state();
+        let (before, now) = inner.publish(state);
+        if before.is_some() && before != now && inner.ready.load(Ordering::Acquire) {
+            tokio::spawn(moves::cleanup(Arc::clone(&inner)));
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until this node has applied the log as far as the leader had
+/// when asked (its view is then no older than what its data reflects),
+/// then serves and cleans up copies it no longer serves.
+async fn catch_up(inner: Arc<Inner>) {
+    let raft = inner.raft.get().expect("raft starts first").clone();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let metrics = raft.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            continue;
+        };
+        let target = if Some(leader) == inner.my_raft_id() {
+            if metrics.state != openraft::ServerState::Leader {
+                continue;
+            }
+            metrics.last_log_index.unwrap_or(0)
+        } else {
+            let Some(node) = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned()
+            else {
+                continue;
+            };
+            match service::status(&*inner.transport, &node.addr).await {
+                Ok(status) => status.applied,
+                Err(_) => continue,
+            }
+        };
+        if raft
+            .wait(Some(Duration::from_secs(5)))
+            .applied_index_at_least(Some(target), "catch up")
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        if inner.view().epoch < inner.store.state().epoch {
+            continue;
+        }
+        inner.ready.store(true, Ordering::Release);
+        info!(node = %inner.me, applied = target, "caught up with the cluster's log; serving");
+        moves::cleanup(Arc::clone(&inner)).await;
+        return;
+    }
+}

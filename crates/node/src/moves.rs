@@ -1,0 +1,418 @@
+//! The data side of a range move between processes.
+//!
+//! - The source answers `RangeScan` (a page of a range, read while it keeps
+//!   serving, with the id of its recording of writes) and `RangeShip` (the
+//!   entry now, or absence, of every key written since the recording began,
+//!   once the range is fenced).
+//! - The target answers `RangePull` from the coordinator: a full copy (its
+//!   old copy of the range cleared first), or the last changes of fenced
+//!   ranges, synced to disk before it answers.
+//! - [`cleanup`] deletes local copies the node no longer serves or
+//!   receives, when a change ends and once after a start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringkv_cluster::{Cluster, Entry};
+use ringkv_meta::{Change, MetaState, Phase};
+use ringkv_peer::Service;
+use ringkv_ring::{Token, key_token};
+use tracing::{info, warn};
+
+use crate::Inner;
+use crate::service::{decode, encode};
+use crate::view::keeps;
+use crate::wire::{Pull, Pulled, Scan, ScanPage, Ship, Shipment};
+
+/// Entries per page of a copy.
+const PAGE: usize = 1024;
+
+/// How long a peer's range call waits for this node to reach its epoch.
+const EPOCH_WAIT: Duration = Duration::from_secs(10);
+
+/// The limit of one page or shipment call.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+async fn ready_at(inner: &Inner, epoch: u64) -> Result<Arc<MetaState>, String> {
+    if !inner.ready.load(Ordering::Acquire) {
+        return Err(format!("node {} is catching up with the log", inner.me));
+    }
+    if !inner.wait_epoch(epoch, EPOCH_WAIT).await {
+        return Err(format!("node {} has not reached epoch {epoch}", inner.me));
+    }
+    Ok(inner.view())
+}
+
+fn the_change(state: &MetaState, change: u64) -> Result<&Change, String> {
+    state
+        .change
+        .as_ref()
+        .filter(|c| c.id == change)
+        .ok_or_else(|| format!("change {change} is not in flight"))
+}
+
+/// The source's page of a range, from `request.cursor` on.
+pub(crate) async fn scan(inner: &Arc<Inner>, request: Scan) -> Result<ScanPage, String> {
+    let state = ready_at(inner, request.epoch).await?;
+    let change = the_change(&state, request.change)?;
+    let r = change
+        .ranges
+        .get(request.range)
+        .ok_or("no such range in the change")?;
+    if r.from != inner.me || r.phase.is_done() {
+        return Err(format!(
+            "range {} is not being moved from node {}",
+            request.range, inner.me
+        ));
+    }
+    let tracker = match &*inner.tracker.lock() {
+        Some(t) if t.change == request.change => t.id,
+        _ => return Err("this node is not recording writes for the change".into()),
+    };
+    let intervals: Vec<_> = r.range().intervals().collect();
+    let cluster = Arc::clone(&inner.cluster);
+    let count = request.count.clamp(1, 16 * PAGE);
+    let cursor = request.cursor;
+    tokio::task::spawn_blocking(move || {
+        let (entries, next) = read_page(&cluster, &intervals, cursor, count)?;
+        Ok(ScanPage {
+            tracker,
+            entries,
+            next,
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Reads about `count` entries of the token intervals from `cursor` on:
+/// the entries (key, encoded entry) and the cursor to read next (`None`
+/// when the intervals are done).
+#[allow(clippy::type_complexity)]
+fn read_page(
+    cluster: &Cluster,
+    intervals: &[std::ops::RangeInclusive<Token>],
+    cursor: Token,
+    count: usize,
+) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Token>), String> {
+    let Some(at) = intervals.iter().position(|i| cursor <= *i.end()) else {
+        return Ok((Vec::new(), None));
+    };
+    let interval = &intervals[at];
+    let from = cursor.max(*interval.start());
+    let end = *interval.end();
+    let mut entries = Vec::new();
+    let page = cluster
+        .scan(from, count, |key, entry| {
+            if key_token(key) <= end {
+                let mut bytes = Vec::new();
+                entry.encode(&mut bytes);
+                entries.push((key.to_vec(), bytes));
+            }
+            false
+        })
+        .map_err(|e| e.to_string())?;
+    let next = if page.cursor == 0 || page.cursor > end {
+        intervals.get(at + 1).map(|i| *i.start())
+    } else {
+        Some(page.cursor)
+    };
+    Ok((entries, next))
+}
+
+/// The source's last shipment of fenced ranges.
+pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, String> {
+    let state = ready_at(inner, request.epoch).await?;
+    let change = the_change(&state, request.change)?;
+    for &i in &request.ranges {
+        let r = change.ranges.get(i).ok_or("no such range in the change")?;
+        if r.from != inner.me || r.phase != Phase::Fenced {
+            return Err(format!("range {i} is not fenced at node {}", inner.me));
+        }
+    }
+    // The view is at or past the fence: every write to these ranges that
+    // this node accepted has finished, and is recorded.
+    let keys: Vec<Bytes> = {
+        let tracker = inner.tracker.lock();
+        match &*tracker {
+            Some(t) if t.change == request.change && t.id == request.tracker => request
+                .ranges
+                .iter()
+                .flat_map(|i| t.keys.get(i).into_iter().flatten().cloned())
+                .collect(),
+            _ => {
+                return Err(
+                    "recopy: the source's recording of writes is not the one the copy came from \
+                     (it restarted)"
+                        .into(),
+                );
+            }
+        }
+    };
+    let cluster = Arc::clone(&inner.cluster);
+    tokio::task::spawn_blocking(move || {
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let entry = cluster.get_entry(&key).map_err(|e| e.to_string())?;
+            entries.push((
+                key.to_vec(),
+                entry.map(|e| {
+                    let mut bytes = Vec::new();
+                    e.encode(&mut bytes);
+                    bytes
+                }),
+            ));
+        }
+        Ok(Shipment { entries })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The target's pull, as the coordinator asks.
+pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
+    let _moves = inner.moves.lock().await;
+    let state = ready_at(inner, request.epoch).await?;
+    let change = the_change(&state, request.change)?;
+    let want = if request.dirty {
+        Phase::Fenced
+    } else {
+        Phase::Copying
+    };
+    for &i in &request.ranges {
+        let r = change.ranges.get(i).ok_or("no such range in the change")?;
+        if r.to != inner.me || r.phase != want {
+            return Err(format!(
+                "range {i} is not {want:?} towards node {}",
+                inner.me
+            ));
+        }
+    }
+    let mut pulled = Pulled::default();
+    if request.dirty {
+        let mut by_source: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
+        for &i in &request.ranges {
+            let tracker = inner
+                .copied
+                .lock()
+                .get(&(change.id, i))
+                .copied()
+                .ok_or("recopy: this node holds no copy of the range (it restarted)")?;
+            by_source
+                .entry((change.ranges[i].from.clone(), tracker))
+                .or_default()
+                .push(i);
+        }
+        for ((source, tracker), ranges) in by_source {
+            let addr = peer_addr(&state, &source)?;
+            let body = encode(&Ship {
+                change: change.id,
+                ranges,
+                epoch: state.epoch,
+                tracker,
+            });
+            let answer = inner
+                .transport
+                .call(&addr, Service::RangeShip, body, CALL_LIMIT)
+                .await
+                .map_err(|e| e.to_string())?;
+            let shipment: Shipment = decode(&answer)?;
+            let cluster = Arc::clone(&inner.cluster);
+            let done = tokio::task::spawn_blocking(move || apply_shipment(&cluster, shipment))
+                .await
+                .map_err(|e| e.to_string())??;
+            pulled.keys += done.keys;
+            pulled.deleted += done.deleted;
+            pulled.bytes += done.bytes;
+        }
+    } else {
+        for &i in &request.ranges {
+            let r = &change.ranges[i];
+            let addr = peer_addr(&state, &r.from)?;
+            let intervals: Vec<_> = r.range().intervals().collect();
+            // An earlier attempt may have left part of a copy.
+            let cluster = Arc::clone(&inner.cluster);
+            let cleared = intervals.clone();
+            tokio::task::spawn_blocking(move || clear(&cluster, &cleared))
+                .await
+                .map_err(|e| e.to_string())??;
+            inner.copied.lock().remove(&(change.id, i));
+            let mut cursor = Some(*intervals[0].start());
+            let mut tracker = None;
+            while let Some(at) = cursor {
+                let body = encode(&Scan {
+                    change: change.id,
+                    range: i,
+                    epoch: change.to.epoch(),
+                    cursor: at,
+                    count: PAGE,
+                });
+                let answer = inner
+                    .transport
+                    .call(&addr, Service::RangeScan, body, CALL_LIMIT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let page: ScanPage = decode(&answer)?;
+                if *tracker.get_or_insert(page.tracker) != page.tracker {
+                    return Err("the source restarted during the copy; copy again".into());
+                }
+                cursor = page.next;
+                let cluster = Arc::clone(&inner.cluster);
+                let done = tokio::task::spawn_blocking(move || write_page(&cluster, page.entries))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                pulled.keys += done.keys;
+                pulled.bytes += done.bytes;
+            }
+            if let Some(tracker) = tracker {
+                inner.copied.lock().insert((change.id, i), tracker);
+            } else {
+                // The source recorded nothing yet only if the range was
+                // empty: a page always comes back, so this cannot happen.
+                return Err("the source sent no page".into());
+            }
+        }
+    }
+    info!(
+        node = %inner.me,
+        change = change.id,
+        ranges = request.ranges.len(),
+        last_changes = request.dirty,
+        keys = pulled.keys,
+        deleted = pulled.deleted,
+        bytes = pulled.bytes,
+        "rebalance: pulled"
+    );
+    Ok(pulled)
+}
+
+fn peer_addr(state: &MetaState, node: &str) -> Result<String, String> {
+    state
+        .members
+        .get(node)
+        .map(|m| m.peer_addr.clone())
+        .ok_or_else(|| format!("node {node} is not a member"))
+}
+
+fn decode_entry(bytes: Vec<u8>) -> Result<Entry, String> {
+    Entry::decode(&Bytes::from(bytes)).map_err(|e| e.to_string())
+}
+
+/// Writes a page of a copy in one transaction (one engine commit).
+fn write_page(cluster: &Cluster, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Pulled, String> {
+    let mut decoded = Vec::with_capacity(entries.len());
+    let mut bytes = 0;
+    for (key, entry) in entries {
+        bytes += (key.len() + entry.len()) as u64;
+        decoded.push((Bytes::from(key), decode_entry(entry)?));
+    }
+    let keys = decoded.len() as u64;
+    let names: Vec<Bytes> = decoded.iter().map(|(k, _)| k.clone()).collect();
+    cluster
+        .transaction(names, |txn| {
+            for (key, entry) in decoded {
+                txn.put(&key, entry);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Pulled {
+        keys,
+        deleted: 0,
+        bytes,
+    })
+}
+
+/// Applies a last shipment and syncs it: the coordinator switches the
+/// ranges only after this answers, and the source deletes its copy only
+/// after the switch.
+fn apply_shipment(cluster: &Cluster, shipment: Shipment) -> Result<Pulled, String> {
+    let mut pulled = Pulled::default();
+    let mut writes = Vec::with_capacity(shipment.entries.len());
+    for (key, entry) in shipment.entries {
+        pulled.bytes += (key.len() + entry.as_ref().map_or(0, Vec::len)) as u64;
+        let entry = entry.map(decode_entry).transpose()?;
+        writes.push((Bytes::from(key), entry));
+    }
+    let names: Vec<Bytes> = writes.iter().map(|(k, _)| k.clone()).collect();
+    let (keys, deleted) = cluster
+        .transaction(names, |txn| {
+            let (mut keys, mut deleted) = (0, 0);
+            for (key, entry) in writes {
+                match entry {
+                    Some(entry) => {
+                        txn.put(&key, entry);
+                        keys += 1;
+                    }
+                    None => {
+                        txn.delete(&key);
+                        deleted += 1;
+                    }
+                }
+            }
+            (keys, deleted)
+        })
+        .map_err(|e| e.to_string())?;
+    cluster.sync().map_err(|e| e.to_string())?;
+    pulled.keys = keys;
+    pulled.deleted = deleted;
+    Ok(pulled)
+}
+
+/// Deletes every local key whose token is in `intervals`.
+fn clear(cluster: &Cluster, intervals: &[std::ops::RangeInclusive<Token>]) -> Result<u64, String> {
+    delete_where(cluster, |token| {
+        intervals.iter().any(|i| i.contains(&token))
+    })
+}
+
+/// Deletes every local key for which `doomed(token)` holds, a page at a
+/// time.
+fn delete_where(cluster: &Cluster, doomed: impl Fn(Token) -> bool) -> Result<u64, String> {
+    let mut cursor = 0;
+    let mut deleted = 0;
+    loop {
+        let page = cluster
+            .scan(cursor, PAGE, |key, _| doomed(key_token(key)))
+            .map_err(|e| e.to_string())?;
+        if !page.keys.is_empty() {
+            deleted += page.keys.len() as u64;
+            cluster
+                .transaction(page.keys.clone(), |txn| {
+                    for key in &page.keys {
+                        txn.delete(key);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        if page.cursor == 0 {
+            return Ok(deleted);
+        }
+        cursor = page.cursor;
+    }
+}
+
+/// Deletes the local copies this node neither serves nor receives, by the
+/// latest view (under the moves lock, so no pull runs meanwhile).
+pub(crate) async fn cleanup(inner: Arc<Inner>) {
+    let _moves = inner.moves.lock().await;
+    let state = inner.view();
+    let me = inner.me.clone();
+    let cluster = Arc::clone(&inner.cluster);
+    let done = tokio::task::spawn_blocking(move || {
+        delete_where(&cluster, |token| !keeps(&state, &me, token))
+    })
+    .await;
+    match done {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => {
+            info!(node = %inner.me, keys = n, "rebalance: deleted copies no longer served")
+        }
+        Ok(Err(e)) => {
+            warn!(node = %inner.me, error = %e, "cleanup failed; retried at the next change")
+        }
+        Err(e) => warn!(node = %inner.me, error = %e, "cleanup panicked"),
+    }
+}

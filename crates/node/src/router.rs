@@ -1,0 +1,318 @@
+//! The client side of a node: which requests run here, which are
+//! forwarded and where, and the node's own `RINGKV.*` commands.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use parking_lot::lock_api::ArcRwLockReadGuard;
+use ringkv_meta::{Command, MetaState};
+use ringkv_peer::{Service, TransportError};
+use ringkv_ring::key_token;
+use ringkv_server::route::{AdminReply, Elsewhere, Executor, Request, Route, Router};
+
+use crate::Inner;
+use crate::service::{decode, encode};
+use crate::view::{Decision, copying_from, decide};
+use crate::wire::{Forward, Forwarded};
+
+/// How long a request waits for a fence to lift, or for this node to
+/// catch up with a peer's epoch, before `-TRYAGAIN`.
+const FENCE_WAIT: Duration = Duration::from_secs(2);
+
+/// Hops a forwarded request may take (each after a `Moved`).
+const MAX_HOPS: usize = 3;
+
+/// The limit of one forwarded call.
+const FORWARD_LIMIT: Duration = Duration::from_secs(5);
+
+/// The [`Router`] of a node.
+pub struct NodeRouter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NodeRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRouter")
+            .field("node", &self.inner.me)
+            .finish()
+    }
+}
+
+impl NodeRouter {
+    pub(crate) fn new(inner: Arc<Inner>) -> NodeRouter {
+        NodeRouter { inner }
+    }
+}
+
+/// Held while a request runs here: the view's read lock (no new view is
+/// published meanwhile), and on drop the record of the keys it wrote in
+/// ranges being copied away.
+struct LocalGuard {
+    view: ArcRwLockReadGuard<parking_lot::RawRwLock, Arc<MetaState>>,
+    track: Option<(Arc<Inner>, Vec<Bytes>)>,
+}
+
+impl Drop for LocalGuard {
+    fn drop(&mut self) {
+        let Some((inner, keys)) = self.track.take() else {
+            return;
+        };
+        let Some(change) = &self.view.change else {
+            return;
+        };
+        let mut tracker = inner.tracker.lock();
+        let Some(tracker) = tracker.as_mut().filter(|t| t.change == change.id) else {
+            // Published with the view, under its write lock: cannot be
+            // missing while the view's read lock is held.
+            debug_assert!(false, "a change copying from this node has a tracker");
+            return;
+        };
+        for key in keys {
+            if let Some(i) = change.find(key_token(&key))
+                && copying_from(change, i, &inner.me)
+            {
+                tracker.keys.entry(i).or_default().insert(key);
+            }
+        }
+    }
+}
+
+impl Router for NodeRouter {
+    fn attach(&self, executor: Executor) {
+        let _ = self.inner.executor.set(executor);
+    }
+
+    fn route(&self, request: &Request<'_>) -> Route {
+        let inner = &self.inner;
+        if !inner.ready.load(Ordering::Acquire) {
+            return Route::Error(format!(
+                "TRYAGAIN node {} is catching up with the cluster's log",
+                inner.me
+            ));
+        }
+        let guard = RwLock::read_arc(&inner.view);
+        let epoch = guard.epoch;
+        if let Some(sender) = request.forwarded
+            && sender > epoch
+        {
+            drop(guard);
+            let inner = Arc::clone(inner);
+            return Route::Elsewhere(Box::pin(async move {
+                match inner.wait_epoch(sender, FENCE_WAIT).await {
+                    true => Elsewhere::Retry,
+                    false => Elsewhere::Error(format!(
+                        "TRYAGAIN node {} has not caught up with epoch {sender}",
+                        inner.me
+                    )),
+                }
+            }));
+        }
+        let tokens: Vec<u64> = request.keys.iter().map(|k| key_token(k)).collect();
+        match decide(&guard, &inner.me, &tokens, request.write) {
+            Decision::Local { tracked } => Route::Local(Some(Box::new(LocalGuard {
+                view: guard,
+                track: tracked.then(|| (Arc::clone(inner), request.keys.clone())),
+            }))),
+            Decision::Forward(node) => {
+                if request.forwarded.is_some() {
+                    return Route::Moved { epoch, node };
+                }
+                if request.pinned {
+                    let addr = guard
+                        .members
+                        .get(&node)
+                        .map_or("?", |m| m.client_addr.as_str());
+                    return Route::Error(format!(
+                        "ERR the keys of WATCH and MULTI/EXEC are served by node {node} ({addr}); run the transaction there"
+                    ));
+                }
+                drop(guard);
+                let inner = Arc::clone(inner);
+                let words = request.words.to_vec();
+                let keys = request.keys.clone();
+                let protocol = request.protocol;
+                Route::Elsewhere(Box::pin(forward(inner, words, keys, protocol)))
+            }
+            Decision::Fenced => {
+                drop(guard);
+                let inner = Arc::clone(inner);
+                Route::Elsewhere(Box::pin(async move {
+                    match inner.wait_past(epoch, FENCE_WAIT).await {
+                        true => Elsewhere::Retry,
+                        false => Elsewhere::Error(
+                            "TRYAGAIN the key's range is moving between nodes; retry".into(),
+                        ),
+                    }
+                }))
+            }
+            Decision::Down(node) => Route::Error(format!(
+                "CLUSTERDOWN node {node}, which serves this key, is down"
+            )),
+            Decision::CrossNode => Route::Error(
+                "CROSSSLOT Keys in request don't hash to the same node (use a {hash tag})".into(),
+            ),
+            Decision::NoCluster => {
+                Route::Error("CLUSTERDOWN the cluster is not initialised".into())
+            }
+        }
+    }
+
+    fn command(&self, name: &str, args: &[Bytes]) -> Option<AdminReply> {
+        let inner = Arc::clone(&self.inner);
+        match name {
+            "ringkv.nodes" => Some(AdminReply::Later(Box::pin(nodes(inner)))),
+            "ringkv.removenode" => {
+                let id = String::from_utf8_lossy(&args[0]).into_owned();
+                let force = match &args[1..] {
+                    [] => false,
+                    [word] if word.eq_ignore_ascii_case(b"FORCE") => true,
+                    _ => return Some(AdminReply::Error("ERR syntax error".into())),
+                };
+                Some(AdminReply::Later(Box::pin(async move {
+                    match crate::service::propose(&inner, Command::Leave { id, force }).await {
+                        Ok(Ok(_)) => AdminReply::Ok,
+                        Ok(Err(rejected)) => AdminReply::Error(format!("ERR {rejected}")),
+                        Err(e) => AdminReply::Error(format!("TRYAGAIN {e}")),
+                    }
+                })))
+            }
+            "ringkv.addnode" => Some(AdminReply::Error(
+                "ERR on a multi-process cluster a node joins by starting: ringkv node --join PEER"
+                    .into(),
+            )),
+            "ringkv.resume" | "ringkv.repair" => Some(AdminReply::Error(
+                "ERR a multi-process cluster resumes and cleans up on its own".into(),
+            )),
+            "ringkv.locate" => {
+                let state = inner.view();
+                let token = key_token(&args[0]);
+                Some(match state.serving(token) {
+                    Some(s) => AdminReply::Lines(vec![token.to_string(), s.node.to_string()]),
+                    None => AdminReply::Error("CLUSTERDOWN the cluster is not initialised".into()),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Sends a request to the node that serves its keys, following `Moved`
+/// answers at most [`MAX_HOPS`] times. A request is sent again only when
+/// the answer proves it did not run (`Moved`, or no connection was made);
+/// a lost answer is reported as an unknown outcome, as a Redis client sees
+/// a server that dies mid-request.
+async fn forward(
+    inner: Arc<Inner>,
+    words: Vec<Bytes>,
+    keys: Vec<Bytes>,
+    protocol: u8,
+) -> Elsewhere {
+    let tokens: Vec<u64> = keys.iter().map(|k| key_token(k)).collect();
+    for _ in 0..MAX_HOPS {
+        let state = inner.view();
+        let node = match decide(&state, &inner.me, &tokens, false) {
+            Decision::Forward(node) => node,
+            // Served here now, fenced, down or split: routed afresh.
+            _ => return Elsewhere::Retry,
+        };
+        let Some(addr) = state.members.get(&node).map(|m| m.peer_addr.clone()) else {
+            return Elsewhere::Retry;
+        };
+        let body = encode(&Forward {
+            epoch: state.epoch,
+            protocol,
+            words: words.iter().map(|w| w.to_vec()).collect(),
+        });
+        match inner
+            .transport
+            .call(&addr, Service::Forward, body, FORWARD_LIMIT)
+            .await
+        {
+            Ok(answer) => match decode::<Forwarded>(&answer) {
+                Ok(Forwarded::Reply(bytes)) => return Elsewhere::Reply(bytes.into()),
+                Ok(Forwarded::Moved { epoch, .. }) => {
+                    // The owner knows a later state: catch up, then retry.
+                    if !inner.wait_epoch(epoch, FENCE_WAIT).await {
+                        return Elsewhere::Error(format!(
+                            "TRYAGAIN node {} has not caught up with epoch {epoch}",
+                            inner.me
+                        ));
+                    }
+                }
+                Err(e) => return Elsewhere::Error(format!("ERR node {node} answered badly: {e}")),
+            },
+            Err(TransportError::Unreachable { .. }) => {
+                return Elsewhere::Error(format!(
+                    "TRYAGAIN node {node}, which serves this key, cannot be reached at {addr}"
+                ));
+            }
+            Err(TransportError::Refused { why, .. }) => {
+                return Elsewhere::Error(format!("ERR node {node} refused the request: {why}"));
+            }
+            Err(e) => {
+                return Elsewhere::Error(format!(
+                    "ERR forwarding to node {node} failed ({e}); a write may or may not have been applied"
+                ));
+            }
+        }
+    }
+    Elsewhere::Error(format!(
+        "TRYAGAIN the key's node changed {MAX_HOPS} times while the request travelled; retry"
+    ))
+}
+
+/// `RINGKV.NODES`: one line per member: id, client address, peer address,
+/// weight, keys, state, epoch, and the node's role in the Raft group.
+async fn nodes(inner: Arc<Inner>) -> AdminReply {
+    let state = inner.view();
+    let roles = inner.raft.get().map(|raft| {
+        let m = raft.metrics().borrow().clone();
+        let voters: std::collections::BTreeSet<u64> =
+            m.membership_config.membership().voter_ids().collect();
+        (voters, m.current_leader)
+    });
+    let mut lines = Vec::with_capacity(state.members.len());
+    let calls = state.members.iter().map(|(id, member)| {
+        let inner = Arc::clone(&inner);
+        let addr = member.peer_addr.clone();
+        let me = *id == inner.me;
+        async move {
+            if me {
+                Some(inner.cluster.dbsize() as u64)
+            } else {
+                crate::service::status(&*inner.transport, &addr)
+                    .await
+                    .ok()
+                    .map(|s| s.keys)
+            }
+        }
+    });
+    let keys = futures::future::join_all(calls).await;
+    for ((id, member), keys) in state.members.iter().zip(keys) {
+        let role = match &roles {
+            Some((_, Some(leader))) if *leader == member.raft_id => "leader",
+            Some((voters, _)) if voters.contains(&member.raft_id) => "voter",
+            _ => "learner",
+        };
+        lines.push(format!(
+            "{id} {} {} weight={} keys={} state={} epoch={} raft={role}",
+            member.client_addr,
+            member.peer_addr,
+            member.weight,
+            keys.map_or("?".to_string(), |k| k.to_string()),
+            member.state(),
+            state.epoch,
+        ));
+    }
+    if let Some(change) = &state.change {
+        let (copying, fenced, done) = change.progress();
+        lines.push(format!(
+            "change {} {:?} {}: {copying} ranges copying, {fenced} fenced, {done} switched",
+            change.id, change.kind, change.node
+        ));
+    }
+    AdminReply::Lines(lines)
+}

@@ -1,0 +1,378 @@
+//! Pure decisions over a node's view of the metadata: where a request
+//! runs, which local copies a node keeps, what the coordinator does next.
+//! No locks and no I/O here (those are in `router`, `moves` and `coord`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ringkv_meta::{Change, Command, MetaState, Phase};
+use ringkv_ring::Token;
+
+/// Where a request whose keys have these tokens runs, as node `me` sees
+/// it at `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Here. `tracked`: a write to a key whose range is being copied away
+    /// from this node, to be recorded for the range's last shipment.
+    Local {
+        /// Some key is in a range this node is copying away.
+        tracked: bool,
+    },
+    /// At `node`.
+    Forward(String),
+    /// The keys' range is fenced at its source (this node or another):
+    /// wait for the fence to lift or for the switch.
+    Fenced,
+    /// The node that serves the keys is marked down.
+    Down(String),
+    /// The keys are served by different nodes.
+    CrossNode,
+    /// The cluster has no ring yet.
+    NoCluster,
+}
+
+/// Decides where a request over `tokens` runs. `write`: the request may
+/// write (only writes are tracked for a range's last shipment).
+pub fn decide(state: &MetaState, me: &str, tokens: &[Token], write: bool) -> Decision {
+    let mut owner: Option<&str> = None;
+    let mut fenced = false;
+    let mut down = false;
+    for &token in tokens {
+        let Some(serving) = state.serving(token) else {
+            return Decision::NoCluster;
+        };
+        match owner {
+            None => owner = Some(serving.node),
+            Some(o) if o != serving.node => return Decision::CrossNode,
+            Some(_) => {}
+        }
+        fenced |= serving.fenced;
+        down |= serving.down;
+    }
+    let Some(owner) = owner else {
+        return Decision::Local { tracked: false };
+    };
+    if fenced {
+        return Decision::Fenced;
+    }
+    if owner != me {
+        if down {
+            return Decision::Down(owner.to_string());
+        }
+        return Decision::Forward(owner.to_string());
+    }
+    let tracked = write
+        && state.change.as_ref().is_some_and(|change| {
+            tokens
+                .iter()
+                .any(|&t| change.find(t).is_some_and(|i| copying_from(change, i, me)))
+        });
+    Decision::Local { tracked }
+}
+
+/// Whether range `i` of `change` is being copied away from `me` (writes to
+/// it are recorded for its last shipment).
+pub fn copying_from(change: &Change, i: usize, me: &str) -> bool {
+    let r = &change.ranges[i];
+    r.from == me && r.phase == Phase::Copying
+}
+
+/// Whether node `me` keeps its local copy of `token`: it serves it, or it
+/// is the target of a move of it that has not switched yet (a copy being
+/// filled). Everything else is a stale copy, deleted by cleanup.
+pub fn keeps(state: &MetaState, me: &str, token: Token) -> bool {
+    if state.serving(token).is_some_and(|s| s.node == me) {
+        return true;
+    }
+    state.change.as_ref().is_some_and(|change| {
+        change.find(token).is_some_and(|i| {
+            let r = &change.ranges[i];
+            r.to == me && !r.phase.is_done()
+        })
+    })
+}
+
+/// The Raft group as the coordinator wants it, next to what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupStep {
+    /// Add member `raft_id` (peer address `addr`) as a learner.
+    AddLearner {
+        /// Its Raft id.
+        raft_id: u64,
+        /// Its peer address.
+        addr: String,
+    },
+    /// Make exactly these the voters.
+    SetVoters(BTreeSet<u64>),
+    /// Remove these non-voters that are no longer members.
+    RemoveNodes(BTreeSet<u64>),
+}
+
+/// The next change to the Raft group: learners for new members first, then
+/// the voters `ringkv_meta::choose_voters` picks, then the removal of nodes
+/// that left. `None` when the group matches the metadata.
+pub fn group_step(
+    state: &MetaState,
+    voters: &BTreeSet<u64>,
+    learners: &BTreeSet<u64>,
+) -> Option<GroupStep> {
+    for member in state.members.values() {
+        if !voters.contains(&member.raft_id) && !learners.contains(&member.raft_id) {
+            return Some(GroupStep::AddLearner {
+                raft_id: member.raft_id,
+                addr: member.peer_addr.clone(),
+            });
+        }
+    }
+    let chosen = ringkv_meta::choose_voters(state, voters);
+    if !chosen.is_empty() && &chosen != voters {
+        return Some(GroupStep::SetVoters(chosen));
+    }
+    let members: BTreeSet<u64> = state.members.values().map(|m| m.raft_id).collect();
+    let gone: BTreeSet<u64> = learners.difference(&members).copied().collect();
+    if !gone.is_empty() {
+        return Some(GroupStep::RemoveNodes(gone));
+    }
+    None
+}
+
+/// What the coordinator does next about membership changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeStep {
+    /// Propose this command.
+    Propose(Command),
+    /// Have each target (by node id) pull these ranges of the change:
+    /// a full copy (`dirty == false`) or the last changes of fenced ranges.
+    Pull {
+        /// The change.
+        change: u64,
+        /// Ranges by target node.
+        targets: BTreeMap<String, Vec<usize>>,
+        /// Pull the last changes of fenced ranges, not a full copy.
+        dirty: bool,
+    },
+}
+
+/// The coordinator's next step for the membership change in flight (or
+/// the pending member to begin), from the committed state alone: a new
+/// leader resumes where the last one stood.
+pub fn change_step(state: &MetaState) -> Option<ChangeStep> {
+    let Some(change) = &state.change else {
+        return state.next_pending().map(|id| {
+            ChangeStep::Propose(Command::BeginChange {
+                node: id.to_string(),
+            })
+        });
+    };
+    if change.complete() {
+        return Some(ChangeStep::Propose(Command::FinishChange {
+            change: change.id,
+        }));
+    }
+    let by_target = |phase: Phase| {
+        let mut targets: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, r) in change.ranges.iter().enumerate() {
+            if r.phase == phase {
+                targets.entry(r.to.clone()).or_default().push(i);
+            }
+        }
+        targets
+    };
+    // Fenced ranges first: they hold writes up.
+    let fenced = by_target(Phase::Fenced);
+    if !fenced.is_empty() {
+        return Some(ChangeStep::Pull {
+            change: change.id,
+            targets: fenced,
+            dirty: true,
+        });
+    }
+    let copying = by_target(Phase::Copying);
+    if !copying.is_empty() {
+        return Some(ChangeStep::Pull {
+            change: change.id,
+            targets: copying,
+            dirty: false,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_meta::{NodeSpec, PlacementSpec};
+    use ringkv_ring::key_token;
+
+    fn spec(id: &str) -> NodeSpec {
+        NodeSpec {
+            id: id.into(),
+            client_addr: format!("127.0.0.1:1{id}"),
+            peer_addr: format!("127.0.0.1:2{id}"),
+            weight: 1,
+        }
+    }
+
+    fn two_nodes() -> MetaState {
+        let mut state = MetaState::new();
+        let placement = PlacementSpec::BalancedPartitions { partitions: 64 };
+        state
+            .apply(&Command::Bootstrap {
+                placement,
+                node: spec("1"),
+            })
+            .unwrap();
+        state.apply(&Command::Join { node: spec("2") }).unwrap();
+        state
+    }
+
+    /// A key whose token moves in the change in flight, and its range.
+    fn moving_key(state: &MetaState) -> (Vec<u8>, usize) {
+        let change = state.change.as_ref().unwrap();
+        (0..)
+            .map(|i| format!("key{i}").into_bytes())
+            .find_map(|k| change.find(key_token(&k)).map(|i| (k, i)))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_move_goes_copy_fence_ship_switch_finish_and_tracks_writes_while_copying() {
+        let mut state = two_nodes();
+        assert_eq!(
+            change_step(&state),
+            Some(ChangeStep::Propose(Command::BeginChange {
+                node: "2".into()
+            }))
+        );
+        state
+            .apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        let (key, range) = moving_key(&state);
+        let t = [key_token(&key)];
+        assert_eq!(
+            decide(&state, "1", &t, true),
+            Decision::Local { tracked: true }
+        );
+        assert_eq!(
+            decide(&state, "1", &t, false),
+            Decision::Local { tracked: false }
+        );
+        assert_eq!(decide(&state, "2", &t, true), Decision::Forward("1".into()));
+        assert!(keeps(&state, "1", t[0]) && keeps(&state, "2", t[0]));
+        let Some(ChangeStep::Pull {
+            change,
+            targets,
+            dirty: false,
+        }) = change_step(&state)
+        else {
+            panic!("the copy comes first");
+        };
+        let all = targets["2"].clone();
+        assert!(all.contains(&range));
+        state
+            .apply(&Command::FenceRanges {
+                change,
+                ranges: all.clone(),
+            })
+            .unwrap();
+        assert_eq!(decide(&state, "1", &t, false), Decision::Fenced);
+        assert_eq!(decide(&state, "2", &t, true), Decision::Fenced);
+        assert!(matches!(
+            change_step(&state),
+            Some(ChangeStep::Pull { dirty: true, .. })
+        ));
+        state
+            .apply(&Command::SwitchRanges {
+                change,
+                ranges: all,
+            })
+            .unwrap();
+        assert_eq!(
+            decide(&state, "2", &t, true),
+            Decision::Local { tracked: false }
+        );
+        assert_eq!(decide(&state, "1", &t, true), Decision::Forward("2".into()));
+        assert!(!keeps(&state, "1", t[0]));
+        assert_eq!(
+            change_step(&state),
+            Some(ChangeStep::Propose(Command::FinishChange { change }))
+        );
+        state.apply(&Command::FinishChange { change }).unwrap();
+        assert_eq!(change_step(&state), None);
+    }
+
+    #[test]
+    fn keys_on_two_nodes_are_refused_and_a_down_owner_is_reported() {
+        let mut state = two_nodes();
+        state
+            .apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        let change = state.change.as_ref().unwrap().id;
+        let all: Vec<usize> = (0..state.change.as_ref().unwrap().ranges.len()).collect();
+        state
+            .apply(&Command::FenceRanges {
+                change,
+                ranges: all.clone(),
+            })
+            .unwrap();
+        state
+            .apply(&Command::SwitchRanges {
+                change,
+                ranges: all,
+            })
+            .unwrap();
+        state.apply(&Command::FinishChange { change }).unwrap();
+        let on = |node: &str| {
+            (0..)
+                .map(|i| key_token(format!("k{i}").as_bytes()))
+                .find(|&t| state.serving(t).unwrap().node == node)
+                .unwrap()
+        };
+        let (a, b) = (on("1"), on("2"));
+        assert_eq!(decide(&state, "1", &[a, b], false), Decision::CrossNode);
+        state.apply(&Command::MarkDown { id: "2".into() }).unwrap();
+        assert_eq!(decide(&state, "1", &[b], false), Decision::Down("2".into()));
+        assert_eq!(
+            decide(&state, "1", &[a], true),
+            Decision::Local { tracked: false }
+        );
+    }
+
+    #[test]
+    fn the_group_gets_learners_then_voters_then_loses_departed_nodes() {
+        let mut state = two_nodes();
+        let one = BTreeSet::from([1]);
+        assert_eq!(
+            group_step(&state, &one, &BTreeSet::new()),
+            Some(GroupStep::AddLearner {
+                raft_id: 2,
+                addr: "127.0.0.1:22".into()
+            })
+        );
+        // Node 2 is joining: not eligible to vote yet.
+        assert_eq!(group_step(&state, &one, &BTreeSet::from([2])), None);
+        state
+            .apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        let change = state.change.as_ref().unwrap().id;
+        let all: Vec<usize> = (0..state.change.as_ref().unwrap().ranges.len()).collect();
+        state
+            .apply(&Command::FenceRanges {
+                change,
+                ranges: all.clone(),
+            })
+            .unwrap();
+        state
+            .apply(&Command::SwitchRanges {
+                change,
+                ranges: all,
+            })
+            .unwrap();
+        state.apply(&Command::FinishChange { change }).unwrap();
+        // Two members: one voter still (two would stop on either failing).
+        assert_eq!(group_step(&state, &one, &BTreeSet::from([2])), None);
+        assert_eq!(
+            group_step(&state, &one, &BTreeSet::from([2, 7])),
+            Some(GroupStep::RemoveNodes(BTreeSet::from([7])))
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The messages node processes exchange over the peer transport (JSON
+//! bodies; the Raft RPCs are `ringkv_meta::raft`'s).
+
+use ringkv_meta::{Command, Response};
+use serde::{Deserialize, Serialize};
+
+/// `Propose`: a metadata command for the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Propose {
+    /// The command.
+    pub command: Command,
+}
+
+/// What a `Propose` came to.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Proposed {
+    /// Committed and applied, with the state machine's answer.
+    Applied(Response),
+    /// This node is not the leader; the leader's peer address if known.
+    NotLeader(Option<String>),
+}
+
+/// `Forward`: a client request for the node that serves its keys.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forward {
+    /// The sender's epoch: the receiver catches up to it before deciding.
+    pub epoch: u64,
+    /// The client's protocol (2 or 3), in which the reply is encoded.
+    pub protocol: u8,
+    /// The request, command name first.
+    pub words: Vec<Vec<u8>>,
+}
+
+/// What a `Forward` came to.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    /// The encoded reply.
+    Reply(Vec<u8>),
+    /// The receiver does not serve the keys at `epoch`; `node` does.
+    Moved {
+        /// The receiver's epoch.
+        epoch: u64,
+        /// Who serves the keys, as the receiver sees it.
+        node: String,
+    },
+}
+
+/// `RangeScan`: a page of range `range` of change `change` from its source.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Scan {
+    /// The change.
+    pub change: u64,
+    /// The range's index in the change's plan.
+    pub range: usize,
+    /// The epoch at which the change began (the source waits for it, so
+    /// its recording of writes has started before the first page).
+    pub epoch: u64,
+    /// The next token to read.
+    pub cursor: u64,
+    /// Entries per page, about.
+    pub count: usize,
+}
+
+/// One page of a range.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScanPage {
+    /// Identifies the source's recording of writes for the change: the
+    /// last shipment must come from the same recording, or writes may have
+    /// been missed (the source restarted).
+    pub tracker: u64,
+    /// Keys and encoded entries (`ringkv_cluster::Entry::encode`).
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The token to read next, `None` when the range is done.
+    pub next: Option<u64>,
+}
+
+/// `RangeShip`: the last changes of fenced ranges, from their source.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ship {
+    /// The change.
+    pub change: u64,
+    /// The ranges.
+    pub ranges: Vec<usize>,
+    /// The epoch of the fence (the source waits to have applied it).
+    pub epoch: u64,
+    /// The recording the target's copy came from.
+    pub tracker: u64,
+}
+
+/// The last changes: each written key's entry now, or `None` if it is
+/// absent (deleted) now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Shipment {
+    /// Keys and their encoded entries, or `None`.
+    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// `RangePull`: the coordinator tells a target to pull ranges.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Pull {
+    /// The change.
+    pub change: u64,
+    /// The ranges (each has this node as its target).
+    pub ranges: Vec<usize>,
+    /// The epoch the coordinator saw (the target waits for it).
+    pub epoch: u64,
+    /// The last changes of fenced ranges, not a full copy.
+    pub dirty: bool,
+}
+
+/// What a pull moved.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Pulled {
+    /// Entries written.
+    pub keys: u64,
+    /// Keys deleted (last changes only).
+    pub deleted: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+/// `Status`: what a node says about itself.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Its id.
+    pub id: String,
+    /// The epoch of its view.
+    pub epoch: u64,
+    /// Keys in its local store (served or not).
+    pub keys: u64,
+    /// Its Raft log's last applied index.
+    pub applied: u64,
+    /// Its Raft log's last index.
+    pub last_log: u64,
+    /// Whether it is the Raft leader.
+    pub leader: bool,
+    /// Whether it serves clients (caught up with the log after a start).
+    pub ready: bool,
+}

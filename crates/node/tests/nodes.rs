@@ -1,0 +1,212 @@
+//! Node processes' code, several nodes in one test process on loopback,
+//! over TCP with the cluster secret: a cluster starts, nodes join and
+//! leave while clients write through any node, and afterwards every key
+//! is served with its last value by every node, and held by exactly the
+//! node that serves it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use ringkv_meta::{NodeState, PlacementSpec};
+use ringkv_node::{Node, NodeConfig, Start};
+use ringkv_peer::Secret;
+use tokio::net::TcpListener;
+
+const SECRET: &str = "the nodes test's secret";
+
+async fn start(id: &str, start: Start, dir: Option<&std::path::Path>) -> Node {
+    let mut config = NodeConfig::new(id, start, Secret::new(SECRET));
+    config.placement = PlacementSpec::BalancedPartitions { partitions: 64 };
+    config.data_dir = dir.map(|d| d.join(id));
+    let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Node::start(config, client, peer).await.unwrap()
+}
+
+async fn client(node: &Node) -> MultiplexedConnection {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(20)));
+    redis::Client::open(format!("redis://{}/", node.client_addr()))
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
+}
+
+/// Waits until every node serves, sees `members` members all up, and no
+/// change is in flight, at one epoch.
+async fn settled(nodes: &[&Node], members: usize) {
+    for _ in 0..600 {
+        let states: Vec<_> = nodes.iter().map(|n| n.state()).collect();
+        let epochs: Vec<u64> = states.iter().map(|s| s.epoch).collect();
+        if nodes.iter().all(|n| n.is_ready())
+            && states.iter().all(|s| {
+                s.change.is_none()
+                    && s.members.len() == members
+                    && s.members.values().all(|m| m.state() == NodeState::Up)
+            })
+            && epochs.windows(2).all(|w| w[0] == w[1])
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let views: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let s = n.state();
+            format!(
+                "epoch {} members {:?} change {:?} ready {}",
+                s.epoch,
+                s.members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), m.state()))
+                    .collect::<Vec<_>>(),
+                s.change.as_ref().map(|c| c.progress()),
+                n.is_ready()
+            )
+        })
+        .collect();
+    panic!("the cluster did not settle: {views:#?}");
+}
+
+/// Every key reads its model value through every node, and the local key
+/// counts add up to the model's (no copy left behind, none missing).
+async fn check(nodes: &[&Node], model: &BTreeMap<String, Option<String>>) {
+    for node in nodes {
+        let mut con = client(node).await;
+        for (key, value) in model {
+            let got: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(&got, value, "key {key} through node {}", node.client_addr());
+        }
+    }
+    // Cleanup runs after a change ends; give it a moment.
+    let live = model.values().filter(|v| v.is_some()).count();
+    for _ in 0..100 {
+        let held: usize = nodes.iter().map(|n| n.local_keys()).sum();
+        if held == live {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held: Vec<usize> = nodes.iter().map(|n| n.local_keys()).collect();
+    panic!("nodes hold {held:?} keys, the model {live}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_leave_under_writes_and_every_key_stays_served() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let a = start("a", Start::Init, Some(dir.path())).await;
+    let seed = a.peer_addr().to_string();
+    let b = start("b", Start::Join(seed.clone()), Some(dir.path())).await;
+    settled(&[&a, &b], 2).await;
+
+    // Writes through both nodes: each key goes to its owner.
+    let mut model = BTreeMap::new();
+    let mut cons = [client(&a).await, client(&b).await];
+    for i in 0..400 {
+        let key = format!("key:{i}");
+        let value = format!("v{i}");
+        let con = &mut cons[i % 2];
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(&value)
+            .query_async(con)
+            .await
+            .unwrap();
+        model.insert(key, Some(value));
+    }
+    for i in (0..400).step_by(7) {
+        let key = format!("key:{i}");
+        let n: i64 = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut cons[i % 2])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        model.insert(key, None);
+    }
+    check(&[&a, &b], &model).await;
+
+    // A third node joins while a writer keeps writing through `a`, until
+    // the cluster has settled: some writes land in ranges being copied,
+    // and must reach the new node in the last shipment.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let mut con = client(&a).await;
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut written = BTreeMap::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each key once: a write lost in the move stays lost.
+                let key = format!("live:{i}");
+                let value = format!("w{i}");
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&value)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap_or_else(|e| panic!("SET {key} failed during the join: {e}"));
+                written.insert(key, Some(value));
+                i += 1;
+            }
+            written
+        })
+    };
+    let c = start("c", Start::Join(seed.clone()), Some(dir.path())).await;
+    settled(&[&a, &b, &c], 3).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    model.extend(writer.await.unwrap());
+    check(&[&a, &b, &c], &model).await;
+    assert!(c.local_keys() > 0, "the new node received keys");
+
+    // `b` leaves; its keys go to `a` and `c`.
+    let mut con = client(&c).await;
+    let _: () = redis::cmd("RINGKV.REMOVENODE")
+        .arg("b")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if !c.state().members.contains_key("b") && c.state().change.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    settled(&[&a, &c], 2).await;
+    check(&[&a, &c], &model).await;
+    // `b` still answers, by forwarding.
+    check_through(&b, &model).await;
+
+    let lines: Vec<String> = redis::cmd("RINGKV.NODES")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.contains("state=up")), "{lines:?}");
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+async fn check_through(node: &Node, model: &BTreeMap<String, Option<String>>) {
+    let mut con = client(node).await;
+    for (key, value) in model.iter().take(50) {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(&got, value, "key {key} through the departed node");
+    }
+}

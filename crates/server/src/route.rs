@@ -1,0 +1,288 @@
+//! The seam between the server and a node of a multi-process cluster
+//! (`ringkv node`, crate `ringkv-node`): a [`Router`] decides, before a
+//! keyed command runs, whether this process serves its keys, and if not,
+//! where the request goes instead; an [`Executor`] runs the requests that
+//! peers forward here.
+//!
+//! Without a router (`ringkv serve`) nothing here runs: every key is the
+//! in-process cluster's.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+
+use crate::cmd::{self, Ctx, Outcome};
+use crate::reply::{Frame, Protocol};
+use crate::state::{Session, Shared};
+
+/// A keyed request, as the router sees it.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The whole request, command name first.
+    pub words: &'a [Bytes],
+    /// Its keys (from the command table's key positions; for `EXEC`, the
+    /// keys of every queued command and every watched key).
+    pub keys: Vec<Bytes>,
+    /// Whether the command may write.
+    pub write: bool,
+    /// The request must run on this connection's node: it is `WATCH` or
+    /// `EXEC`, whose state lives in this connection's session.
+    pub pinned: bool,
+    /// A peer forwarded the request, with the epoch of its view: answer
+    /// [`Route::Moved`] rather than forward it again.
+    pub forwarded: Option<u64>,
+    /// The client's protocol (2 or 3): a forwarded reply is encoded in it.
+    pub protocol: u8,
+}
+
+/// Where a request runs.
+pub enum Route {
+    /// Here. The guard is held while the command runs (the router keeps
+    /// the key's authority from moving meanwhile) and dropped after it.
+    Local(Option<Box<dyn std::any::Any>>),
+    /// Nowhere: reply with this error (`-CLUSTERDOWN`, `-CROSSSLOT`, ...).
+    Error(String),
+    /// Only for a forwarded request: this node does not serve the keys at
+    /// its epoch `epoch`; `node` does, as far as it knows.
+    Moved {
+        /// This node's epoch.
+        epoch: u64,
+        /// The node that serves the keys.
+        node: String,
+    },
+    /// Elsewhere, or later: the reply once the future resolves.
+    Elsewhere(BoxFuture<'static, Elsewhere>),
+}
+
+/// What a request routed elsewhere came to.
+pub enum Elsewhere {
+    /// The owner's reply, encoded in the client's protocol.
+    Reply(Bytes),
+    /// An error to reply with.
+    Error(String),
+    /// Route it again (a fence lifted; this node may serve it now).
+    Retry,
+}
+
+/// What a router's own command (`RINGKV.*` on a node) answers.
+pub enum AdminReply {
+    /// `+OK`.
+    Ok,
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Text(String),
+    /// An array of bulk strings.
+    Lines(Vec<String>),
+    /// An error.
+    Error(String),
+    /// Later.
+    Later(BoxFuture<'static, AdminReply>),
+}
+
+/// How a server that is one node of a multi-process cluster routes.
+pub trait Router: Send + Sync + std::fmt::Debug + 'static {
+    /// Called once, when the server's state exists: forwarded requests run
+    /// through `executor`.
+    fn attach(&self, executor: Executor);
+
+    /// Decides where a keyed request runs.
+    fn route(&self, request: &Request<'_>) -> Route;
+
+    /// Answers a `RINGKV.*` command the node handles itself (`NODES`,
+    /// `REMOVENODE`), or `None` to let the server's own handler run.
+    fn command(&self, name: &str, args: &[Bytes]) -> Option<AdminReply>;
+}
+
+/// What a forwarded request came to on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forwarded {
+    /// The reply, encoded in the protocol the request named.
+    Reply(Bytes),
+    /// This node does not serve the request's keys at `epoch`.
+    Moved {
+        /// This node's epoch.
+        epoch: u64,
+        /// The node that serves them, as far as this one knows.
+        node: String,
+    },
+}
+
+/// Runs requests that peers forward to this node, as if a local client had
+/// sent them on a fresh authenticated connection (the peer proved the
+/// cluster secret).
+///
+/// It holds the server's state weakly (the router that keeps it is part of
+/// that state): once the server stopped, forwarded requests are refused.
+#[derive(Clone)]
+pub struct Executor {
+    shared: std::sync::Weak<Shared>,
+}
+
+/// Routing rounds a forwarded request may take on the owner (fences that
+/// lift and close again) before it gives up with `-TRYAGAIN`.
+const MAX_ROUNDS: usize = 8;
+
+impl Executor {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Executor {
+        Executor {
+            shared: Arc::downgrade(shared),
+        }
+    }
+
+    /// Runs `request`, forwarded by a peer whose view is at `epoch`, and
+    /// encodes the reply in protocol `protocol` (2 or 3).
+    pub async fn run(&self, request: Vec<Bytes>, protocol: u8, epoch: u64) -> Forwarded {
+        let protocol = if protocol == 3 {
+            Protocol::Resp3
+        } else {
+            Protocol::Resp2
+        };
+        let Some(shared) = self.shared.upgrade() else {
+            return encode(&crate::reply::err("the node is stopping"), protocol);
+        };
+        let shared = &shared;
+        for _ in 0..MAX_ROUNDS {
+            let mut session =
+                Session::new(shared, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), -1);
+            session.authenticated = true;
+            session.protocol = protocol;
+            session.forwarded = Some(epoch);
+            let (outcome, owes) = ringkv_cluster::defer_sync(|| {
+                cmd::dispatch(
+                    &mut Ctx {
+                        shared,
+                        session: &mut session,
+                        txn: None,
+                    },
+                    &request,
+                )
+            });
+            if owes {
+                let cluster = Arc::clone(&shared.cluster);
+                match tokio::task::spawn_blocking(move || cluster.sync()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        return encode(
+                            &crate::reply::err("fsync failed on the key's node"),
+                            protocol,
+                        );
+                    }
+                }
+            }
+            let frame = match outcome {
+                Outcome::Reply(frame) | Outcome::Close(frame) => frame,
+                Outcome::OverLimit => crate::reply::err("reply too large"),
+                Outcome::Moved { epoch, node } => return Forwarded::Moved { epoch, node },
+                Outcome::Blocking(job) => match tokio::task::spawn_blocking(job).await {
+                    Ok(frame) => frame,
+                    Err(_) => crate::reply::err("the command failed on the key's node"),
+                },
+                Outcome::Wait(wait) => match wait.await {
+                    Waited::Frame(frame) => frame,
+                    Waited::Retry => continue,
+                },
+            };
+            return encode(&frame, protocol);
+        }
+        encode(
+            &crate::reply::error("TRYAGAIN the key's range is moving; retry"),
+            protocol,
+        )
+    }
+}
+
+fn encode(frame: &Frame, protocol: Protocol) -> Forwarded {
+    let mut out = BytesMut::with_capacity(frame.encoded_len(protocol));
+    frame.encode(protocol, &mut out);
+    Forwarded::Reply(out.freeze())
+}
+
+/// What an [`Outcome::Wait`] resolves to.
+pub enum Waited {
+    /// The reply.
+    Frame(Frame),
+    /// Run the request again.
+    Retry,
+}
+
+/// Routes a request about to run in `ctx` (called by `cmd::run` when the
+/// server has a router). `None`: run it here, holding the returned guard.
+pub(crate) fn route(
+    ctx: &Ctx<'_>,
+    router: &dyn Router,
+    spec: &cmd::Spec,
+    words: &[Bytes],
+) -> Result<Option<Box<dyn std::any::Any>>, Outcome> {
+    let (keys, pinned) = match spec.name {
+        "exec" => match &ctx.session.multi {
+            Some(multi) => (
+                multi
+                    .queued
+                    .iter()
+                    .flat_map(|r| cmd::request_keys(r))
+                    .chain(ctx.session.watched.iter().map(|(k, _)| k.clone()))
+                    .collect(),
+                true,
+            ),
+            None => return Ok(None),
+        },
+        "watch" => (cmd::request_keys(words), true),
+        _ => (cmd::request_keys(words), false),
+    };
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let request = Request {
+        words,
+        keys,
+        write: spec.flags.contains(&"write") || spec.name == "exec",
+        pinned,
+        forwarded: ctx.session.forwarded,
+        protocol: ctx.session.protocol.version() as u8,
+    };
+    match router.route(&request) {
+        Route::Local(guard) => Ok(guard),
+        Route::Error(text) => Err(crate::reply::error(text).into()),
+        Route::Moved { epoch, node } => Err(Outcome::Moved { epoch, node }),
+        Route::Elsewhere(future) => Err(Outcome::Wait(Box::pin(async move {
+            match future.await {
+                Elsewhere::Reply(bytes) => Waited::Frame(Frame::Raw(bytes)),
+                Elsewhere::Error(text) => Waited::Frame(crate::reply::error(text)),
+                Elsewhere::Retry => Waited::Retry,
+            }
+        }))),
+    }
+}
+
+/// Turns a router's answer to a `RINGKV.*` command into an outcome.
+pub(crate) fn admin_outcome(reply: AdminReply) -> Outcome {
+    match reply {
+        AdminReply::Later(future) => Outcome::Wait(Box::pin(async move {
+            let mut reply = future.await;
+            // A later reply that is itself later: wait for it too.
+            loop {
+                match reply {
+                    AdminReply::Later(next) => reply = next.await,
+                    other => return Waited::Frame(admin_frame(other)),
+                }
+            }
+        })),
+        other => admin_frame(other).into(),
+    }
+}
+
+fn admin_frame(reply: AdminReply) -> Frame {
+    match reply {
+        AdminReply::Ok => crate::reply::ok(),
+        AdminReply::Int(n) => crate::reply::int(n),
+        AdminReply::Text(text) => crate::reply::bulk(text),
+        AdminReply::Lines(lines) => {
+            crate::reply::array(lines.into_iter().map(crate::reply::bulk).collect())
+        }
+        AdminReply::Error(text) => crate::reply::error(text),
+        AdminReply::Later(_) => crate::reply::err("a nested reply"),
+    }
+}
