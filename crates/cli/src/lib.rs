@@ -20,6 +20,7 @@
 pub mod bench;
 pub mod exec;
 pub mod logging;
+pub mod node;
 pub mod pool;
 pub mod run;
 pub mod script;

@@ -36,6 +36,24 @@ enum Command {
     /// Serve the cluster over the Redis protocol (RESP): redis-cli,
     /// redis-benchmark and Redis client libraries work against it.
     Serve(ServeArgs),
+    /// Run one node of a multi-process cluster: it serves the Redis
+    /// protocol for every key (forwarding to the key's node), agrees on
+    /// the membership with its peers through Raft, and streams ranges when
+    /// nodes join and leave.
+    Node(ringkv_cli::node::NodeArgs),
+    /// A local cluster of node processes: `up` starts them on loopback,
+    /// `status` prints the membership table.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start N node processes on loopback, wait until they agree, print
+    /// their addresses; Ctrl-C stops them all.
+    Up(ringkv_cli::node::UpArgs),
+    /// Print the membership table a node sees.
+    Status(ringkv_cli::node::StatusArgs),
 }
 
 #[derive(Args)]
@@ -301,13 +319,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => bench(args),
-        Command::Serve(args) => match serve(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {}", report(&e));
-                ExitCode::from(1)
-            }
-        },
+        Command::Serve(args) => exit(serve(args)),
+        Command::Node(args) => exit(ringkv_cli::node::node(args)),
+        Command::Cluster(ClusterCommand::Up(args)) => exit(ringkv_cli::node::up(args)),
+        Command::Cluster(ClusterCommand::Status(args)) => exit(ringkv_cli::node::status(args)),
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(1)
+        }
     }
 }
 

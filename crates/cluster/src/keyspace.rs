@@ -108,6 +108,38 @@ impl Cluster {
         })
     }
 
+    /// The live entries with tokens in `tokens`, in token order, at most
+    /// about `limit` of them (keys sharing a token come together), and the
+    /// token to read next if the limit cut the read short (`None`: the
+    /// whole interval was read). Each run is read as [`Cluster::scan`]
+    /// reads it. A range move between processes (`ringkv node`) pages
+    /// through a moving range with this.
+    pub fn scan_tokens(
+        &self,
+        tokens: std::ops::RangeInclusive<Token>,
+        limit: usize,
+    ) -> Result<(Vec<StoredEntry>, Option<Token>), ClusterError> {
+        let (mut next, last) = (Some(*tokens.start()), *tokens.end());
+        let mut out = Vec::new();
+        while let Some(token) = next {
+            if token > last {
+                return Ok((out, None));
+            }
+            if out.len() >= limit.max(1) {
+                break;
+            }
+            let before = out.len();
+            next = self.read_run_upto(token, last, limit.max(1) - out.len(), &mut out)?;
+            let now = self.now_ms();
+            let live: Vec<StoredEntry> = out
+                .drain(before..)
+                .filter(|e| !e.entry.is_expired(now))
+                .collect();
+            out.extend(live);
+        }
+        Ok((out, next.filter(|&t| t <= last)))
+    }
+
     /// Appends to `out` up to `limit` entries (whole tokens) from `token`
     /// on, from the node serving them, within one run and one stripe.
     /// Returns the token to read next, or `None` past the end of the ring.
@@ -117,11 +149,22 @@ impl Cluster {
         limit: usize,
         out: &mut Vec<StoredEntry>,
     ) -> Result<Option<Token>, ClusterError> {
+        self.read_run_upto(token, Token::MAX, limit, out)
+    }
+
+    /// [`Cluster::read_run`], reading no token past `upto`.
+    fn read_run_upto(
+        &self,
+        token: Token,
+        upto: Token,
+        limit: usize,
+        out: &mut Vec<StoredEntry>,
+    ) -> Result<Option<Token>, ClusterError> {
         loop {
             let seen = self.routing.load_full();
             let (node, end) = seen.segment(token)?;
             let stripe_end = stripe_end(node, token);
-            let end = end.min(stripe_end);
+            let end = end.min(stripe_end).min(upto);
             let store = node.read(token)?;
             // Under the stripe's read lock the run's authority cannot move
             // away from `node`; check it has not already (a new snapshot,

@@ -173,8 +173,8 @@ pub(crate) struct Inner {
     /// The published view's epoch.
     pub epochs: watch::Sender<u64>,
     pub tracker: Mutex<Option<Tracker>>,
-    /// The recording each copied range came from, by (change, range).
-    pub copied: Mutex<HashMap<(u64, usize), u64>>,
+    /// The recording each copy came from, by (change, source node).
+    pub copied: Mutex<HashMap<(u64, String), u64>>,
     /// Pulls and cleanups, one at a time.
     pub moves: tokio::sync::Mutex<()>,
     /// Caught up with the log since the start: serves clients and peers'
@@ -488,6 +488,11 @@ impl Node {
         }
         if let Some(raft) = self.inner.raft.get() {
             let _ = raft.shutdown().await;
+        }
+        // A clean stop leaves the keys in table files: the next start
+        // replays no journal.
+        if let Err(e) = self.inner.cluster.checkpoint() {
+            warn!(error = %e, "final checkpoint failed");
         }
     }
 }

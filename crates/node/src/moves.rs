@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::Inner;
 use crate::service::{decode, encode};
 use crate::view::keeps;
-use crate::wire::{Pull, Pulled, Scan, ScanPage, Ship, Shipment};
+use crate::wire::{Cursor, Pull, Pulled, Scan, ScanPage, Ship, Shipment};
 
 /// Entries per page of a copy.
 const PAGE: usize = 1024;
@@ -54,30 +54,22 @@ fn the_change(state: &MetaState, change: u64) -> Result<&Change, String> {
         .ok_or_else(|| format!("change {change} is not in flight"))
 }
 
-/// The source's page of a range, from `request.cursor` on.
+/// The source's next page of the ranges moving from it to
+/// `request.target`.
 pub(crate) async fn scan(inner: &Arc<Inner>, request: Scan) -> Result<ScanPage, String> {
     let state = ready_at(inner, request.epoch).await?;
-    let change = the_change(&state, request.change)?;
-    let r = change
-        .ranges
-        .get(request.range)
-        .ok_or("no such range in the change")?;
-    if r.from != inner.me || r.phase.is_done() {
-        return Err(format!(
-            "range {} is not being moved from node {}",
-            request.range, inner.me
-        ));
-    }
+    the_change(&state, request.change)?;
     let tracker = match &*inner.tracker.lock() {
         Some(t) if t.change == request.change => t.id,
         _ => return Err("this node is not recording writes for the change".into()),
     };
-    let intervals: Vec<_> = r.range().intervals().collect();
     let cluster = Arc::clone(&inner.cluster);
     let count = request.count.clamp(1, 16 * PAGE);
-    let cursor = request.cursor;
+    let me = inner.me.clone();
     tokio::task::spawn_blocking(move || {
-        let (entries, next) = read_page(&cluster, &intervals, cursor, count)?;
+        let change = state.change.as_ref().expect("checked above");
+        let (entries, next) =
+            read_page(&cluster, change, &me, &request.target, request.cursor, count)?;
         Ok(ScanPage {
             tracker,
             entries,
@@ -88,39 +80,58 @@ pub(crate) async fn scan(inner: &Arc<Inner>, request: Scan) -> Result<ScanPage, 
     .map_err(|e| e.to_string())?
 }
 
-/// Reads about `count` entries of the token intervals from `cursor` on:
-/// the entries (key, encoded entry) and the cursor to read next (`None`
-/// when the intervals are done).
+/// Ranges one page call looks at, at most: a change on a ring of 65,536
+/// partitions has tens of thousands of small ranges, mostly empty.
+const RANGES_PER_PAGE: usize = 4096;
+
+/// Reads about `count` entries of the ranges of `change` copying from
+/// `me` to `target`, from `cursor` on: the entries (key, encoded entry)
+/// and where to go on (`None` when every range is done).
 #[allow(clippy::type_complexity)]
 fn read_page(
     cluster: &Cluster,
-    intervals: &[std::ops::RangeInclusive<Token>],
-    cursor: Token,
+    change: &Change,
+    me: &str,
+    target: &str,
+    cursor: Option<Cursor>,
     count: usize,
-) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Token>), String> {
-    let Some(at) = intervals.iter().position(|i| cursor <= *i.end()) else {
-        return Ok((Vec::new(), None));
-    };
-    let interval = &intervals[at];
-    let from = cursor.max(*interval.start());
-    let end = *interval.end();
-    let mut entries = Vec::new();
-    let page = cluster
-        .scan(from, count, |key, entry| {
-            if key_token(key) <= end {
+) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Cursor>), String> {
+    let mut out = Vec::new();
+    let (mut i, mut at) = cursor.map_or((0, None), |c| (c.range, c.token));
+    let mut looked = 0;
+    while i < change.ranges.len() {
+        let r = &change.ranges[i];
+        if r.from != me || r.to != target || r.phase != Phase::Copying {
+            (i, at) = (i + 1, None);
+            continue;
+        }
+        if out.len() >= count || looked == RANGES_PER_PAGE {
+            return Ok((out, Some(Cursor { range: i, token: at })));
+        }
+        looked += 1;
+        let intervals: Vec<_> = r.range().intervals().collect();
+        // The interval the cursor is in (a wrapping range has two).
+        let first = at.map_or(0, |t| intervals.iter().position(|iv| iv.contains(&t)).unwrap_or(0));
+        for (n, interval) in intervals.iter().enumerate().skip(first) {
+            let from = match at {
+                Some(t) if n == first => t,
+                _ => *interval.start(),
+            };
+            let (entries, next) = cluster
+                .scan_tokens(from..=*interval.end(), count.saturating_sub(out.len()))
+                .map_err(|e| e.to_string())?;
+            out.extend(entries.into_iter().map(|e| {
                 let mut bytes = Vec::new();
-                entry.encode(&mut bytes);
-                entries.push((key.to_vec(), bytes));
+                e.entry.encode(&mut bytes);
+                (e.key.to_vec(), bytes)
+            }));
+            if let Some(t) = next {
+                return Ok((out, Some(Cursor { range: i, token: Some(t) })));
             }
-            false
-        })
-        .map_err(|e| e.to_string())?;
-    let next = if page.cursor == 0 || page.cursor > end {
-        intervals.get(at + 1).map(|i| *i.start())
-    } else {
-        Some(page.cursor)
-    };
-    Ok((entries, next))
+        }
+        (i, at) = (i + 1, None);
+    }
+    Ok((out, None))
 }
 
 /// The source's last shipment of fenced ranges.
@@ -192,21 +203,21 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
         }
     }
     let mut pulled = Pulled::default();
+    let mut by_source: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &i in &request.ranges {
+        by_source
+            .entry(change.ranges[i].from.clone())
+            .or_default()
+            .push(i);
+    }
     if request.dirty {
-        let mut by_source: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
-        for &i in &request.ranges {
+        for (source, ranges) in by_source {
             let tracker = inner
                 .copied
                 .lock()
-                .get(&(change.id, i))
+                .get(&(change.id, source.clone()))
                 .copied()
-                .ok_or("recopy: this node holds no copy of the range (it restarted)")?;
-            by_source
-                .entry((change.ranges[i].from.clone(), tracker))
-                .or_default()
-                .push(i);
-        }
-        for ((source, tracker), ranges) in by_source {
+                .ok_or("recopy: this node holds no copy from the source (it restarted)")?;
             let addr = peer_addr(&state, &source)?;
             let body = encode(&Ship {
                 change: change.id,
@@ -229,25 +240,30 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
             pulled.bytes += done.bytes;
         }
     } else {
-        for &i in &request.ranges {
-            let r = &change.ranges[i];
-            let addr = peer_addr(&state, &r.from)?;
-            let intervals: Vec<_> = r.range().intervals().collect();
-            // An earlier attempt may have left part of a copy.
-            let cluster = Arc::clone(&inner.cluster);
-            let cleared = intervals.clone();
-            tokio::task::spawn_blocking(move || clear(&cluster, &cleared))
-                .await
-                .map_err(|e| e.to_string())??;
-            inner.copied.lock().remove(&(change.id, i));
-            let mut cursor = Some(*intervals[0].start());
+        // An earlier attempt may have left part of a copy: clear the
+        // ranges first, in one pass over the local keys.
+        let cluster = Arc::clone(&inner.cluster);
+        let pulling: std::collections::HashSet<usize> = request.ranges.iter().copied().collect();
+        let plan = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || {
+            let change = plan.change.as_ref().expect("checked above");
+            delete_where(&cluster, |token| {
+                change.find(token).is_some_and(|i| pulling.contains(&i))
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        for source in by_source.keys() {
+            inner.copied.lock().remove(&(change.id, source.clone()));
+            let addr = peer_addr(&state, source)?;
+            let mut cursor = None;
             let mut tracker = None;
-            while let Some(at) = cursor {
+            loop {
                 let body = encode(&Scan {
                     change: change.id,
-                    range: i,
+                    target: inner.me.clone(),
                     epoch: change.to.epoch(),
-                    cursor: at,
+                    cursor,
                     count: PAGE,
                 });
                 let answer = inner
@@ -266,14 +282,12 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
                     .map_err(|e| e.to_string())??;
                 pulled.keys += done.keys;
                 pulled.bytes += done.bytes;
+                if cursor.is_none() {
+                    break;
+                }
             }
-            if let Some(tracker) = tracker {
-                inner.copied.lock().insert((change.id, i), tracker);
-            } else {
-                // The source recorded nothing yet only if the range was
-                // empty: a page always comes back, so this cannot happen.
-                return Err("the source sent no page".into());
-            }
+            let tracker = tracker.expect("at least one page was read");
+            inner.copied.lock().insert((change.id, source.clone()), tracker);
         }
     }
     info!(
@@ -359,13 +373,6 @@ fn apply_shipment(cluster: &Cluster, shipment: Shipment) -> Result<Pulled, Strin
     pulled.keys = keys;
     pulled.deleted = deleted;
     Ok(pulled)
-}
-
-/// Deletes every local key whose token is in `intervals`.
-fn clear(cluster: &Cluster, intervals: &[std::ops::RangeInclusive<Token>]) -> Result<u64, String> {
-    delete_where(cluster, |token| {
-        intervals.iter().any(|i| i.contains(&token))
-    })
 }
 
 /// Deletes every local key for which `doomed(token)` holds, a page at a

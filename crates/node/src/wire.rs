@@ -45,23 +45,34 @@ pub enum Forwarded {
     },
 }
 
-/// `RangeScan`: a page of range `range` of change `change` from its source.
+/// Where a copy stands: the range (its index in the plan) and the token
+/// to read next in it (`None`: from its start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The range's index in the change's plan.
+    pub range: usize,
+    /// The next token to read in it.
+    pub token: Option<u64>,
+}
+
+/// `RangeScan`: the next page of every range of change `change` that moves
+/// from the called node to `target`, in plan order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Scan {
     /// The change.
     pub change: u64,
-    /// The range's index in the change's plan.
-    pub range: usize,
+    /// The node the ranges move to.
+    pub target: String,
     /// The epoch at which the change began (the source waits for it, so
     /// its recording of writes has started before the first page).
     pub epoch: u64,
-    /// The next token to read.
-    pub cursor: u64,
+    /// Where to go on (`None`: from the first range).
+    pub cursor: Option<Cursor>,
     /// Entries per page, about.
     pub count: usize,
 }
 
-/// One page of a range.
+/// One page of a copy.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ScanPage {
     /// Identifies the source's recording of writes for the change: the
@@ -70,8 +81,8 @@ pub struct ScanPage {
     pub tracker: u64,
     /// Keys and encoded entries (`ringkv_cluster::Entry::encode`).
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The token to read next, `None` when the range is done.
-    pub next: Option<u64>,
+    /// Where to go on, `None` when every range is done.
+    pub next: Option<Cursor>,
 }
 
 /// `RangeShip`: the last changes of fenced ranges, from their source.
