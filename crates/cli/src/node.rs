@@ -54,6 +54,10 @@ pub struct NodeArgs {
     /// Require `AUTH <password>` from clients.
     #[arg(long)]
     pub requirepass: Option<String>,
+    /// With --init: partitions of the ring, a power of two (fixed for the
+    /// cluster's life). Fewer partitions, fewer and larger ranges per move.
+    #[arg(long, default_value_t = ringkv_ring::BalancedConfig::default().partitions)]
+    pub partitions: u32,
 }
 
 fn fsync_policy(name: &str) -> Result<FsyncPolicy, String> {
@@ -81,6 +85,9 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     config.data_dir = args.data_dir.clone();
     config.fsync = args.fsync;
     config.server.requirepass = args.requirepass.clone();
+    config.placement = ringkv_meta::PlacementSpec::BalancedPartitions {
+        partitions: args.partitions,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -95,6 +95,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 targets,
                 dirty,
             } => {
+                let node = state
+                    .change
+                    .as_ref()
+                    .map_or(String::new(), |c| c.node.clone());
                 let pulls = targets.iter().map(|(target, ranges)| {
                     let inner = Arc::clone(&inner);
                     let addr = state.members.get(target).map(|m| m.peer_addr.clone());
@@ -150,18 +154,27 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     last_changes = dirty,
                     "rebalance: ranges pulled"
                 );
-                let next = if dirty {
-                    Command::SwitchRanges {
-                        change,
-                        ranges: all,
-                    }
+                if dirty {
+                    crate::fault::reached("before-switch", &node);
+                    commit(
+                        &raft,
+                        Command::SwitchRanges {
+                            change,
+                            ranges: all,
+                        },
+                    )
+                    .await;
+                    crate::fault::reached("after-switch", &node);
                 } else {
-                    Command::FenceRanges {
-                        change,
-                        ranges: all,
-                    }
-                };
-                commit(&raft, next).await;
+                    commit(
+                        &raft,
+                        Command::FenceRanges {
+                            change,
+                            ranges: all,
+                        },
+                    )
+                    .await;
+                }
             }
         }
     }
@@ -170,7 +183,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 /// Commits `command` as the leader; a rejection or a lost leadership is
 /// logged, and the next turn decides again from the committed state.
 async fn commit(raft: &ringkv_meta::raft::MetaRaft, command: Command) {
-    let what = format!("{command:?}");
+    let what = describe(&command);
     match propose_here(raft, command).await {
         Ok(Proposed::Applied(Ok(applied))) => {
             info!(command = %what, epoch = applied.epoch, "rebalance: committed");
@@ -180,5 +193,21 @@ async fn commit(raft: &ringkv_meta::raft::MetaRaft, command: Command) {
         }
         Ok(Proposed::NotLeader(_)) => {}
         Err(e) => warn!(command = %what, error = %e, "rebalance: proposal failed"),
+    }
+}
+
+/// A command for the log, with range lists shortened to their length (a
+/// change on 65,536 partitions names tens of thousands of ranges).
+fn describe(command: &Command) -> String {
+    match command {
+        Command::FenceRanges { change, ranges }
+        | Command::UnfenceRanges { change, ranges }
+        | Command::SwitchRanges { change, ranges }
+        | Command::DropRanges { change, ranges } => {
+            let name = format!("{command:?}");
+            let name = name.split_whitespace().next().unwrap_or("");
+            format!("{name} {{ change: {change}, ranges: {} }}", ranges.len())
+        }
+        other => format!("{other:?}"),
     }
 }

@@ -45,6 +45,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 mod coord;
+pub mod fault;
 mod moves;
 mod router;
 mod service;

@@ -68,8 +68,17 @@ pub(crate) async fn scan(inner: &Arc<Inner>, request: Scan) -> Result<ScanPage, 
     let me = inner.me.clone();
     tokio::task::spawn_blocking(move || {
         let change = state.change.as_ref().expect("checked above");
-        let (entries, next) =
-            read_page(&cluster, change, &me, &request.target, request.cursor, count)?;
+        let (entries, next) = read_page(
+            &cluster,
+            change,
+            &me,
+            &request.target,
+            request.cursor,
+            count,
+        )?;
+        if !entries.is_empty() {
+            crate::fault::reached("scan-page", &change.node);
+        }
         Ok(ScanPage {
             tracker,
             entries,
@@ -106,12 +115,20 @@ fn read_page(
             continue;
         }
         if out.len() >= count || looked == RANGES_PER_PAGE {
-            return Ok((out, Some(Cursor { range: i, token: at })));
+            return Ok((
+                out,
+                Some(Cursor {
+                    range: i,
+                    token: at,
+                }),
+            ));
         }
         looked += 1;
         let intervals: Vec<_> = r.range().intervals().collect();
         // The interval the cursor is in (a wrapping range has two).
-        let first = at.map_or(0, |t| intervals.iter().position(|iv| iv.contains(&t)).unwrap_or(0));
+        let first = at.map_or(0, |t| {
+            intervals.iter().position(|iv| iv.contains(&t)).unwrap_or(0)
+        });
         for (n, interval) in intervals.iter().enumerate().skip(first) {
             let from = match at {
                 Some(t) if n == first => t,
@@ -126,7 +143,13 @@ fn read_page(
                 (e.key.to_vec(), bytes)
             }));
             if let Some(t) = next {
-                return Ok((out, Some(Cursor { range: i, token: Some(t) })));
+                return Ok((
+                    out,
+                    Some(Cursor {
+                        range: i,
+                        token: Some(t),
+                    }),
+                ));
             }
         }
         (i, at) = (i + 1, None);
@@ -144,6 +167,7 @@ pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, 
             return Err(format!("range {i} is not fenced at node {}", inner.me));
         }
     }
+    crate::fault::reached("ship", &change.node);
     // The view is at or past the fence: every write to these ranges that
     // this node accepted has finished, and is recorded.
     let keys: Vec<Bytes> = {
@@ -280,6 +304,9 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
                 let done = tokio::task::spawn_blocking(move || write_page(&cluster, page.entries))
                     .await
                     .map_err(|e| e.to_string())??;
+                if done.keys > 0 {
+                    crate::fault::reached("copy-page", &change.node);
+                }
                 pulled.keys += done.keys;
                 pulled.bytes += done.bytes;
                 if cursor.is_none() {
@@ -287,7 +314,10 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
                 }
             }
             let tracker = tracker.expect("at least one page was read");
-            inner.copied.lock().insert((change.id, source.clone()), tracker);
+            inner
+                .copied
+                .lock()
+                .insert((change.id, source.clone()), tracker);
         }
     }
     info!(

@@ -357,6 +357,9 @@ async fn settle(shared: &Arc<Shared>, owed: &mut bool) -> io::Result<()> {
 /// have had).
 fn batches_sets(shared: &Shared, session: &Session) -> bool {
     shared.cluster.is_persistent()
+        // A node of a multi-process cluster routes every key on its own
+        // (`route`): a group would write keys other nodes serve here.
+        && shared.router.is_none()
         // Under a memory limit each SET checks (and evicts for) its own
         // footprint, which a group would check differently.
         && shared.cluster.maxmemory() == 0

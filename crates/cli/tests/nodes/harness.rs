@@ -1,0 +1,374 @@
+//! `ringkv node` processes under test, their clients, and the checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Connection;
+
+/// How long a start, a settle or a reply may take (the machine may be
+/// loaded: several tests start clusters at once).
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+const SECRET: &str = "the node process tests' secret";
+
+/// A free loopback address (bound, then released for the node to take).
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// How a node process starts.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Init,
+    Join(SocketAddr),
+    Restart,
+}
+
+/// One node: its id, addresses and data directory, and its process when
+/// it runs.
+pub struct NodeProc {
+    pub id: String,
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl NodeProc {
+    /// A node that has not started yet, with its data under `home`.
+    pub fn new(home: &Path, id: &str) -> NodeProc {
+        NodeProc {
+            id: id.into(),
+            client: free_addr(),
+            peer: free_addr(),
+            dir: home.join(id),
+            child: None,
+            log: Arc::default(),
+        }
+    }
+
+    /// Starts the process (with extra environment `env`) and waits until
+    /// it has started its servers.
+    pub fn start(&mut self, mode: Mode, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "{} runs already", self.id);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
+        cmd.arg("node")
+            .args(["--id", &self.id])
+            .args(["--listen", &self.client.to_string()])
+            .args(["--peer-listen", &self.peer.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env("RINGKV_CLUSTER_SECRET", SECRET)
+            .env_remove("RINGKV_NODE_ABORT_AT")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match mode {
+            // 256 partitions: a join moves about 200 ranges, not 20,000,
+            // which keeps the debug build's moves short.
+            Mode::Init => {
+                cmd.args(["--init", "--partitions", "256"]);
+            }
+            Mode::Join(seed) => {
+                cmd.args(["--join", &seed.to_string()]);
+            }
+            Mode::Restart => {}
+        }
+        let mut child = cmd.spawn().expect("ringkv node starts");
+        let stderr = child.stderr.take().expect("piped");
+        let log = Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_log("node started");
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.id,
+                    self.log_tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {needle:?}:\n{}",
+                self.id,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last 40 log lines.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap();
+        let skip = log.len().saturating_sub(40);
+        log[skip..].join("\n")
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("wait");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{} was not killed: {status}",
+            self.id
+        );
+    }
+
+    /// Waits for the process to abort at its armed crash point.
+    pub fn wait_abort(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert_eq!(
+                    status.signal(),
+                    Some(6),
+                    "{} ended ({status}) but did not abort:\n{}",
+                    self.id,
+                    self.log_tail()
+                );
+                self.child = None;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never reached its crash point:\n{}",
+                self.id,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether the process has ended on its own (it stays reaped-able:
+    /// [`NodeProc::wait_abort`] checks how).
+    pub fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => false,
+        }
+    }
+
+    /// A client connection.
+    pub fn connect(&self) -> redis::RedisResult<Connection> {
+        let client = redis::Client::open(format!("redis://{}/", self.client))?;
+        let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        con.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(con)
+    }
+
+    /// `RINGKV.NODES` as this node answers it.
+    pub fn nodes(&self) -> redis::RedisResult<Vec<String>> {
+        let mut con = self.connect()?;
+        redis::cmd("RINGKV.NODES").query(&mut con)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until every running node in `nodes` lists exactly `ids`, all
+/// up, no change in flight, at one epoch.
+pub fn settle(nodes: &[&NodeProc], ids: &[&str]) {
+    let want: BTreeSet<&str> = ids.iter().copied().collect();
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        let tables: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.running())
+            .map(|n| n.nodes())
+            .collect();
+        let good = tables.iter().all(|t| match t {
+            Ok(lines) => {
+                let listed: BTreeSet<&str> =
+                    lines.iter().filter_map(|l| l.split(' ').next()).collect();
+                listed == want && lines.iter().all(|l| l.contains("state=up"))
+            }
+            Err(_) => false,
+        });
+        let epochs: BTreeSet<String> = tables
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|l| {
+                l.split(' ')
+                    .find(|w| w.starts_with("epoch="))
+                    .map(String::from)
+            })
+            .collect();
+        if good && epochs.len() == 1 {
+            return;
+        }
+        last = tables;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("--- {}:\n{}", n.id, n.log_tail()))
+        .collect();
+    panic!(
+        "the cluster did not settle on {ids:?}: {last:#?}\n{}",
+        logs.join("\n")
+    );
+}
+
+/// What clients were told: acknowledged values, and keys whose write
+/// failed (it may or may not have been applied).
+#[derive(Default)]
+pub struct Model {
+    pub acked: BTreeMap<String, String>,
+    pub unknown: BTreeMap<String, String>,
+}
+
+/// Writes unique keys through the node at `addr` until `stop`, each key
+/// once, reconnecting after errors.
+pub fn writer(
+    name: String,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Model> {
+    std::thread::spawn(move || {
+        let mut model = Model::default();
+        let mut con: Option<Connection> = None;
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let c = match &mut con {
+                Some(c) => c,
+                None => match redis::Client::open(format!("redis://{addr}/"))
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+                {
+                    Ok(c) => {
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                        con.insert(c)
+                    }
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                },
+            };
+            let key = format!("{name}:{i}");
+            let value = format!("v{i}");
+            i += 1;
+            // A steady trickle (a few hundred writes a second), so that
+            // writes land in every phase of a move without burying the
+            // checks under keys.
+            std::thread::sleep(Duration::from_millis(3));
+            match redis::cmd("SET").arg(&key).arg(&value).query::<()>(c) {
+                Ok(()) => {
+                    model.acked.insert(key, value);
+                }
+                Err(e) => {
+                    if e.code() == Some("TRYAGAIN") && !e.detail().unwrap_or("").contains("may") {
+                        // Refused before it ran (a fence, a down node).
+                        continue;
+                    }
+                    model.unknown.insert(key, value);
+                    if e.is_io_error() || e.is_connection_dropped() {
+                        con = None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        model
+    })
+}
+
+/// Writes `count` keys `load:i` through `node`, all acknowledged.
+pub fn load(node: &NodeProc, count: usize, model: &mut Model) {
+    let mut con = node.connect().expect("connect");
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.cmd("SET")
+            .arg(format!("load:{i}"))
+            .arg(format!("l{i}"))
+            .ignore();
+    }
+    let () = pipe.query(&mut con).expect("load");
+    for i in 0..count {
+        model.acked.insert(format!("load:{i}"), format!("l{i}"));
+    }
+}
+
+/// Every acknowledged key reads its value through the first node (all of
+/// them) and a sample through every other node; an unknown write reads its
+/// value or nothing. Reads are pipelined, 500 at a time.
+pub fn check(nodes: &[&NodeProc], model: &Model) {
+    for (n, node) in nodes.iter().enumerate() {
+        let mut con = node.connect().expect("connect");
+        let every = if n == 0 { 1 } else { 13 };
+        let keys: Vec<(&String, &String, bool)> = model
+            .acked
+            .iter()
+            .map(|(k, v)| (k, v, true))
+            .chain(model.unknown.iter().map(|(k, v)| (k, v, false)))
+            .step_by(every)
+            .collect();
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (key, _, _) in chunk {
+                pipe.cmd("GET").arg(*key);
+            }
+            let got: Vec<Option<String>> = pipe
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("GETs through {}: {e}", node.id));
+            for ((key, value, acked), got) in chunk.iter().zip(got) {
+                if *acked {
+                    assert_eq!(
+                        got.as_deref(),
+                        Some(value.as_str()),
+                        "acknowledged key {key} through {}",
+                        node.id
+                    );
+                } else {
+                    assert!(
+                        got.is_none() || got.as_deref() == Some(value.as_str()),
+                        "key {key} of a failed write reads {got:?} through {}",
+                        node.id
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `ringkv node` processes on loopback, each with its own data directory:
+//! a fourth node joins three under client load, one is decommissioned,
+//! and processes are killed (`kill -9`, or an abort at a chosen point of a
+//! range move: the source mid-copy and at its last shipment, the target
+//! mid-copy, the Raft leader before and after a switch) and restarted on
+//! their directories. Afterwards every acknowledged write reads back
+//! through every node, and all nodes report the same membership and epoch.
+
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use harness::{Mode, Model, NodeProc, check, load, settle, writer};
+
+/// Keys loaded before the join: enough that every source serves pages.
+const KEYS: usize = 3000;
+
+/// Nodes n1..n4: the first three started and loaded, n4 not started.
+struct Nodes {
+    n: Vec<NodeProc>,
+    model: Model,
+    stop: Arc<AtomicBool>,
+    writers: Vec<JoinHandle<Model>>,
+}
+
+impl Nodes {
+    /// n1 (`--init`), n2 and n3 (`--join n1`), each with `env[i]`, `KEYS`
+    /// keys loaded, and writers through n1 and n3.
+    fn three(home: &std::path::Path, env: [&[(&str, &str)]; 3]) -> Nodes {
+        let mut n: Vec<NodeProc> = ["n1", "n2", "n3", "n4"]
+            .iter()
+            .map(|id| NodeProc::new(home, id))
+            .collect();
+        let seed = n[0].peer;
+        n[0].start(Mode::Init, env[0]);
+        n[1].start(Mode::Join(seed), env[1]);
+        n[2].start(Mode::Join(seed), env[2]);
+        settle(&[&n[0], &n[1], &n[2]], &["n1", "n2", "n3"]);
+        let mut model = Model::default();
+        load(&n[0], KEYS, &mut model);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = vec![
+            writer("a".into(), n[0].client, Arc::clone(&stop)),
+            writer("b".into(), n[2].client, Arc::clone(&stop)),
+        ];
+        Nodes {
+            n,
+            model,
+            stop,
+            writers,
+        }
+    }
+
+    fn all(&self) -> Vec<&NodeProc> {
+        self.n.iter().collect()
+    }
+
+    /// Stops the writers, then checks every write through every node.
+    fn finish(mut self, ids: &[&str]) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.writers.drain(..) {
+            let more = h.join().expect("writer");
+            self.model.acked.extend(more.acked);
+            self.model.unknown.extend(more.unknown);
+        }
+        let live: Vec<&NodeProc> = self
+            .n
+            .iter()
+            .filter(|n| n.running() && ids.contains(&n.id.as_str()))
+            .collect();
+        settle(&live, ids);
+        assert!(
+            self.model.acked.len() > KEYS,
+            "the writers had writes acknowledged during the test"
+        );
+        check(&live, &self.model);
+    }
+}
+
+#[test]
+fn a_node_joins_under_load_one_restarts_after_kill_9_and_one_leaves() {
+    let home = tempfile::tempdir().unwrap();
+    let mut c = Nodes::three(home.path(), [&[], &[], &[]]);
+    let seed = c.n[0].peer;
+    c.n[3].start(Mode::Join(seed), &[]);
+    settle(&c.all(), &["n1", "n2", "n3", "n4"]);
+    assert!(
+        c.n[3].nodes().unwrap()[3].contains("keys=")
+            && !c.n[3].nodes().unwrap()[3].contains("keys=0 "),
+        "n4 received keys: {:?}",
+        c.n[3].nodes()
+    );
+
+    c.n[1].kill();
+    c.n[1].start(Mode::Restart, &[]);
+    settle(&c.all(), &["n1", "n2", "n3", "n4"]);
+
+    let mut con = c.n[0].connect().unwrap();
+    let () = redis::cmd("RINGKV.REMOVENODE")
+        .arg("n3")
+        .query(&mut con)
+        .unwrap();
+    // n3 keeps running (it answers by forwarding) but is no member.
+    let members: Vec<&NodeProc> = vec![&c.n[0], &c.n[1], &c.n[3]];
+    settle(&members, &["n1", "n2", "n4"]);
+    c.finish(&["n1", "n2", "n4"]);
+}
+
+/// Node `victim` (0-based) of n1..n3 aborts at `point` while n4 joins;
+/// it restarts on its directory and the join completes.
+fn abort_during_join(point: &str, victims: &[usize]) {
+    let home = tempfile::tempdir().unwrap();
+    // Armed for n4's change only: the joins that form the cluster pass.
+    let point = format!("{point}:n4");
+    let armed = [("RINGKV_NODE_ABORT_AT", point.as_str())];
+    let env = |i: usize| -> &[(&str, &str)] { if victims.contains(&i) { &armed } else { &[] } };
+    let mut c = Nodes::three(home.path(), [env(0), env(1), env(2)]);
+    let seed = c.n[0].peer;
+    c.n[3].start(Mode::Join(seed), env(3));
+    // Whichever armed node reaches the point first aborts there.
+    let deadline = std::time::Instant::now() + harness::PATIENCE;
+    let victim = loop {
+        if let Some(&v) = victims.iter().find(|&&v| c.n[v].exited()) {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node reached {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    c.n[victim].wait_abort();
+    c.n[victim].start(Mode::Restart, &[]);
+    settle(&c.all(), &["n1", "n2", "n3", "n4"]);
+    c.finish(&["n1", "n2", "n3", "n4"]);
+}
+
+#[test]
+fn the_source_aborting_mid_copy_restarts_and_the_join_completes() {
+    abort_during_join("scan-page", &[1]);
+}
+
+#[test]
+fn the_target_aborting_mid_copy_restarts_and_the_join_completes() {
+    abort_during_join("copy-page", &[3]);
+}
+
+#[test]
+fn the_source_aborting_at_its_last_shipment_restarts_and_the_join_completes() {
+    abort_during_join("ship", &[1]);
+}
+
+#[test]
+fn the_leader_aborting_before_a_switch_restarts_and_the_join_completes() {
+    abort_during_join("before-switch", &[0, 1, 2]);
+}
+
+#[test]
+fn the_leader_aborting_after_a_switch_restarts_and_the_join_completes() {
+    abort_during_join("after-switch", &[0, 1, 2]);
+}
