@@ -49,6 +49,7 @@ pub mod fault;
 mod moves;
 mod router;
 mod service;
+mod split;
 pub mod view;
 pub mod wire;
 

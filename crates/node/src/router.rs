@@ -151,9 +151,32 @@ impl Router for NodeRouter {
             Decision::Down(node) => Route::Error(format!(
                 "CLUSTERDOWN node {node}, which serves this key, is down"
             )),
-            Decision::CrossNode => Route::Error(
-                "CROSSSLOT Keys in request don't hash to the same node (use a {hash tag})".into(),
-            ),
+            Decision::CrossNode => {
+                if request.forwarded.is_some() {
+                    // The sender split by an older view: it splits again.
+                    return Route::Moved {
+                        epoch,
+                        node: String::new(),
+                    };
+                }
+                match crate::split::shape(&request.words[0]) {
+                    Some(shape) if !request.pinned => {
+                        drop(guard);
+                        let inner = Arc::clone(inner);
+                        let words = request.words.to_vec();
+                        Route::Elsewhere(Box::pin(crate::split::run(
+                            inner,
+                            words,
+                            shape,
+                            request.protocol,
+                        )))
+                    }
+                    _ => Route::Error(
+                        "CROSSSLOT Keys in request don't hash to the same node (use a {hash tag})"
+                            .into(),
+                    ),
+                }
+            }
             Decision::NoCluster => {
                 Route::Error("CLUSTERDOWN the cluster is not initialised".into())
             }

@@ -210,3 +210,88 @@ async fn check_through(node: &Node, model: &BTreeMap<String, Option<String>>) {
         assert_eq!(&got, value, "key {key} through the departed node");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_key_commands_split_by_owner_and_reassemble_in_request_order() {
+    let a = start("a", Start::Init, None).await;
+    let b = start("b", Start::Join(a.peer_addr().to_string()), None).await;
+    settled(&[&a, &b], 2).await;
+    let mut con = client(&b).await;
+    let keys: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    let mut mset = redis::cmd("MSET");
+    for k in &keys {
+        mset.arg(k).arg(format!("value of {k}"));
+    }
+    let () = mset.query_async(&mut con).await.unwrap();
+    // Both nodes hold some: the command really was split.
+    assert!(
+        a.local_keys() > 0 && b.local_keys() > 0,
+        "{} {}",
+        a.local_keys(),
+        b.local_keys()
+    );
+    assert_eq!(a.local_keys() + b.local_keys(), keys.len());
+
+    let mut asked: Vec<String> = keys.iter().rev().cloned().collect();
+    asked.insert(7, "absent".into());
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&asked)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let want: Vec<Option<String>> = asked
+        .iter()
+        .map(|k| (k != "absent").then(|| format!("value of {k}")))
+        .collect();
+    assert_eq!(got, want);
+
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&asked)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(n, 40);
+    let n: i64 = redis::cmd("DEL")
+        .arg(&keys[..10])
+        .arg("absent")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&keys)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(n, 30);
+    // Commands that cannot be split say so.
+    let owner = |key: String| {
+        let mut con = con.clone();
+        async move {
+            let located: Vec<String> = redis::cmd("RINGKV.LOCATE")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            located[1].clone()
+        }
+    };
+    let from = keys[10].clone();
+    let mut to = String::new();
+    for i in 0.. {
+        to = format!("dest{i}");
+        if owner(to.clone()).await != owner(from.clone()).await {
+            break;
+        }
+    }
+    let e = redis::cmd("RENAME")
+        .arg(&from)
+        .arg(&to)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}
