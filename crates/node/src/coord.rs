@@ -211,3 +211,65 @@ fn describe(command: &Command) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// The failure detector, run by the leader: every [`PROBE_EVERY`] it asks
+/// each member for its status; a member silent for `down_after` is
+/// committed down (`MarkDown`: its keys answer `-CLUSTERDOWN`, nothing
+/// moves), and a down member that answers again is committed up. No
+/// gossip: one prober, the leader, whose view is the log's.
+pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
+    let raft = inner.raft.get().expect("raft starts first").clone();
+    // When each member last answered; reset when this node becomes leader,
+    // so that a new leader gives every member a full `down_after`.
+    let mut heard: std::collections::HashMap<String, Instant> = Default::default();
+    let mut leading = false;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        if raft.metrics().borrow().state != ServerState::Leader {
+            leading = false;
+            continue;
+        }
+        let state = inner.store.state();
+        if !leading {
+            leading = true;
+            heard.clear();
+        }
+        let probes = state
+            .members
+            .iter()
+            .filter(|(id, _)| **id != inner.me)
+            .map(|(id, member)| {
+                let inner = Arc::clone(&inner);
+                let addr = member.peer_addr.clone();
+                let id = id.clone();
+                async move {
+                    let ok = crate::service::status(&*inner.transport, &addr)
+                        .await
+                        .is_ok();
+                    (id, ok)
+                }
+            });
+        let now = Instant::now();
+        for (id, ok) in futures::future::join_all(probes).await {
+            let last = *heard.entry(id.clone()).or_insert(now);
+            let member = &state.members[&id];
+            if ok {
+                heard.insert(id.clone(), Instant::now());
+                if member.down {
+                    let up = Command::MarkUp {
+                        id,
+                        client_addr: member.client_addr.clone(),
+                        peer_addr: member.peer_addr.clone(),
+                    };
+                    commit(&raft, up).await;
+                }
+            } else if !member.down && last.elapsed() >= down_after {
+                warn!(node = %id, silent_ms = last.elapsed().as_millis() as u64, "marking down");
+                commit(&raft, Command::MarkDown { id }).await;
+            }
+        }
+    }
+}
+
+/// How often the leader probes the members.
+const PROBE_EVERY: Duration = Duration::from_millis(500);

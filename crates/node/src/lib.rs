@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub server: ServerConfig,
     /// Raft's timings.
     pub raft: Arc<openraft::Config>,
+    /// A member silent this long (to the leader's probes) is marked down.
+    pub down_after: Duration,
 }
 
 impl NodeConfig {
@@ -104,6 +106,7 @@ impl NodeConfig {
             placement: PlacementSpec::BALANCED,
             server: ServerConfig::default(),
             raft: raft_config(),
+            down_after: Duration::from_secs(5),
         }
     }
 }
@@ -422,6 +425,7 @@ impl Node {
         let mut tasks = vec![
             tokio::spawn(publisher(Arc::clone(&inner))),
             tokio::spawn(coord::run(Arc::clone(&inner))),
+            tokio::spawn(coord::detect(Arc::clone(&inner), config.down_after)),
             tokio::spawn(catch_up(Arc::clone(&inner))),
         ];
         let (stop, stopped) = oneshot::channel::<()>();

@@ -16,11 +16,24 @@ use tokio::net::TcpListener;
 const SECRET: &str = "the nodes test's secret";
 
 async fn start(id: &str, start: Start, dir: Option<&std::path::Path>) -> Node {
+    let any = "127.0.0.1:0".parse().unwrap();
+    start_at(id, start, dir, any, any).await
+}
+
+/// [`start`] on given addresses (a restart keeps its addresses).
+async fn start_at(
+    id: &str,
+    start: Start,
+    dir: Option<&std::path::Path>,
+    client: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+) -> Node {
     let mut config = NodeConfig::new(id, start, Secret::new(SECRET));
     config.placement = PlacementSpec::BalancedPartitions { partitions: 64 };
     config.data_dir = dir.map(|d| d.join(id));
-    let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    config.down_after = Duration::from_millis(1500);
+    let client = TcpListener::bind(client).await.unwrap();
+    let peer = TcpListener::bind(peer).await.unwrap();
     Node::start(config, client, peer).await.unwrap()
 }
 
@@ -292,6 +305,77 @@ async fn multi_key_commands_split_by_owner_and_reassemble_in_request_order() {
         .unwrap_err();
     assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
     for node in [a, b] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_is_marked_down_its_keys_answer_clusterdown_and_it_comes_back_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start("a", Start::Init, Some(dir.path())).await;
+    let seed = a.peer_addr().to_string();
+    let b = start("b", Start::Join(seed.clone()), Some(dir.path())).await;
+    let c = start("c", Start::Join(seed), Some(dir.path())).await;
+    settled(&[&a, &b, &c], 3).await;
+    let mut con = client(&a).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("d{i}")).collect();
+    for k in &keys {
+        let () = redis::cmd("SET")
+            .arg(k)
+            .arg(k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let on_c: Vec<&String> = keys
+        .iter()
+        .filter(|k| a.state().serving_key(k.as_bytes()).unwrap().node == "c")
+        .collect();
+    assert!(!on_c.is_empty() && on_c.len() < keys.len());
+    let (c_client, c_peer) = (c.client_addr(), c.peer_addr());
+    c.shutdown().await;
+
+    let mut down = false;
+    for _ in 0..100 {
+        if a.state().members["c"].state() == NodeState::Down {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "c was not marked down: {:?}", a.state().members["c"]);
+    for k in &keys {
+        let got: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg(k).query_async(&mut con).await;
+        if on_c.contains(&k) {
+            let e = got.unwrap_err();
+            assert_eq!(e.code(), Some("CLUSTERDOWN"), "{k}: {e}");
+        } else {
+            assert_eq!(got.unwrap().as_deref(), Some(k.as_str()));
+        }
+    }
+    let lines: Vec<String> = redis::cmd("RINGKV.NODES")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("c ") && l.contains("state=down")),
+        "{lines:?}"
+    );
+
+    let c = start_at("c", Start::Restart, Some(dir.path()), c_client, c_peer).await;
+    settled(&[&a, &b, &c], 3).await;
+    for k in &keys {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(k.as_str()));
+    }
+    for node in [a, b, c] {
         node.shutdown().await;
     }
 }
