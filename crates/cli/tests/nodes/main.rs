@@ -161,3 +161,67 @@ fn the_leader_aborting_before_a_switch_restarts_and_the_join_completes() {
 fn the_leader_aborting_after_a_switch_restarts_and_the_join_completes() {
     abort_during_join("after-switch", &[0, 1, 2]);
 }
+
+#[test]
+fn cluster_up_starts_agreeing_nodes_status_prints_them_and_a_signal_stops_them_all() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let home = tempfile::tempdir().unwrap();
+    // Client ports BASE+1, BASE+2; peer ports BASE+101, BASE+102.
+    let base = harness::free_addr().port().saturating_sub(1).min(60000);
+    let mut up = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args([
+            "cluster",
+            "up",
+            "--nodes",
+            "2",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(home.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, "ringkv cluster of 2 nodes is up:");
+    let table: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(table.iter().all(|l| l.contains("state=up")), "{table:?}");
+
+    let client = format!("127.0.0.1:{}", base + 2);
+    let status = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["cluster", "status", "--node", &client])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let printed = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        printed.lines().filter(|l| l.contains("state=up")).count() == 2,
+        "{printed}"
+    );
+
+    let mut con = redis::Client::open(format!("redis://{client}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    drop(con);
+
+    Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(up.wait().unwrap().success());
+    // Both node processes stopped with it.
+    let after = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["cluster", "status", "--node", &client])
+        .output()
+        .unwrap();
+    assert!(
+        !after.status.success(),
+        "a node still answers after the stop"
+    );
+}
