@@ -58,6 +58,10 @@ pub struct NodeArgs {
     /// cluster's life). Fewer partitions, fewer and larger ranges per move.
     #[arg(long, default_value_t = ringkv_ring::BalancedConfig::default().partitions)]
     pub partitions: u32,
+    /// Copy at most this many keys a second when this node receives
+    /// ranges (0: as fast as it can).
+    #[arg(long, default_value_t = 0)]
+    pub rebalance_rate: u64,
 }
 
 fn fsync_policy(name: &str) -> Result<FsyncPolicy, String> {
@@ -85,6 +89,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     config.data_dir = args.data_dir.clone();
     config.fsync = args.fsync;
     config.server.requirepass = args.requirepass.clone();
+    config.rebalance_rate = Some(args.rebalance_rate).filter(|&r| r > 0);
     config.placement = ringkv_meta::PlacementSpec::BalancedPartitions {
         partitions: args.partitions,
     };

@@ -90,6 +90,9 @@ pub struct NodeConfig {
     pub raft: Arc<openraft::Config>,
     /// A member silent this long (to the leader's probes) is marked down.
     pub down_after: Duration,
+    /// Keys per second this node copies when it receives ranges (`None`:
+    /// as fast as it can).
+    pub rebalance_rate: Option<u64>,
 }
 
 impl NodeConfig {
@@ -107,6 +110,7 @@ impl NodeConfig {
             server: ServerConfig::default(),
             raft: raft_config(),
             down_after: Duration::from_secs(5),
+            rebalance_rate: None,
         }
     }
 }
@@ -186,6 +190,8 @@ pub(crate) struct Inner {
     /// range calls.
     pub ready: AtomicBool,
     pub executor: OnceLock<Executor>,
+    /// `--rebalance-rate`: keys per second of this node's copies.
+    pub rebalance_rate: Option<u64>,
     pub raft_service: OnceLock<Arc<ringkv_meta::raft::RaftService>>,
 }
 
@@ -331,6 +337,7 @@ impl Node {
             moves: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             executor: OnceLock::new(),
+            rebalance_rate: config.rebalance_rate.filter(|&r| r > 0),
             raft_service: OnceLock::new(),
         });
         let peer_server = ringkv_peer::serve(

@@ -27,7 +27,7 @@ use crate::service::{decode, encode};
 use crate::view::keeps;
 use crate::wire::{Cursor, Pull, Pulled, Scan, ScanPage, Ship, Shipment};
 
-/// Entries per page of a copy.
+/// Entries per page of a copy (fewer under a low `--rebalance-rate`).
 const PAGE: usize = 1024;
 
 /// How long a peer's range call waits for this node to reach its epoch.
@@ -282,6 +282,8 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
             let addr = peer_addr(&state, source)?;
             let mut cursor = None;
             let mut tracker = None;
+            let began = tokio::time::Instant::now();
+            let copied_before = pulled.keys;
             loop {
                 let body = encode(&Scan {
                     change: change.id,
@@ -309,6 +311,12 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
                 }
                 pulled.keys += done.keys;
                 pulled.bytes += done.bytes;
+                if let Some(rate) = inner.rebalance_rate {
+                    // `--rebalance-rate`: no faster than `rate` keys a second.
+                    let due =
+                        Duration::from_secs_f64((pulled.keys - copied_before) as f64 / rate as f64);
+                    tokio::time::sleep_until(began + due).await;
+                }
                 if cursor.is_none() {
                     break;
                 }

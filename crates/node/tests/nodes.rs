@@ -15,6 +15,11 @@ use tokio::net::TcpListener;
 
 const SECRET: &str = "the nodes test's secret";
 
+thread_local! {
+    /// `--rebalance-rate` of the nodes the current test thread starts.
+    static RATE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
 async fn start(id: &str, start: Start, dir: Option<&std::path::Path>) -> Node {
     let any = "127.0.0.1:0".parse().unwrap();
     start_at(id, start, dir, any, any).await
@@ -32,6 +37,7 @@ async fn start_at(
     config.placement = PlacementSpec::BalancedPartitions { partitions: 64 };
     config.data_dir = dir.map(|d| d.join(id));
     config.down_after = Duration::from_millis(1500);
+    config.rebalance_rate = RATE.with(|r| r.get());
     let client = TcpListener::bind(client).await.unwrap();
     let peer = TcpListener::bind(peer).await.unwrap();
     Node::start(config, client, peer).await.unwrap()
@@ -376,6 +382,36 @@ async fn a_silent_node_is_marked_down_its_keys_answer_clusterdown_and_it_comes_b
         assert_eq!(got.as_deref(), Some(k.as_str()));
     }
     for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_joining_node_copies_no_faster_than_its_rebalance_rate() {
+    let a = start("a", Start::Init, None).await;
+    settled(&[&a], 1).await;
+    let mut con = client(&a).await;
+    for i in 0..600 {
+        let () = redis::cmd("SET")
+            .arg(format!("r{i}"))
+            .arg(i)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    RATE.with(|r| r.set(Some(200)));
+    let began = std::time::Instant::now();
+    let b = start("b", Start::Join(a.peer_addr().to_string()), None).await;
+    settled(&[&a, &b], 2).await;
+    let took = began.elapsed();
+    let moved = b.local_keys() as f64;
+    assert!(moved > 100.0, "b received {moved} keys");
+    // A lower bound only: the copy cannot have gone faster than the rate.
+    assert!(
+        took.as_secs_f64() >= moved / 200.0,
+        "{moved} keys in {took:?} at 200 keys/s"
+    );
+    for node in [a, b] {
         node.shutdown().await;
     }
 }
