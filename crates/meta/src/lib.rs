@@ -58,4 +58,4 @@ pub use command::{Applied, Command, Rejected, Response};
 pub use member::{Lifecycle, Member, NodeSpec, NodeState};
 pub use serial::PlacementSpec;
 pub use state::{DecodeError, FIRST_RAFT_ID, META_FORMAT, MetaState, Serving};
-pub use voters::{choose_voters, voter_count};
+pub use voters::{choose_voters, seated_down, voter_count};
