@@ -36,7 +36,7 @@ use parking_lot::{Mutex, RwLock};
 use ringkv_cluster::{Cluster, ClusterConfig, FsyncPolicy};
 use ringkv_meta::raft::{DiskLogStore, MemLogStore, MetaRaft, MetaStore, PeerNetwork};
 use ringkv_meta::{Command, FIRST_RAFT_ID, MetaState, NodeSpec, PlacementSpec, Rejected};
-use ringkv_peer::{Limits, PeerServer, PeerTransport, Secret, TcpTransport};
+use ringkv_peer::{Limits, MemTransport, PeerServer, PeerTransport, Secret, TcpTransport};
 use ringkv_persist::{DataDir, Durability};
 use ringkv_server::ServerConfig;
 use ringkv_server::route::Executor;
@@ -257,15 +257,24 @@ impl Inner {
 pub struct Node {
     inner: Arc<Inner>,
     client_addr: SocketAddr,
-    peer_addr: SocketAddr,
+    peer_addr: String,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _peer_server: PeerServer,
+    _peer_server: Option<PeerServer>,
+    mem: Option<(MemTransport, String)>,
 }
 
 const RAFT_ID_RECORD: &[u8] = b"node/raft-id";
 const NODE_ID_RECORD: &[u8] = b"node/id";
+
+/// Where a node's peers reach it.
+enum PeerSide {
+    /// TCP, with the cluster secret.
+    Tcp(TcpListener),
+    /// The in-memory network, at this address.
+    Mem(MemTransport, String),
+}
 
 impl Node {
     /// Starts node `config.id`, serving clients on `client` and peers on
@@ -275,13 +284,39 @@ impl Node {
         client: TcpListener,
         peer: TcpListener,
     ) -> Result<Node, NodeError> {
+        Node::start_on(config, client, PeerSide::Tcp(peer)).await
+    }
+
+    /// Starts node `config.id` with its peers on the in-memory network
+    /// `net` at address `addr` (tests cut and heal its links); clients
+    /// still connect over TCP to `client`.
+    pub async fn start_in_memory(
+        config: NodeConfig,
+        client: TcpListener,
+        net: &MemTransport,
+        addr: &str,
+    ) -> Result<Node, NodeError> {
+        Node::start_on(config, client, PeerSide::Mem(net.node(addr), addr.into())).await
+    }
+
+    async fn start_on(
+        config: NodeConfig,
+        client: TcpListener,
+        peer: PeerSide,
+    ) -> Result<Node, NodeError> {
         let client_addr = client.local_addr()?;
-        let peer_addr = peer.local_addr()?;
-        ringkv_peer::check_secret(peer_addr, &config.secret)?;
+        let peer_addr = match &peer {
+            PeerSide::Tcp(listener) => {
+                let addr = listener.local_addr()?;
+                ringkv_peer::check_secret(addr, &config.secret)?;
+                addr.to_string()
+            }
+            PeerSide::Mem(_, addr) => addr.clone(),
+        };
         let spec = NodeSpec {
             id: config.id.clone(),
             client_addr: client_addr.to_string(),
-            peer_addr: peer_addr.to_string(),
+            peer_addr: peer_addr.clone(),
             weight: config.weight,
         };
         let cluster_config = ClusterConfig {
@@ -321,8 +356,12 @@ impl Node {
             Some(dir) => MetaStore::open(dir).map_err(|e| NodeError::Raft(e.to_string()))?,
             None => MetaStore::default(),
         };
-        let transport: Arc<dyn PeerTransport> =
-            Arc::new(TcpTransport::new(config.secret.clone(), Limits::default()));
+        let transport: Arc<dyn PeerTransport> = match &peer {
+            PeerSide::Tcp(_) => {
+                Arc::new(TcpTransport::new(config.secret.clone(), Limits::default()))
+            }
+            PeerSide::Mem(net, _) => Arc::new(net.clone()),
+        };
         let inner = Arc::new(Inner {
             me: config.id.clone(),
             cluster: Arc::new(cluster),
@@ -340,12 +379,22 @@ impl Node {
             rebalance_rate: config.rebalance_rate.filter(|&r| r > 0),
             raft_service: OnceLock::new(),
         });
-        let peer_server = ringkv_peer::serve(
-            peer,
-            config.secret.clone(),
-            service::NodeService::new(Arc::clone(&inner)),
-            Limits::default(),
-        )?;
+        let handler = service::NodeService::new(Arc::clone(&inner));
+        let (peer_server, mem) = match peer {
+            PeerSide::Tcp(listener) => (
+                Some(ringkv_peer::serve(
+                    listener,
+                    config.secret.clone(),
+                    handler,
+                    Limits::default(),
+                )?),
+                None,
+            ),
+            PeerSide::Mem(net, addr) => {
+                net.register(&addr, handler);
+                (None, Some((net, addr)))
+            }
+        };
 
         // Which Raft member this is: remembered, the first, or admitted now.
         let (raft_id, fresh) = match (stored_id, &config.start) {
@@ -462,6 +511,7 @@ impl Node {
             server,
             tasks,
             _peer_server: peer_server,
+            mem,
         })
     }
 
@@ -471,8 +521,8 @@ impl Node {
     }
 
     /// Where peers reach this node.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
+    pub fn peer_addr(&self) -> &str {
+        &self.peer_addr
     }
 
     /// The metadata this node serves by.
@@ -485,6 +535,14 @@ impl Node {
         self.inner.ready.load(Ordering::Acquire)
     }
 
+    /// Whether this node is the Raft leader (the coordinator) now.
+    pub fn is_leader(&self) -> bool {
+        self.inner
+            .raft
+            .get()
+            .is_some_and(|r| r.metrics().borrow().state == openraft::ServerState::Leader)
+    }
+
     /// Keys in the node's local store.
     pub fn local_keys(&self) -> usize {
         self.inner.cluster.dbsize()
@@ -494,6 +552,9 @@ impl Node {
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some((net, addr)) = self.mem.take() {
+            net.unregister(&addr);
         }
         let _ = (&mut self.server).await;
         for task in &self.tasks {

@@ -338,7 +338,7 @@ async fn a_silent_node_is_marked_down_its_keys_answer_clusterdown_and_it_comes_b
         .filter(|k| a.state().serving_key(k.as_bytes()).unwrap().node == "c")
         .collect();
     assert!(!on_c.is_empty() && on_c.len() < keys.len());
-    let (c_client, c_peer) = (c.client_addr(), c.peer_addr());
+    let (c_client, c_peer) = (c.client_addr(), c.peer_addr().parse().unwrap());
     c.shutdown().await;
 
     let mut down = false;

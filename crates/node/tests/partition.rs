@@ -1,0 +1,175 @@
+//! Three nodes whose peers talk over the in-memory transport, so the test
+//! can partition them: the Raft leader is cut off from the other two.
+//! The majority elects a leader and commits (it marks the isolated node
+//! down: its keys answer `-CLUSTERDOWN` there, the others are served); the
+//! isolated node commits nothing (its epoch does not move) and keeps
+//! serving its own keys, which nobody else serves. After the heal every
+//! node agrees again and every key reads its value everywhere.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use ringkv_meta::{NodeState, PlacementSpec};
+use ringkv_node::{Node, NodeConfig, Start};
+use ringkv_peer::{DEFAULT_FRAME_LIMIT, MemTransport, Secret};
+use tokio::net::TcpListener;
+
+async fn start(net: &MemTransport, id: &str, start: Start) -> Node {
+    let mut config = NodeConfig::new(id, start, Secret::none());
+    config.placement = PlacementSpec::BalancedPartitions { partitions: 64 };
+    config.down_after = Duration::from_millis(1500);
+    let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Node::start_in_memory(config, client, net, &format!("mem-{id}"))
+        .await
+        .unwrap()
+}
+
+async fn client(node: &Node) -> MultiplexedConnection {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(20)));
+    redis::Client::open(format!("redis://{}/", node.client_addr()))
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
+}
+
+/// Waits for `ok` (checked every 100 ms), at most 30 s.
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn all_up(nodes: &[&Node]) -> bool {
+    let epochs: Vec<u64> = nodes.iter().map(|n| n.state().epoch).collect();
+    nodes.iter().all(|n| {
+        let s = n.state();
+        n.is_ready()
+            && s.change.is_none()
+            && s.members.len() == 3
+            && s.members.values().all(|m| m.state() == NodeState::Up)
+    }) && epochs.windows(2).all(|w| w[0] == w[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_commits_nothing_while_the_majority_goes_on() {
+    let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
+    let a = start(&net, "a", Start::Init).await;
+    let b = start(&net, "b", Start::Join("mem-a".into())).await;
+    let c = start(&net, "c", Start::Join("mem-a".into())).await;
+    let nodes = [&a, &b, &c];
+    until("the three agree", || {
+        all_up(&nodes) && nodes.iter().filter(|n| n.is_leader()).count() == 1
+    })
+    .await;
+    // Three voters: a majority of two can commit without the third.
+    until("three voters", || {
+        let lines = futures_lines(&a);
+        lines
+            .iter()
+            .filter(|l| l.contains("raft=voter") || l.contains("raft=leader"))
+            .count()
+            == 3
+    })
+    .await;
+
+    let mut con = client(&a).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("p{i}")).collect();
+    for k in &keys {
+        let () = redis::cmd("SET")
+            .arg(k)
+            .arg(k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+
+    let leader = *nodes.iter().find(|n| n.is_leader()).unwrap();
+    let others: Vec<&Node> = nodes.iter().copied().filter(|n| !n.is_leader()).collect();
+    let id = |n: &Node| n.peer_addr().trim_start_matches("mem-").to_string();
+    let isolated = id(leader);
+    for other in &others {
+        net.cut(leader.peer_addr(), other.peer_addr());
+    }
+    let before = leader.state().epoch;
+
+    // The majority elects a leader and marks the isolated node down.
+    until("the majority marks the isolated node down", || {
+        others.iter().any(|n| n.is_leader())
+            && others
+                .iter()
+                .all(|n| n.state().members[&isolated].state() == NodeState::Down)
+    })
+    .await;
+    let mut majority = client(others[0]).await;
+    for k in &keys {
+        let got: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg(k).query_async(&mut majority).await;
+        let owner = others[0]
+            .state()
+            .serving_key(k.as_bytes())
+            .unwrap()
+            .node
+            .to_string();
+        if owner == isolated {
+            assert_eq!(got.unwrap_err().code(), Some("CLUSTERDOWN"), "{k}");
+        } else {
+            assert_eq!(got.unwrap().as_deref(), Some(k.as_str()), "{k}");
+        }
+    }
+    // The isolated node committed nothing, and serves its own keys.
+    assert_eq!(
+        leader.state().epoch,
+        before,
+        "the minority changed its state"
+    );
+    let mut minority = client(leader).await;
+    for k in &keys {
+        if leader.state().serving_key(k.as_bytes()).unwrap().node == isolated {
+            let got: Option<String> = redis::cmd("GET")
+                .arg(k)
+                .query_async(&mut minority)
+                .await
+                .unwrap();
+            assert_eq!(got.as_deref(), Some(k.as_str()));
+        }
+    }
+
+    net.heal();
+    until("all agree again after the heal", || all_up(&nodes)).await;
+    for node in nodes {
+        let mut con = client(node).await;
+        for k in &keys {
+            let got: Option<String> = redis::cmd("GET")
+                .arg(k)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(got.as_deref(), Some(k.as_str()), "{k} after the heal");
+        }
+    }
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+/// `RINGKV.NODES` through a blocking helper (the check runs in `until`).
+fn futures_lines(node: &Node) -> Vec<String> {
+    let addr = node.client_addr();
+    std::thread::spawn(move || {
+        let mut con = redis::Client::open(format!("redis://{addr}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("RINGKV.NODES")
+            .query::<Vec<String>>(&mut con)
+            .unwrap_or_default()
+    })
+    .join()
+    .unwrap()
+}
