@@ -75,24 +75,7 @@ fn a_down_voter_keeps_its_seat_until_someone_can_take_it() {
                 node: common::node(id, 1),
             })
             .unwrap();
-        state
-            .apply(&Command::BeginChange { node: id.into() })
-            .unwrap();
-        let change = state.change.as_ref().unwrap().id;
-        let all: Vec<usize> = (0..state.change.as_ref().unwrap().ranges.len()).collect();
-        state
-            .apply(&Command::FenceRanges {
-                change,
-                ranges: all.clone(),
-            })
-            .unwrap();
-        state
-            .apply(&Command::SwitchRanges {
-                change,
-                ranges: all,
-            })
-            .unwrap();
-        state.apply(&Command::FinishChange { change }).unwrap();
+        common::complete_change(&mut state, id);
     }
     let ids: std::collections::BTreeMap<String, u64> = state
         .members

@@ -225,6 +225,27 @@ mod tests {
         state
     }
 
+    /// Begins the change of pending member `node` and takes every range
+    /// through fence and switch to the end.
+    fn complete(state: &mut MetaState, node: &str) {
+        state
+            .apply(&Command::BeginChange { node: node.into() })
+            .unwrap();
+        let change = state.change.as_ref().unwrap().id;
+        let all: Vec<usize> = (0..state.change.as_ref().unwrap().ranges.len()).collect();
+        let ranges = all.clone();
+        state
+            .apply(&Command::FenceRanges { change, ranges })
+            .unwrap();
+        state
+            .apply(&Command::SwitchRanges {
+                change,
+                ranges: all,
+            })
+            .unwrap();
+        state.apply(&Command::FinishChange { change }).unwrap();
+    }
+
     /// A key whose token moves in the change in flight, and its range.
     fn moving_key(state: &MetaState) -> (Vec<u8>, usize) {
         let change = state.change.as_ref().unwrap();
@@ -303,24 +324,7 @@ mod tests {
     #[test]
     fn keys_on_two_nodes_are_refused_and_a_down_owner_is_reported() {
         let mut state = two_nodes();
-        state
-            .apply(&Command::BeginChange { node: "2".into() })
-            .unwrap();
-        let change = state.change.as_ref().unwrap().id;
-        let all: Vec<usize> = (0..state.change.as_ref().unwrap().ranges.len()).collect();
-        state
-            .apply(&Command::FenceRanges {
-                change,
-                ranges: all.clone(),
-            })
-            .unwrap();
-        state
-            .apply(&Command::SwitchRanges {
-                change,
-                ranges: all,
-            })
-            .unwrap();
-        state.apply(&Command::FinishChange { change }).unwrap();
+        complete(&mut state, "2");
         let on = |node: &str| {
             (0..)
                 .map(|i| key_token(format!("k{i}").as_bytes()))
@@ -350,24 +354,7 @@ mod tests {
         );
         // Node 2 is joining: not eligible to vote yet.
         assert_eq!(group_step(&state, &one, &BTreeSet::from([2])), None);
-        state
-            .apply(&Command::BeginChange { node: "2".into() })
-            .unwrap();
-        let change = state.change.as_ref().unwrap().id;
-        let all: Vec<usize> = (0..state.change.as_ref().unwrap().ranges.len()).collect();
-        state
-            .apply(&Command::FenceRanges {
-                change,
-                ranges: all.clone(),
-            })
-            .unwrap();
-        state
-            .apply(&Command::SwitchRanges {
-                change,
-                ranges: all,
-            })
-            .unwrap();
-        state.apply(&Command::FinishChange { change }).unwrap();
+        complete(&mut state, "2");
         // Two members: one voter still (two would stop on either failing).
         assert_eq!(group_step(&state, &one, &BTreeSet::from([2])), None);
         assert_eq!(

@@ -4,10 +4,12 @@
 //! is served with its last value by every node, and held by exactly the
 //! node that serves it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use common::client;
 use ringkv_meta::{NodeState, PlacementSpec};
 use ringkv_node::{Node, NodeConfig, Start};
 use ringkv_peer::Secret;
@@ -41,16 +43,6 @@ async fn start_at(
     let client = TcpListener::bind(client).await.unwrap();
     let peer = TcpListener::bind(peer).await.unwrap();
     Node::start(config, client, peer).await.unwrap()
-}
-
-async fn client(node: &Node) -> MultiplexedConnection {
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(20)));
-    redis::Client::open(format!("redis://{}/", node.client_addr()))
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .unwrap()
 }
 
 /// Waits until every node serves, sees `members` members all up, and no

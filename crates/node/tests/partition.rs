@@ -6,9 +6,11 @@
 //! serving its own keys, which nobody else serves. After the heal every
 //! node agrees again and every key reads its value everywhere.
 
+mod common;
+
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use common::client;
 use ringkv_meta::{NodeState, PlacementSpec};
 use ringkv_node::{Node, NodeConfig, Start};
 use ringkv_peer::{DEFAULT_FRAME_LIMIT, MemTransport, Secret};
@@ -20,16 +22,6 @@ async fn start(net: &MemTransport, id: &str, start: Start) -> Node {
     config.down_after = Duration::from_millis(1500);
     let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
     Node::start_in_memory(config, client, net, &format!("mem-{id}"))
-        .await
-        .unwrap()
-}
-
-async fn client(node: &Node) -> MultiplexedConnection {
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(20)));
-    redis::Client::open(format!("redis://{}/", node.client_addr()))
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap()
 }

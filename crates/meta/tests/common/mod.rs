@@ -282,3 +282,28 @@ pub fn check_invariants(state: &MetaState) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Begins the change of pending member `node` and takes every range
+/// through fence and switch to the end.
+pub fn complete_change(state: &mut MetaState, node: &str) {
+    let change = state
+        .apply(&Command::BeginChange { node: node.into() })
+        .unwrap()
+        .change
+        .unwrap();
+    let all: Vec<usize> = (0..state.change.as_ref().map_or(0, |c| c.ranges.len())).collect();
+    if all.is_empty() {
+        return;
+    }
+    let ranges = all.clone();
+    state
+        .apply(&Command::FenceRanges { change, ranges })
+        .unwrap();
+    state
+        .apply(&Command::SwitchRanges {
+            change,
+            ranges: all,
+        })
+        .unwrap();
+    state.apply(&Command::FinishChange { change }).unwrap();
+}
