@@ -220,6 +220,54 @@ impl Router for NodeRouter {
             _ => None,
         }
     }
+
+    fn ring_info(&self) -> Vec<(String, String)> {
+        ring_info(&self.inner)
+    }
+}
+
+/// `INFO`'s `# Ring` section of a node: the cluster as its view has it, and
+/// the progress of the change in flight.
+fn ring_info(inner: &Inner) -> Vec<(String, String)> {
+    let state = inner.view();
+    let mut out = vec![
+        ("ring_nodes".to_string(), state.members.len().to_string()),
+        ("ring_epoch".to_string(), state.epoch.to_string()),
+        ("ring_node".to_string(), inner.me.clone()),
+        (
+            "ring_local_keys".to_string(),
+            inner.cluster.dbsize().to_string(),
+        ),
+        (
+            "ring_ready".to_string(),
+            u8::from(inner.ready.load(Ordering::Acquire)).to_string(),
+        ),
+        (
+            "ring_rebalancing".to_string(),
+            u8::from(state.change.is_some()).to_string(),
+        ),
+    ];
+    if let Some(change) = &state.change {
+        let (copying, fenced, done) = change.progress();
+        out.push(("rebalance_change".into(), change.id.to_string()));
+        out.push(("rebalance_node".into(), change.node.clone()));
+        out.push(("rebalance_ranges_copying".into(), copying.to_string()));
+        out.push(("rebalance_ranges_fenced".into(), fenced.to_string()));
+        out.push(("rebalance_ranges_switched".into(), done.to_string()));
+    }
+    for (i, (id, m)) in state.members.iter().enumerate() {
+        out.push((
+            format!("node{i}"),
+            format!(
+                "id={id},client={},peer={},weight={},state={}",
+                m.client_addr,
+                m.peer_addr,
+                m.weight,
+                m.state()
+            ),
+        ));
+    }
+    out
 }
 
 /// Sends a request to the node that serves its keys, following `Moved`

@@ -204,6 +204,15 @@ async fn nodes_join_and_leave_under_writes_and_every_key_stays_served() {
         .await
         .unwrap();
     assert_eq!(lines.len(), 2, "{lines:?}");
+    let info: String = redis::cmd("INFO")
+        .arg("ring")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        info.contains("ring_nodes:2\r\n") && info.contains("ring_rebalancing:0\r\n"),
+        "{info}"
+    );
     assert!(lines.iter().all(|l| l.contains("state=up")), "{lines:?}");
     for node in [a, b, c] {
         node.shutdown().await;

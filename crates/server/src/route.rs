@@ -94,6 +94,10 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
     /// Answers a `RINGKV.*` command the node handles itself (`NODES`,
     /// `REMOVENODE`), or `None` to let the server's own handler run.
     fn command(&self, name: &str, args: &[Bytes]) -> Option<AdminReply>;
+
+    /// The fields of `INFO`'s `# Ring` section, as the node sees the
+    /// cluster (instead of its one-node local cluster's).
+    fn ring_info(&self) -> Vec<(String, String)>;
 }
 
 /// What a forwarded request came to on this node.

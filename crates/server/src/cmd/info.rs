@@ -227,6 +227,13 @@ fn ring_section(shared: &Shared, out: &mut String) {
     let mut line = |key: &str, value: &dyn std::fmt::Display| {
         let _ = write!(out, "{key}:{value}\r\n");
     };
+    if let Some(router) = &shared.router {
+        out.push_str("# Ring\r\n");
+        for (key, value) in router.ring_info() {
+            let _ = write!(out, "{key}:{value}\r\n");
+        }
+        return;
+    }
     let cluster = shared.cluster.stats();
     line("# Ring\r\nring_nodes", &cluster.nodes.len());
     line("ring_epoch", &cluster.epoch);
