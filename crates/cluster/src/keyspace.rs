@@ -128,14 +128,12 @@ impl Cluster {
             if out.len() >= limit.max(1) {
                 break;
             }
-            let before = out.len();
-            next = self.read_run_upto(token, last, limit.max(1) - out.len(), &mut out)?;
+            // Each run reads into its own buffer: `read_run_upto` measures
+            // its limit against the buffer's length.
+            let mut run = Vec::new();
+            next = self.read_run_upto(token, last, limit.max(1) - out.len(), &mut run)?;
             let now = self.now_ms();
-            let live: Vec<StoredEntry> = out
-                .drain(before..)
-                .filter(|e| !e.entry.is_expired(now))
-                .collect();
-            out.extend(live);
+            out.extend(run.into_iter().filter(|e| !e.entry.is_expired(now)));
         }
         Ok((out, next.filter(|&t| t <= last)))
     }
