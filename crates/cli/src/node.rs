@@ -174,10 +174,15 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{id} did not start"))?;
     }
     let first = addr(1)?;
-    let lines = wait_for(first, Duration::from_secs(120), |lines| {
-        lines.iter().filter(|l| l.contains("state=up")).count() == args.nodes
-    })
-    .context("the nodes did not agree on the membership")?;
+    // Every node's own view: all up, no change in flight.
+    let agreed = |lines: &[String]| {
+        lines.len() == args.nodes && lines.iter().all(|l| l.contains("state=up"))
+    };
+    let mut lines = Vec::new();
+    for i in 1..=args.nodes {
+        lines = wait_for(addr(i as u16)?, Duration::from_secs(120), agreed)
+            .with_context(|| format!("node{i} did not see the membership agreed"))?;
+    }
     println!("ringkv cluster of {} nodes is up:", args.nodes);
     for line in &lines {
         println!("  {line}");

@@ -15,7 +15,7 @@ use ringkv_peer::Service;
 use tracing::{info, warn};
 
 use crate::Inner;
-use crate::service::{decode, encode, propose_here};
+use crate::service::{decode_data as decode, encode_data as encode, propose_here};
 use crate::view::{ChangeStep, GroupStep, change_step, group_step};
 use crate::wire::{Proposed, Pull, Pulled};
 
@@ -31,6 +31,10 @@ const RETRY: Duration = Duration::from_millis(500);
 /// them are held while they stay fenced).
 const MAX_SHIP_FAILURES: u32 = 3;
 
+/// Times a change's fence may be lifted after failed last shipments
+/// before the change is rolled back.
+const MAX_UNFENCES: u32 = 3;
+
 /// After a rollback, the next change waits this long.
 const AFTER_ABORT: Duration = Duration::from_secs(2);
 
@@ -41,6 +45,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let raft = inner.raft.get().expect("raft starts first").clone();
     let mut failures = 0u32;
     let mut aborted: Option<Instant> = None;
+    // Fences lifted for the change in flight (by its number): a change
+    // whose last shipment keeps failing is rolled back, not fenced forever.
+    let mut unfenced: (u64, u32) = (0, 0);
     loop {
         tokio::time::sleep(IDLE).await;
         let metrics = raft.metrics().borrow().clone();
@@ -124,7 +131,28 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     failures += 1;
                     warn!(change, last_changes = dirty, failures, error = %e, "rebalance: pull failed");
                     let committed = state.change.as_ref().is_some_and(|c| c.committed());
-                    if dirty && (e.contains("recopy") || failures >= MAX_SHIP_FAILURES) {
+                    if unfenced.0 != change {
+                        unfenced = (change, 0);
+                    }
+                    if dirty && !committed && unfenced.1 >= MAX_UNFENCES {
+                        warn!(
+                            change,
+                            unfences = unfenced.1,
+                            "rebalance: the last shipment keeps failing; rolling the change back"
+                        );
+                        commit(
+                            &raft,
+                            Command::UnfenceRanges {
+                                change,
+                                ranges: all,
+                            },
+                        )
+                        .await;
+                        commit(&raft, Command::AbortChange { change }).await;
+                        aborted = Some(Instant::now());
+                        failures = 0;
+                    } else if dirty && (e.contains("recopy") || failures >= MAX_SHIP_FAILURES) {
+                        unfenced.1 += 1;
                         // Writes are held while fenced: serve them again and
                         // copy afresh.
                         commit(

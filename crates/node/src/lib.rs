@@ -305,6 +305,14 @@ impl Node {
         peer: PeerSide,
     ) -> Result<Node, NodeError> {
         let client_addr = client.local_addr()?;
+        if config.server.requirepass.is_some() && config.secret.is_none() {
+            // Peers' forwarded requests run as authenticated: without a
+            // secret, anyone who reaches the peer port would skip AUTH.
+            return Err(NodeError::Refused(
+                "--requirepass needs --cluster-secret: forwarded requests skip AUTH, so the                  peer port must be authenticated too"
+                    .into(),
+            ));
+        }
         let peer_addr = match &peer {
             PeerSide::Tcp(listener) => {
                 let addr = listener.local_addr()?;
@@ -407,7 +415,13 @@ impl Node {
                         .map_err(NodeError::Refused)?;
                 match answer {
                     Ok(applied) => (applied.raft_id.expect("a join names the raft id"), false),
-                    Err(Rejected::AlreadyMember { raft_id, .. }) => (raft_id, false),
+                    // Its Raft log and vote are gone with its directory: as
+                    // the same Raft member it could vote twice in a term.
+                    Err(Rejected::AlreadyMember { id, .. }) => {
+                        return Err(NodeError::Refused(format!(
+                            "node `{id}` is already a member, and this start has no record of it                              (no --data-dir, or a new one): restart it with its data directory,                              or remove it (RINGKV.REMOVENODE {id}) and join again"
+                        )));
+                    }
                     Err(e) => return Err(NodeError::Refused(e.to_string())),
                 }
             }

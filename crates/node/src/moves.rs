@@ -23,12 +23,17 @@ use ringkv_ring::{Token, key_token};
 use tracing::{info, warn};
 
 use crate::Inner;
-use crate::service::{decode, encode};
+use crate::service::{decode_data as decode, encode_data as encode};
 use crate::view::keeps;
 use crate::wire::{Cursor, Pull, Pulled, Scan, ScanPage, Ship, Shipment};
 
-/// Entries per page of a copy (fewer under a low `--rebalance-rate`).
+/// Entries per page of a copy.
 const PAGE: usize = 1024;
+
+/// Bytes of keys and values per page or part of a shipment, about: well
+/// under the peer frame limit whatever the values' sizes (one entry larger
+/// than this still goes, alone).
+const PAGE_BYTES: usize = 4 << 20;
 
 /// How long a peer's range call waits for this node to reach its epoch.
 const EPOCH_WAIT: Duration = Duration::from_secs(10);
@@ -105,16 +110,26 @@ fn read_page(
     cursor: Option<Cursor>,
     count: usize,
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Cursor>), String> {
-    let mut out = Vec::new();
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut bytes = 0;
     let (mut i, mut at) = cursor.map_or((0, None), |c| (c.range, c.token));
     let mut looked = 0;
     while i < change.ranges.len() {
         let r = &change.ranges[i];
-        if r.from != me || r.to != target || r.phase != Phase::Copying {
+        if r.from != me || r.to != target || r.phase.is_done() {
             (i, at) = (i + 1, None);
             continue;
         }
-        if out.len() >= count || looked == RANGES_PER_PAGE {
+        if r.phase != Phase::Copying {
+            // The target pulls only copying ranges; a source that sees one
+            // fenced is not where the target is (a fence after the pull
+            // began): skipping it would end the copy without its keys.
+            return Err(format!(
+                "range {i} is {:?} at the source, not copying; the pull must start again",
+                r.phase
+            ));
+        }
+        if out.len() >= count || bytes >= PAGE_BYTES || looked == RANGES_PER_PAGE {
             return Ok((
                 out,
                 Some(Cursor {
@@ -137,12 +152,20 @@ fn read_page(
             let (entries, next) = cluster
                 .scan_tokens(from..=*interval.end(), count.saturating_sub(out.len()))
                 .map_err(|e| e.to_string())?;
-            out.extend(entries.into_iter().map(|e| {
-                let mut bytes = Vec::new();
-                e.entry.encode(&mut bytes);
-                (e.key.to_vec(), bytes)
-            }));
-            if let Some(t) = next {
+            let mut cut = None;
+            for e in entries {
+                // Past the byte bound, cut at the next token (keys sharing
+                // a token go together).
+                if bytes >= PAGE_BYTES && out.last().is_none_or(|(k, _)| key_token(k) != e.token) {
+                    cut = Some(e.token);
+                    break;
+                }
+                let mut encoded = Vec::new();
+                e.entry.encode(&mut encoded);
+                bytes += e.key.len() + encoded.len();
+                out.push((e.key.to_vec(), encoded));
+            }
+            if let Some(t) = cut.or(next) {
                 return Ok((
                     out,
                     Some(Cursor {
@@ -170,13 +193,15 @@ pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, 
     crate::fault::reached("ship", &change.node);
     // The view is at or past the fence: every write to these ranges that
     // this node accepted has finished, and is recorded.
-    let keys: Vec<Bytes> = {
+    let mut keys: Vec<Bytes> = {
         let tracker = inner.tracker.lock();
         match &*tracker {
             Some(t) if t.change == request.change && t.id == request.tracker => request
                 .ranges
                 .iter()
-                .flat_map(|i| t.keys.get(i).into_iter().flatten().cloned())
+                .flat_map(|i| t.keys.get(i).into_iter().flatten())
+                .filter(|k| request.after.as_deref().is_none_or(|after| &k[..] > after))
+                .cloned()
                 .collect(),
             _ => {
                 return Err(
@@ -187,21 +212,27 @@ pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, 
             }
         }
     };
+    keys.sort_unstable();
     let cluster = Arc::clone(&inner.cluster);
     tokio::task::spawn_blocking(move || {
-        let mut entries = Vec::with_capacity(keys.len());
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
         for key in keys {
+            if bytes >= PAGE_BYTES {
+                more = true;
+                break;
+            }
             let entry = cluster.get_entry(&key).map_err(|e| e.to_string())?;
-            entries.push((
-                key.to_vec(),
-                entry.map(|e| {
-                    let mut bytes = Vec::new();
-                    e.encode(&mut bytes);
-                    bytes
-                }),
-            ));
+            let entry = entry.map(|e| {
+                let mut encoded = Vec::new();
+                e.encode(&mut encoded);
+                encoded
+            });
+            bytes += key.len() + entry.as_ref().map_or(0, Vec::len);
+            entries.push((key.to_vec(), entry));
         }
-        Ok(Shipment { entries })
+        Ok(Shipment { entries, more })
     })
     .await
     .map_err(|e| e.to_string())?
@@ -243,25 +274,34 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
                 .copied()
                 .ok_or("recopy: this node holds no copy from the source (it restarted)")?;
             let addr = peer_addr(&state, &source)?;
-            let body = encode(&Ship {
-                change: change.id,
-                ranges,
-                epoch: state.epoch,
-                tracker,
-            });
-            let answer = inner
-                .transport
-                .call(&addr, Service::RangeShip, body, CALL_LIMIT)
-                .await
-                .map_err(|e| e.to_string())?;
-            let shipment: Shipment = decode(&answer)?;
-            let cluster = Arc::clone(&inner.cluster);
-            let done = tokio::task::spawn_blocking(move || apply_shipment(&cluster, shipment))
-                .await
-                .map_err(|e| e.to_string())??;
-            pulled.keys += done.keys;
-            pulled.deleted += done.deleted;
-            pulled.bytes += done.bytes;
+            let mut after = None;
+            loop {
+                let body = encode(&Ship {
+                    change: change.id,
+                    ranges: ranges.clone(),
+                    epoch: state.epoch,
+                    tracker,
+                    after: after.take(),
+                });
+                let answer = inner
+                    .transport
+                    .call(&addr, Service::RangeShip, body, CALL_LIMIT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let shipment: Shipment = decode(&answer)?;
+                let more = shipment.more;
+                after = shipment.entries.last().map(|(k, _)| k.clone());
+                let cluster = Arc::clone(&inner.cluster);
+                let done = tokio::task::spawn_blocking(move || apply_shipment(&cluster, shipment))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                pulled.keys += done.keys;
+                pulled.deleted += done.deleted;
+                pulled.bytes += done.bytes;
+                if !more {
+                    break;
+                }
+            }
         }
     } else {
         // An earlier attempt may have left part of a copy: clear the
@@ -288,7 +328,7 @@ pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, St
                 let body = encode(&Scan {
                     change: change.id,
                     target: inner.me.clone(),
-                    epoch: change.to.epoch(),
+                    epoch: state.epoch,
                     cursor,
                     count: PAGE,
                 });

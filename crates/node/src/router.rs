@@ -14,7 +14,7 @@ use ringkv_ring::key_token;
 use ringkv_server::route::{AdminReply, Elsewhere, Executor, Request, Route, Router};
 
 use crate::Inner;
-use crate::service::{decode, encode};
+use crate::service::{decode_data as decode, encode_data as encode};
 use crate::view::{Decision, copying_from, decide};
 use crate::wire::{Forward, Forwarded};
 
@@ -25,8 +25,9 @@ const FENCE_WAIT: Duration = Duration::from_secs(2);
 /// Hops a forwarded request may take (each after a `Moved`).
 const MAX_HOPS: usize = 3;
 
-/// The limit of one forwarded call.
-const FORWARD_LIMIT: Duration = Duration::from_secs(5);
+/// The limit of one forwarded call: longer than the owner's own waits
+/// (its rounds of fence and catch-up waits), so those end in `-TRYAGAIN`.
+pub(crate) const FORWARD_LIMIT: Duration = Duration::from_secs(15);
 
 /// The [`Router`] of a node.
 pub struct NodeRouter {
@@ -318,6 +319,11 @@ async fn forward(
             Err(TransportError::Unreachable { .. }) => {
                 return Elsewhere::Error(format!(
                     "TRYAGAIN node {node}, which serves this key, cannot be reached at {addr}"
+                ));
+            }
+            Err(TransportError::TooLarge { len, limit, .. }) => {
+                return Elsewhere::Error(format!(
+                    "ERR the request ({len} bytes) is over the {limit}-byte limit of calls between nodes; nothing was applied"
                 ));
             }
             Err(TransportError::Refused { why, .. }) => {

@@ -18,7 +18,7 @@ use ringkv_ring::key_token;
 use ringkv_server::route::Elsewhere;
 
 use crate::Inner;
-use crate::service::{decode, encode};
+use crate::service::{decode_data as decode, encode_data as encode};
 use crate::view::{Decision, decide};
 use crate::wire::{Forward, Forwarded};
 
@@ -193,7 +193,7 @@ async fn send(
     });
     match inner
         .transport
-        .call(&addr, Service::Forward, body, Duration::from_secs(5))
+        .call(&addr, Service::Forward, body, crate::router::FORWARD_LIMIT)
         .await
     {
         Ok(answer) => decode(&answer).map_err(|e| format!("ERR node {node} answered badly: {e}")),

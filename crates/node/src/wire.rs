@@ -63,8 +63,9 @@ pub struct Scan {
     pub change: u64,
     /// The node the ranges move to.
     pub target: String,
-    /// The epoch at which the change began (the source waits for it, so
-    /// its recording of writes has started before the first page).
+    /// The epoch of the target's view when it began the pull (the source
+    /// waits for it: its recording of writes has started, and it sees the
+    /// ranges copying as the target does).
     pub epoch: u64,
     /// Where to go on (`None`: from the first range).
     pub cursor: Option<Cursor>,
@@ -96,6 +97,9 @@ pub struct Ship {
     pub epoch: u64,
     /// The recording the target's copy came from.
     pub tracker: u64,
+    /// Go on after this key (keys ship in byte order, a bounded part at a
+    /// time; `None`: from the first).
+    pub after: Option<Vec<u8>>,
 }
 
 /// The last changes: each written key's entry now, or `None` if it is
@@ -104,6 +108,8 @@ pub struct Ship {
 pub struct Shipment {
     /// Keys and their encoded entries, or `None`.
     pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// More keys follow: ask again after the last one.
+    pub more: bool,
 }
 
 /// `RangePull`: the coordinator tells a target to pull ranges.

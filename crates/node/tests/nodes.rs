@@ -311,6 +311,42 @@ async fn multi_key_commands_split_by_owner_and_reassemble_in_request_order() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
+
+    // A transaction refused for its keys' node is over (no MULTI left
+    // queueing the next commands), and FLUSHALL is refused on a node.
+    let there = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|k| b.state().serving_key(k.as_bytes()).unwrap().node == "a")
+        .unwrap();
+    let () = redis::cmd("MULTI").query_async(&mut con).await.unwrap();
+    let queued: redis::Value = redis::cmd("SET")
+        .arg(&there)
+        .arg("1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(queued, redis::Value::SimpleString("QUEUED".into()));
+    let e = redis::cmd("EXEC")
+        .query_async::<redis::Value>(&mut con)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("run the transaction there"), "{e}");
+    let after: redis::Value = redis::cmd("SET")
+        .arg(&there)
+        .arg("2")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        redis::Value::Okay,
+        "the refused EXEC left MULTI open"
+    );
+    let e = redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported on a node"), "{e}");
     for node in [a, b] {
         node.shutdown().await;
     }
@@ -412,6 +448,80 @@ async fn a_joining_node_copies_no_faster_than_its_rebalance_rate() {
         took.as_secs_f64() >= moved / 200.0,
         "{moved} keys in {took:?} at 200 keys/s"
     );
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_moves_many_keys_and_large_values_in_bounded_pages() {
+    let a = start("a", Start::Init, None).await;
+    settled(&[&a], 1).await;
+    let mut con = client(&a).await;
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.cmd("SET").arg(format!("many{i}")).arg(i).ignore();
+    }
+    let () = pipe.query_async(&mut con).await.unwrap();
+    // Values of 2 MiB: a few fill a page's byte bound.
+    let big = |i: usize| vec![b'a' + i as u8; 2 << 20];
+    for i in 0..6 {
+        let () = redis::cmd("SET")
+            .arg(format!("big{i}"))
+            .arg(big(i))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let b = start("b", Start::Join(a.peer_addr().to_string()), None).await;
+    settled(&[&a, &b], 2).await;
+    // The source deletes its copies once the change has ended.
+    for _ in 0..100 {
+        if a.local_keys() + b.local_keys() == 5006 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        a.local_keys() + b.local_keys(),
+        5006,
+        "{} + {}",
+        a.local_keys(),
+        b.local_keys()
+    );
+    assert!(b.local_keys() > 1000, "b received {}", b.local_keys());
+    // Through b: every key, forwarded or not; and a 5 MiB value forwarded.
+    let mut con = client(&b).await;
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.cmd("GET").arg(format!("many{i}"));
+    }
+    let got: Vec<Option<u64>> = pipe.query_async(&mut con).await.unwrap();
+    assert!(got.iter().enumerate().all(|(i, v)| *v == Some(i as u64)));
+    for i in 0..6 {
+        let got: Vec<u8> = redis::cmd("GET")
+            .arg(format!("big{i}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(got == big(i), "big{i}");
+    }
+    let huge = vec![b'z'; 5 << 20];
+    for i in 0..4 {
+        let key = format!("huge{i}");
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(&huge)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let got: Vec<u8> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(got == huge, "{key}");
+    }
     for node in [a, b] {
         node.shutdown().await;
     }

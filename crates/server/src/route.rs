@@ -126,8 +126,10 @@ pub struct Executor {
 }
 
 /// Routing rounds a forwarded request may take on the owner (fences that
-/// lift and close again) before it gives up with `-TRYAGAIN`.
-const MAX_ROUNDS: usize = 8;
+/// lift and close again) before it gives up with `-TRYAGAIN`; with the
+/// router's waits (2 s each) well within the sender's call limit, so a
+/// request held by a fence gets `-TRYAGAIN`, not an unknown outcome.
+const MAX_ROUNDS: usize = 4;
 
 impl Executor {
     pub(crate) fn new(shared: &Arc<Shared>) -> Executor {

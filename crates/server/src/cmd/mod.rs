@@ -182,10 +182,24 @@ pub fn run(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
             counters.calls.fetch_add(1, Ordering::Relaxed);
             return crate::route::admin_outcome(answer);
         }
+        if matches!(spec.name, "flushall" | "flushdb") {
+            // The local store holds copies being received and ranges being
+            // copied away; wiping it would lose keys other nodes serve.
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return reply::err(
+                "FLUSHALL and FLUSHDB are not supported on a node of a multi-process cluster",
+            )
+            .into();
+        }
         match crate::route::route(ctx, router, spec, request) {
             Ok(guard) => _guard = guard,
             Err(outcome) => {
                 counters.calls.fetch_add(1, Ordering::Relaxed);
+                if spec.name == "exec" {
+                    // As Redis's EXECABORT: the transaction is over.
+                    ctx.session.multi = None;
+                    ctx.session.watched.clear();
+                }
                 return outcome;
             }
         }
