@@ -185,6 +185,16 @@ fn cluster_up_starts_agreeing_nodes_status_prints_them_and_a_signal_stops_them_a
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // If the test fails, `cluster up` is stopped (and stops its nodes).
+    struct Term(u32);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _term = Term(up.id());
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, "ringkv cluster of 2 nodes is up:");
