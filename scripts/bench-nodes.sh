@@ -15,7 +15,10 @@
 #             nodes    three redis-benchmark processes in parallel, one per
 #                      node (-c 17/17/16, -n split alike): ringkv nodes do not
 #                      answer CLUSTER SLOTS, any node serves any key by
-#                      forwarding it to its owner. rps = the sum of the three.
+#                      forwarding it to its owner. rps = the sum of the three
+#                      (tput.csv also keeps -n and the wall time of the
+#                      three). Before the first run, 300 requests through each
+#                      node with one client open its peer connections.
 #             cluster  redis-benchmark --cluster (one client thread per
 #                      master, each sending only keys of its master's slots).
 #             serve    ringkv serve, one redis-benchmark.
@@ -32,7 +35,13 @@
 #           4th master (redis-cli --cluster add-node) and
 #           `redis-cli --cluster rebalance --cluster-use-empty-masters`,
 #           timed. And `ringkv serve --nodes n1,n2,n3` + RINGKV.ADDNODE n4 as
-#           a reference. Each stopped after $LIMIT s. $ROUNDS rounds.
+#           a reference. Each stopped after $LIMIT s. $ROUNDS rounds. For
+#           the nodes, also when the members' keys add up to $KEYS again
+#           (the sources drop what they gave away after the change).
+#
+# Takes about 7 minutes for tput and 3 for rebalance, plus up to $LIMIT s
+# for an add that does not finish (at e290c5e, 600k keys or more: see the
+# section).
 #
 # Environment: RINGKV (binary, default target/release/ringkv), REPS (3),
 # SECS (6), REQUESTS (-n of every run, total over the processes; default:
@@ -40,7 +49,8 @@
 # cluster serve redis"), KEYS (1000000), ROUNDS (1), LIMIT (600),
 # PARTITIONS (ringkv node --partitions; default: ringkv's own default),
 # OUT (raw CSV and logs, default bench-out/nodes).
-# Redis Cluster config files live in a fresh directory under ${TMPDIR:-/tmp}.
+# Redis Cluster config files and the load files live in a fresh directory
+# under ${TMPDIR:-/tmp}, removed at exit.
 set -euo pipefail
 
 RINGKV=${RINGKV:-target/release/ringkv}
@@ -60,13 +70,17 @@ export RINGKV_CLUSTER_SECRET=${RINGKV_CLUSTER_SECRET:-bench-nodes-$$}
 export RUST_LOG=${RUST_LOG:-warn}
 
 declare -A PID PORT PEER
+# The work runs in a background subshell (`main` at the end) that this
+# shell waits for, so that a signal is handled at once (bash defers traps
+# while a command substitution runs). On exit, whatever way, every process
+# started under this script is stopped by its id, parents first (the
+# subshell, then servers, redis-benchmark and redis-cli --pipe).
+descendants() { local c; for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done; }
 cleanup() {
-  local p; for p in "${PID[@]}"; do kill "$p" 2>/dev/null || true; done
+  local p; for p in $(descendants $$); do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 now_ms() { date +%s%3N; }
@@ -269,6 +283,8 @@ forwarded() {
     printf "%.4f", (17 * (100000 - c["n1"]) + 17 * (100000 - c["n2"]) + 16 * (100000 - c["n3"])) / 5000000 }')" | rec forward.csv
 }
 
+# tput.csv: round,system,P1|P16,SET|GET,-n,requests/s,wall ms,server CPU ms,
+#           p50 ms,p99 ms (nodes: p50 and p99 of the first of the three)
 part_tput() {
   local s t P r n
   declare -A N
@@ -516,11 +532,20 @@ summary() {
   fi
 }
 
-note "$(date -u +%FT%TZ) parts: $PARTS; systems: $SYSTEMS; $(redis-server --version | cut -d' ' -f3); ringkv $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(uptime)"
-for part in $PARTS; do
-  note "$(date -u +%T) part $part starts; $(uptime)"
-  [ "$part" = summary ] || rm -f "$OUT/$part.csv"
-  "part_$part"
-done
-note "$(date -u +%T) done; $(uptime)"
-summary | rec summary.txt
+main() {
+  local part
+  note "$(date -u +%FT%TZ) parts: $PARTS; systems: $SYSTEMS; $(redis-server --version | cut -d' ' -f3); ringkv $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(uptime)"
+  for part in $PARTS; do
+    note "$(date -u +%T) part $part starts; $(uptime)"
+    [ "$part" = summary ] || rm -f "$OUT/$part.csv"
+    "part_$part"
+  done
+  note "$(date -u +%T) done; $(uptime)"
+  # shellcheck disable=SC2046
+  stop $(echo "${!PID[@]}")
+  summary | rec summary.txt
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+main &
+wait $!
