@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::listener::ClientStream;
 use crate::reply::{Frame, Protocol};
 use crate::request::{Limits, Parser, ProtocolError};
 
@@ -24,9 +24,8 @@ const READ_CHUNK: usize = 16 * 1024;
 pub const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// A connection's stream and its two buffers.
-#[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn ClientStream>,
     input: BytesMut,
     parser: Parser,
     output: BytesMut,
@@ -38,7 +37,7 @@ pub struct Connection {
 impl Connection {
     /// Wraps an accepted stream. With `write_timeout`, a client that takes
     /// none of its replies for that long fails the write.
-    pub fn new(stream: TcpStream, write_timeout: Option<Duration>) -> Connection {
+    pub fn new(stream: Box<dyn ClientStream>, write_timeout: Option<Duration>) -> Connection {
         Connection {
             stream,
             input: BytesMut::with_capacity(READ_CHUNK),
@@ -62,8 +61,7 @@ impl Connection {
 
     /// The stream's file descriptor, as `CLIENT LIST` shows it.
     pub fn fd(&self) -> i64 {
-        use std::os::fd::AsRawFd;
-        i64::from(self.stream.as_raw_fd())
+        self.stream.fd()
     }
 
     /// Reads more bytes. Returns `false` at the end of the stream.
@@ -80,7 +78,7 @@ impl Connection {
     /// nothing had.
     pub fn try_fill(&mut self) -> io::Result<bool> {
         self.input.reserve(READ_CHUNK);
-        match self.stream.try_read_buf(&mut self.input) {
+        match self.stream.read_now(&mut self.input) {
             Ok(n) => Ok(n > 0),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
@@ -151,7 +149,7 @@ impl Connection {
     /// the client's for a moment.
     pub async fn close(mut self) -> io::Result<()> {
         self.flush().await?;
-        close_gracefully(&mut self.stream, Duration::from_millis(250)).await;
+        close_gracefully(&mut *self.stream, Duration::from_millis(250)).await;
         Ok(())
     }
 
@@ -175,7 +173,7 @@ fn shrink(buf: &mut BytesMut) {
 
 /// Shuts down writing, then discards input until the peer closes (at most
 /// `linger` and 1 MiB), so that what was written is not lost to a reset.
-pub async fn close_gracefully(stream: &mut TcpStream, linger: Duration) {
+pub async fn close_gracefully(stream: &mut dyn ClientStream, linger: Duration) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut sink = [0u8; 4096];
@@ -194,6 +192,7 @@ pub async fn close_gracefully(stream: &mut TcpStream, linger: Duration) {
 mod tests {
     use super::*;
     use crate::reply;
+    use tokio::net::TcpStream;
 
     async fn pair() -> (Connection, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -201,7 +200,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Connection::new(server, None), client)
+        (Connection::new(Box::new(server), None), client)
     }
 
     #[tokio::test]

@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
 use crate::cmd::{self, Ctx, Outcome};
 use crate::connection::Connection;
+use crate::listener::ClientStream;
 use crate::reply::{self, Frame, Protocol};
 use crate::request::{Limits, ProtocolError};
 use crate::state::{Session, Shared};
@@ -38,7 +38,7 @@ const DRAIN_READS: usize = 16;
 
 /// Serves one connection, counted from its accept by `open`.
 pub async fn handle(
-    stream: TcpStream,
+    stream: Box<dyn ClientStream>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,

@@ -51,6 +51,7 @@ mod fdlimit;
 mod frame;
 mod glob;
 mod handler;
+mod listener;
 mod reply;
 mod request;
 pub mod route;
@@ -60,4 +61,5 @@ mod state;
 
 pub use config::{MAX_CLIENTS_LIMIT, ServerConfig};
 pub use error::ServerError;
+pub use listener::{ClientStream, Connector, Listener};
 pub use server::{Summary, run, run_routed, run_until};

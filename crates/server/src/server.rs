@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ringkv_cluster::{Cluster, ExpireBudget};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::connection::close_gracefully;
 use crate::handler::{Connected, handle};
+use crate::listener::{ClientStream, Listener};
 use crate::state::Shared;
 use crate::{ServerConfig, ServerError};
 
@@ -69,7 +70,7 @@ pub async fn run_until(
     shutdown: impl Future,
     force: impl Future,
 ) -> Result<Summary, ServerError> {
-    serve(listener, cluster, config, None, shutdown, force).await
+    serve(listener.into(), cluster, config, None, shutdown, force).await
 }
 
 /// [`run_until`] for one node of a multi-process cluster (`ringkv node`):
@@ -77,18 +78,26 @@ pub async fn run_until(
 /// run here and where the others go ([`crate::route`]). It is handed the
 /// server's [`Executor`](crate::route::Executor) before the first accept.
 pub async fn run_routed(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     cluster: Arc<Cluster>,
     config: ServerConfig,
     router: Arc<dyn crate::route::Router>,
     shutdown: impl Future,
     force: impl Future,
 ) -> Result<Summary, ServerError> {
-    serve(listener, cluster, config, Some(router), shutdown, force).await
+    serve(
+        listener.into(),
+        cluster,
+        config,
+        Some(router),
+        shutdown,
+        force,
+    )
+    .await
 }
 
 async fn serve(
-    listener: TcpListener,
+    mut listener: Listener,
     cluster: Arc<Cluster>,
     mut config: ServerConfig,
     router: Option<Arc<dyn crate::route::Router>>,
@@ -114,7 +123,9 @@ async fn serve(
     // `true` once shutdown starts; each connection watches it while idle.
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let expiry = tokio::spawn(active_expiry(Arc::clone(&shared.cluster)));
+    // Aborted when this future ends or is dropped (a node that crashes
+    // drops its server without a shutdown): it holds the cluster.
+    let expiry = AbortOnDrop(tokio::spawn(active_expiry(Arc::clone(&shared.cluster))));
     info!(addr = %local_addr, nodes = shared.cluster.members().len(), "listening");
 
     tokio::pin!(shutdown);
@@ -123,7 +134,6 @@ async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
                     // Counted here, before the task starts, so that the
                     // next accept sees it; a connection over the limit
                     // (which `CONFIG SET maxclients` may change) is told
@@ -156,7 +166,7 @@ async fn serve(
     }
 
     drop(listener);
-    expiry.abort();
+    drop(expiry);
     let open = shared.stats.connected.load(Ordering::Relaxed);
     info!(
         connections = open,
@@ -239,10 +249,19 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
 /// drain so the error is not lost to a reset: a refused connection holds
 /// its file descriptor for a bounded, short time even when refusals come
 /// in bursts at the descriptor limit.
-async fn reject(mut stream: TcpStream) {
+async fn reject(mut stream: Box<dyn ClientStream>) {
     const ERROR: &[u8] = b"-ERR max number of clients reached\r\n";
-    if stream.try_write(ERROR).is_ok_and(|n| n == ERROR.len()) {
-        close_gracefully(&mut stream, Duration::from_millis(50)).await;
+    if stream.write_now(ERROR).is_ok_and(|n| n == ERROR.len()) {
+        close_gracefully(&mut *stream, Duration::from_millis(50)).await;
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
