@@ -25,6 +25,7 @@ use crate::state::{FIRST_RAFT_ID, MetaState};
 ///     client_addr: format!("{id}:6379"),
 ///     peer_addr: format!("{id}:7379"),
 ///     weight: 1,
+///     token: 0,
 /// };
 /// let placement = PlacementSpec::BalancedPartitions { partitions: 64 };
 /// let (state, r) = apply(MetaState::new(), &Command::Bootstrap { placement, node: node("a") });
@@ -149,6 +150,7 @@ impl MetaState {
             return Err(Rejected::AlreadyMember {
                 id: node.id.clone(),
                 raft_id: m.raft_id,
+                token: m.token,
             });
         }
         NodeId::validate(&node.id).map_err(|e| bad_node(&node.id, e))?;
@@ -449,6 +451,7 @@ fn new_member(node: &NodeSpec, raft_id: u64, lifecycle: Lifecycle, since: u64) -
         lifecycle,
         down: false,
         since,
+        token: node.token,
     }
 }
 

@@ -157,6 +157,10 @@ pub enum Rejected {
         id: String,
         /// Its Raft id.
         raft_id: u64,
+        /// The token of the `Join` that admitted it: the joiner's own
+        /// when its first attempt was applied and the answer lost.
+        #[serde(default)]
+        token: u64,
     },
     /// The id names no member.
     #[error("node `{id}` is not a member; list the members to check the id")]

@@ -26,6 +26,7 @@
 //!     client_addr: format!("127.0.0.1:{}", 6379),
 //!     peer_addr: format!("127.0.0.1:{}", 7379),
 //!     weight: 1,
+//!     token: 0,
 //! };
 //! let mut state = MetaState::new();
 //! let placement = PlacementSpec::BalancedPartitions { partitions: 256 };

@@ -16,6 +16,11 @@ pub struct NodeSpec {
     pub peer_addr: String,
     /// Its weight on the ring (share relative to weight-1 nodes), at least 1.
     pub weight: u32,
+    /// Drawn at random by the process that joins, and the same in each of
+    /// its attempts: a `Join` retried after a lost answer finds its own
+    /// first attempt by it. `0`: none.
+    #[serde(default)]
+    pub token: u64,
 }
 
 /// Where a member is in its life in the cluster.
@@ -100,6 +105,9 @@ pub struct Member {
     /// The epoch of its last lifecycle change (admitted, up, asked to
     /// leave): the coordinator begins pending changes in this order.
     pub since: u64,
+    /// The token of the `Join` that admitted it ([`NodeSpec::token`]).
+    #[serde(default)]
+    pub token: u64,
 }
 
 impl Member {

@@ -20,6 +20,7 @@ fn spec(id: &str, n: u64) -> NodeSpec {
         client_addr: format!("127.0.0.1:{}", 6000 + n),
         peer_addr: format!("127.0.0.1:{}", 7000 + n),
         weight: 1,
+        token: 0,
     }
 }
 

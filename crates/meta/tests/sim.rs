@@ -187,6 +187,7 @@ fn spec(name: &str) -> NodeSpec {
         client_addr: format!("{name}:6379"),
         peer_addr: format!("{name}:7379"),
         weight: 1,
+        token: 0,
     }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::{Intent, check_invariants, intent, resolve};
 use proptest::prelude::*;
-use ringkv_meta::{Command, MetaState, apply};
+use ringkv_meta::{Command, MetaState, NodeSpec, apply};
 
 /// Applies `intents` on replica A, and the same commands on replica B, which
 /// is rebuilt from a snapshot (encode, decode) at the steps in `restores`.
@@ -322,20 +322,22 @@ fn a_retried_join_is_answered_with_its_raft_id() {
         node: common::node("a", 1),
     })
     .unwrap();
+    let b = NodeSpec {
+        token: 7,
+        ..common::node("b", 1)
+    };
     let id = s
-        .apply(&Command::Join {
-            node: common::node("b", 1),
-        })
+        .apply(&Command::Join { node: b.clone() })
         .unwrap()
         .raft_id
         .unwrap();
+    // The joiner's retry learns that its first attempt was applied.
     assert_eq!(
-        s.apply(&Command::Join {
-            node: common::node("b", 1)
-        }),
+        s.apply(&Command::Join { node: b }),
         Err(ringkv_meta::Rejected::AlreadyMember {
             id: "b".into(),
-            raft_id: id
+            raft_id: id,
+            token: 7,
         })
     );
 }

@@ -57,6 +57,7 @@ fn spec(id: &str, peer: &str) -> NodeSpec {
         client_addr: "127.0.0.1:1".into(),
         peer_addr: peer.into(),
         weight: 1,
+        token: 0,
     }
 }
 

@@ -7,17 +7,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use ringkv_meta::Command;
-use ringkv_peer::Service;
+use ringkv_peer::{PeerTransport, Service, TransportError};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::Inner;
 use crate::service::{decode_data as decode, encode_data as encode, propose_here};
 use crate::view::{ChangeStep, GroupStep, change_step, group_step};
-use crate::wire::{Proposed, Pull, Pulled};
+use crate::wire::{Proposed, Pull, PullAnswer, Pulled};
 
 /// Time between turns when there is nothing to do.
 const IDLE: Duration = Duration::from_millis(100);
@@ -38,8 +39,37 @@ const MAX_UNFENCES: u32 = 3;
 /// After a rollback, the next change waits this long.
 const AFTER_ABORT: Duration = Duration::from_secs(2);
 
-/// The limit of one pull: a copy of a range of up to millions of keys.
-const PULL_LIMIT: Duration = Duration::from_secs(600);
+/// The limit of one `RangePull` call: the target answers within
+/// [`crate::moves::PULL_POLL`] whether its pull ended or not.
+const PULL_CALL_LIMIT: Duration = Duration::from_secs(15);
+
+/// `RangePull` calls in a row without an answer (lost, timed out) before
+/// the pull counts as failed: the target is down or cut off.
+const PULL_CALLS_LOST: u32 = 3;
+
+/// Asks the target at `addr` for the pull `body` until it has ended: the
+/// same request joins the pull already running there.
+async fn pull(transport: &dyn PeerTransport, addr: &str, body: Vec<u8>) -> Result<Pulled, String> {
+    let mut lost = 0;
+    loop {
+        match transport
+            .call(addr, Service::RangePull, body.clone(), PULL_CALL_LIMIT)
+            .await
+        {
+            Ok(answer) => match decode::<PullAnswer>(&answer)? {
+                PullAnswer::Done(pulled) => return Ok(pulled),
+                PullAnswer::Running => lost = 0,
+            },
+            Err(e @ (TransportError::Timeout { .. } | TransportError::Lost { .. })) => {
+                lost += 1;
+                if lost >= PULL_CALLS_LOST {
+                    return Err(e.to_string());
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
 
 pub(crate) async fn run(inner: Arc<Inner>) {
     let raft = inner.raft.get().expect("raft starts first").clone();
@@ -117,12 +147,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     });
                     async move {
                         let addr = addr.ok_or("the target is not a member")?;
-                        let answer = inner
-                            .transport
-                            .call(&addr, Service::RangePull, body, PULL_LIMIT)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        decode::<Pulled>(&answer)
+                        pull(&*inner.transport, &addr, body).await
                     }
                 });
                 let results = futures::future::join_all(pulls).await;
@@ -261,6 +286,19 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
         if !leading {
             leading = true;
             heard.clear();
+        }
+        // A leader marked down while it was cut off answers, obviously:
+        // no other node probes it while it leads.
+        if let Some(me) = state.members.get(&inner.me)
+            && me.down
+            && inner.ready.load(std::sync::atomic::Ordering::Acquire)
+        {
+            let up = Command::MarkUp {
+                id: inner.me.clone(),
+                client_addr: me.client_addr.clone(),
+                peer_addr: me.peer_addr.clone(),
+            };
+            commit(&raft, up).await;
         }
         let probes = state
             .members

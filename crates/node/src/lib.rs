@@ -38,8 +38,8 @@ use ringkv_meta::raft::{DiskLogStore, MemLogStore, MetaRaft, MetaStore, PeerNetw
 use ringkv_meta::{Command, FIRST_RAFT_ID, MetaState, NodeSpec, PlacementSpec, Rejected};
 use ringkv_peer::{Limits, MemTransport, PeerServer, PeerTransport, Secret, TcpTransport};
 use ringkv_persist::{DataDir, Durability};
-use ringkv_server::ServerConfig;
 use ringkv_server::route::Executor;
+use ringkv_server::{Listener, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
@@ -186,6 +186,8 @@ pub(crate) struct Inner {
     pub copied: Mutex<HashMap<(u64, String), u64>>,
     /// Pulls and cleanups, one at a time.
     pub moves: tokio::sync::Mutex<()>,
+    /// Pulls asked for by the coordinator, running or ended, by request.
+    pub pulls: Mutex<HashMap<wire::Pull, moves::PullJob>>,
     /// Caught up with the log since the start: serves clients and peers'
     /// range calls.
     pub ready: AtomicBool,
@@ -209,9 +211,81 @@ impl Inner {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Waits until the published view moves past `epoch`, at most `limit`.
+    /// Waits until the view reaches `epoch`, which the node at peer address
+    /// `addr` answered `Moved` at, for at most about `limit`: see
+    /// [`Inner::refresh`] for a node removed from the cluster.
+    pub async fn reach(&self, epoch: u64, addr: &str, limit: Duration) -> bool {
+        match self.membership() {
+            Some(false) => self.wait_epoch(epoch, limit).await,
+            Some(true) if self.wait_epoch(epoch, limit).await => true,
+            _ => self.refresh(Some(addr), epoch, limit).await,
+        }
+    }
+
+    /// Whether this node is a member by its view (not removed).
+    pub fn is_member(&self) -> bool {
+        self.membership().is_some()
+    }
+
+    /// `None` if this node's view has it removed; whether it is leaving
+    /// otherwise (the Raft group may drop a leaving node before it applies
+    /// its own removal).
+    fn membership(&self) -> Option<bool> {
+        let view = self.view();
+        let me = view.members.get(&self.me)?;
+        Some(matches!(
+            me.lifecycle,
+            ringkv_meta::Lifecycle::Leaving { .. }
+        ))
+    }
+
+    /// Waits until the published view moves past `epoch`, at most about
+    /// `limit`: see [`Inner::refresh`] for a node removed from the cluster.
     pub async fn wait_past(&self, epoch: u64, limit: Duration) -> bool {
-        self.wait_epoch(epoch + 1, limit).await
+        match self.membership() {
+            Some(false) => self.wait_epoch(epoch + 1, limit).await,
+            Some(true) if self.wait_epoch(epoch + 1, limit).await => true,
+            _ => self.refresh(None, epoch + 1, limit).await,
+        }
+    }
+
+    /// A node removed from the cluster receives no more of the log, but
+    /// keeps serving clients, forwarding every request: it routes by the
+    /// view of a member of its last view (`first` asked first), the first
+    /// one at `epoch` or later that confirms the removal. A member's view
+    /// that still lists this node is not taken: a member waits for its log.
+    async fn refresh(&self, first: Option<&str>, epoch: u64, limit: Duration) -> bool {
+        let known = self.view();
+        let others = known
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.me)
+            .map(|(_, m)| m.peer_addr.as_str());
+        let deadline = tokio::time::Instant::now() + limit;
+        for addr in first.into_iter().chain(others) {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let asked = tokio::time::timeout_at(deadline, service::view(&*self.transport, addr));
+            if let Ok(Ok(state)) = asked.await
+                && state.epoch >= epoch
+                && !state.members.contains_key(&self.me)
+            {
+                if self.view().epoch < state.epoch {
+                    info!(node = %self.me, epoch = state.epoch, from = addr, "removed from the cluster: routing by a member's view");
+                    self.publish(state);
+                }
+                return true;
+            }
+        }
+        self.view().epoch >= epoch
+    }
+
+    /// Stops the pulls running here (the node stops).
+    fn stop_pulls(&self) {
+        for (_, job) in self.pulls.lock().drain() {
+            job.stop();
+        }
     }
 
     /// Publishes `state`: under the write lock, so requests decided by
@@ -268,6 +342,18 @@ pub struct Node {
 const RAFT_ID_RECORD: &[u8] = b"node/raft-id";
 const NODE_ID_RECORD: &[u8] = b"node/id";
 
+/// A node's place on the in-memory network, left when dropped unless
+/// taken.
+struct Registered(Option<(MemTransport, String)>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some((net, addr)) = self.0.take() {
+            net.unregister(&addr);
+        }
+    }
+}
+
 /// Where a node's peers reach it.
 enum PeerSide {
     /// TCP, with the cluster secret.
@@ -284,24 +370,30 @@ impl Node {
         client: TcpListener,
         peer: TcpListener,
     ) -> Result<Node, NodeError> {
-        Node::start_on(config, client, PeerSide::Tcp(peer)).await
+        Node::start_on(config, client.into(), PeerSide::Tcp(peer)).await
     }
 
     /// Starts node `config.id` with its peers on the in-memory network
     /// `net` at address `addr` (tests cut and heal its links); clients
-    /// still connect over TCP to `client`.
+    /// connect to `client`, a TCP listener or an in-memory one
+    /// ([`Listener::memory`]) for a simulation on a paused clock.
     pub async fn start_in_memory(
         config: NodeConfig,
-        client: TcpListener,
+        client: impl Into<Listener>,
         net: &MemTransport,
         addr: &str,
     ) -> Result<Node, NodeError> {
-        Node::start_on(config, client, PeerSide::Mem(net.node(addr), addr.into())).await
+        Node::start_on(
+            config,
+            client.into(),
+            PeerSide::Mem(net.node(addr), addr.into()),
+        )
+        .await
     }
 
     async fn start_on(
         config: NodeConfig,
-        client: TcpListener,
+        client: Listener,
         peer: PeerSide,
     ) -> Result<Node, NodeError> {
         let client_addr = client.local_addr()?;
@@ -309,7 +401,8 @@ impl Node {
             // Peers' forwarded requests run as authenticated: without a
             // secret, anyone who reaches the peer port would skip AUTH.
             return Err(NodeError::Refused(
-                "--requirepass needs --cluster-secret: forwarded requests skip AUTH, so the                  peer port must be authenticated too"
+                "--requirepass needs --cluster-secret: forwarded requests skip AUTH, so the \
+                 peer port must be authenticated too"
                     .into(),
             ));
         }
@@ -326,6 +419,8 @@ impl Node {
             client_addr: client_addr.to_string(),
             peer_addr: peer_addr.clone(),
             weight: config.weight,
+            // Nonzero: 0 is a member admitted without one.
+            token: rand::random::<u64>().max(1),
         };
         let cluster_config = ClusterConfig {
             fsync: config.fsync,
@@ -382,6 +477,7 @@ impl Node {
             tracker: Mutex::new(None),
             copied: Mutex::new(HashMap::new()),
             moves: tokio::sync::Mutex::new(()),
+            pulls: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             executor: OnceLock::new(),
             rebalance_rate: config.rebalance_rate.filter(|&r| r > 0),
@@ -403,6 +499,9 @@ impl Node {
                 (None, Some((net, addr)))
             }
         };
+        // A start that fails from here leaves the in-memory network, as a
+        // process that exits does (a TCP peer server stops when dropped).
+        let mut registered = Registered(mem);
 
         // Which Raft member this is: remembered, the first, or admitted now.
         let (raft_id, fresh) = match (stored_id, &config.start) {
@@ -415,11 +514,18 @@ impl Node {
                         .map_err(NodeError::Refused)?;
                 match answer {
                     Ok(applied) => (applied.raft_id.expect("a join names the raft id"), false),
+                    // This start's own first attempt, applied, its answer
+                    // lost: the Raft id is new and has never voted.
+                    Err(Rejected::AlreadyMember { raft_id, token, .. }) if token == spec.token => {
+                        (raft_id, false)
+                    }
                     // Its Raft log and vote are gone with its directory: as
                     // the same Raft member it could vote twice in a term.
                     Err(Rejected::AlreadyMember { id, .. }) => {
                         return Err(NodeError::Refused(format!(
-                            "node `{id}` is already a member, and this start has no record of it                              (no --data-dir, or a new one): restart it with its data directory,                              or remove it (RINGKV.REMOVENODE {id}) and join again"
+                            "node `{id}` is already a member, and this start has no record of it \
+                             (no --data-dir, or a new one): restart it with its data directory, \
+                             or remove it (RINGKV.REMOVENODE {id}) and join again"
                         )));
                     }
                     Err(e) => return Err(NodeError::Refused(e.to_string())),
@@ -497,6 +603,7 @@ impl Node {
             tokio::spawn(coord::run(Arc::clone(&inner))),
             tokio::spawn(coord::detect(Arc::clone(&inner), config.down_after)),
             tokio::spawn(catch_up(Arc::clone(&inner))),
+            tokio::spawn(follow_when_removed(Arc::clone(&inner))),
         ];
         let (stop, stopped) = oneshot::channel::<()>();
         let router = Arc::new(NodeRouter::new(Arc::clone(&inner)));
@@ -525,7 +632,7 @@ impl Node {
             server,
             tasks,
             _peer_server: peer_server,
-            mem,
+            mem: registered.0.take(),
         })
     }
 
@@ -574,6 +681,7 @@ impl Node {
         for task in &self.tasks {
             task.abort();
         }
+        self.inner.stop_pulls();
         if let Some(raft) = self.inner.raft.get() {
             let _ = raft.shutdown().await;
         }
@@ -582,6 +690,45 @@ impl Node {
         if let Err(e) = self.inner.cluster.checkpoint() {
             warn!(error = %e, "final checkpoint failed");
         }
+    }
+}
+
+impl Node {
+    /// Stops the node at once, as a crash would, for simulations: it
+    /// leaves the network, its client connections drop with their requests
+    /// unanswered, its tasks stop at their next wait, and no final
+    /// checkpoint is taken. Returns once nothing holds its store any more
+    /// (a peer call it was serving can hold it until that call's time
+    /// limit), so that a restart on the same directory finds it unlocked;
+    /// the store is closed as the kernel keeps a killed process's writes.
+    /// `false` if something still held it after `patience`.
+    pub async fn crash(mut self, patience: Duration) -> bool {
+        if let Some((net, addr)) = self.mem.take() {
+            net.unregister(&addr);
+        }
+        drop(self._peer_server.take());
+        self.inner.stop_pulls();
+        self.server.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = (&mut self.server).await;
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Some(raft) = self.inner.raft.get() {
+            let _ = raft.shutdown().await;
+        }
+        let store = Arc::downgrade(&self.inner.cluster);
+        drop(self);
+        let deadline = tokio::time::Instant::now() + patience;
+        while store.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 }
 
@@ -597,6 +744,19 @@ async fn publisher(inner: Arc<Inner>) {
         }
         if applied.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Once this node is removed from the cluster (it serves no keys, and
+/// receives no more of the log), keeps its view about a second behind the
+/// members' by asking them: it forwards every request by it.
+async fn follow_when_removed(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if inner.ready.load(Ordering::Acquire) && !inner.is_member() {
+            let epoch = inner.view().epoch;
+            inner.refresh(None, epoch + 1, Duration::from_secs(1)).await;
         }
     }
 }

@@ -6,7 +6,10 @@
 //!   once the range is fenced).
 //! - The target answers `RangePull` from the coordinator: a full copy (its
 //!   old copy of the range cleared first), or the last changes of fenced
-//!   ranges, synced to disk before it answers.
+//!   ranges, synced to disk before it is done. The pull runs as a job of
+//!   the target's and each call waits a few seconds for it: a copy can take
+//!   minutes, and a coordinator that waited for it in one call could not
+//!   tell a slow copy from a lost request or a partitioned target.
 //! - [`cleanup`] deletes local copies the node no longer serves or
 //!   receives, when a change ends and once after a start.
 
@@ -25,7 +28,7 @@ use tracing::{info, warn};
 use crate::Inner;
 use crate::service::{decode_data as decode, encode_data as encode};
 use crate::view::keeps;
-use crate::wire::{Cursor, Pull, Pulled, Scan, ScanPage, Ship, Shipment};
+use crate::wire::{Cursor, Pull, PullAnswer, Pulled, Scan, ScanPage, Ship, Shipment};
 
 /// Entries per page of a copy.
 const PAGE: usize = 1024;
@@ -238,8 +241,83 @@ pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, 
     .map_err(|e| e.to_string())?
 }
 
+/// How long one `RangePull` call waits for its pull before it answers
+/// [`PullAnswer::Running`].
+pub(crate) const PULL_POLL: Duration = Duration::from_secs(5);
+
+/// A pull running, or ended, on this node.
+pub(crate) struct PullJob {
+    done: tokio::sync::watch::Receiver<Option<Result<Pulled, String>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl PullJob {
+    pub(crate) fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// `RangePull`: starts the pull `request` asks for, or finds it running
+/// or ended (a coordinator asks again after `Running`, a lost answer, or a
+/// change of leader), and waits at most [`PULL_POLL`] for its end. An
+/// ended pull is kept until another starts, so an answer lost on its way
+/// back is given again rather than redone.
+pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullAnswer, String> {
+    let mut done = {
+        let mut jobs = inner.pulls.lock();
+        match jobs.get(&request) {
+            Some(job) => job.done.clone(),
+            None => {
+                jobs.retain(|_, job| {
+                    let running = job.done.borrow().is_none();
+                    if !running {
+                        job.task.abort();
+                    }
+                    running
+                });
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                let job = {
+                    let inner = Arc::clone(inner);
+                    let request = request.clone();
+                    tokio::spawn(async move {
+                        let result = pull(&inner, request).await;
+                        let _ = tx.send(Some(result));
+                    })
+                };
+                jobs.insert(
+                    request.clone(),
+                    PullJob {
+                        done: rx.clone(),
+                        task: job.abort_handle(),
+                    },
+                );
+                rx
+            }
+        }
+    };
+    let ended = match tokio::time::timeout(PULL_POLL, done.wait_for(Option::is_some)).await {
+        Ok(Ok(result)) => result.clone().expect("waited for it"),
+        Ok(Err(_)) => return Err("the pull was stopped (the node is stopping)".into()),
+        Err(_) => return Ok(PullAnswer::Running),
+    };
+    match ended {
+        Ok(pulled) => Ok(PullAnswer::Done(pulled)),
+        // A failed pull is reported once: the next call starts afresh.
+        Err(e) => {
+            let mut jobs = inner.pulls.lock();
+            if jobs
+                .get(&request)
+                .is_some_and(|j| j.done.same_channel(&done))
+            {
+                jobs.remove(&request);
+            }
+            Err(e)
+        }
+    }
+}
+
 /// The target's pull, as the coordinator asks.
-pub(crate) async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
+async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
     let _moves = inner.moves.lock().await;
     let state = ready_at(inner, request.epoch).await?;
     let change = the_change(&state, request.change)?;

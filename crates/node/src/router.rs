@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use parking_lot::lock_api::ArcRwLockReadGuard;
-use ringkv_meta::{Command, MetaState};
+use ringkv_meta::{Command, MetaState, Rejected};
 use ringkv_peer::{Service, TransportError};
 use ringkv_ring::key_token;
 use ringkv_server::route::{AdminReply, Elsewhere, Executor, Request, Route, Router};
@@ -149,6 +149,19 @@ impl Router for NodeRouter {
                     }
                 }))
             }
+            // A removed node's view may be old: it looks again first.
+            Decision::Down(node) if !inner.is_member() => {
+                drop(guard);
+                let inner = Arc::clone(inner);
+                Route::Elsewhere(Box::pin(async move {
+                    match inner.wait_past(epoch, FENCE_WAIT).await {
+                        true => Elsewhere::Retry,
+                        false => Elsewhere::Error(format!(
+                            "CLUSTERDOWN node {node}, which serves this key, is down"
+                        )),
+                    }
+                }))
+            }
             Decision::Down(node) => Route::Error(format!(
                 "CLUSTERDOWN node {node}, which serves this key, is down"
             )),
@@ -196,8 +209,38 @@ impl Router for NodeRouter {
                     _ => return Some(AdminReply::Error("ERR syntax error".into())),
                 };
                 Some(AdminReply::Later(Box::pin(async move {
-                    match crate::service::propose(&inner, Command::Leave { id, force }).await {
+                    let joining = inner
+                        .view()
+                        .members
+                        .get(&id)
+                        .is_some_and(|m| m.lifecycle == ringkv_meta::Lifecycle::Joining);
+                    if joining {
+                        // A join not begun (or rolled back): withdrawn.
+                        return match crate::service::propose(&inner, Command::Cancel { id }).await {
+                            Ok(Ok(_)) | Ok(Err(Rejected::UnknownMember { .. })) => AdminReply::Ok,
+                            Ok(Err(rejected)) => AdminReply::Error(format!("ERR {rejected}")),
+                            Err(e) => AdminReply::Error(format!("TRYAGAIN {e}")),
+                        };
+                    }
+                    let was_up = inner
+                        .view()
+                        .members
+                        .get(&id)
+                        .is_some_and(|m| m.lifecycle == ringkv_meta::Lifecycle::Up);
+                    let leave = Command::Leave {
+                        id: id.clone(),
+                        force,
+                    };
+                    match crate::service::propose(&inner, leave).await {
                         Ok(Ok(_)) => AdminReply::Ok,
+                        // A proposal retried after a lost answer meets its
+                        // own first attempt: the member is leaving, or gone.
+                        Ok(Err(Rejected::WrongState { state, .. }))
+                            if state == "leaving" && !force =>
+                        {
+                            AdminReply::Ok
+                        }
+                        Ok(Err(Rejected::UnknownMember { .. })) if was_up => AdminReply::Ok,
                         Ok(Err(rejected)) => AdminReply::Error(format!("ERR {rejected}")),
                         Err(e) => AdminReply::Error(format!("TRYAGAIN {e}")),
                     }
@@ -290,55 +333,81 @@ async fn forward(
             // Served here now, fenced, down or split: routed afresh.
             _ => return Elsewhere::Retry,
         };
-        let Some(addr) = state.members.get(&node).map(|m| m.peer_addr.clone()) else {
-            return Elsewhere::Retry;
-        };
-        let body = encode(&Forward {
-            epoch: state.epoch,
-            protocol,
-            words: words.iter().map(|w| w.to_vec()).collect(),
-        });
-        match inner
-            .transport
-            .call(&addr, Service::Forward, body, FORWARD_LIMIT)
-            .await
-        {
-            Ok(answer) => match decode::<Forwarded>(&answer) {
-                Ok(Forwarded::Reply(bytes)) => return Elsewhere::Reply(bytes.into()),
-                Ok(Forwarded::Moved { epoch, .. }) => {
-                    // The owner knows a later state: catch up, then retry.
-                    if !inner.wait_epoch(epoch, FENCE_WAIT).await {
-                        return Elsewhere::Error(format!(
-                            "TRYAGAIN node {} has not caught up with epoch {epoch}",
-                            inner.me
-                        ));
-                    }
+        match forward_once(&inner, &state, &node, &words, protocol).await {
+            Ok(Forwarded::Reply(bytes)) => return Elsewhere::Reply(bytes.into()),
+            // The owner knows a later state: catch up, then retry.
+            Ok(Forwarded::Moved { epoch, .. }) => {
+                if let Err(e) = catch_up(&inner, &state, &node, epoch).await {
+                    return Elsewhere::Error(e);
                 }
-                Err(e) => return Elsewhere::Error(format!("ERR node {node} answered badly: {e}")),
-            },
-            Err(TransportError::Unreachable { .. }) => {
-                return Elsewhere::Error(format!(
-                    "TRYAGAIN node {node}, which serves this key, cannot be reached at {addr}"
-                ));
             }
-            Err(TransportError::TooLarge { len, limit, .. }) => {
-                return Elsewhere::Error(format!(
-                    "ERR the request ({len} bytes) is over the {limit}-byte limit of calls between nodes; nothing was applied"
-                ));
-            }
-            Err(TransportError::Refused { why, .. }) => {
-                return Elsewhere::Error(format!("ERR node {node} refused the request: {why}"));
-            }
-            Err(e) => {
-                return Elsewhere::Error(format!(
-                    "ERR forwarding to node {node} failed ({e}); a write may or may not have been applied"
-                ));
-            }
+            Err(e) => return Elsewhere::Error(e),
         }
     }
     Elsewhere::Error(format!(
         "TRYAGAIN the key's node changed {MAX_HOPS} times while the request travelled; retry"
     ))
+}
+
+/// Sends `words` once to member `node` of `state`, with `state`'s epoch.
+/// An error is the client's error reply: `TRYAGAIN` when the request
+/// surely did not run, otherwise what is known of its outcome.
+pub(crate) async fn forward_once(
+    inner: &Inner,
+    state: &MetaState,
+    node: &str,
+    words: &[Bytes],
+    protocol: u8,
+) -> Result<Forwarded, String> {
+    let addr = state
+        .members
+        .get(node)
+        .map(|m| m.peer_addr.clone())
+        .ok_or_else(|| format!("TRYAGAIN node {node} is not a member any more"))?;
+    let body = encode(&Forward {
+        epoch: state.epoch,
+        protocol,
+        words: words.iter().map(|w| w.to_vec()).collect(),
+    });
+    match inner
+        .transport
+        .call(&addr, Service::Forward, body, FORWARD_LIMIT)
+        .await
+    {
+        Ok(answer) => {
+            decode::<Forwarded>(&answer).map_err(|e| format!("ERR node {node} answered badly: {e}"))
+        }
+        Err(TransportError::Unreachable { .. }) => Err(format!(
+            "TRYAGAIN node {node}, which serves the key, cannot be reached at {addr}"
+        )),
+        Err(TransportError::TooLarge { len, limit, .. }) => Err(format!(
+            "ERR the request ({len} bytes) is over the {limit}-byte limit of calls between nodes; nothing was applied"
+        )),
+        Err(TransportError::Refused { why, .. }) => {
+            Err(format!("ERR node {node} refused the request: {why}"))
+        }
+        Err(e) => Err(format!(
+            "ERR forwarding to node {node} failed ({e}); a write may or may not have been applied"
+        )),
+    }
+}
+
+/// After member `node` of `state` answered `Moved` at `epoch`: waits
+/// until this node's view reaches it ([`Inner::reach`]).
+pub(crate) async fn catch_up(
+    inner: &Inner,
+    state: &MetaState,
+    node: &str,
+    epoch: u64,
+) -> Result<(), String> {
+    let addr = state.members.get(node).map_or("", |m| m.peer_addr.as_str());
+    match inner.reach(epoch, addr, FENCE_WAIT).await {
+        true => Ok(()),
+        false => Err(format!(
+            "TRYAGAIN node {} has not caught up with epoch {epoch}",
+            inner.me
+        )),
+    }
 }
 
 /// `RINGKV.NODES`: one line per member: id, client address, peer address,

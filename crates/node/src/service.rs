@@ -93,10 +93,11 @@ impl PeerHandler for NodeService {
                     Ok(encode_data(&shipment))
                 }
                 Service::RangePull => {
-                    let pulled = crate::moves::pull(&inner, decode_data(&body)?).await?;
-                    Ok(encode_data(&pulled))
+                    let answer = crate::moves::pull_call(&inner, decode_data(&body)?).await?;
+                    Ok(encode_data(&answer))
                 }
                 Service::Status => Ok(encode(&status_of(&inner))),
+                Service::View => Ok(encode(&*inner.view())),
                 other => Err(format!("this node does not serve {other:?} calls")),
             }
         })
@@ -136,6 +137,18 @@ pub(crate) async fn status(transport: &dyn PeerTransport, addr: &str) -> Result<
     decode(&body)
 }
 
+/// Asks the node at peer address `addr` for the state it serves by.
+pub(crate) async fn view(
+    transport: &dyn PeerTransport,
+    addr: &str,
+) -> Result<ringkv_meta::MetaState, String> {
+    let body = transport
+        .call(addr, Service::View, Vec::new(), Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())?;
+    decode(&body)
+}
+
 /// Proposes `command` to this node's Raft: committed and applied if it is
 /// the leader, otherwise the leader's address.
 pub(crate) async fn propose_here(
@@ -153,6 +166,11 @@ pub(crate) async fn propose_here(
 
 /// How long a proposal keeps looking for a leader.
 const PROPOSE_FOR: Duration = Duration::from_secs(15);
+
+/// The limit of one proposal's call to the leader: a commit takes
+/// milliseconds, so a lost request or answer is retried within
+/// [`PROPOSE_FOR`] (a retried command acts once).
+const PROPOSE_CALL_LIMIT: Duration = Duration::from_secs(4);
 
 /// Proposes `command` through this node: here if it leads, else at the
 /// leader, following changes of leadership, for at most 15 s. A command
@@ -194,7 +212,7 @@ async fn call_propose(
         command: command.clone(),
     });
     let answer = transport
-        .call(addr, Service::Propose, body, Duration::from_secs(10))
+        .call(addr, Service::Propose, body, PROPOSE_CALL_LIMIT)
         .await
         .map_err(|e| e.to_string())?;
     decode(&answer)

@@ -13,14 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv_peer::Service;
 use ringkv_ring::key_token;
 use ringkv_server::route::Elsewhere;
 
 use crate::Inner;
-use crate::service::{decode_data as decode, encode_data as encode};
 use crate::view::{Decision, decide};
-use crate::wire::{Forward, Forwarded};
+use crate::wire::Forwarded;
 
 /// How a command's parts are put back together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,13 +102,16 @@ pub(crate) async fn run(
         });
         let answers = futures::future::join_all(calls).await;
         let mut moved = Vec::new();
-        let mut catch_up = 0;
-        for ((_, indices), answer) in parts.into_iter().zip(answers) {
+        // The latest epoch a part was answered `Moved` at, and by whom.
+        let mut latest: Option<(u64, String)> = None;
+        for ((node, indices), answer) in parts.into_iter().zip(answers) {
             match answer {
                 Err(e) => return Elsewhere::Error(e),
                 Ok(Forwarded::Moved { epoch, .. }) => {
                     moved.extend(indices);
-                    catch_up = catch_up.max(epoch);
+                    if latest.as_ref().is_none_or(|(e, _)| epoch > *e) {
+                        latest = Some((epoch, node));
+                    }
                 }
                 Ok(Forwarded::Reply(reply)) => {
                     let reply = Bytes::from(reply);
@@ -142,11 +143,10 @@ pub(crate) async fn run(
         if moved.is_empty() {
             return Elsewhere::Reply(assemble(shape, values, count));
         }
-        if !inner.wait_epoch(catch_up, Duration::from_secs(2)).await {
-            return Elsewhere::Error(format!(
-                "TRYAGAIN node {} has not caught up with epoch {catch_up}",
-                inner.me
-            ));
+        if let Some((epoch, node)) = latest
+            && let Err(e) = crate::router::catch_up(&inner, &state, &node, epoch).await
+        {
+            return Elsewhere::Error(e);
         }
         pending = moved;
     }
@@ -181,29 +181,7 @@ async fn send(
             }
         });
     }
-    let addr = state
-        .members
-        .get(node)
-        .map(|m| m.peer_addr.clone())
-        .ok_or_else(|| format!("TRYAGAIN node {node} is not a member any more"))?;
-    let body = encode(&Forward {
-        epoch: state.epoch,
-        protocol,
-        words: words.iter().map(|w| w.to_vec()).collect(),
-    });
-    match inner
-        .transport
-        .call(&addr, Service::Forward, body, crate::router::FORWARD_LIMIT)
-        .await
-    {
-        Ok(answer) => decode(&answer).map_err(|e| format!("ERR node {node} answered badly: {e}")),
-        Err(ringkv_peer::TransportError::Unreachable { .. }) => Err(format!(
-            "TRYAGAIN node {node}, which serves some of the keys, cannot be reached at {addr}"
-        )),
-        Err(e) => Err(format!(
-            "ERR forwarding part of the command to node {node} failed ({e}); it may or may not have been applied"
-        )),
-    }
+    crate::router::forward_once(inner, state, node, &words, protocol).await
 }
 
 fn assemble(shape: Shape, values: Vec<Option<Bytes>>, count: i64) -> Bytes {

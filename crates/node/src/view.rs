@@ -209,6 +209,7 @@ mod tests {
             client_addr: format!("127.0.0.1:1{id}"),
             peer_addr: format!("127.0.0.1:2{id}"),
             weight: 1,
+            token: 0,
         }
     }
 

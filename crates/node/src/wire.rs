@@ -113,7 +113,7 @@ pub struct Shipment {
 }
 
 /// `RangePull`: the coordinator tells a target to pull ranges.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Pull {
     /// The change.
     pub change: u64,
@@ -125,8 +125,18 @@ pub struct Pull {
     pub dirty: bool,
 }
 
+/// The target's answer to `RangePull`: the pull runs on the target, and
+/// the coordinator asks again, with the same request, until it is done.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PullAnswer {
+    /// The pull ended, with what it moved.
+    Done(Pulled),
+    /// The pull is still running.
+    Running,
+}
+
 /// What a pull moved.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Pulled {
     /// Entries written.
     pub keys: u64,

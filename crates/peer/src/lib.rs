@@ -59,6 +59,10 @@ pub enum Service {
     RangePull,
     /// A node's view of the cluster (`ringkv cluster status`).
     Status,
+    /// The metadata state a node serves by: a node removed from the
+    /// cluster no longer receives the log, and refreshes its view this way
+    /// to keep forwarding requests.
+    View,
 }
 
 /// Why a call failed. Whether the peer acted on it is unknown unless the

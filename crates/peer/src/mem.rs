@@ -5,6 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -40,7 +42,10 @@ pub struct MemTransport {
 }
 
 struct Net {
-    handlers: HashMap<String, Arc<dyn PeerHandler>>,
+    /// Each address's handler, and a sender dropped when it is
+    /// unregistered: calls in flight to it end then, as they would when a
+    /// process dies.
+    handlers: HashMap<String, (Arc<dyn PeerHandler>, watch::Sender<()>)>,
     cut: BTreeSet<(String, String)>,
     frame: usize,
     faults: Option<(Faults, SmallRng)>,
@@ -97,10 +102,15 @@ impl MemTransport {
 
     /// Makes `handler` answer at `addr`.
     pub fn register(&self, addr: &str, handler: Arc<dyn PeerHandler>) {
-        self.net().handlers.insert(addr.to_owned(), handler);
+        let (alive, _) = watch::channel(());
+        self.net()
+            .handlers
+            .insert(addr.to_owned(), (handler, alive));
     }
 
-    /// Makes `addr` unreachable, as a crashed process is.
+    /// Makes `addr` unreachable, as a crashed process is: calls in flight
+    /// to it end with [`TransportError::Lost`], and their handlers stop at
+    /// their next wait.
     pub fn unregister(&self, addr: &str) {
         self.net().handlers.remove(addr);
     }
@@ -146,7 +156,7 @@ impl MemTransport {
         }
     }
 
-    fn route(&self, to: &str) -> Result<Arc<dyn PeerHandler>, String> {
+    fn route(&self, to: &str) -> Result<(Arc<dyn PeerHandler>, watch::Receiver<()>), String> {
         let net = self.net();
         if let Some(from) = &self.from
             && net.cut.contains(&link(from, to))
@@ -155,7 +165,7 @@ impl MemTransport {
         }
         net.handlers
             .get(to)
-            .cloned()
+            .map(|(handler, alive)| (Arc::clone(handler), alive.subscribe()))
             .ok_or_else(|| "nothing listens there".into())
     }
 }
@@ -179,12 +189,12 @@ impl PeerTransport for MemTransport {
                     limit: frame,
                 });
             }
-            let handler = self
-                .route(&addr)
-                .map_err(|why| TransportError::Unreachable {
-                    addr: addr.clone(),
-                    why,
-                })?;
+            let (handler, mut alive) =
+                self.route(&addr)
+                    .map_err(|why| TransportError::Unreachable {
+                        addr: addr.clone(),
+                        why,
+                    })?;
             let fate = self.fate();
             let timeout = TransportError::Timeout {
                 addr: addr.clone(),
@@ -203,9 +213,17 @@ impl PeerTransport for MemTransport {
                 }
                 answer
             };
-            let answer = tokio::time::timeout(limit, trip)
-                .await
-                .map_err(|_| timeout)?;
+            let answer = tokio::select! {
+                answer = tokio::time::timeout(limit, trip) => answer.map_err(|_| timeout)?,
+                // Only ever closed: the handler was unregistered.
+                _ = alive.changed() => {
+                    return Err(TransportError::Lost {
+                        addr,
+                        service,
+                        why: "the peer stopped during the call".into(),
+                    });
+                }
+            };
             // A link cut during the call loses the answer.
             if let Err(why) = self.route(&addr) {
                 return Err(TransportError::Lost { addr, service, why });

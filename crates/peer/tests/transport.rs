@@ -372,3 +372,29 @@ async fn in_memory_links_cut_and_heal_and_frames_are_limited() {
         .unwrap_err();
     assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
 }
+
+/// A crashed process answers none of the calls it was serving: an
+/// in-memory peer unregistered mid-call ends the call at once (the caller
+/// does not wait out its time limit) and its handler stops.
+#[tokio::test(start_paused = true)]
+async fn in_memory_calls_in_flight_end_when_their_peer_is_unregistered() {
+    let net = MemTransport::new(1024);
+    net.register("b", Arc::new(Echo::default()));
+    let a = net.node("a");
+    let started = tokio::time::Instant::now();
+    // The handler sleeps 2.5 s; the peer goes away after 100 ms.
+    let call = a.call(
+        "b",
+        Service::RaftSnapshot,
+        vec![250],
+        Duration::from_secs(60),
+    );
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        net.unregister("b");
+    };
+    let (answer, ()) = tokio::join!(call, crash);
+    let err = answer.unwrap_err();
+    assert!(matches!(err, TransportError::Lost { .. }), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+}

@@ -40,6 +40,7 @@
 //!     client_addr: "127.0.0.1:6001".into(),
 //!     peer_addr: "127.0.0.1:7001".into(),
 //!     weight: 1,
+//!     token: 0,
 //! };
 //! let placement = PlacementSpec::BalancedPartitions { partitions: 64 };
 //! let answer = raft.client_write(Command::Bootstrap { placement, node }).await?;

@@ -77,9 +77,12 @@ impl PeerConnection {
             .call(&self.addr, service, body, limit)
             .await
             .map_err(|e| match e {
-                TransportError::Unreachable { .. } | TransportError::Auth { .. } => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
+                // A peer that refuses the call (its Raft has not started
+                // yet) is as good as unreachable: openraft backs off from
+                // it instead of retrying at once, which spins.
+                TransportError::Unreachable { .. }
+                | TransportError::Auth { .. }
+                | TransportError::Refused { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 TransportError::Timeout { .. } => RPCError::Timeout(Timeout {
                     action: match service {
                         Service::RaftVote => openraft::network::RPCTypes::Vote,

@@ -19,6 +19,7 @@ pub fn node(id: &str, weight: u32) -> NodeSpec {
         client_addr: format!("127.0.0.1:6{}", id.len()),
         peer_addr: format!("127.0.0.1:7{}", id.len()),
         weight,
+        token: 0,
     }
 }
 
