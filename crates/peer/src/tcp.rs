@@ -256,11 +256,16 @@ fn keepalive(stream: &TcpStream) {
 }
 
 /// Calls to peers over TCP: one connection per peer address, made on the
-/// first call and reused until it breaks.
+/// first call and reused until it breaks. Calls that find no connection
+/// wait for one of them to make it (a peer admits few handshakes at once
+/// from one address: fifty clients' first forwards each dialling were
+/// refused past the eighth).
 pub struct TcpTransport {
     secret: Secret,
     limits: Limits,
     clients: Mutex<HashMap<String, PeerClient>>,
+    /// One dial at a time per address.
+    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl TcpTransport {
@@ -270,6 +275,7 @@ impl TcpTransport {
             secret,
             limits,
             clients: Mutex::default(),
+            dialing: Mutex::default(),
         }
     }
 
@@ -288,6 +294,22 @@ impl TcpTransport {
             addr: addr.to_owned(),
             why,
         };
+        let dial = Arc::clone(
+            self.dialing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(addr.to_owned())
+                .or_default(),
+        );
+        let Ok(_dialing) = tokio::time::timeout_at(deadline, dial.lock()).await else {
+            return Err(unreachable(
+                "another call's connection attempt is still running".into(),
+            ));
+        };
+        // Made by the call that dialled while this one waited.
+        if let Some(client) = self.clients().get(addr) {
+            return Ok(client.clone());
+        }
         let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),

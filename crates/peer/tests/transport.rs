@@ -398,3 +398,26 @@ async fn in_memory_calls_in_flight_end_when_their_peer_is_unregistered() {
     assert!(matches!(err, TransportError::Lost { .. }), "{err}");
     assert_eq!(started.elapsed(), Duration::from_millis(100));
 }
+
+/// Calls that find no connection to a peer wait for one of them to make it:
+/// fifty concurrent first calls open one connection, which a peer that
+/// admits a single one serves (each dialling its own was refused past the
+/// peer's handshake budget).
+#[tokio::test]
+async fn concurrent_first_calls_share_one_new_connection() {
+    let limits = Limits {
+        connections: 1,
+        ..Limits::default()
+    };
+    let (_server, echo, addr) = server(limits).await;
+    let client = TcpTransport::new(Secret::new(SECRET), Limits::default());
+    let calls = (0..50u8).map(|i| client.call(&addr, Service::RaftVote, vec![i], SECOND));
+    for (i, answer) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer.unwrap(), vec![i as u8], "call {i}");
+    }
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 50);
+}
