@@ -69,6 +69,8 @@ const ENVELOPE: usize = 512;
 #[derive(Clone)]
 struct Served {
     handler: Arc<dyn PeerHandler>,
+    /// The largest answer that fits in a frame with its envelope.
+    room: usize,
 }
 
 impl Peer for Served {
@@ -78,7 +80,15 @@ impl Peer for Served {
         service: Service,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, String> {
-        self.handler.handle(service, body).await
+        match self.handler.handle(service, body).await {
+            // Not sendable: the caller is told now, not at its deadline.
+            Ok(answer) if answer.len() > self.room => Err(format!(
+                "the answer of {} bytes is over the {}-byte frame limit",
+                answer.len(),
+                self.room
+            )),
+            result => result,
+        }
     }
 }
 
@@ -194,7 +204,13 @@ async fn connection(
         .new_framed(stream);
     let transport = serde_transport::new(framed, Bincode::default());
     BaseChannel::with_defaults(transport)
-        .execute(Served { handler }.serve())
+        .execute(
+            Served {
+                handler,
+                room: limits.frame.saturating_sub(ENVELOPE),
+            }
+            .serve(),
+        )
         .for_each_concurrent(limits.calls_per_connection, |call| call)
         .await;
     debug!(%from, "peer disconnected");

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Answers `RaftVote` with the body reversed, sleeps the number of
-/// milliseconds in the body's first byte first (`RaftSnapshot`), refuses
+/// milliseconds in the body's first byte first (`RaftSnapshot`), answers
+/// `Status` with as many KiB as the body's first byte, refuses
 /// `RaftAppend`; counts calls.
 #[derive(Default)]
 struct Echo {
@@ -35,6 +36,7 @@ impl PeerHandler for Echo {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     Ok(body)
                 }
+                Service::Status => Ok(vec![7; usize::from(body[0]) << 10]),
                 _ => Err("append refused by the test".into()),
             }
         })
@@ -180,6 +182,29 @@ async fn frames_over_the_limit_are_refused_on_both_sides() {
             .unwrap(),
         vec![2, 1],
         "the next call reconnects"
+    );
+    // An answer over the server's limit is refused at once, with its
+    // size, not left for the caller's deadline; the connection serves on.
+    let started = std::time::Instant::now();
+    let err = big
+        .call(&addr, Service::Status, vec![100], Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Refused { why, .. } if why.contains("102400 bytes")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        big.call(&addr, Service::Status, vec![1], SECOND)
+            .await
+            .unwrap()
+            .len(),
+        1024
     );
 }
 
