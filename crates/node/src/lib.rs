@@ -215,38 +215,35 @@ impl Inner {
     /// `addr` answered `Moved` at, for at most about `limit`: see
     /// [`Inner::refresh`] for a node removed from the cluster.
     pub async fn reach(&self, epoch: u64, addr: &str, limit: Duration) -> bool {
-        match self.membership() {
-            Some(false) => self.wait_epoch(epoch, limit).await,
-            Some(true) if self.wait_epoch(epoch, limit).await => true,
-            _ => self.refresh(Some(addr), epoch, limit).await,
+        if self.is_member() && self.wait_epoch(epoch, limit).await {
+            return true;
         }
+        self.may_be_removed() && self.refresh(Some(addr), epoch, limit).await
     }
 
     /// Whether this node is a member by its view (not removed).
     pub fn is_member(&self) -> bool {
-        self.membership().is_some()
+        self.view().members.contains_key(&self.me)
     }
 
-    /// `None` if this node's view has it removed; whether it is leaving
-    /// otherwise (the Raft group may drop a leaving node before it applies
-    /// its own removal).
-    fn membership(&self) -> Option<bool> {
-        let view = self.view();
-        let me = view.members.get(&self.me)?;
-        Some(matches!(
-            me.lifecycle,
-            ringkv_meta::Lifecycle::Leaving { .. }
-        ))
+    /// Whether this node may be out of the Raft group without its view
+    /// knowing yet: removed by its view, or joining or leaving (the group
+    /// can drop a node before it applies its own removal or the withdrawal
+    /// of its join). An up member only waits for its log.
+    pub fn may_be_removed(&self) -> bool {
+        self.view()
+            .members
+            .get(&self.me)
+            .is_none_or(|me| me.lifecycle != ringkv_meta::Lifecycle::Up)
     }
 
     /// Waits until the published view moves past `epoch`, at most about
     /// `limit`: see [`Inner::refresh`] for a node removed from the cluster.
     pub async fn wait_past(&self, epoch: u64, limit: Duration) -> bool {
-        match self.membership() {
-            Some(false) => self.wait_epoch(epoch + 1, limit).await,
-            Some(true) if self.wait_epoch(epoch + 1, limit).await => true,
-            _ => self.refresh(None, epoch + 1, limit).await,
+        if self.is_member() && self.wait_epoch(epoch + 1, limit).await {
+            return true;
         }
+        self.may_be_removed() && self.refresh(None, epoch + 1, limit).await
     }
 
     /// A node removed from the cluster receives no more of the log, but
@@ -750,11 +747,13 @@ async fn publisher(inner: Arc<Inner>) {
 
 /// Once this node is removed from the cluster (it serves no keys, and
 /// receives no more of the log), keeps its view about a second behind the
-/// members' by asking them: it forwards every request by it.
+/// members' by asking them: it forwards every request by it. Checked while
+/// the node is joining or leaving too: the group can drop it before it
+/// applies its own removal.
 async fn follow_when_removed(inner: Arc<Inner>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if inner.ready.load(Ordering::Acquire) && !inner.is_member() {
+        if inner.ready.load(Ordering::Acquire) && inner.may_be_removed() {
             let epoch = inner.view().epoch;
             inner.refresh(None, epoch + 1, Duration::from_secs(1)).await;
         }
