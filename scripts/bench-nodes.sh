@@ -37,7 +37,12 @@
 #           timed. And `ringkv serve --nodes n1,n2,n3` + RINGKV.ADDNODE n4 as
 #           a reference. Each stopped after $LIMIT s. $ROUNDS rounds. For
 #           the nodes, also when the members' keys add up to $KEYS again
-#           (the sources drop what they gave away after the change).
+#           (the sources drop what they gave away after the change), and
+#           client latency: $PROBE_N GETs of random loaded keys through
+#           the first node (redis-benchmark -c 10), once idle and once
+#           started just before the 4th node (rebalance-latency.csv: rps,
+#           p50, p99, max; "complete" when no error reply came, as
+#           redis-benchmark stops at the first).
 #
 # Takes about 7 minutes for tput and 3 for rebalance, plus up to $LIMIT s
 # for an add that does not finish (at e290c5e, 600k keys or more: see the
@@ -46,7 +51,7 @@
 # Environment: RINGKV (binary, default target/release/ringkv), REPS (3),
 # SECS (6), REQUESTS (-n of every run, total over the processes; default:
 # calibrated per system and load to last about $SECS s), SYSTEMS ("nodes
-# cluster serve redis"), KEYS (1000000), ROUNDS (1), LIMIT (600),
+# cluster serve redis"), KEYS (1000000), ROUNDS (1), LIMIT (600), PROBE_N (40000),
 # PARTITIONS (ringkv node --partitions; default: ringkv's own default),
 # OUT (raw CSV and logs, default bench-out/nodes).
 # Redis Cluster config files and the load files live in a fresh directory
@@ -60,6 +65,7 @@ REQUESTS=${REQUESTS:-}
 SYSTEMS=${SYSTEMS:-nodes cluster serve redis}
 KEYS=${KEYS:-1000000}
 ROUNDS=${ROUNDS:-1}
+PROBE_N=${PROBE_N:-40000}
 LIMIT=${LIMIT:-600}
 PARTITIONS=${PARTITIONS:-}
 OUT=${OUT:-bench-out/nodes}
@@ -386,11 +392,34 @@ pipe_load() {
 #                (nodes: then ms until m4 answered PING, until its change was seen,
 #                until the members' keys added up to $KEYS again, after the sources'
 #                cleanup; the total is taken when the change is no longer listed)
+# probe NAME ROUND PHASE: $PROBE_N GETs of random loaded keys through NAME
+# (redis-benchmark -c 10); appends
+# round,phase,rps,p50_ms,p99_ms,max_ms,outcome,started_ms,ended_ms to
+# rebalance-latency.csv. redis-benchmark 7 exits at the first error reply,
+# so outcome "complete" means none; otherwise the output's last line.
+probe() {
+  local name=$1 r=$2 phase=$3 out t0 t1 line outcome=complete
+  out="$TMP/probe-$phase.out"
+  t0=$(now_ms)
+  redis-benchmark -h 127.0.0.1 -p "${PORT[$name]}" -t get -c 10 -n "$PROBE_N" -r "$KEYS" --csv >"$out" 2>&1 || true
+  t1=$(now_ms)
+  line=$(grep '^"GET"' "$out" | tail -1 | tr -d '"')
+  [ -n "$line" ] || outcome="failed: $(tail -1 "$out" | tr ',' ' ')"
+  # "GET",rps,avg,min,p50,p95,p99,max
+  echo "$r,$phase,$(awk -F, '{ printf "%s,%s,%s,%s", $2, $5, $7, $8 }' <<<"$line"),$outcome,$t0,$t1" | rec rebalance-latency.csv
+}
+
 rebalance_nodes() {
   local r=$1 load t0 ms moved total outcome=ok
   start_nodes m 3
   load=$(pipe_load rr m)
   note "rebalance $r nodes: keys before: $(nodes_keys m1)"
+  # client latency: GETs of the loaded keys through m1, idle, then while
+  # m4 joins (started just before it; $PROBE_N requests last about as long
+  # as the move)
+  probe m1 "$r" idle >/dev/null
+  probe m1 "$r" move >"$TMP/probe-move" &
+  local probing=$!
   # the time from m4's start until: it answers PING, the change adding it
   # is first seen in RINGKV.NODES, 4 members are up and no change is left
   local out t t_ping=- t_change=- deadline
@@ -407,6 +436,7 @@ rebalance_nodes() {
     sleep 0.05
   done
   ms=$(($(now_ms) - t0))
+  wait "$probing" || true
   note "rebalance $r nodes: m4 answered PING after $t_ping ms, its change was first seen after $t_change ms, settled after $ms ms"
   local keys; keys=$(nodes_keys m1)
   note "rebalance $r nodes: keys after: $keys"
@@ -461,7 +491,7 @@ rebalance_serve() {
 }
 part_rebalance() {
   local r s
-  rm -f "$OUT/rebalance-nodes.txt" "$OUT/rebalance-cluster.log"
+  rm -f "$OUT/rebalance-nodes.txt" "$OUT/rebalance-cluster.log" "$OUT/rebalance-latency.csv"
   if [ ! -f "$TMP/counts" ]; then
     # the slot map of a fresh 3-master cluster (redis-cli --cluster create
     # always splits the slots the same way)
