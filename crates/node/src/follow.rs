@@ -15,6 +15,15 @@ use tracing::info;
 
 use crate::{Inner, Tracker, moves, service};
 
+/// [`Inner::may_be_removed`] by `state`, for a caller that holds the
+/// view's lock (taking it again could deadlock behind a waiting writer).
+pub(crate) fn may_be_removed(state: &MetaState, me: &str) -> bool {
+    state
+        .members
+        .get(me)
+        .is_none_or(|m| m.lifecycle != ringkv_meta::Lifecycle::Up)
+}
+
 impl Inner {
     /// Waits until the published view reaches `epoch`, at most `limit`.
     pub async fn wait_epoch(&self, epoch: u64, limit: Duration) -> bool {
@@ -44,10 +53,7 @@ impl Inner {
     /// can drop a node before it applies its own removal or the withdrawal
     /// of its join). An up member only waits for its log.
     pub fn may_be_removed(&self) -> bool {
-        self.view()
-            .members
-            .get(&self.me)
-            .is_none_or(|me| me.lifecycle != ringkv_meta::Lifecycle::Up)
+        may_be_removed(&self.view(), &self.me)
     }
 
     /// Waits until the published view moves past `epoch`, at most about

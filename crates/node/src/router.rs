@@ -150,7 +150,7 @@ impl Router for NodeRouter {
                 }))
             }
             // A removed node's view may be old: it looks again first.
-            Decision::Down(node) if inner.may_be_removed() => {
+            Decision::Down(node) if crate::follow::may_be_removed(&guard, &inner.me) => {
                 drop(guard);
                 let inner = Arc::clone(inner);
                 Route::Elsewhere(Box::pin(async move {
