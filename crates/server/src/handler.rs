@@ -31,6 +31,22 @@ const FLUSH_AT: usize = 64 * 1024;
 const SET_RUN_MAX: usize = 64;
 const SET_RUN_BYTES: usize = 1 << 20;
 
+/// On a node of a multi-process cluster, the most pipelined requests a
+/// connection routes together (`Router::route_many`), and the most
+/// bytes of requests they take.
+const FORWARD_RUN_MAX: usize = 64;
+const FORWARD_RUN_BYTES: usize = 1 << 20;
+
+/// Work taken off the read buffer but not done yet: done, in order, before
+/// anything else is read.
+enum Pending {
+    /// A request to run, with its size in bytes (0: counted already).
+    Request(Vec<Bytes>, usize),
+    /// The reply of a request that already ran (forwarded with others),
+    /// to send in its turn.
+    Reply(Frame),
+}
+
 /// Reads a shutdown has this connection serve before it closes: what the
 /// client sent before the shutdown is served, but a client streaming
 /// requests cannot hold the shutdown up.
@@ -105,9 +121,9 @@ async fn serve(
     // disk yet. No reply leaves before they are (see `settle`).
     let mut owed = false;
     // Requests taken off the buffer but not run yet (a run of SETs that
-    // could not be written as one, and the request that ended the run),
-    // with their sizes; served before anything else is read.
-    let mut pending: VecDeque<(Vec<Bytes>, usize)> = VecDeque::new();
+    // could not be written as one, and the request that ended the run; a
+    // run of forwarded requests' replies, and those to route again).
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     // A protocol error met while collecting a run: reported after the
     // pending requests are served.
     let mut broken: Option<ProtocolError> = None;
@@ -127,7 +143,15 @@ async fn serve(
         // Serve every request already buffered (a pipeline) before
         // sending the replies and reading again.
         let next = match pending.pop_front() {
-            Some(request) => Ok(Some(request)),
+            Some(Pending::Request(request, bytes)) => Ok(Some((request, bytes))),
+            Some(Pending::Reply(frame)) => {
+                if !fits(shared, &conn, &frame, session.protocol) {
+                    over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));
+                    return Ok(());
+                }
+                conn.send(&frame, session.protocol, FLUSH_AT).await?;
+                continue;
+            }
             None => match broken.take() {
                 Some(e) => Err(e),
                 None => conn.next_buffered(limits),
@@ -206,8 +230,8 @@ async fn serve(
                         run.push((r, bytes));
                         tokio::task::coop::consume_budget().await;
                     }
-                    Ok(Some(other)) => {
-                        pending.push_back(other);
+                    Ok(Some((other, bytes))) => {
+                        pending.push_back(Pending::Request(other, bytes));
                         break;
                     }
                     Ok(None) => break,
@@ -237,7 +261,7 @@ async fn serve(
                     // own, as if never grouped, and gets its own reply.
                     // The first one's bytes are counted already.
                     for (r, bytes) in run.into_iter().rev() {
-                        pending.push_front((r, bytes));
+                        pending.push_front(Pending::Request(r, bytes));
                     }
                     continue;
                 };
@@ -257,6 +281,95 @@ async fn serve(
                     conn.send(&frame, session.protocol, FLUSH_AT).await?;
                 }
                 continue;
+            }
+        }
+        if let Some(router) = shared.router.as_deref()
+            && pending.is_empty()
+            && broken.is_none()
+            && routes_runs(&session)
+            && let Some(first) = crate::route::batchable(&request)
+        {
+            // A pipeline on a node of a multi-process cluster: its requests
+            // go together, one group per node that serves them (a call per
+            // other node), the groups at once.
+            let mut run = vec![(request, session.request_bytes, first)];
+            let mut run_bytes = session.request_bytes;
+            while run.len() < FORWARD_RUN_MAX && run_bytes < FORWARD_RUN_BYTES {
+                match conn.next_buffered(limits) {
+                    Ok(Some((r, bytes))) => match crate::route::batchable(&r) {
+                        Some(b) => {
+                            run_bytes += bytes;
+                            run.push((r, bytes, b));
+                            tokio::task::coop::consume_budget().await;
+                        }
+                        None => {
+                            pending.push_back(Pending::Request(r, bytes));
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            let taken = if run.len() > 1 {
+                let protocol = session.protocol.version() as u8;
+                let requests: Vec<crate::route::Request<'_>> = run
+                    .iter()
+                    .map(|(words, _, (_, keys, write))| crate::route::Request {
+                        words,
+                        keys: keys.clone(),
+                        write: *write,
+                        pinned: false,
+                        forwarded: None,
+                        protocol,
+                    })
+                    .collect();
+                router.route_many(&requests)
+            } else {
+                None
+            };
+            let n = taken.as_ref().map_or(1, |many| many.here.len());
+            // What is not taken is served after, each on its own (the
+            // first one's bytes are counted already).
+            for (r, bytes, _) in run.drain(n..).rev() {
+                pending.push_front(Pending::Request(r, bytes));
+            }
+            match taken {
+                None => request = run.pop().expect("one request").0,
+                Some(crate::route::Many { here, replies }) => {
+                    for (i, (_, bytes, (index, _, _))) in run.iter().enumerate() {
+                        if i > 0 {
+                            shared
+                                .stats
+                                .net_input_bytes
+                                .fetch_add(*bytes as u64, Ordering::Relaxed);
+                        }
+                        if here[i] {
+                            continue; // counted by the executor
+                        }
+                        shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+                        session.handle.touch(*index);
+                        shared.command_stats[*index]
+                            .calls
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Earlier replies go out before the wait.
+                    settle(shared, &mut owed).await?;
+                    conn.flush().await?;
+                    let replies = replies.await;
+                    debug_assert_eq!(replies.len(), run.len());
+                    for ((r, _, _), reply) in run.into_iter().zip(replies).rev() {
+                        pending.push_front(match crate::route::elsewhere_frame(reply) {
+                            Some(frame) => Pending::Reply(frame),
+                            // It did not run: routed again, in its turn.
+                            None => Pending::Request(r, 0),
+                        });
+                    }
+                    continue;
+                }
             }
         }
         // The context lives for the call only: it is not `Send`, and the
@@ -300,7 +413,7 @@ async fn serve(
                 match wait.await {
                     crate::route::Waited::Frame(frame) => frame,
                     crate::route::Waited::Retry => {
-                        pending.push_front((request, 0));
+                        pending.push_front(Pending::Request(request, 0));
                         continue;
                     }
                 }
@@ -364,6 +477,16 @@ fn batches_sets(shared: &Shared, session: &Session) -> bool {
         // footprint, which a group would check differently.
         && shared.cluster.maxmemory() == 0
         && session.multi.is_none()
+        && session.authenticated
+        && !session.replies_off
+        && session.replies_skipped == 0
+}
+
+/// Whether pipelined requests of this connection may be routed together
+/// (`Router::route_many`): outside MULTI, authenticated, with replies on
+/// (each gets its reply, as it would alone).
+fn routes_runs(session: &Session) -> bool {
+    session.multi.is_none()
         && session.authenticated
         && !session.replies_off
         && session.replies_skipped == 0

@@ -66,6 +66,19 @@ pub enum Elsewhere {
     Retry,
 }
 
+/// The first requests of a pipeline, routed together
+/// ([`Router::route_many`]).
+pub struct Many {
+    /// Which of the first requests are taken, and whether each runs on
+    /// this node (through the [`Executor`], which counts it then) or on
+    /// another (counted by the caller, as a forwarded request is).
+    pub here: Vec<bool>,
+    /// Their replies, in order. `Elsewhere::Retry` for a request that did
+    /// not run: it is routed again on its own, before the replies after it
+    /// are sent.
+    pub replies: BoxFuture<'static, Vec<Elsewhere>>,
+}
+
 /// What a router's own command (`RINGKV.*` on a node) answers.
 pub enum AdminReply {
     /// `+OK`.
@@ -90,6 +103,15 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
 
     /// Decides where a keyed request runs.
     fn route(&self, request: &Request<'_>) -> Route;
+
+    /// Routes the first requests of a pipeline together: when the first
+    /// `n >= 2` of them can be (each served by one node, this one or
+    /// another), runs them as [`Many`] says. `None`: each request is routed
+    /// on its own.
+    fn route_many(&self, requests: &[Request<'_>]) -> Option<Many> {
+        let _ = requests;
+        None
+    }
 
     /// Answers a `RINGKV.*` command the node handles itself (`NODES`,
     /// `REMOVENODE`), or `None` to let the server's own handler run.
@@ -141,13 +163,37 @@ impl Executor {
     /// Runs `request`, forwarded by a peer whose view is at `epoch`, and
     /// encodes the reply in protocol `protocol` (2 or 3).
     pub async fn run(&self, request: Vec<Bytes>, protocol: u8, epoch: u64) -> Forwarded {
+        self.run_with(request, protocol, epoch, true)
+            .await
+            .expect("a run that may wait comes to an answer")
+    }
+
+    /// As [`run`](Self::run), but without waiting for the router (a fence
+    /// to lift, this node to catch up with `epoch`): `None` if it would
+    /// have, and then the request did not run.
+    pub async fn run_now(
+        &self,
+        request: Vec<Bytes>,
+        protocol: u8,
+        epoch: u64,
+    ) -> Option<Forwarded> {
+        self.run_with(request, protocol, epoch, false).await
+    }
+
+    async fn run_with(
+        &self,
+        request: Vec<Bytes>,
+        protocol: u8,
+        epoch: u64,
+        wait: bool,
+    ) -> Option<Forwarded> {
         let protocol = if protocol == 3 {
             Protocol::Resp3
         } else {
             Protocol::Resp2
         };
         let Some(shared) = self.shared.upgrade() else {
-            return encode(&crate::reply::err("the node is stopping"), protocol);
+            return Some(encode(&crate::reply::err("the node is stopping"), protocol));
         };
         let shared = &shared;
         for _ in 0..MAX_ROUNDS {
@@ -171,32 +217,34 @@ impl Executor {
                 match tokio::task::spawn_blocking(move || cluster.sync()).await {
                     Ok(Ok(())) => {}
                     _ => {
-                        return encode(
+                        return Some(encode(
                             &crate::reply::err("fsync failed on the key's node"),
                             protocol,
-                        );
+                        ));
                     }
                 }
             }
             let frame = match outcome {
                 Outcome::Reply(frame) | Outcome::Close(frame) => frame,
                 Outcome::OverLimit => crate::reply::err("reply too large"),
-                Outcome::Moved { epoch, node } => return Forwarded::Moved { epoch, node },
+                Outcome::Moved { epoch, node } => return Some(Forwarded::Moved { epoch, node }),
                 Outcome::Blocking(job) => match tokio::task::spawn_blocking(job).await {
                     Ok(frame) => frame,
                     Err(_) => crate::reply::err("the command failed on the key's node"),
                 },
+                // A keyed request waits only on the router, before it runs.
+                Outcome::Wait(_) if !wait => return None,
                 Outcome::Wait(wait) => match wait.await {
                     Waited::Frame(frame) => frame,
                     Waited::Retry => continue,
                 },
             };
-            return encode(&frame, protocol);
+            return Some(encode(&frame, protocol));
         }
-        encode(
+        Some(encode(
             &crate::reply::error("TRYAGAIN the key's range is moving; retry"),
             protocol,
-        )
+        ))
     }
 }
 
@@ -254,12 +302,42 @@ pub(crate) fn route(
         Route::Error(text) => Err(crate::reply::error(text).into()),
         Route::Moved { epoch, node } => Err(Outcome::Moved { epoch, node }),
         Route::Elsewhere(future) => Err(Outcome::Wait(Box::pin(async move {
-            match future.await {
-                Elsewhere::Reply(bytes) => Waited::Frame(Frame::Raw(bytes)),
-                Elsewhere::Error(text) => Waited::Frame(crate::reply::error(text)),
-                Elsewhere::Retry => Waited::Retry,
+            match elsewhere_frame(future.await) {
+                Some(frame) => Waited::Frame(frame),
+                None => Waited::Retry,
             }
         }))),
+    }
+}
+
+/// A request of a pipeline that [`Router::route_many`] may take: a known
+/// command with a valid arity and keys, neither pinned to this connection
+/// (`WATCH`, `EXEC`) nor the router's own (`RINGKV.*`). Its table index,
+/// keys and whether it may write.
+pub(crate) fn batchable(words: &[Bytes]) -> Option<(usize, Vec<Bytes>, bool)> {
+    let index = cmd::lookup_index(words.first()?)?;
+    let spec = &cmd::COMMANDS[index];
+    let len = words.len() as i64;
+    if (spec.arity >= 0 && len != spec.arity) || (spec.arity < 0 && len < -spec.arity) {
+        return None;
+    }
+    if matches!(spec.name, "exec" | "watch") || spec.name.starts_with("ringkv.") {
+        return None;
+    }
+    let keys = cmd::request_keys(words);
+    if keys.is_empty() {
+        return None;
+    }
+    Some((index, keys, spec.flags.contains(&"write")))
+}
+
+/// The reply frame of a request routed elsewhere, or `None` to route it
+/// again.
+pub(crate) fn elsewhere_frame(answer: Elsewhere) -> Option<Frame> {
+    match answer {
+        Elsewhere::Reply(bytes) => Some(Frame::Raw(bytes)),
+        Elsewhere::Error(text) => Some(crate::reply::error(text)),
+        Elsewhere::Retry => None,
     }
 }
 
