@@ -47,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
+mod batch;
 mod coord;
 pub mod fault;
 mod follow;
@@ -199,6 +200,8 @@ pub(crate) struct Inner {
     /// `--rebalance-rate`: keys per second of this node's copies.
     pub rebalance_rate: Option<u64>,
     pub raft_service: OnceLock<Arc<ringkv_meta::raft::RaftService>>,
+    /// The queues of requests forwarded to peers.
+    pub batches: batch::Batches,
 }
 
 impl Inner {
@@ -374,6 +377,7 @@ impl Node {
             executor: OnceLock::new(),
             rebalance_rate: config.rebalance_rate.filter(|&r| r > 0),
             raft_service: OnceLock::new(),
+            batches: batch::Batches::new(Arc::clone(&transport)),
         });
         let handler = service::NodeService::new(Arc::clone(&inner));
         let (peer_server, mem) = match peer {

@@ -1,6 +1,7 @@
 //! The client side of a node: which requests run here, which are
 //! forwarded and where, and the node's own `RINGKV.*` commands.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,14 +10,15 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use parking_lot::lock_api::ArcRwLockReadGuard;
 use ringkv_meta::{Command, MetaState, Rejected};
-use ringkv_peer::{Service, TransportError};
+use ringkv_peer::TransportError;
 use ringkv_ring::key_token;
-use ringkv_server::route::{AdminReply, Elsewhere, Executor, Request, Route, Router};
+use ringkv_server::route::{
+    AdminReply, Elsewhere, Executor, Forwarded, Many, Request, Route, Router,
+};
 
 use crate::Inner;
-use crate::service::{decode_data as decode, encode_data as encode};
 use crate::view::{Decision, copying_from, decide};
-use crate::wire::{Forward, Forwarded};
+use crate::wire::{ForwardGroup, GroupAnswer, Stop};
 
 /// How long a request waits for a fence to lift, or for this node to
 /// catch up with a peer's epoch, before `-TRYAGAIN`.
@@ -197,6 +199,47 @@ impl Router for NodeRouter {
         }
     }
 
+    fn route_many(&self, requests: &[Request<'_>]) -> Option<Many> {
+        let inner = &self.inner;
+        if !inner.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        // Decided by one view; the owners check it against theirs (the
+        // epoch travels with each group), as for one request.
+        let state = inner.view();
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut here = Vec::new();
+        let mut taken = 0;
+        for request in requests {
+            if request.pinned || request.forwarded.is_some() {
+                break;
+            }
+            let tokens: Vec<u64> = request.keys.iter().map(|k| key_token(k)).collect();
+            match decide(&state, &inner.me, &tokens, request.write) {
+                Decision::Forward(node) => {
+                    groups.entry(node).or_default().push(taken);
+                    here.push(false);
+                }
+                Decision::Local { .. } => {
+                    groups.entry(inner.me.clone()).or_default().push(taken);
+                    here.push(true);
+                }
+                _ => break,
+            }
+            taken += 1;
+        }
+        if taken < 2 {
+            return None;
+        }
+        let words: Vec<Vec<Bytes>> = requests[..taken].iter().map(|r| r.words.to_vec()).collect();
+        let protocol = requests[0].protocol;
+        let inner = Arc::clone(inner);
+        Some(Many {
+            here,
+            replies: Box::pin(forward_groups(inner, state, groups, words, protocol)),
+        })
+    }
+
     fn command(&self, name: &str, args: &[Bytes]) -> Option<AdminReply> {
         let inner = Arc::clone(&self.inner);
         match name {
@@ -334,7 +377,7 @@ async fn forward(
             _ => return Elsewhere::Retry,
         };
         match forward_once(&inner, &state, &node, &words, protocol).await {
-            Ok(Forwarded::Reply(bytes)) => return Elsewhere::Reply(bytes.into()),
+            Ok(Forwarded::Reply(bytes)) => return Elsewhere::Reply(bytes),
             // The owner knows a later state: catch up, then retry.
             Ok(Forwarded::Moved { epoch, .. }) => {
                 if let Err(e) = catch_up(&inner, &state, &node, epoch).await {
@@ -349,6 +392,91 @@ async fn forward(
     ))
 }
 
+/// Runs a pipeline's requests (`words`) where `state` has them served,
+/// one group per node (`groups`: the indices of each node's requests, in
+/// order; this node's run through its executor, as if forwarded), the
+/// groups at once. The replies, in order;
+/// `Elsewhere::Retry` for a request that did not run because its node
+/// answered `Moved` (after this node caught up with that node's epoch):
+/// it is routed again.
+async fn forward_groups(
+    inner: Arc<Inner>,
+    state: Arc<MetaState>,
+    groups: BTreeMap<String, Vec<usize>>,
+    mut words: Vec<Vec<Bytes>>,
+    protocol: u8,
+) -> Vec<Elsewhere> {
+    let count = words.len();
+    let calls = groups.into_iter().map(|(node, indices)| {
+        let requests = indices
+            .iter()
+            .map(|&i| std::mem::take(&mut words[i]))
+            .collect();
+        let inner = Arc::clone(&inner);
+        let state = Arc::clone(&state);
+        async move {
+            let answer = if node == inner.me {
+                match inner.executor.get() {
+                    Some(executor) => {
+                        let group = ForwardGroup {
+                            epoch: state.epoch,
+                            protocol,
+                            wait: false,
+                            requests,
+                        };
+                        Ok(crate::batch::run_group(executor, group, None, &inner.me).await)
+                    }
+                    None => Err("TRYAGAIN this node is not serving yet".to_string()),
+                }
+            } else {
+                forward_group(&inner, &state, &node, requests, protocol, false).await
+            };
+            let mut out = Vec::with_capacity(indices.len());
+            match answer {
+                Err(e) => out.extend(indices.iter().map(|&i| (i, Elsewhere::Error(e.clone())))),
+                Ok(answer) => {
+                    let ran = answer.replies.len().min(indices.len());
+                    for (&i, reply) in indices.iter().zip(answer.replies) {
+                        out.push((i, Elsewhere::Reply(reply)));
+                    }
+                    let rest = &indices[ran..];
+                    if !rest.is_empty() {
+                        let again = match answer.stop {
+                            Some(Stop::Moved { epoch, .. }) => {
+                                catch_up(&inner, &state, &node, epoch).await.err()
+                            }
+                            // Routed again on its own, it may wait there.
+                            Some(Stop::Later) => None,
+                            None => Some(format!(
+                                "ERR node {node} answered badly; a write may or may not have been applied"
+                            )),
+                        };
+                        out.extend(rest.iter().map(|&i| {
+                            (
+                                i,
+                                match &again {
+                                    None => Elsewhere::Retry,
+                                    Some(e) => Elsewhere::Error(e.clone()),
+                                },
+                            )
+                        }));
+                    }
+                }
+            }
+            out
+        }
+    });
+    let mut replies: Vec<Option<Elsewhere>> = Vec::new();
+    replies.resize_with(count, || None);
+    for (i, reply) in futures::future::join_all(calls).await.into_iter().flatten() {
+        replies[i] = Some(reply);
+    }
+    replies
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Elsewhere::Error("ERR a request was lost on its way".into())))
+        .collect()
+}
+
 /// Sends `words` once to member `node` of `state`, with `state`'s epoch.
 /// An error is the client's error reply: `TRYAGAIN` when the request
 /// surely did not run, otherwise what is known of its outcome.
@@ -359,24 +487,55 @@ pub(crate) async fn forward_once(
     words: &[Bytes],
     protocol: u8,
 ) -> Result<Forwarded, String> {
+    let mut requests = vec![words.to_vec()];
+    for wait in [false, true] {
+        // Queued with other requests first, in a call none of them waits
+        // in; then, if it would have waited, alone.
+        let mut answer = forward_group(inner, state, node, requests, protocol, wait).await?;
+        match (answer.replies.pop(), answer.stop) {
+            (Some(reply), None) => return Ok(Forwarded::Reply(reply)),
+            (None, Some(Stop::Moved { epoch, node })) => {
+                return Ok(Forwarded::Moved { epoch, node });
+            }
+            (None, Some(Stop::Later)) if !wait => requests = vec![words.to_vec()],
+            _ => break,
+        }
+    }
+    Err(format!(
+        "ERR node {node} answered badly; a write may or may not have been applied"
+    ))
+}
+
+/// Sends `requests` (one connection's, in order) to member `node` of
+/// `state`, with `state`'s epoch, in one group: queued with other groups
+/// for that node (`crate::batch`), or, if they may `wait` there, in a call
+/// of their own. An error is every request's error reply: `TRYAGAIN` when
+/// surely none ran, otherwise what is known of their outcome.
+pub(crate) async fn forward_group(
+    inner: &Inner,
+    state: &MetaState,
+    node: &str,
+    requests: Vec<Vec<Bytes>>,
+    protocol: u8,
+    wait: bool,
+) -> Result<GroupAnswer, String> {
     let addr = state
         .members
         .get(node)
         .map(|m| m.peer_addr.clone())
         .ok_or_else(|| format!("TRYAGAIN node {node} is not a member any more"))?;
-    let body = encode(&Forward {
+    let group = ForwardGroup {
         epoch: state.epoch,
         protocol,
-        words: words.iter().map(|w| w.to_vec()).collect(),
-    });
-    match inner
-        .transport
-        .call(&addr, Service::Forward, body, FORWARD_LIMIT)
-        .await
-    {
-        Ok(answer) => {
-            decode::<Forwarded>(&answer).map_err(|e| format!("ERR node {node} answered badly: {e}"))
-        }
+        wait,
+        requests,
+    };
+    let answer = match wait {
+        true => crate::batch::send_alone(&*inner.transport, &addr, group).await,
+        false => inner.batches.send(&addr, group).await,
+    };
+    match answer {
+        Ok(answer) => Ok(answer),
         Err(TransportError::Unreachable { .. }) => Err(format!(
             "TRYAGAIN node {node}, which serves the key, cannot be reached at {addr}"
         )),

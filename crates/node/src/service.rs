@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use ringkv_meta::{Command, Response};
 use ringkv_peer::{BoxFuture, PeerHandler, PeerTransport, Service};
@@ -12,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Inner;
-use crate::wire::{Forward, Forwarded, Propose, Proposed, Status};
+use crate::wire::{Forward, Propose, Proposed, Status};
 
 /// A node's [`PeerHandler`].
 pub(crate) struct NodeService {
@@ -71,18 +70,11 @@ impl PeerHandler for NodeService {
                     Ok(encode(&propose_here(raft, request.command).await?))
                 }
                 Service::Forward => {
-                    let request: Forward = decode_data(&body)?;
+                    let forward: Forward = decode_data(&body)?;
                     let executor = inner.executor.get().ok_or("this node is not serving yet")?;
-                    let words = request.words.into_iter().map(Bytes::from).collect();
-                    let answer = match executor.run(words, request.protocol, request.epoch).await {
-                        ringkv_server::route::Forwarded::Reply(bytes) => {
-                            Forwarded::Reply(bytes.to_vec())
-                        }
-                        ringkv_server::route::Forwarded::Moved { epoch, node } => {
-                            Forwarded::Moved { epoch, node }
-                        }
-                    };
-                    Ok(encode_data(&answer))
+                    Ok(encode_data(
+                        &crate::batch::serve(executor, forward, &inner.me).await,
+                    ))
                 }
                 Service::RangeScan => {
                     let page = crate::moves::scan(&inner, decode_data(&body)?).await?;

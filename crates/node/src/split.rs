@@ -18,7 +18,7 @@ use ringkv_server::route::Elsewhere;
 
 use crate::Inner;
 use crate::view::{Decision, decide};
-use crate::wire::Forwarded;
+use ringkv_server::route::Forwarded;
 
 /// How a command's parts are put back together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,6 @@ pub(crate) async fn run(
                     }
                 }
                 Ok(Forwarded::Reply(reply)) => {
-                    let reply = Bytes::from(reply);
                     if reply.first() == Some(&b'-') {
                         return Elsewhere::Reply(reply);
                     }
@@ -174,12 +173,7 @@ async fn send(
             .executor
             .get()
             .ok_or("ERR this node is not serving yet")?;
-        return Ok(match executor.run(words, protocol, state.epoch).await {
-            ringkv_server::route::Forwarded::Reply(bytes) => Forwarded::Reply(bytes.to_vec()),
-            ringkv_server::route::Forwarded::Moved { epoch, node } => {
-                Forwarded::Moved { epoch, node }
-            }
-        });
+        return Ok(executor.run(words, protocol, state.epoch).await);
     }
     crate::router::forward_once(inner, state, node, &words, protocol).await
 }

@@ -1,6 +1,7 @@
 //! The messages node processes exchange over the peer transport (JSON
 //! bodies; the Raft RPCs are `ringkv_meta::raft`'s).
 
+use bytes::Bytes;
 use ringkv_meta::{Command, Response};
 use serde::{Deserialize, Serialize};
 
@@ -20,29 +21,70 @@ pub enum Proposed {
     NotLeader(Option<String>),
 }
 
-/// `Forward`: a client request for the node that serves its keys.
+/// `Forward`: client requests for the node that serves their keys, in
+/// groups, one call for them all (see `crate::batch`). Each group is one
+/// connection's requests, which the receiver runs in order; groups run
+/// concurrently.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Forward {
-    /// The sender's epoch: the receiver catches up to it before deciding.
-    pub epoch: u64,
-    /// The client's protocol (2 or 3), in which the reply is encoded.
-    pub protocol: u8,
-    /// The request, command name first.
-    pub words: Vec<Vec<u8>>,
+    /// The groups.
+    pub groups: Vec<ForwardGroup>,
 }
 
-/// What a `Forward` came to.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Forwarded {
-    /// The encoded reply.
-    Reply(Vec<u8>),
-    /// The receiver does not serve the keys at `epoch`; `node` does.
+/// One connection's requests in a [`Forward`] call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardGroup {
+    /// The sender's epoch when it routed them: the receiver catches up to
+    /// it before deciding.
+    pub epoch: u64,
+    /// The client's protocol (2 or 3), in which the replies are encoded.
+    pub protocol: u8,
+    /// Whether a request may wait on the receiver (for a fence to lift, or
+    /// the receiver's view to catch up). A group that may not stops at such
+    /// a request instead ([`Stop::Later`]): the groups of a call share its
+    /// answer, so one waiting would hold them all.
+    pub wait: bool,
+    /// The requests, each command name first.
+    pub requests: Vec<Vec<Bytes>>,
+}
+
+impl ForwardGroup {
+    /// About the bytes it takes in a call.
+    pub fn size(&self) -> usize {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|w| w.len() + 8)
+            .sum::<usize>()
+            + 16
+    }
+}
+
+/// What a [`ForwardGroup`] came to: the replies of its first requests, in
+/// order; then, if `stop` is set, why the next one did not run. No later
+/// request of the group ran either.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GroupAnswer {
+    /// The encoded replies of the requests that ran.
+    pub replies: Vec<Bytes>,
+    /// Why the group stopped short.
+    pub stop: Option<Stop>,
+}
+
+/// Why a [`ForwardGroup`] stopped short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stop {
+    /// The receiver does not serve the request's keys at `epoch`; `node`
+    /// does, as far as it knows.
     Moved {
         /// The receiver's epoch.
         epoch: u64,
         /// Who serves the keys, as the receiver sees it.
         node: String,
     },
+    /// The request would have waited, and the group may not
+    /// ([`ForwardGroup::wait`]).
+    Later,
 }
 
 /// Where a copy stands: the range (its index in the plan) and the token

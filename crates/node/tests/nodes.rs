@@ -526,3 +526,83 @@ async fn a_join_moves_many_keys_and_large_values_in_bounded_pages() {
         node.shutdown().await;
     }
 }
+
+/// Pipelines of `INCR` on keys served by every node, through every node,
+/// while a node joins and another leaves: each connection's pipelines are
+/// routed together (one group per serving node, the groups at once), and
+/// each reply must still be the key's previous value plus one. A request
+/// run out of order within its key, run twice, or lost shows as a wrong
+/// count, whichever node it ran on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_keep_each_keys_order_while_nodes_join_and_leave() {
+    let a = start("a", Start::Init, None).await;
+    let seed = a.peer_addr().to_string();
+    let b = start("b", Start::Join(seed.clone()), None).await;
+    let c = start("c", Start::Join(seed.clone()), None).await;
+    settled(&[&a, &b, &c], 3).await;
+    // Slow copies of many keys, so that pipelines meet ranges being
+    // copied and fenced.
+    let mut con = client(&a).await;
+    let mut load = redis::pipe();
+    for i in 0..1200 {
+        load.cmd("SET").arg(format!("bulk:{i}")).arg(i).ignore();
+    }
+    let () = load.query_async(&mut con).await.unwrap();
+    RATE.with(|r| r.set(Some(300)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for (n, node) in [&a, &b, &c].into_iter().enumerate() {
+        let mut con = client(node).await;
+        let stop = std::sync::Arc::clone(&stop);
+        clients.push(tokio::spawn(async move {
+            // Each client its own keys, so it knows every count.
+            let keys: Vec<String> = (0..12).map(|i| format!("p{n}:{i}")).collect();
+            let mut counts = vec![0i64; keys.len()];
+            let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(n as u64);
+            let mut pipelines = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || pipelines < 20 {
+                let mut pipe = redis::pipe();
+                let mut want = Vec::new();
+                for _ in 0..24 {
+                    // Keys repeat within a pipeline, in an order that varies.
+                    let step = rand::Rng::random_range(&mut rng, 0..keys.len());
+                    counts[step] += 1;
+                    pipe.cmd("INCR").arg(&keys[step]);
+                    want.push(counts[step]);
+                }
+                let got: Vec<i64> = pipe
+                    .query_async(&mut con)
+                    .await
+                    .unwrap_or_else(|e| panic!("pipeline {pipelines} of client {n}: {e}"));
+                assert_eq!(got, want, "pipeline {pipelines} of client {n}");
+                pipelines += 1;
+            }
+            (keys, counts, pipelines)
+        }));
+    }
+    let d = start("d", Start::Join(seed.clone()), None).await;
+    settled(&[&a, &b, &c, &d], 4).await;
+    let mut con = client(&d).await;
+    let _: () = redis::cmd("RINGKV.REMOVENODE")
+        .arg("b")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    settled(&[&a, &c, &d], 3).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        let (keys, counts, pipelines) = client.await.unwrap();
+        assert!(pipelines >= 20);
+        for (key, count) in keys.iter().zip(counts) {
+            let got: Option<i64> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(got.unwrap_or(0), count, "{key}");
+        }
+    }
+    for node in [a, b, c, d] {
+        node.shutdown().await;
+    }
+}

@@ -91,22 +91,34 @@ impl Client {
     }
 
     async fn call(&mut self, args: &[&[u8]]) -> io::Result<Reply> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
+        let mut replies = self.pipeline(&[args.to_vec()]).await?;
+        Ok(replies.pop().expect("one reply"))
+    }
+
+    /// Sends `requests` in one write (a pipeline) and reads their replies.
+    async fn pipeline(&mut self, requests: &[Vec<&[u8]>]) -> io::Result<Vec<Reply>> {
+        let mut out = Vec::new();
+        for args in requests {
+            out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                out.extend_from_slice(a);
+                out.extend_from_slice(b"\r\n");
+            }
         }
         self.stream.write_all(&out).await?;
-        loop {
+        let mut replies = Vec::with_capacity(requests.len());
+        while replies.len() < requests.len() {
             if let Some((reply, used)) = parse(&self.input)? {
                 self.input.advance(used);
-                return Ok(reply);
+                replies.push(reply);
+                continue;
             }
             if self.stream.read_buf(&mut self.input).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
+        Ok(replies)
     }
 }
 
@@ -357,38 +369,62 @@ async fn client(
                 }
             }
         };
-        let key = format!("k{}", rng.random_range(0..KEYS));
-        let what = rng.random_range(0..10);
-        n += 1;
-        let value = format!("c{id}-{n}");
-        let args: Vec<&[u8]> = match what {
-            0..4 => vec![b"SET", key.as_bytes(), value.as_bytes()],
-            4..8 => vec![b"GET", key.as_bytes()],
-            _ => vec![b"DEL", key.as_bytes()],
+        // Mostly one request; now and then a pipeline of a few on a few
+        // keys (so keys repeat in it), which a node routes together.
+        let count = match rng.random_range(0..4) {
+            0 => rng.random_range(2..=5),
+            _ => 1,
         };
+        let first = rng.random_range(0..KEYS);
+        let ops: Vec<(String, u32, String)> = (0..count)
+            .map(|_| {
+                let key = match count {
+                    1 => format!("k{first}"),
+                    _ => format!("k{}", (first + rng.random_range(0..3)) % KEYS),
+                };
+                n += 1;
+                (key, rng.random_range(0..10), format!("c{id}-{n}"))
+            })
+            .collect();
+        let requests: Vec<Vec<&[u8]>> = ops
+            .iter()
+            .map(|(key, what, value)| match what {
+                0..4 => vec![&b"SET"[..], key.as_bytes(), value.as_bytes()],
+                4..8 => vec![&b"GET"[..], key.as_bytes()],
+                _ => vec![&b"DEL"[..], key.as_bytes()],
+            })
+            .collect();
+        // The requests of a pipeline are concurrent in the history: each
+        // from its write to the last reply.
         let invoke = tick();
-        let reply = timeout(CLIENT_TIMEOUT, client.call(&args)).await;
+        let replies = timeout(CLIENT_TIMEOUT, client.pipeline(&requests)).await;
         let complete = tick();
-        let ok = matches!(reply, Ok(Ok(_)));
-        let event = match (what, reply) {
-            (0..4, Ok(Ok(Reply::Simple(s)))) if s == "OK" => {
-                Some(Event::put(key, value, invoke, complete))
-            }
-            (0..4, _) => Some(Event::put_unknown(key, value, invoke)),
-            (4..8, Ok(Ok(Reply::Bulk(v)))) => Some(Event::get(
-                key,
-                invoke,
-                complete,
-                v.map(|v| String::from_utf8(v).expect("values are text")),
-            )),
-            (4..8, _) => None,
-            (_, Ok(Ok(Reply::Int(removed)))) => {
-                Some(Event::delete_returning(key, invoke, complete, removed == 1))
-            }
-            (_, _) => Some(Event::delete_unknown(key, invoke)),
+        let ok = matches!(replies, Ok(Ok(_)));
+        let mut replies = match replies {
+            Ok(Ok(replies)) => replies.into_iter().map(Some).collect(),
+            _ => vec![None; ops.len()],
         };
-        if let Some(event) = event {
-            history.lock().unwrap().push(event.with_client(id));
+        for ((key, what, value), reply) in ops.into_iter().zip(replies.drain(..)) {
+            let event = match (what, reply) {
+                (0..4, Some(Reply::Simple(s))) if s == "OK" => {
+                    Some(Event::put(key, value, invoke, complete))
+                }
+                (0..4, _) => Some(Event::put_unknown(key, value, invoke)),
+                (4..8, Some(Reply::Bulk(v))) => Some(Event::get(
+                    key,
+                    invoke,
+                    complete,
+                    v.map(|v| String::from_utf8(v).expect("values are text")),
+                )),
+                (4..8, _) => None,
+                (_, Some(Reply::Int(removed))) => {
+                    Some(Event::delete_returning(key, invoke, complete, removed == 1))
+                }
+                (_, _) => Some(Event::delete_unknown(key, invoke)),
+            };
+            if let Some(event) = event {
+                history.lock().unwrap().push(event.with_client(id));
+            }
         }
         if ok {
             conn = Some(client);
