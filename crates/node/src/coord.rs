@@ -20,7 +20,9 @@ use crate::service::{decode_data as decode, encode_data as encode, propose_here}
 use crate::view::{ChangeStep, GroupStep, change_step, group_step};
 use crate::wire::{Proposed, Pull, PullAnswer, Pulled};
 
-/// Time between turns when there is nothing to do.
+/// Time between turns when there is nothing to do (after a turn that
+/// took a step, the next one starts at once: a change's steps follow each
+/// other without a pause).
 const IDLE: Duration = Duration::from_millis(100);
 
 /// Failed pulls of a change before it is rolled back (before its commit
@@ -78,8 +80,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     // Fences lifted for the change in flight (by its number): a change
     // whose last shipment keeps failing is rolled back, not fenced forever.
     let mut unfenced: (u64, u32) = (0, 0);
+    // The last turn committed a step or changed the Raft group.
+    let mut stepped = false;
     loop {
-        tokio::time::sleep(IDLE).await;
+        if !std::mem::take(&mut stepped) {
+            tokio::time::sleep(IDLE).await;
+        }
         let metrics = raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
             failures = 0;
@@ -107,7 +113,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     .map(|_| ()),
             };
             match done {
-                Ok(()) => info!(step = ?step, "raft group changed"),
+                Ok(()) => {
+                    info!(step = ?step, "raft group changed");
+                    stepped = true;
+                }
                 Err(e) => {
                     warn!(step = ?step, error = %e, "raft group change failed; retrying");
                     tokio::time::sleep(RETRY).await;
@@ -125,7 +134,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 {
                     continue;
                 }
-                commit(&raft, command).await;
+                stepped = commit(&raft, command).await;
             }
             ChangeStep::Pull {
                 change,
@@ -209,7 +218,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 );
                 if dirty {
                     crate::fault::reached("before-switch", &node);
-                    commit(
+                    stepped = commit(
                         &raft,
                         Command::SwitchRanges {
                             change,
@@ -219,7 +228,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     .await;
                     crate::fault::reached("after-switch", &node);
                 } else {
-                    commit(
+                    stepped = commit(
                         &raft,
                         Command::FenceRanges {
                             change,
@@ -235,17 +244,23 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 /// Commits `command` as the leader; a rejection or a lost leadership is
 /// logged, and the next turn decides again from the committed state.
-async fn commit(raft: &ringkv_meta::raft::MetaRaft, command: Command) {
+/// Whether it was applied.
+async fn commit(raft: &ringkv_meta::raft::MetaRaft, command: Command) -> bool {
     let what = describe(&command);
     match propose_here(raft, command).await {
         Ok(Proposed::Applied(Ok(applied))) => {
             info!(command = %what, epoch = applied.epoch, "rebalance: committed");
+            true
         }
         Ok(Proposed::Applied(Err(rejected))) => {
             warn!(command = %what, %rejected, "rebalance: command rejected");
+            false
         }
-        Ok(Proposed::NotLeader(_)) => {}
-        Err(e) => warn!(command = %what, error = %e, "rebalance: proposal failed"),
+        Ok(Proposed::NotLeader(_)) => false,
+        Err(e) => {
+            warn!(command = %what, error = %e, "rebalance: proposal failed");
+            false
+        }
     }
 }
 
@@ -266,8 +281,8 @@ fn describe(command: &Command) -> String {
 }
 
 /// The failure detector, run by the leader: every [`PROBE_EVERY`] it asks
-/// each member for its status; a member silent for `down_after` is
-/// committed down (`MarkDown`: its keys answer `-CLUSTERDOWN`, nothing
+/// each member for its status; a member silent for `down_after`, and that
+/// failed the last [`DOWN_PROBES`] probes, is committed down (`MarkDown`: its keys answer `-CLUSTERDOWN`, nothing
 /// moves), and a down member that answers again is committed up. No
 /// gossip: one prober, the leader, whose view is the log's.
 pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
@@ -275,6 +290,10 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
     // When each member last answered; reset when this node becomes leader,
     // so that a new leader gives every member a full `down_after`.
     let mut heard: std::collections::HashMap<String, Instant> = Default::default();
+    // Probes in a row each member failed: one lost probe (a lost message
+    // waits out the call's 2 s limit, most of a short `down_after`) does
+    // not mark a member down.
+    let mut failed: std::collections::HashMap<String, u32> = Default::default();
     let mut leading = false;
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
@@ -286,6 +305,7 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
         if !leading {
             leading = true;
             heard.clear();
+            failed.clear();
         }
         // A leader marked down while it was cut off answers, obviously:
         // no other node probes it while it leads.
@@ -319,6 +339,8 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
         for (id, ok) in futures::future::join_all(probes).await {
             let last = *heard.entry(id.clone()).or_insert(now);
             let member = &state.members[&id];
+            let failures = failed.entry(id.clone()).or_default();
+            *failures = if ok { 0 } else { *failures + 1 };
             if ok {
                 heard.insert(id.clone(), Instant::now());
                 if member.down {
@@ -329,13 +351,17 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
                     };
                     commit(&raft, up).await;
                 }
-            } else if !member.down && last.elapsed() >= down_after {
+            } else if !member.down && last.elapsed() >= down_after && *failures >= DOWN_PROBES {
                 warn!(node = %id, silent_ms = last.elapsed().as_millis() as u64, "marking down");
                 commit(&raft, Command::MarkDown { id }).await;
             }
         }
     }
 }
+
+/// Probes in a row a member must fail, besides being silent for
+/// `down_after`, to be marked down.
+const DOWN_PROBES: u32 = 2;
 
 /// How often the leader probes the members.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
