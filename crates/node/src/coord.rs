@@ -352,6 +352,17 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
                     commit(&raft, up).await;
                 }
             } else if !member.down && last.elapsed() >= down_after && *failures >= DOWN_PROBES {
+                // The round's answers can be 2 s old (it waits for its
+                // slowest probe): a member that restarted meanwhile is
+                // asked once more before it is marked down.
+                if crate::service::status(&*inner.transport, &member.peer_addr)
+                    .await
+                    .is_ok()
+                {
+                    *failures = 0;
+                    heard.insert(id, Instant::now());
+                    continue;
+                }
                 warn!(node = %id, silent_ms = last.elapsed().as_millis() as u64, "marking down");
                 commit(&raft, Command::MarkDown { id }).await;
             }
