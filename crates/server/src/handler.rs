@@ -347,11 +347,11 @@ async fn serve(
                                 .net_input_bytes
                                 .fetch_add(*bytes as u64, Ordering::Relaxed);
                         }
+                        session.handle.touch(*index);
                         if here[i] {
                             continue; // counted by the executor
                         }
                         shared.stats.commands.fetch_add(1, Ordering::Relaxed);
-                        session.handle.touch(*index);
                         shared.command_stats[*index]
                             .calls
                             .fetch_add(1, Ordering::Relaxed);
