@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_peer::{PeerTransport, Service, TransportError};
 use ringkv_server::route::{Executor, Forwarded};
@@ -58,10 +57,13 @@ const BATCH_BYTES: usize = 1 << 20;
 /// up.
 const QUEUE_LIMIT: Duration = Duration::from_secs(1);
 
-/// Bytes of replies an answer holds, past its first reply: a reply that
-/// would take it over is replaced by an error. The first reply may be as
-/// large as the transport takes (as a request's reply alone could).
-const ANSWER_BYTES: usize = 4 << 20;
+/// Bytes of replies a call's answer may hold before another request of it
+/// runs: past it, the groups stop (`Stop::Later`) and their senders send
+/// the rest again, each on its own. So an answer is at most this plus one
+/// reply, which may be as large as the transport takes (as a request's
+/// reply alone could), and a reply of a request that ran is never dropped
+/// for room.
+const ANSWER_BYTES: usize = 1 << 20;
 
 type Answer = Result<GroupAnswer, TransportError>;
 
@@ -244,35 +246,40 @@ async fn call(transport: &dyn PeerTransport, addr: &str, items: Vec<Item>) {
 
 /// Runs a [`Forward`] call's groups on this node: each in order, up to
 /// its first request this node does not serve; the groups concurrently.
-pub(crate) async fn serve(executor: &Executor, forward: Forward, me: &str) -> Vec<GroupAnswer> {
+pub(crate) async fn serve(executor: &Executor, forward: Forward) -> Vec<GroupAnswer> {
     let used = AtomicUsize::new(0);
     let groups = forward
         .groups
         .into_iter()
-        .map(|group| run_group(executor, group, Some(&used), me));
+        .map(|group| run_group(executor, group, Some(&used)));
     futures::future::join_all(groups).await
 }
 
 /// Runs one group in order, up to its first request this node does not
-/// serve. With `used`, the bytes of replies an answer already holds: a
-/// reply without room becomes an error ([`fit`]).
+/// serve. With `used`, the bytes of replies the call's answer holds: past
+/// [`ANSWER_BYTES`] the group stops before its next request.
 pub(crate) async fn run_group(
     executor: &Executor,
     group: ForwardGroup,
     used: Option<&AtomicUsize>,
-    me: &str,
 ) -> GroupAnswer {
     let mut answer = GroupAnswer::default();
     for words in group.requests {
+        if used.is_some_and(|used| used.load(Ordering::Relaxed) >= ANSWER_BYTES) {
+            answer.stop = Some(Stop::Later);
+            break;
+        }
         let ran = match group.wait {
             true => Some(executor.run(words, group.protocol, group.epoch).await),
             false => executor.run_now(words, group.protocol, group.epoch).await,
         };
         match ran {
-            Some(Forwarded::Reply(reply)) => answer.replies.push(match used {
-                Some(used) => fit(reply, used, me),
-                None => reply,
-            }),
+            Some(Forwarded::Reply(reply)) => {
+                if let Some(used) = used {
+                    used.fetch_add(reply.len(), Ordering::Relaxed);
+                }
+                answer.replies.push(reply);
+            }
             Some(Forwarded::Moved { epoch, node }) => {
                 answer.stop = Some(Stop::Moved { epoch, node });
                 break;
@@ -284,17 +291,4 @@ pub(crate) async fn run_group(
         }
     }
     answer
-}
-
-/// `reply`, or an error in its place if the answer has no room for it.
-fn fit(reply: Bytes, used: &AtomicUsize, me: &str) -> Bytes {
-    let before = used.fetch_add(reply.len(), Ordering::Relaxed);
-    if before == 0 || before + reply.len() <= ANSWER_BYTES {
-        return reply;
-    }
-    used.fetch_sub(reply.len(), Ordering::Relaxed);
-    Bytes::from(format!(
-        "-ERR the reply of {} bytes did not fit in the answer of a call between nodes, shared with other requests; the command ran on node {me}\r\n",
-        reply.len()
-    ))
 }

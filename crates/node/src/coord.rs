@@ -21,8 +21,8 @@ use crate::view::{ChangeStep, GroupStep, change_step, group_step};
 use crate::wire::{Proposed, Pull, PullAnswer, Pulled};
 
 /// Time between turns when there is nothing to do (after a turn that
-/// took a step, the next one starts at once: a change's steps follow each
-/// other without a pause).
+/// committed a step, the next one starts at once: a change's steps follow
+/// each other without a pause).
 const IDLE: Duration = Duration::from_millis(100);
 
 /// Failed pulls of a change before it is rolled back (before its commit
@@ -80,7 +80,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     // Fences lifted for the change in flight (by its number): a change
     // whose last shipment keeps failing is rolled back, not fenced forever.
     let mut unfenced: (u64, u32) = (0, 0);
-    // The last turn committed a step or changed the Raft group.
+    // The last turn committed a step of a change.
     let mut stepped = false;
     loop {
         if !std::mem::take(&mut stepped) {
@@ -113,10 +113,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     .map(|_| ()),
             };
             match done {
-                Ok(()) => {
-                    info!(step = ?step, "raft group changed");
-                    stepped = true;
-                }
+                // Not followed at once: openraft's metrics, which the next
+                // turn reads, may not show the change yet.
+                Ok(()) => info!(step = ?step, "raft group changed"),
                 Err(e) => {
                     warn!(step = ?step, error = %e, "raft group change failed; retrying");
                     tokio::time::sleep(RETRY).await;
@@ -307,6 +306,8 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
             heard.clear();
             failed.clear();
         }
+        heard.retain(|id, _| state.members.contains_key(id));
+        failed.retain(|id, _| state.members.contains_key(id));
         // A leader marked down while it was cut off answers, obviously:
         // no other node probes it while it leads.
         if let Some(me) = state.members.get(&inner.me)
@@ -336,6 +337,7 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
                 }
             });
         let now = Instant::now();
+        let mut suspects = Vec::new();
         for (id, ok) in futures::future::join_all(probes).await {
             let last = *heard.entry(id.clone()).or_insert(now);
             let member = &state.members[&id];
@@ -352,20 +354,29 @@ pub(crate) async fn detect(inner: Arc<Inner>, down_after: Duration) {
                     commit(&raft, up).await;
                 }
             } else if !member.down && last.elapsed() >= down_after && *failures >= DOWN_PROBES {
-                // The round's answers can be 2 s old (it waits for its
-                // slowest probe): a member that restarted meanwhile is
-                // asked once more before it is marked down.
-                if crate::service::status(&*inner.transport, &member.peer_addr)
-                    .await
-                    .is_ok()
-                {
-                    *failures = 0;
-                    heard.insert(id, Instant::now());
-                    continue;
-                }
-                warn!(node = %id, silent_ms = last.elapsed().as_millis() as u64, "marking down");
-                commit(&raft, Command::MarkDown { id }).await;
+                suspects.push((id, member.peer_addr.clone(), last));
             }
+        }
+        // The round's answers can be 2 s old (it waits for its slowest
+        // probe): a member that restarted meanwhile is asked once more, all
+        // at once, before it is marked down.
+        let again = suspects.into_iter().map(|(id, addr, last)| {
+            let inner = Arc::clone(&inner);
+            async move {
+                let ok = crate::service::status(&*inner.transport, &addr)
+                    .await
+                    .is_ok();
+                (id, last, ok)
+            }
+        });
+        for (id, last, ok) in futures::future::join_all(again).await {
+            if ok {
+                failed.insert(id.clone(), 0);
+                heard.insert(id, Instant::now());
+                continue;
+            }
+            warn!(node = %id, silent_ms = last.elapsed().as_millis() as u64, "marking down");
+            commit(&raft, Command::MarkDown { id }).await;
         }
     }
 }

@@ -72,9 +72,7 @@ impl PeerHandler for NodeService {
                 Service::Forward => {
                     let forward: Forward = decode_data(&body)?;
                     let executor = inner.executor.get().ok_or("this node is not serving yet")?;
-                    Ok(encode_data(
-                        &crate::batch::serve(executor, forward, &inner.me).await,
-                    ))
+                    Ok(encode_data(&crate::batch::serve(executor, forward).await))
                 }
                 Service::RangeScan => {
                     let page = crate::moves::scan(&inner, decode_data(&body)?).await?;

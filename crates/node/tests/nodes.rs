@@ -606,3 +606,52 @@ async fn pipelines_keep_each_keys_order_while_nodes_join_and_leave() {
         node.shutdown().await;
     }
 }
+
+/// A pipeline whose replies outgrow what one call between nodes carries:
+/// the owner stops a group before the next request once the answer is
+/// full, and the rest are sent again; no reply of a request that ran is
+/// dropped (a `GETDEL` whose value went missing would lose it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_of_large_replies_gets_every_reply() {
+    let a = start("a", Start::Init, None).await;
+    let b = start("b", Start::Join(a.peer_addr().to_string()), None).await;
+    settled(&[&a, &b], 2).await;
+    let mut con = client(&b).await;
+    // Keys `a` serves, so `b` forwards them.
+    let mut keys = Vec::new();
+    for i in 0.. {
+        let key = format!("big{i}");
+        let located: Vec<String> = redis::cmd("RINGKV.LOCATE")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if located[1] == "a" {
+            keys.push(key);
+        }
+        if keys.len() == 10 {
+            break;
+        }
+    }
+    let value = |n: usize| format!("{n}:{}", "v".repeat(700 * 1024));
+    for (n, key) in keys.iter().enumerate() {
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(value(n))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    // 10 x 700 KiB: several calls' worth.
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("GETDEL").arg(key);
+    }
+    let got: Vec<Option<String>> = pipe.query_async(&mut con).await.unwrap();
+    let want: Vec<Option<String>> = (0..keys.len()).map(|n| Some(value(n))).collect();
+    assert!(got == want, "some GETDEL lost its value");
+    assert_eq!(a.local_keys(), 0);
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}

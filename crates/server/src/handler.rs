@@ -149,6 +149,11 @@ async fn serve(
                     over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));
                     return Ok(());
                 }
+                // A request routed again may have written here: its reply,
+                // queued before, waits for the disk as every reply does.
+                if owed && conn.queued() + frame.encoded_len(session.protocol) >= FLUSH_AT {
+                    settle(shared, &mut owed).await?;
+                }
                 conn.send(&frame, session.protocol, FLUSH_AT).await?;
                 continue;
             }
@@ -359,8 +364,14 @@ async fn serve(
                     // Earlier replies go out before the wait.
                     settle(shared, &mut owed).await?;
                     conn.flush().await?;
-                    let replies = replies.await;
-                    debug_assert_eq!(replies.len(), run.len());
+                    let mut replies = replies.await;
+                    // One reply per request, whatever the router does.
+                    replies.resize_with(run.len(), || {
+                        crate::route::Elsewhere::Error(
+                            "ERR the node lost this request's reply; it may or may not have run"
+                                .into(),
+                        )
+                    });
                     for ((r, _, _), reply) in run.into_iter().zip(replies).rev() {
                         pending.push_front(match crate::route::elsewhere_frame(reply) {
                             Some(frame) => Pending::Reply(frame),
