@@ -145,16 +145,11 @@ async fn serve(
         let next = match pending.pop_front() {
             Some(Pending::Request(request, bytes)) => Ok(Some((request, bytes))),
             Some(Pending::Reply(frame)) => {
-                if !fits(shared, &conn, &frame, session.protocol) {
-                    over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));
-                    return Ok(());
-                }
                 // A request routed again may have written here: its reply,
                 // queued before, waits for the disk as every reply does.
-                if owed && conn.queued() + frame.encoded_len(session.protocol) >= FLUSH_AT {
-                    settle(shared, &mut owed).await?;
+                if !send_reply(shared, &mut conn, &session, &mut owed, &frame).await? {
+                    return Ok(());
                 }
-                conn.send(&frame, session.protocol, FLUSH_AT).await?;
                 continue;
             }
             None => match broken.take() {
@@ -276,14 +271,9 @@ async fn serve(
                     .net_input_bytes
                     .fetch_add(more, Ordering::Relaxed);
                 for frame in frames {
-                    if !fits(shared, &conn, &frame, session.protocol) {
-                        over_limit(shared, &session, Some(frame.encoded_len(session.protocol)));
+                    if !send_reply(shared, &mut conn, &session, &mut owed, &frame).await? {
                         return Ok(());
                     }
-                    if owed && conn.queued() + frame.encoded_len(session.protocol) >= FLUSH_AT {
-                        settle(shared, &mut owed).await?;
-                    }
-                    conn.send(&frame, session.protocol, FLUSH_AT).await?;
                 }
                 continue;
             }
@@ -446,11 +436,42 @@ async fn serve(
         if silent {
             continue;
         }
-        if owed && conn.queued() + frame.encoded_len(session.protocol) >= FLUSH_AT {
-            settle(shared, &mut owed).await?; // `send` is about to flush
-        }
-        conn.send(&frame, session.protocol, FLUSH_AT).await?;
+        send(shared, &mut conn, session.protocol, &mut owed, &frame).await?;
     }
+}
+
+/// Sends `frame` as the connection's next reply, after the output-buffer
+/// check: `false` if it failed (the client is to be closed; counted and
+/// logged).
+async fn send_reply(
+    shared: &Arc<Shared>,
+    conn: &mut Connection,
+    session: &Session,
+    owed: &mut bool,
+    frame: &Frame,
+) -> io::Result<bool> {
+    if !fits(shared, conn, frame, session.protocol) {
+        over_limit(shared, session, Some(frame.encoded_len(session.protocol)));
+        return Ok(false);
+    }
+    send(shared, conn, session.protocol, owed, frame).await?;
+    Ok(true)
+}
+
+/// Queues `frame`, sending what is queued once it passes [`FLUSH_AT`];
+/// under `--fsync always`, replies of writes not on disk yet are held
+/// until they are ([`settle`]) before that flush.
+async fn send(
+    shared: &Arc<Shared>,
+    conn: &mut Connection,
+    protocol: Protocol,
+    owed: &mut bool,
+    frame: &Frame,
+) -> io::Result<()> {
+    if *owed && conn.queued() + frame.encoded_len(protocol) >= FLUSH_AT {
+        settle(shared, owed).await?;
+    }
+    conn.send(frame, protocol, FLUSH_AT).await
 }
 
 /// Waits, off the event loop, until every write whose reply is queued is on
