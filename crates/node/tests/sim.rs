@@ -62,6 +62,11 @@ const LOAD_FOR: Duration = Duration::from_secs(40);
 /// forwarder's limit of 15 s, which would otherwise keep the clients idle
 /// through the changes they are meant to meet.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the cluster must stay settled before the final checks: longer
+/// than the failure detector's oldest decision (a 2 s probe, then a 2 s
+/// second ask).
+const STABLE: Duration = Duration::from_secs(5);
 /// How long the final reads and administrative commands wait.
 const REPLY_LIMIT: Duration = Duration::from_secs(30);
 
@@ -280,6 +285,10 @@ impl Sim {
     async fn settle(&mut self, rng: &mut SmallRng, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut withdraw = Instant::now();
+        // Settled since when: it must hold for [`STABLE`], because the
+        // failure detector may still act on probes it sent during the
+        // faults (a probe waits up to 2 s, and a suspect is asked again).
+        let mut since: Option<Instant> = None;
         while Instant::now() < deadline {
             if Instant::now() >= withdraw {
                 withdraw += Duration::from_secs(1);
@@ -297,7 +306,11 @@ impl Sim {
                 }
             }
             if self.abandoned.is_empty() && self.settled() {
-                return true;
+                if since.get_or_insert_with(Instant::now).elapsed() >= STABLE {
+                    return true;
+                }
+            } else {
+                since = None;
             }
             sleep(Duration::from_millis(100)).await;
         }
