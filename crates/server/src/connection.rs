@@ -59,6 +59,12 @@ impl Connection {
         Ok(request.map(|r| (r, before - self.input.len())))
     }
 
+    /// Whether bytes of a next request are already in the input buffer
+    /// (a pipeline), without parsing them.
+    pub fn has_buffered(&self) -> bool {
+        !self.input.is_empty()
+    }
+
     /// The stream's file descriptor, as `CLIENT LIST` shows it.
     pub fn fd(&self) -> i64 {
         self.stream.fd()

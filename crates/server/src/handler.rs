@@ -282,6 +282,9 @@ async fn serve(
             && pending.is_empty()
             && broken.is_none()
             && routes_runs(&session)
+            // A request alone (no pipeline behind it) is routed as usual,
+            // without looking up its keys twice.
+            && conn.has_buffered()
             && let Some(first) = crate::route::batchable(&request)
         {
             // A pipeline on a node of a multi-process cluster: its requests
