@@ -3,9 +3,10 @@
 //! No locks and no I/O here (those are in `router`, `moves` and `coord`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
 
 use ringkv_meta::{Change, Command, MetaState, Phase};
-use ringkv_ring::Token;
+use ringkv_ring::{Token, TokenRange};
 
 /// Where a request whose keys have these tokens runs, as node `me` sees
 /// it at `state`.
@@ -89,6 +90,74 @@ pub fn keeps(state: &MetaState, me: &str, token: Token) -> bool {
             r.to == me && !r.phase.is_done()
         })
     })
+}
+
+/// The last token of the run that starts at `token` and that one node
+/// serves throughout, in the same way (fenced or not), at `state`:
+/// [`MetaState::serving`] is the same for every token of `token..=end`.
+/// Runs end at the vnode boundaries of the ring (the change's target ring
+/// during a change) and at the ends of the change's moving ranges, the
+/// only places where serving can change. `None` while the ring is empty.
+pub fn run_end(state: &MetaState, token: Token) -> Option<Token> {
+    // The last token of a range `(start, end]` holding `token`, on the
+    // line `0..=u64::MAX` (a range that wraps ends at `u64::MAX` there).
+    let linear_end = |range: TokenRange| {
+        if range.wraps() && token > range.end {
+            Token::MAX
+        } else {
+            range.end
+        }
+    };
+    let ring = state.target_ring()?;
+    let mut end = linear_end(ring.range_of_token(token)?);
+    // A moving range begins at a vnode token of the target ring (the one
+    // before a joining node's tokens, or before a leaving node's), so only
+    // its end can cut a vnode's range (`runs_follow_the_ring_...` checks
+    // this at every bound).
+    if let Some(change) = &state.change
+        && let Some(i) = change.find(token)
+    {
+        end = end.min(linear_end(change.ranges[i].range()));
+    }
+    Some(end)
+}
+
+/// A run of tokens one node serves, for reading the whole key space
+/// (`SCAN`, `KEYS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The node that serves it.
+    pub node: String,
+    /// Its tokens.
+    pub tokens: RangeInclusive<Token>,
+    /// That node is marked down.
+    pub down: bool,
+}
+
+/// The runs from `from` on, in token order, neighbours served by the same
+/// node merged, looking at no more than `max` runs of [`run_end`] (the
+/// last run ends where it stopped looking). Empty while the ring is empty.
+pub fn runs(state: &MetaState, from: Token, max: usize) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    let mut token = from;
+    for _ in 0..max.max(1) {
+        let (Some(serving), Some(end)) = (state.serving(token), run_end(state, token)) else {
+            return Vec::new();
+        };
+        match out.last_mut() {
+            Some(last) if last.node == serving.node => last.tokens = *last.tokens.start()..=end,
+            _ => out.push(Run {
+                node: serving.node.to_string(),
+                tokens: token..=end,
+                down: serving.down,
+            }),
+        }
+        match end.checked_add(1) {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    out
 }
 
 /// The Raft group as the coordinator wants it, next to what it is.
@@ -340,6 +409,120 @@ mod tests {
             decide(&state, "1", &[a], true),
             Decision::Local { tracked: false }
         );
+    }
+
+    /// Every token where [`MetaState::serving`] may change: the vnode
+    /// tokens of both rings and the bounds of the moving ranges (a range
+    /// `(start, end]` changes after `start` and after `end`), with the
+    /// line's ends.
+    fn boundaries(state: &MetaState) -> Vec<Token> {
+        let mut points = vec![0, Token::MAX];
+        let rings = [state.ring.as_ref(), state.change.as_ref().map(|c| &c.to)];
+        for ring in rings.into_iter().flatten() {
+            points.extend(ring.vnodes().map(|(t, _)| t));
+        }
+        for r in state.change.iter().flat_map(|c| &c.ranges) {
+            points.extend([r.start, r.end]);
+        }
+        points.sort_unstable();
+        points.dedup();
+        points
+    }
+
+    /// `run_end` holds one node's service from a token to the run's end,
+    /// checked at every place it could change inside; `runs` cover the
+    /// whole line without gaps, each served by its node.
+    fn check_runs(state: &MetaState) {
+        let points = boundaries(state);
+        for &b in &points {
+            for t in [b.saturating_sub(1), b, b.saturating_add(1)] {
+                let end = run_end(state, t).unwrap();
+                assert!(end >= t, "run from {t} ends before it at {end}");
+                let serving = state.serving(t).unwrap();
+                let inside = points.iter().filter(|&&p| p >= t && p <= end);
+                for &p in inside {
+                    assert_eq!(
+                        state.serving(p).unwrap(),
+                        serving,
+                        "at {p}, run {t}..={end}"
+                    );
+                    if p < end {
+                        assert_eq!(state.serving(p + 1).unwrap(), serving, "after {p}");
+                    }
+                }
+                assert_eq!(
+                    state.serving(end).unwrap(),
+                    serving,
+                    "at the run's end {end}"
+                );
+            }
+        }
+        let all = runs(state, 0, 2 * points.len() + 4);
+        assert_eq!(*all[0].tokens.start(), 0);
+        assert_eq!(*all.last().unwrap().tokens.end(), Token::MAX);
+        for pair in all.windows(2) {
+            assert_eq!(*pair[0].tokens.end() + 1, *pair[1].tokens.start());
+            assert_ne!(
+                pair[0].node, pair[1].node,
+                "neighbours of one node are merged"
+            );
+        }
+        for run in &all {
+            for t in [*run.tokens.start(), *run.tokens.end()] {
+                assert_eq!(state.serving(t).unwrap().node, run.node);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn runs_follow_the_ring_and_every_phase_of_a_change(
+            vnodes in proptest::option::of(1u32..6),
+            partitions in 2u32..7,
+            members in 1usize..4,
+            leave in proptest::option::of(1usize..4),
+            fenced in proptest::collection::vec(proptest::bool::ANY, 64),
+            switched in proptest::collection::vec(proptest::bool::ANY, 64),
+        ) {
+            let placement = match vnodes {
+                Some(v) => PlacementSpec::RandomVnodes { vnodes_per_weight: v },
+                None => PlacementSpec::BalancedPartitions { partitions: 1 << partitions },
+            };
+            let mut state = MetaState::new();
+            state.apply(&Command::Bootstrap { placement, node: spec("1") }).unwrap();
+            check_runs(&state);
+            for n in 2..=members {
+                let id = n.to_string();
+                state.apply(&Command::Join { node: spec(&id) }).unwrap();
+                complete(&mut state, &id);
+            }
+            check_runs(&state);
+            // The change in flight: a member leaves, or a node joins.
+            let id = match leave {
+                Some(n) if members > 1 => {
+                    let id = (1 + n % members).to_string();
+                    state.apply(&Command::Leave { id: id.clone(), force: false }).unwrap();
+                    id
+                }
+                _ => {
+                    let id = (members + 1).to_string();
+                    state.apply(&Command::Join { node: spec(&id) }).unwrap();
+                    id
+                }
+            };
+            state.apply(&Command::BeginChange { node: id }).unwrap();
+            let change = state.change.as_ref().unwrap();
+            let (change, n) = (change.id, change.ranges.len());
+            let fence: Vec<usize> = (0..n).filter(|&i| fenced[i % 64]).collect();
+            let switch: Vec<usize> = fence.iter().copied().filter(|&i| switched[i % 64]).collect();
+            if !fence.is_empty() {
+                state.apply(&Command::FenceRanges { change, ranges: fence }).unwrap();
+            }
+            if !switch.is_empty() {
+                state.apply(&Command::SwitchRanges { change, ranges: switch }).unwrap();
+            }
+            check_runs(&state);
+        }
     }
 
     #[test]
