@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -51,6 +51,7 @@ mod batch;
 mod coord;
 pub mod fault;
 mod follow;
+mod keyspace;
 mod moves;
 mod router;
 mod service;
@@ -202,6 +203,10 @@ pub(crate) struct Inner {
     pub raft_service: OnceLock<Arc<ringkv_meta::raft::RaftService>>,
     /// The queues of requests forwarded to peers.
     pub batches: batch::Batches,
+    /// The epoch of the last view a cleanup finished by with no change in
+    /// flight (`u64::MAX`: none yet): while the view stays there, the
+    /// store holds exactly the keys this node serves (`DBSIZE`).
+    pub clean_at: AtomicU64,
 }
 
 impl Inner {
@@ -378,6 +383,7 @@ impl Node {
             rebalance_rate: config.rebalance_rate.filter(|&r| r > 0),
             raft_service: OnceLock::new(),
             batches: batch::Batches::new(Arc::clone(&transport)),
+            clean_at: AtomicU64::new(u64::MAX),
         });
         let handler = service::NodeService::new(Arc::clone(&inner));
         let (peer_server, mem) = match peer {

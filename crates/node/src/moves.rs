@@ -564,10 +564,14 @@ pub(crate) async fn cleanup(inner: Arc<Inner>) {
     let state = inner.view();
     let me = inner.me.clone();
     let cluster = Arc::clone(&inner.cluster);
+    let epoch = (state.change.is_none()).then_some(state.epoch);
     let done = tokio::task::spawn_blocking(move || {
         delete_where(&cluster, |token| !keeps(&state, &me, token))
     })
     .await;
+    if let (Some(epoch), Ok(Ok(_))) = (epoch, &done) {
+        inner.clean_at.store(epoch, Ordering::Release);
+    }
     match done {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => {

@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use parking_lot::RwLock;
 use parking_lot::lock_api::ArcRwLockReadGuard;
 use ringkv_meta::{Command, MetaState, Rejected};
 use ringkv_peer::TransportError;
 use ringkv_ring::key_token;
 use ringkv_server::route::{
-    AdminReply, Elsewhere, Executor, Forwarded, Many, Request, Route, Router,
+    AdminReply, Elsewhere, Executor, Forwarded, Many, Request, Route, Router, ScanPage,
 };
 
 use crate::Inner;
@@ -240,6 +241,19 @@ impl Router for NodeRouter {
             here,
             replies: Box::pin(forward_groups(inner, state, groups, words, protocol)),
         })
+    }
+
+    fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> Option<BoxFuture<'static, Result<ScanPage, String>>> {
+        let inner = Arc::clone(&self.inner);
+        Some(Box::pin(crate::keyspace::scan(inner, cursor, count)))
+    }
+
+    fn dbsize(&self) -> Option<BoxFuture<'static, Result<u64, String>>> {
+        Some(Box::pin(crate::keyspace::dbsize(Arc::clone(&self.inner))))
     }
 
     fn command(&self, name: &str, args: &[Bytes]) -> Option<AdminReply> {

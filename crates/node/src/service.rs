@@ -86,6 +86,14 @@ impl PeerHandler for NodeService {
                     let answer = crate::moves::pull_call(&inner, decode_data(&body)?).await?;
                     Ok(encode_data(&answer))
                 }
+                Service::Keys => {
+                    let page = crate::keyspace::serve_keys(&inner, decode_data(&body)?).await?;
+                    Ok(encode_data(&page))
+                }
+                Service::Count => {
+                    let counted = crate::keyspace::serve_count(&inner, decode_data(&body)?).await?;
+                    Ok(encode_data(&counted))
+                }
                 Service::Status => Ok(encode(&status_of(&inner))),
                 Service::View => Ok(encode(&*inner.view())),
                 other => Err(format!("this node does not serve {other:?} calls")),

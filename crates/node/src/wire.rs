@@ -206,3 +206,37 @@ pub struct Status {
     /// Whether it serves clients (caught up with the log after a start).
     pub ready: bool,
 }
+
+/// `Keys`: the keys the receiver serves in token intervals, for a page of
+/// `SCAN` or `KEYS` on another node (`crate::keyspace`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysRequest {
+    /// The sender's epoch: the receiver reaches it before reading.
+    pub epoch: u64,
+    /// Runs of tokens, each `(first, last)`, in token order.
+    pub intervals: Vec<(u64, u64)>,
+    /// About how many keys to read (whole tokens are read).
+    pub limit: usize,
+}
+
+/// What a [`KeysRequest`] read: its keys, in token order, up to `next`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeysPage {
+    /// The live keys read.
+    pub keys: Vec<Bytes>,
+    /// Where reading stopped, if it stopped short of the last interval's
+    /// end: the limit was reached, or (`moved`) the receiver does not serve
+    /// this token.
+    pub next: Option<u64>,
+    /// The receiver's epoch, when it stopped at a token it does not serve.
+    pub moved: Option<u64>,
+}
+
+/// What a `Count` (sent with the sender's epoch) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Counted {
+    /// The keys the receiver serves at that epoch.
+    Keys(u64),
+    /// The receiver is at this newer epoch: count again from there.
+    Moved(u64),
+}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::client;
@@ -652,6 +652,198 @@ async fn a_pipeline_of_large_replies_gets_every_reply() {
     assert!(got == want, "some GETDEL lost its value");
     assert_eq!(a.local_keys(), 0);
     for node in [a, b] {
+        node.shutdown().await;
+    }
+}
+
+/// Through `node`, with nothing moving: `DBSIZE`, `KEYS`, `SCAN` (with and
+/// without `MATCH`) and `RANDOMKEY` answer for exactly the keys of
+/// `expected`, which the cluster's nodes hold between them.
+async fn check_keyspace(node: &Node, expected: &BTreeSet<String>) {
+    let at = node.client_addr();
+    let mut con = client(node).await;
+    let size: usize = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, expected.len(), "DBSIZE through {at}");
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.sort();
+    assert!(keys.iter().eq(expected.iter()), "KEYS * through {at}");
+    let scanned = scan_all(&mut con, None, 7).await;
+    assert_eq!(
+        scanned.len(),
+        expected.len(),
+        "SCAN returned a key twice through {at}"
+    );
+    assert_eq!(
+        &scanned.into_iter().collect::<BTreeSet<_>>(),
+        expected,
+        "SCAN through {at}"
+    );
+    let matched: BTreeSet<String> = scan_all(&mut con, Some("k:1*"), 100)
+        .await
+        .into_iter()
+        .collect();
+    let want: BTreeSet<String> = expected
+        .iter()
+        .filter(|k| k.starts_with("k:1"))
+        .cloned()
+        .collect();
+    assert_eq!(matched, want, "SCAN MATCH through {at}");
+    let random: Option<String> = redis::cmd("RANDOMKEY").query_async(&mut con).await.unwrap();
+    match random {
+        Some(key) => assert!(expected.contains(&key), "RANDOMKEY {key} through {at}"),
+        None => assert!(expected.is_empty(), "RANDOMKEY found nothing through {at}"),
+    }
+}
+
+/// A whole `SCAN`, from cursor 0 back to 0: every key returned, in order,
+/// repeats included.
+async fn scan_all(
+    con: &mut redis::aio::MultiplexedConnection,
+    pattern: Option<&str>,
+    count: usize,
+) -> Vec<String> {
+    let (mut cursor, mut out) = (0u64, Vec::new());
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("COUNT").arg(count);
+        if let Some(pattern) = pattern {
+            cmd.arg("MATCH").arg(pattern);
+        }
+        let (next, keys): (u64, Vec<String>) = cmd.query_async(con).await.unwrap();
+        out.extend(keys);
+        if next == 0 {
+            return out;
+        }
+        cursor = next;
+    }
+}
+
+/// `SCAN`, `KEYS`, `DBSIZE` and `RANDOMKEY` answer for the whole cluster
+/// through any node, as on `ringkv serve`, though each node's store holds
+/// only the keys it serves (and copies in transit). While a node joins
+/// and another leaves (slow copies), under writes of new keys: every
+/// `SCAN` pass returns every key present throughout, and every `DBSIZE`
+/// lies between the keys acknowledged before it and those sent by its end
+/// (a copy in transit counted as well would exceed it). Afterwards all of
+/// them are exact again through every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_key_space_is_read_through_any_node_while_nodes_join_and_leave() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let a = start("a", Start::Init, None).await;
+    let seed = a.peer_addr().to_string();
+    let b = start("b", Start::Join(seed.clone()), None).await;
+    let c = start("c", Start::Join(seed.clone()), None).await;
+    settled(&[&a, &b, &c], 3).await;
+    check_keyspace(&b, &BTreeSet::new()).await;
+    let mut expected: BTreeSet<String> = (0..1500).map(|i| format!("k:{i}")).collect();
+    let mut con = client(&a).await;
+    let mut load = redis::pipe();
+    for key in &expected {
+        load.cmd("SET").arg(key).arg(1).ignore();
+    }
+    let () = load.query_async(&mut con).await.unwrap();
+    for node in [&a, &b, &c] {
+        check_keyspace(node, &expected).await;
+    }
+
+    RATE.with(|r| r.set(Some(300)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, acked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let writer = {
+        let (stop, sent, acked) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&acked));
+        let mut con = client(&c).await;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let i = sent.fetch_add(1, Ordering::SeqCst);
+                let () = redis::cmd("SET")
+                    .arg(format!("w:{i}"))
+                    .arg(i)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                acked.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let mut cons = [client(&a).await, client(&c).await];
+        let loaded = expected.clone();
+        tokio::spawn(async move {
+            let mut passes = 0usize;
+            while !stop.load(Ordering::Relaxed) || passes < 2 {
+                let con = &mut cons[passes % 2];
+                let scanned: BTreeSet<String> = scan_all(con, None, 1 + passes % 40)
+                    .await
+                    .into_iter()
+                    .collect();
+                let missing: Vec<&String> = loaded.difference(&scanned).collect();
+                assert!(missing.is_empty(), "pass {passes} missed {missing:?}");
+                passes += 1;
+            }
+            passes
+        })
+    };
+    let counter = {
+        let (stop, sent, acked) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&acked));
+        let mut cons = [client(&a).await, client(&c).await];
+        tokio::spawn(async move {
+            let mut counts = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let con = &mut cons[counts % 2];
+                let low = acked.load(Ordering::SeqCst);
+                let size: usize = redis::cmd("DBSIZE").query_async(con).await.unwrap();
+                let high = sent.load(Ordering::SeqCst);
+                assert!(
+                    (1500 + low..=1500 + high).contains(&size),
+                    "DBSIZE {counts}: {size}, with 1500 loaded and {low} to {high} written"
+                );
+                counts += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            counts
+        })
+    };
+    let d = start("d", Start::Join(seed.clone()), None).await;
+    settled(&[&a, &b, &c, &d], 4).await;
+    let mut con = client(&d).await;
+    let () = redis::cmd("RINGKV.REMOVENODE")
+        .arg("b")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    settled(&[&a, &c, &d], 3).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let passes = reader.await.unwrap();
+    assert!(passes >= 2, "{passes} passes");
+    let counts = counter.await.unwrap();
+    assert!(counts >= 10, "{counts} counts");
+    expected.extend((0..sent.load(Ordering::SeqCst)).map(|i| format!("w:{i}")));
+    for node in [&a, &c, &d] {
+        check_keyspace(node, &expected).await;
+    }
+    // A transaction runs on one node: these are refused inside it (when
+    // queued, as on `ringkv serve`), not answered for that node alone.
+    let mut con = client(&a).await;
+    let refused: redis::RedisResult<(usize,)> = redis::pipe()
+        .atomic()
+        .cmd("DBSIZE")
+        .query_async(&mut con)
+        .await;
+    let refused = refused.unwrap_err().to_string();
+    assert!(
+        refused.contains("DBSIZE inside MULTI is not supported"),
+        "{refused}"
+    );
+    for node in [a, b, c, d] {
         node.shutdown().await;
     }
 }

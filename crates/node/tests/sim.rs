@@ -632,6 +632,55 @@ async fn run(seed: u64) {
         held == present.len(),
         &format!("{held} keys held by the members, {} present", present.len()),
     );
+    // The whole key space through every member: `DBSIZE` counts exactly
+    // the present keys, and a whole `SCAN` names each of them once.
+    let members = connectors
+        .iter()
+        .filter(|(id, _)| !sim.removed.contains(id));
+    for (node, connector) in members {
+        let mut client = Client::connect(connector).expect("connect");
+        let size = timeout(REPLY_LIMIT, client.call(&[b"DBSIZE"])).await;
+        report_unless(
+            &sim,
+            matches!(size, Ok(Ok(Reply::Int(n))) if n as usize == present.len()),
+            &format!("DBSIZE through {node}: {size:?}, {} present", present.len()),
+        );
+        let (mut cursor, mut scanned) = (b"0".to_vec(), Vec::new());
+        loop {
+            let request: [&[u8]; 4] = [b"SCAN", &cursor, b"COUNT", b"10"];
+            let reply = timeout(REPLY_LIMIT, client.call(&request)).await;
+            let Ok(Ok(Reply::Array(mut parts))) = reply else {
+                report_unless(&sim, false, &format!("SCAN through {node}: {reply:?}"));
+                unreachable!()
+            };
+            let (Some(Reply::Array(keys)), Some(Reply::Bulk(Some(next)))) =
+                (parts.pop(), parts.pop())
+            else {
+                report_unless(&sim, false, &format!("SCAN through {node}: {parts:?}"));
+                unreachable!()
+            };
+            for key in keys {
+                if let Reply::Bulk(Some(key)) = key {
+                    scanned.push(String::from_utf8(key).unwrap());
+                }
+            }
+            if next == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        let unique: BTreeSet<String> = scanned.iter().cloned().collect();
+        report_unless(
+            &sim,
+            unique == present && scanned.len() == present.len(),
+            &format!(
+                "SCAN through {node} named {} keys ({} distinct), {} present",
+                scanned.len(),
+                unique.len(),
+                present.len()
+            ),
+        );
+    }
     eprintln!(
         "seed {seed}: {ops} operations linearizable; {} keys present; {}",
         present.len(),

@@ -63,6 +63,11 @@ pub enum Service {
     /// cluster no longer receives the log, and refreshes its view this way
     /// to keep forwarding requests.
     View,
+    /// The keys a node serves in some token intervals (`SCAN` and `KEYS`
+    /// on another node read the whole key space with these).
+    Keys,
+    /// How many keys a node serves (`DBSIZE` on another node).
+    Count,
 }
 
 /// Why a call failed. Whether the peer acted on it is unknown unless the

@@ -416,6 +416,10 @@ async fn serve(
                 conn.flush().await?;
                 match wait.await {
                     crate::route::Waited::Frame(frame) => frame,
+                    crate::route::Waited::OverLimit => {
+                        over_limit(shared, &session, None);
+                        return Ok(());
+                    }
                     crate::route::Waited::Retry => {
                         pending.push_front(Pending::Request(request, 0));
                         continue;

@@ -79,6 +79,16 @@ pub struct Many {
     pub replies: BoxFuture<'static, Vec<Elsewhere>>,
 }
 
+/// A page of the whole cluster's keys ([`Router::scan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Where to go on: a position in the ring's token order, as `SCAN`'s
+    /// cursor on `ringkv serve`; `0` once the whole ring was read.
+    pub cursor: u64,
+    /// The live keys read, in token order.
+    pub keys: Vec<Bytes>,
+}
+
 /// What a router's own command (`RINGKV.*` on a node) answers.
 pub enum AdminReply {
     /// `+OK`.
@@ -110,6 +120,26 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
     /// on its own.
     fn route_many(&self, requests: &[Request<'_>]) -> Option<Many> {
         let _ = requests;
+        None
+    }
+
+    /// Reads a page of the whole cluster's keys from `cursor` on, about
+    /// `count` of them looked at on each node that serves some (`SCAN`,
+    /// `KEYS`, `RANDOMKEY`), when this server's store holds only a part of
+    /// them. The error is a whole error reply (`TRYAGAIN ...`).
+    /// `None`: the store is the whole key space.
+    fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> Option<BoxFuture<'static, Result<ScanPage, String>>> {
+        let _ = (cursor, count);
+        None
+    }
+
+    /// The number of keys in the whole cluster (`DBSIZE`), as
+    /// [`Router::scan`] reads them.
+    fn dbsize(&self) -> Option<BoxFuture<'static, Result<u64, String>>> {
         None
     }
 
@@ -236,6 +266,7 @@ impl Executor {
                 Outcome::Wait(_) if !wait => return None,
                 Outcome::Wait(wait) => match wait.await {
                     Waited::Frame(frame) => frame,
+                    Waited::OverLimit => crate::reply::err("reply too large"),
                     Waited::Retry => continue,
                 },
             };
@@ -258,6 +289,9 @@ fn encode(frame: &Frame, protocol: Protocol) -> Forwarded {
 pub enum Waited {
     /// The reply.
     Frame(Frame),
+    /// The reply would exceed the client's output-buffer limit (`KEYS`):
+    /// close the connection without it.
+    OverLimit,
     /// Run the request again.
     Retry,
 }

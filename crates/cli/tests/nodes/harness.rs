@@ -333,10 +333,38 @@ pub fn load(node: &NodeProc, count: usize, model: &mut Model) {
 
 /// Every acknowledged key reads its value through the first node (all of
 /// them) and a sample through every other node; an unknown write reads its
-/// value or nothing. Reads are pipelined, 500 at a time.
+/// value or nothing. Reads are pipelined, 500 at a time. Through every
+/// node, `DBSIZE` and `KEYS *` answer for the whole cluster: every
+/// acknowledged key, and no key but those and the unknown writes.
 pub fn check(nodes: &[&NodeProc], model: &Model) {
     for (n, node) in nodes.iter().enumerate() {
         let mut con = node.connect().expect("connect");
+        let size: usize = redis::cmd("DBSIZE")
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("DBSIZE through {}: {e}", node.id));
+        let (least, most) = (model.acked.len(), model.acked.len() + model.unknown.len());
+        assert!(
+            (least..=most).contains(&size),
+            "DBSIZE {size} through {}, {least} acknowledged, {most} sent",
+            node.id
+        );
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("KEYS through {}: {e}", node.id));
+        assert_eq!(keys.len(), size, "KEYS * and DBSIZE through {}", node.id);
+        let keys: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert!(
+            model.acked.keys().all(|k| keys.contains(k)),
+            "KEYS * through {} misses acknowledged keys",
+            node.id
+        );
+        assert!(
+            keys.iter()
+                .all(|k| model.acked.contains_key(*k) || model.unknown.contains_key(*k)),
+            "KEYS * through {} names a key never written",
+            node.id
+        );
         let every = if n == 0 { 1 } else { 13 };
         let keys: Vec<(&String, &String, bool)> = model
             .acked

@@ -3,17 +3,45 @@
 //! MSET, MSETNX, RENAME, RENAMENX, COPY (each one cluster transaction, so
 //! all of it or none is seen, also while the keys' ranges move).
 
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use ringkv_cluster::Entry;
 
 use super::{Ctx, Outcome, cluster_error, owned, parse_i64};
 use crate::glob::Pattern;
-use crate::reply;
+use crate::reply::{self, Frame};
+use crate::route::{Router, Waited};
 
 /// Keys `KEYS` reads per scan call.
 const KEYS_BATCH: usize = 1024;
 
+/// Keys `RANDOMKEY` reads per scan call on a node.
+const RANDOM_BATCH: usize = 16;
+
+/// On a node of a multi-process cluster its router reads the whole key
+/// space (the node's own store holds only the keys it serves): `SCAN`,
+/// `KEYS`, `RANDOMKEY` and `DBSIZE` answer for every key there, as here.
+fn router(ctx: &Ctx<'_>) -> Option<Arc<dyn Router>> {
+    ctx.shared.router.clone()
+}
+
+/// Waits for `reply` off the event loop, then sends it.
+fn later(reply: impl Future<Output = Frame> + Send + 'static) -> Outcome {
+    Outcome::Wait(Box::pin(async move { Waited::Frame(reply.await) }))
+}
+
 pub fn dbsize(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
+    let router = router(ctx);
+    if let Some(count) = router.and_then(|r| r.dbsize()) {
+        return later(async move {
+            match count.await {
+                Ok(n) => reply::int(n),
+                Err(e) => reply::error(e),
+            }
+        });
+    }
     reply::int(ctx.shared.cluster.dbsize()).into()
 }
 
@@ -52,14 +80,27 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     if !rest.is_empty() {
         return reply::syntax_error().into();
     }
-    let page = ctx.shared.cluster.scan(cursor, count, |key, _| {
-        only_strings && pattern.as_ref().is_none_or(|p| p.matches(key))
-    });
-    match page {
-        Ok(page) => reply::array(vec![
-            reply::bulk(page.cursor.to_string()),
-            reply::array(page.keys.into_iter().map(reply::bulk).collect()),
-        ]),
+    let keep = move |key: &[u8]| only_strings && pattern.as_ref().is_none_or(|p| p.matches(key));
+    let frame = |cursor: u64, keys: Vec<Bytes>| {
+        reply::array(vec![
+            reply::bulk(cursor.to_string()),
+            reply::array(keys.into_iter().map(reply::bulk).collect()),
+        ])
+    };
+    let router = router(ctx);
+    if let Some(page) = router.and_then(|r| r.scan(cursor, count)) {
+        return later(async move {
+            match page.await {
+                Ok(mut page) => {
+                    page.keys.retain(|k| keep(k));
+                    frame(page.cursor, page.keys)
+                }
+                Err(e) => reply::error(e),
+            }
+        });
+    }
+    match ctx.shared.cluster.scan(cursor, count, |key, _| keep(key)) {
+        Ok(page) => frame(page.cursor, page.keys),
         Err(e) => cluster_error(e),
     }
     .into()
@@ -75,6 +116,34 @@ pub fn keys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let limit = ctx.shared.config.client_output_buffer_limit;
     let protocol = ctx.session.protocol;
     let (mut cursor, mut size, mut keys) = (0, 0usize, Vec::new());
+    let router = router(ctx);
+    if let Some(router) = router
+        && let Some(mut page) = router.scan(0, KEYS_BATCH)
+    {
+        return Outcome::Wait(Box::pin(async move {
+            loop {
+                let next = match page.await {
+                    Ok(next) => next,
+                    Err(e) => return Waited::Frame(reply::error(e)),
+                };
+                for key in next.keys.into_iter().filter(|k| pattern.matches(k)) {
+                    let frame = reply::bulk(key);
+                    size = size.saturating_add(frame.encoded_len(protocol));
+                    if limit != 0 && size > limit {
+                        return Waited::OverLimit;
+                    }
+                    keys.push(frame);
+                }
+                if next.cursor == 0 {
+                    return Waited::Frame(reply::array(keys));
+                }
+                page = match router.scan(next.cursor, KEYS_BATCH) {
+                    Some(page) => page,
+                    None => return Waited::Frame(reply::err("the key space changed hands")),
+                };
+            }
+        }));
+    }
     loop {
         let page = match ctx
             .shared
@@ -100,6 +169,39 @@ pub fn keys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 }
 
 pub fn randomkey(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
+    let router = router(ctx);
+    if let Some(router) = router {
+        // As `Cluster::random_key`: the first key from a random token on,
+        // going round the ring once.
+        let start = std::hash::RandomState::new().hash_one(std::time::Instant::now());
+        if let Some(first) = router.scan(start, RANDOM_BATCH) {
+            return later(async move {
+                let (mut page, mut wrapped) = (first, false);
+                loop {
+                    let next = match page.await {
+                        Ok(next) => next,
+                        Err(e) => return reply::error(e),
+                    };
+                    if let Some(key) = next.keys.into_iter().next() {
+                        return reply::bulk(key);
+                    }
+                    // Round once: past the end back to 0, then up to `start`.
+                    if next.cursor == 0 {
+                        if wrapped || start == 0 {
+                            return reply::bulk_or_null(None);
+                        }
+                        wrapped = true;
+                    } else if wrapped && next.cursor >= start {
+                        return reply::bulk_or_null(None);
+                    }
+                    page = match router.scan(next.cursor, RANDOM_BATCH) {
+                        Some(page) => page,
+                        None => return reply::bulk_or_null(None),
+                    };
+                }
+            });
+        }
+    }
     match ctx.shared.cluster.random_key() {
         Ok(key) => reply::bulk_or_null(key),
         Err(e) => cluster_error(e),
