@@ -33,7 +33,7 @@ use crate::service::{decode_data, encode_data};
 use crate::view::{self, run_end};
 use crate::wire::{Counted, KeysPage, KeysRequest};
 
-/// Runs of [`view::run_end`] one page looks at: a ring of 65,536
+/// Runs of [`view::run_end`] one page looks at, at most: a ring of 65,536
 /// partitions has about 40,000 runs on three nodes, so a scan of an empty
 /// cluster takes about ten pages.
 const RUNS_PER_PAGE: usize = 4096;
@@ -56,7 +56,8 @@ pub(crate) async fn scan(inner: Arc<Inner>, cursor: u64, count: usize) -> Result
     ready(&inner)?;
     for _ in 0..TRIES {
         let state = inner.view();
-        let runs = view::runs(&state, cursor, RUNS_PER_PAGE);
+        let span = page_span(&inner, &state, count);
+        let runs = view::runs(&state, cursor, cursor.saturating_add(span), RUNS_PER_PAGE);
         if runs.is_empty() {
             return Err("CLUSTERDOWN the cluster is not initialised".into());
         }
@@ -175,6 +176,21 @@ pub(crate) async fn dbsize(inner: Arc<Inner>) -> Result<u64, String> {
         }
     }
     Err("TRYAGAIN the cluster kept changing during DBSIZE; retry".into())
+}
+
+/// The tokens a page of `count` keys covers at most: twice what holds
+/// `count` keys if keys are spread evenly over the ring, judged by this
+/// node's store (each member holds about as many). A page of few keys
+/// then asks one or two nodes about a few runs, not thousands of them.
+fn page_span(inner: &Inner, state: &MetaState, count: usize) -> u64 {
+    let members = state.target_ring().map_or(1, |r| r.len().max(1));
+    let keys = (inner.cluster.dbsize().max(1) * members) as f64;
+    let span = 2.0 * count as f64 / keys * u64::MAX as f64;
+    if span >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        span as u64
+    }
 }
 
 fn ready(inner: &Inner) -> Result<(), String> {
@@ -307,22 +323,39 @@ fn read_keys(
 }
 
 /// The `Count` call: how many keys this node serves at `epoch`.
+///
+/// Two things could skew a count while the view moves on: copies a pull
+/// of a later change adds to the store (only once the view has reached
+/// that change), and a cleanup deleting ranges this node served at
+/// `epoch`. The store's count is taken only if the view is still at
+/// `epoch` after it; a count by scan only if no cleanup ran meanwhile.
+/// Otherwise the caller counts again at the newer epoch.
 pub(crate) async fn serve_count(inner: &Inner, epoch: u64) -> Result<Counted, String> {
     reach(inner, epoch).await?;
     let state = inner.view();
-    if state.epoch > epoch {
+    let moved = || {
+        let now = inner.view().epoch;
+        (now != epoch).then_some(Counted::Moved(now))
+    };
+    if state.epoch != epoch {
         return Ok(Counted::Moved(state.epoch));
     }
     // With no change in flight and the copies of the last one cleaned up,
     // the store holds exactly the keys served here.
-    if state.change.is_none() && inner.clean_at.load(Ordering::Acquire) == state.epoch {
-        return Ok(Counted::Keys(inner.cluster.dbsize() as u64));
+    if state.change.is_none() && inner.clean_at.load(Ordering::Acquire) == epoch {
+        let keys = inner.cluster.dbsize() as u64;
+        return Ok(moved().unwrap_or(Counted::Keys(keys)));
     }
+    let cleanups = inner.cleanups.load(Ordering::Acquire);
     let (cluster, me) = (Arc::clone(&inner.cluster), inner.me.clone());
-    tokio::task::spawn_blocking(move || count_served(&cluster, &state, &me))
+    let keys = tokio::task::spawn_blocking(move || count_served(&cluster, &state, &me))
         .await
-        .map_err(|e| format!("ERR counting keys on node {}: {e}", inner.me))?
-        .map(Counted::Keys)
+        .map_err(|e| format!("ERR counting keys on node {}: {e}", inner.me))??;
+    // An odd number: a cleanup was running when the count began.
+    if cleanups % 2 == 1 || inner.cleanups.load(Ordering::Acquire) != cleanups {
+        return Ok(moved().unwrap_or(Counted::Moved(epoch)));
+    }
+    Ok(Counted::Keys(keys))
 }
 
 /// Counts the live keys of the local store that `me` serves at `state`.

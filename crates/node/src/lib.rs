@@ -207,6 +207,9 @@ pub(crate) struct Inner {
     /// flight (`u64::MAX`: none yet): while the view stays there, the
     /// store holds exactly the keys this node serves (`DBSIZE`).
     pub clean_at: AtomicU64,
+    /// Raised by one when a cleanup begins and again when it ends (odd
+    /// while one runs): a count by scan checks no cleanup overlapped it.
+    pub cleanups: AtomicU64,
 }
 
 impl Inner {
@@ -384,6 +387,7 @@ impl Node {
             raft_service: OnceLock::new(),
             batches: batch::Batches::new(Arc::clone(&transport)),
             clean_at: AtomicU64::new(u64::MAX),
+            cleanups: AtomicU64::new(0),
         });
         let handler = service::NodeService::new(Arc::clone(&inner));
         let (peer_server, mem) = match peer {

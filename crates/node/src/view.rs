@@ -135,9 +135,10 @@ pub struct Run {
 }
 
 /// The runs from `from` on, in token order, neighbours served by the same
-/// node merged, looking at no more than `max` runs of [`run_end`] (the
-/// last run ends where it stopped looking). Empty while the ring is empty.
-pub fn runs(state: &MetaState, from: Token, max: usize) -> Vec<Run> {
+/// node merged, until the run that holds `upto`, looking at no more than
+/// `max` runs of [`run_end`] (the last run ends where it stopped looking).
+/// Empty while the ring is empty.
+pub fn runs(state: &MetaState, from: Token, upto: Token, max: usize) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
     let mut token = from;
     for _ in 0..max.max(1) {
@@ -153,8 +154,8 @@ pub fn runs(state: &MetaState, from: Token, max: usize) -> Vec<Run> {
             }),
         }
         match end.checked_add(1) {
-            Some(next) => token = next,
-            None => break,
+            Some(next) if end < upto => token = next,
+            _ => break,
         }
     }
     out
@@ -457,7 +458,7 @@ mod tests {
                 );
             }
         }
-        let all = runs(state, 0, 2 * points.len() + 4);
+        let all = runs(state, 0, Token::MAX, 2 * points.len() + 4);
         assert_eq!(*all[0].tokens.start(), 0);
         assert_eq!(*all.last().unwrap().tokens.end(), Token::MAX);
         for pair in all.windows(2) {
@@ -471,6 +472,14 @@ mod tests {
             for t in [*run.tokens.start(), *run.tokens.end()] {
                 assert_eq!(state.serving(t).unwrap().node, run.node);
             }
+        }
+        // Up to a token: the runs end with the one that holds it.
+        for &b in &points {
+            let upto = runs(state, 0, b, usize::MAX);
+            let n = upto.len();
+            assert!(upto[n - 1].tokens.contains(&b), "runs up to {b}");
+            assert_eq!(upto[..n - 1], all[..n - 1]);
+            assert_eq!(upto[n - 1].tokens.start(), all[n - 1].tokens.start());
         }
     }
 
