@@ -6,7 +6,7 @@
 # this script, in memory, on loopback only, measured in the same run.
 #
 #   cargo build --release -p ringkv-cli
-#   scripts/bench-nodes.sh [part...]    # parts: tput rebalance (summary)
+#   scripts/bench-nodes.sh [part...]    # parts: tput rebalance keyspace (summary)
 #
 # tput      redis-benchmark -c 50 -d 100 -r 100000, SET and GET, -P 1 and
 #           -P 16, each run about $SECS s (or $REQUESTS requests); $REPS
@@ -44,6 +44,12 @@
 #           p50, p99, max; "complete" when no error reply came, as
 #           redis-benchmark stops at the first).
 #
+# keyspace  $KEYS keys loaded as for rebalance into 3 ringkv nodes, into
+#           `ringkv serve --nodes n1,n2,n3` and into a lone redis-server;
+#           then through one of them (the second node): a whole
+#           `redis-cli --scan`, one with COUNT 1000, `KEYS *`, and
+#           DBSIZE's latency (redis-benchmark -c 1). $ROUNDS rounds.
+#
 # Takes about 7 minutes for tput and 3 for rebalance, plus up to $LIMIT s
 # for an add that does not finish (at e290c5e, 600k keys or more: see the
 # section).
@@ -66,6 +72,7 @@ SYSTEMS=${SYSTEMS:-nodes cluster serve redis}
 KEYS=${KEYS:-1000000}
 ROUNDS=${ROUNDS:-1}
 PROBE_N=${PROBE_N:-40000}
+DBSIZE_N=${DBSIZE_N:-2000}
 LIMIT=${LIMIT:-600}
 PARTITIONS=${PARTITIONS:-}
 OUT=${OUT:-bench-out/nodes}
@@ -510,6 +517,48 @@ part_rebalance() {
   done
 }
 
+# keyspace.csv: round,system,what,ms,result: reading the whole key space of
+# $KEYS keys through one server: `redis-cli --scan` (COUNT 10, its
+# default), a SCAN with COUNT 1000 (redis-py's scan_iter; the redis-cli
+# of Redis 7.0 has no --count), `KEYS *` (keys counted), and DBSIZE
+# (redis-benchmark -c 1, $DBSIZE_N requests: ms is the p50 latency,
+# result the rps)
+keyspace_run() {
+  local r=$1 sys=$2 name=$3 t0 n line
+  t0=$(now_ms); n=$(cli "$name" --scan | wc -l)
+  echo "$r,$sys,scan,$(($(now_ms) - t0)),$n" | rec keyspace.csv
+  t0=$(now_ms)
+  n=$(python3 -c 'import redis, sys; print(sum(1 for _ in redis.Redis(port=int(sys.argv[1])).scan_iter(count=1000)))' "${PORT[$name]}")
+  echo "$r,$sys,scan-count-1000,$(($(now_ms) - t0)),$n" | rec keyspace.csv
+  t0=$(now_ms); n=$(cli "$name" keys '*' | wc -l)
+  echo "$r,$sys,keys,$(($(now_ms) - t0)),$n" | rec keyspace.csv
+  line=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$name]}" -c 1 -n "$DBSIZE_N" --csv dbsize 2>&1 | grep -i '^"dbsize' | tail -1 | tr -d '"')
+  echo "$r,$sys,dbsize,$(awk -F, '{ print $5 }' <<<"$line"),$(awk -F, '{ print $2 }' <<<"$line")" | rec keyspace.csv
+}
+part_keyspace() {
+  local r s
+  if [ ! -f "$TMP/counts" ]; then
+    start_rcs sm 3; slotmap sm >"$TMP/slotmap"; stop sm1 sm2 sm3; rm -rf "$TMP"/sm?
+    gen_load "$TMP" "$KEYS" "$(cat "$TMP/slotmap")"
+  fi
+  for r in $(seq "$ROUNDS"); do
+    for s in $(order "$r"); do
+      case $s in
+      nodes)
+        start_nodes k 3; pipe_load rr k >/dev/null
+        keyspace_run "$r" nodes k2
+        stop k1 k2 k3 ;;
+      serve | redis)
+        if [ $s = serve ]; then start_single serve --nodes n1,n2,n3; else start_single redis; fi
+        PORT[${s}1]=${PORT[$s]}; PORT[${s}2]=${PORT[$s]}; PORT[${s}3]=${PORT[$s]}
+        pipe_load rr "$s" >/dev/null
+        keyspace_run "$r" "$s" "$s"
+        stop "$s" ;;
+      esac
+    done
+  done
+}
+
 # `scripts/bench-nodes.sh summary` prints the summary of what $OUT holds.
 part_summary() { :; }
 
@@ -562,6 +611,25 @@ summary() {
   fi
 }
 
+keyspace_summary() {
+  local f=$OUT/keyspace.csv s w
+  [ -s "$f" ] || return 0
+  echo
+  echo "## the whole key space of $KEYS keys through one server (median of the rounds: ms, and keys returned; DBSIZE: p50 ms and rps)"
+  echo
+  echo "| system | --scan (COUNT 10) | SCAN COUNT 1000 | KEYS * | DBSIZE |"
+  echo "|---|---|---|---|---|"
+  for s in nodes serve redis; do
+    grep -q ",$s," "$f" || continue
+    printf '| %s |' $s
+    for w in scan scan-count-1000 keys dbsize; do
+      printf ' %s ms (%s) |' "$(awk -F, -v s=$s -v w=$w '$2 == s && $3 == w { print $4 }' "$f" | median)" \
+        "$(awk -F, -v s=$s -v w=$w '$2 == s && $3 == w { print $5 }' "$f" | median)"
+    done
+    echo
+  done
+}
+
 main() {
   local part
   note "$(date -u +%FT%TZ) parts: $PARTS; systems: $SYSTEMS; $(redis-server --version | cut -d' ' -f3); ringkv $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(uptime)"
@@ -573,7 +641,7 @@ main() {
   note "$(date -u +%T) done; $(uptime)"
   # shellcheck disable=SC2046
   stop $(echo "${!PID[@]}")
-  summary | rec summary.txt
+  { summary; keyspace_summary; } | rec summary.txt
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
