@@ -63,16 +63,24 @@ impl Routing {
 
     /// The node authoritative for `token` and the last token of the run
     /// from `token` on (not wrapping) over which that stays true in this
-    /// snapshot: the run ends at the end of the token's ring range, and
-    /// inside or before a moving range at that range's bounds, so that one
-    /// range phase decides the whole run.
+    /// snapshot: the run ends at the end of the token's ring range (with
+    /// one member and nothing moving, at the end of the line), and inside
+    /// or before a moving range at that range's bounds, so that one range
+    /// phase decides the whole run.
     pub(crate) fn segment(&self, token: Token) -> Result<(&Arc<Node>, Token), ClusterError> {
         let (node, _) = self.authority(token)?;
         let ring_range = self
             .ring
             .range_of_token(token)
             .ok_or(ClusterError::NoNodes)?;
-        let mut end = run_end(ring_range, token);
+        // One member and nothing moving (a `ringkv node`'s own store): it
+        // serves the whole ring, so a run ends only at its stripe's end,
+        // not at each of the ring's partitions (a whole scan took a lock
+        // per partition: 65,536 by default).
+        let mut end = match self.migration.is_none() && self.ring.len() == 1 {
+            true => Token::MAX,
+            false => run_end(ring_range, token),
+        };
         if let Some(m) = &self.migration {
             match m.diff.find(token) {
                 Some(i) => end = end.min(run_end(m.diff.moves[i].range, token)),
