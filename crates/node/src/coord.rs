@@ -5,7 +5,7 @@
 //! one stood; what it remembers in memory (failures, the last abort) only
 //! paces it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +82,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut unfenced: (u64, u32) = (0, 0);
     // The last turn committed a step of a change.
     let mut stepped = false;
+    // When this leader first saw each member down: a forced removal drops
+    // a down member's ranges only once its lease has surely run out.
+    let mut down_since: HashMap<String, Instant> = HashMap::new();
     loop {
         if !std::mem::take(&mut stepped) {
             tokio::time::sleep(IDLE).await;
@@ -89,11 +92,18 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let metrics = raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
             failures = 0;
+            down_since.clear();
             continue;
         }
         let state = inner.store.state();
         if !state.is_initialised() {
             continue;
+        }
+        down_since.retain(|id, _| state.members.get(id).is_some_and(|m| m.down));
+        for (id, m) in &state.members {
+            if m.down {
+                down_since.entry(id.clone()).or_insert_with(Instant::now);
+            }
         }
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -132,6 +142,16 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     && aborted.is_some_and(|at| at.elapsed() < AFTER_ABORT)
                 {
                     continue;
+                }
+                if let Command::DropRanges { .. } = command {
+                    let node = state.change.as_ref().map_or("", |c| c.node.as_str());
+                    if down_since
+                        .get(node)
+                        .is_none_or(|at| at.elapsed() < crate::lease::DROP_AFTER)
+                    {
+                        continue;
+                    }
+                    warn!(%node, "rebalance: dropping the ranges of a down node (forced removal)");
                 }
                 stepped = commit(&raft, command).await;
             }

@@ -70,7 +70,7 @@ impl Inner {
     /// view of a member of its last view (`first` asked first), the first
     /// one at `epoch` or later that confirms the removal. A member's view
     /// that still lists this node is not taken: a member waits for its log.
-    async fn refresh(&self, first: Option<&str>, epoch: u64, limit: Duration) -> bool {
+    pub(crate) async fn refresh(&self, first: Option<&str>, epoch: u64, limit: Duration) -> bool {
         let known = self.view();
         let others = known
             .members
@@ -125,6 +125,17 @@ impl Inner {
             }
         }
         let epoch = state.epoch;
+        // From one state without a change to the next (a member marked up
+        // or down, a join asked for), no copy arrives: a store that held
+        // exactly the keys served still does (`DBSIZE`'s fast count).
+        if before.is_none() && now.is_none() {
+            let _ = self.clean_at.compare_exchange(
+                view.epoch,
+                epoch,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            );
+        }
         *view = Arc::new(state);
         drop(view);
         self.epochs.send_replace(epoch);

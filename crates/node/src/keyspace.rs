@@ -12,8 +12,11 @@
 //! the whole scan is returned at least once.
 //!
 //! `DBSIZE` asks every node that serves keys for its count at one epoch,
-//! and sums: exact at that epoch (a node holding no copy it does not serve
-//! answers from its store's count, otherwise it counts what it serves).
+//! and sums: each node counts the keys it serves by that epoch's view, so
+//! no key is counted on two nodes or missed between them; keys written
+//! while it counts may or may not be in it. A node holding no copy it does
+//! not serve answers from its store's count, otherwise it counts what it
+//! serves.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -38,8 +41,15 @@ use crate::wire::{Counted, KeysPage, KeysRequest};
 /// cluster takes about ten pages.
 const RUNS_PER_PAGE: usize = 4096;
 
-/// Entries a node reads for one page at most.
+/// Keys a node reads for one page at most.
 const MAX_LIMIT: usize = 16 * 1024;
+
+/// Bytes of keys a node reads for one page, about (a call's frame holds
+/// 16 MiB).
+const PAGE_BYTES: usize = 4 << 20;
+
+/// Keys read at a time, between checks of the bounds.
+const CHUNK: usize = 256;
 
 /// How long a peer may take to answer.
 const CALL_LIMIT: Duration = Duration::from_secs(10);
@@ -47,26 +57,34 @@ const CALL_LIMIT: Duration = Duration::from_secs(10);
 /// How long a node waits to reach the epoch of a page's caller.
 const EPOCH_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a node waits for its lease to be renewed before it refuses.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// Tries of a page or a count whose nodes answered from newer views.
 const TRIES: usize = 4;
 
-/// `SCAN`'s page from `cursor` on: about `count` keys looked at on each
-/// node it asks (expired keys are looked at, not returned).
+/// `SCAN`'s page from `cursor` on: about `count` live keys from each node
+/// it asks.
 pub(crate) async fn scan(inner: Arc<Inner>, cursor: u64, count: usize) -> Result<ScanPage, String> {
     ready(&inner)?;
     for _ in 0..TRIES {
         let state = inner.view();
         let span = page_span(&inner, &state, count);
-        let runs = view::runs(&state, cursor, cursor.saturating_add(span), RUNS_PER_PAGE);
+        let mut runs = view::runs(&state, cursor, cursor.saturating_add(span), RUNS_PER_PAGE);
         if runs.is_empty() {
             return Err("CLUSTERDOWN the cluster is not initialised".into());
         }
-        if let Some(run) = runs.iter().find(|r| r.down) {
-            return Err(format!(
-                "CLUSTERDOWN node {}, which serves keys from cursor {}, is down",
-                run.node,
-                run.tokens.start()
-            ));
+        // The page ends before the first run of a down node; a page that
+        // begins with one cannot be read.
+        match runs.iter().position(|r| r.down) {
+            Some(0) => {
+                return Err(format!(
+                    "CLUSTERDOWN node {}, which serves the keys at cursor {cursor}, is down",
+                    runs[0].node
+                ));
+            }
+            Some(i) => runs.truncate(i),
+            None => {}
         }
         let mut intervals: BTreeMap<&str, Vec<(Token, Token)>> = BTreeMap::new();
         for run in &runs {
@@ -214,7 +232,7 @@ async fn keys_of(
         return serve_keys(inner, request).await;
     }
     let answer = call(inner, state, node, Service::Keys, encode_data(&request)).await?;
-    decode_data(&answer)
+    decode_data(&answer).map_err(|e| format!("ERR node {node}'s page of keys: {e}"))
 }
 
 /// Node `node`'s count at `state`'s epoch: counted here, or asked for.
@@ -224,7 +242,7 @@ async fn count_of(inner: &Arc<Inner>, state: &MetaState, node: &str) -> Result<C
     }
     let body = encode_data(&state.epoch);
     let answer = call(inner, state, node, Service::Count, body).await?;
-    decode_data(&answer)
+    decode_data(&answer).map_err(|e| format!("ERR node {node}'s count of keys: {e}"))
 }
 
 async fn call(
@@ -247,12 +265,23 @@ async fn call(
             TransportError::Unreachable { why, .. } => {
                 format!("TRYAGAIN node {node} cannot be reached at {addr} ({why})")
             }
+            // The node's own error reply (`CLUSTERDOWN ...`, `TRYAGAIN ...`).
+            TransportError::Refused { why, .. } if why.starts_with(char::is_uppercase) => why,
             e => format!("TRYAGAIN node {node} did not answer: {e}"),
         })
 }
 
+/// This node serves its keys only under its lease (`crate::lease`),
+/// which a node that has just started or lost touch may renew shortly.
+async fn leased(inner: &Inner) -> Result<(), String> {
+    match inner.wait_lease(LEASE_WAIT).await {
+        true => Ok(()),
+        false => Err(crate::router::no_lease(&inner.me)),
+    }
+}
+
 /// Waits until this node's view reaches `epoch`, as a peer's call needs.
-async fn reach(inner: &Inner, epoch: u64) -> Result<(), String> {
+async fn reach_epoch(inner: &Inner, epoch: u64) -> Result<(), String> {
     ready(inner)?;
     match inner.wait_epoch(epoch, EPOCH_WAIT).await {
         true => Ok(()),
@@ -263,24 +292,38 @@ async fn reach(inner: &Inner, epoch: u64) -> Result<(), String> {
     }
 }
 
-/// The `Keys` call: this node's keys in the request's intervals.
+/// The `Keys` call: this node's keys in the request's intervals, read by
+/// the view at the request's epoch off the event loop, and kept only if
+/// the view is still there after it (as [`serve_count`] argues, nothing
+/// could then have deleted what was read); otherwise nothing is returned
+/// and the caller catches up with the newer view.
 pub(crate) async fn serve_keys(inner: &Inner, request: KeysRequest) -> Result<KeysPage, String> {
-    reach(inner, request.epoch).await?;
-    // The view's read lock keeps the runs served here from switching away
-    // while they are read (as for a client's request).
-    let state = inner.view.read();
-    read_keys(
-        &inner.cluster,
-        &state,
-        &inner.me,
-        &request.intervals,
-        request.limit.clamp(1, MAX_LIMIT),
-    )
+    reach_epoch(inner, request.epoch).await?;
+    leased(inner).await?;
+    let state = inner.view();
+    let epoch = state.epoch;
+    let first = request.intervals.first().map(|&(from, _)| from);
+    let (cluster, me) = (Arc::clone(&inner.cluster), inner.me.clone());
+    let limit = request.limit.clamp(1, MAX_LIMIT);
+    let page = tokio::task::spawn_blocking(move || {
+        read_keys(&cluster, &state, &me, &request.intervals, limit)
+    })
+    .await
+    .map_err(|e| format!("ERR reading keys on node {}: {e}", inner.me))??;
+    match inner.view().epoch {
+        now if now != epoch => Ok(KeysPage {
+            keys: Vec::new(),
+            next: first,
+            moved: Some(now),
+        }),
+        _ => Ok(page),
+    }
 }
 
 /// The live keys of `intervals` (in order, each `from..=to`) that `me`
-/// serves at `state`, about `limit` of them: stops at a token it does not
-/// serve (answered as moved) or when the limit is reached.
+/// serves at `state`, about `limit` of them and at most about
+/// [`PAGE_BYTES`]: stops at a token it does not serve (answered as moved)
+/// or at either bound.
 fn read_keys(
     cluster: &Cluster,
     state: &MetaState,
@@ -289,6 +332,7 @@ fn read_keys(
     limit: usize,
 ) -> Result<KeysPage, String> {
     let mut page = KeysPage::default();
+    let mut bytes = 0;
     for &(from, to) in intervals {
         let mut token = from;
         loop {
@@ -300,22 +344,23 @@ fn read_keys(
                 page.moved = Some(state.epoch);
                 return Ok(page);
             }
-            if page.keys.len() >= limit {
+            if page.keys.len() >= limit || bytes >= PAGE_BYTES {
                 page.next = Some(token);
                 return Ok(page);
             }
             let end = end.min(to);
+            let want = (limit - page.keys.len()).min(CHUNK);
             let (entries, next) = cluster
-                .scan_tokens(token..=end, limit - page.keys.len())
+                .scan_tokens(token..=end, want)
                 .map_err(|e| format!("ERR reading keys on node {me}: {e}"))?;
+            bytes += entries.iter().map(|e| e.key.len()).sum::<usize>();
             page.keys.extend(entries.into_iter().map(|e| e.key));
-            if let Some(next) = next {
-                page.next = Some(next);
-                return Ok(page);
-            }
-            match end.checked_add(1) {
-                Some(next) if end < to => token = next,
-                _ => break,
+            match next {
+                Some(next) => token = next,
+                None => match end.checked_add(1) {
+                    Some(next) if end < to => token = next,
+                    _ => break,
+                },
             }
         }
     }
@@ -324,14 +369,16 @@ fn read_keys(
 
 /// The `Count` call: how many keys this node serves at `epoch`.
 ///
-/// Two things could skew a count while the view moves on: copies a pull
-/// of a later change adds to the store (only once the view has reached
-/// that change), and a cleanup deleting ranges this node served at
-/// `epoch`. The store's count is taken only if the view is still at
-/// `epoch` after it; a count by scan only if no cleanup ran meanwhile.
-/// Otherwise the caller counts again at the newer epoch.
+/// The count is taken by `epoch`'s view and kept only if the view is still
+/// there after it; otherwise the caller counts again at the newer epoch.
+/// While the view stays, nothing can skew it: a pull adds copies only of
+/// a change in the view (and of ranges this node does not serve in it),
+/// and a cleanup deletes only what a view no newer than it does not keep
+/// (a cleanup by an older view ran before any copy this node now serves
+/// arrived: pulls and cleanups take turns).
 pub(crate) async fn serve_count(inner: &Inner, epoch: u64) -> Result<Counted, String> {
-    reach(inner, epoch).await?;
+    reach_epoch(inner, epoch).await?;
+    leased(inner).await?;
     let state = inner.view();
     let moved = || {
         let now = inner.view().epoch;
@@ -341,21 +388,17 @@ pub(crate) async fn serve_count(inner: &Inner, epoch: u64) -> Result<Counted, St
         return Ok(Counted::Moved(state.epoch));
     }
     // With no change in flight and the copies of the last one cleaned up,
-    // the store holds exactly the keys served here.
-    if state.change.is_none() && inner.clean_at.load(Ordering::Acquire) == epoch {
-        let keys = inner.cluster.dbsize() as u64;
-        return Ok(moved().unwrap_or(Counted::Keys(keys)));
-    }
-    let cleanups = inner.cleanups.load(Ordering::Acquire);
-    let (cluster, me) = (Arc::clone(&inner.cluster), inner.me.clone());
-    let keys = tokio::task::spawn_blocking(move || count_served(&cluster, &state, &me))
-        .await
-        .map_err(|e| format!("ERR counting keys on node {}: {e}", inner.me))??;
-    // An odd number: a cleanup was running when the count began.
-    if cleanups % 2 == 1 || inner.cleanups.load(Ordering::Acquire) != cleanups {
-        return Ok(moved().unwrap_or(Counted::Moved(epoch)));
-    }
-    Ok(Counted::Keys(keys))
+    // the store holds exactly the keys served here (and, as Redis counts
+    // them, keys expired but not yet reclaimed).
+    let keys = if state.change.is_none() && inner.clean_at.load(Ordering::Acquire) == epoch {
+        inner.cluster.dbsize() as u64
+    } else {
+        let (cluster, me) = (Arc::clone(&inner.cluster), inner.me.clone());
+        tokio::task::spawn_blocking(move || count_served(&cluster, &state, &me))
+            .await
+            .map_err(|e| format!("ERR counting keys on node {}: {e}", inner.me))??
+    };
+    Ok(moved().unwrap_or(Counted::Keys(keys)))
 }
 
 /// Counts the live keys of the local store that `me` serves at `state`.
@@ -374,5 +417,116 @@ fn count_served(cluster: &Cluster, state: &MetaState, me: &str) -> Result<u64, S
             return Ok(served);
         }
         cursor = page.cursor;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringkv_meta::{Command, NodeSpec, PlacementSpec};
+
+    use super::*;
+
+    fn spec(id: &str) -> NodeSpec {
+        NodeSpec {
+            id: id.into(),
+            client_addr: format!("127.0.0.1:1{id}"),
+            peer_addr: format!("127.0.0.1:2{id}"),
+            weight: 1,
+            token: 0,
+        }
+    }
+
+    /// Nodes 1 and 2 of 16 partitions, 2 joined through a whole change.
+    fn two_nodes() -> MetaState {
+        let mut state = MetaState::new();
+        let placement = PlacementSpec::BalancedPartitions { partitions: 16 };
+        let commands = [
+            Command::Bootstrap {
+                placement,
+                node: spec("1"),
+            },
+            Command::Join { node: spec("2") },
+            Command::BeginChange { node: "2".into() },
+        ];
+        for command in commands {
+            state.apply(&command).unwrap();
+        }
+        let change = state.change.as_ref().unwrap();
+        let (id, all) = (change.id, (0..change.ranges.len()).collect::<Vec<_>>());
+        let steps = [
+            Command::FenceRanges {
+                change: id,
+                ranges: all.clone(),
+            },
+            Command::SwitchRanges {
+                change: id,
+                ranges: all,
+            },
+            Command::FinishChange { change: id },
+        ];
+        for command in steps {
+            state.apply(&command).unwrap();
+        }
+        state
+    }
+
+    /// A node's store holds keys of runs it does not serve (copies in
+    /// transit, stale copies): a read of the key space stops at the first
+    /// such token, answered as moved, and returns only keys it serves
+    /// before it.
+    #[test]
+    fn a_read_stops_where_the_node_no_longer_serves_and_never_returns_its_copies() {
+        let state = two_nodes();
+        let cluster = Cluster::default();
+        cluster.add_node("local").unwrap();
+        let keys: Vec<String> = (0..400).map(|i| format!("key{i}")).collect();
+        for key in &keys {
+            cluster.put(key.clone(), "v").unwrap();
+        }
+        let served = |me: &str| -> Vec<&String> {
+            let mut mine: Vec<&String> = keys
+                .iter()
+                .filter(|k| state.serving(key_token(k.as_bytes())).unwrap().node == me)
+                .collect();
+            mine.sort_by_key(|k| (key_token(k.as_bytes()), k.as_bytes()));
+            mine
+        };
+        let runs = view::runs(&state, 0, Token::MAX, usize::MAX);
+        let first = &runs[0];
+        let me = first.node.clone();
+        // The whole line in one interval: node `me` reads its first run,
+        // then stops where the other node's run begins.
+        let page = read_keys(&cluster, &state, &me, &[(0, Token::MAX)], 10_000).unwrap();
+        let stop = *runs[1].tokens.start();
+        assert_eq!(page.next, Some(stop));
+        assert_eq!(page.moved, Some(state.epoch));
+        let want: Vec<&String> = served(&me)
+            .into_iter()
+            .filter(|k| key_token(k.as_bytes()) < stop)
+            .collect();
+        let got: Vec<String> = page
+            .keys
+            .iter()
+            .map(|k| String::from_utf8(k.to_vec()).unwrap())
+            .collect();
+        assert_eq!(got.iter().collect::<Vec<_>>(), want);
+        // Its own runs only: every key it serves, in token order, none of
+        // the other node's, though its store holds them all.
+        let mine: Vec<(Token, Token)> = runs
+            .iter()
+            .filter(|r| r.node == me)
+            .map(|r| (*r.tokens.start(), *r.tokens.end()))
+            .collect();
+        let page = read_keys(&cluster, &state, &me, &mine, 10_000).unwrap();
+        assert_eq!((page.next, page.moved), (None, None));
+        let got: Vec<String> = page
+            .keys
+            .iter()
+            .map(|k| String::from_utf8(k.to_vec()).unwrap())
+            .collect();
+        assert_eq!(got.iter().collect::<Vec<_>>(), served(&me));
+        // A limit cuts the read between tokens, not answered as moved.
+        let page = read_keys(&cluster, &state, &me, &mine, 5).unwrap();
+        assert!(page.keys.len() >= 5 && page.next.is_some() && page.moved.is_none());
     }
 }

@@ -52,6 +52,7 @@ mod coord;
 pub mod fault;
 mod follow;
 mod keyspace;
+mod lease;
 mod moves;
 mod router;
 mod service;
@@ -207,9 +208,14 @@ pub(crate) struct Inner {
     /// flight (`u64::MAX`: none yet): while the view stays there, the
     /// store holds exactly the keys this node serves (`DBSIZE`).
     pub clean_at: AtomicU64,
-    /// Raised by one when a cleanup begins and again when it ends (odd
-    /// while one runs): a count by scan checks no cleanup overlapped it.
-    pub cleanups: AtomicU64,
+    /// When this node started: the origin of its lease times.
+    pub born: tokio::time::Instant,
+    /// Until when (ms after `born`) this node may serve its keys
+    /// (`lease`).
+    pub lease_until: AtomicU64,
+    /// As the leader: when (ms after `born`, plus one; 0: never) the last
+    /// confirmation of its leadership by a quorum began.
+    pub confirmed_at: AtomicU64,
 }
 
 impl Inner {
@@ -387,7 +393,9 @@ impl Node {
             raft_service: OnceLock::new(),
             batches: batch::Batches::new(Arc::clone(&transport)),
             clean_at: AtomicU64::new(u64::MAX),
-            cleanups: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
+            lease_until: AtomicU64::new(0),
+            confirmed_at: AtomicU64::new(0),
         });
         let handler = service::NodeService::new(Arc::clone(&inner));
         let (peer_server, mem) = match peer {
@@ -509,6 +517,7 @@ impl Node {
             tokio::spawn(coord::run(Arc::clone(&inner))),
             tokio::spawn(coord::detect(Arc::clone(&inner), config.down_after)),
             tokio::spawn(follow::catch_up(Arc::clone(&inner))),
+            tokio::spawn(lease::keep(Arc::clone(&inner))),
             tokio::spawn(follow::follow_when_removed(Arc::clone(&inner))),
         ];
         let (stop, stopped) = oneshot::channel::<()>();

@@ -565,12 +565,10 @@ pub(crate) async fn cleanup(inner: Arc<Inner>) {
     let me = inner.me.clone();
     let cluster = Arc::clone(&inner.cluster);
     let epoch = (state.change.is_none()).then_some(state.epoch);
-    inner.cleanups.fetch_add(1, Ordering::AcqRel);
     let done = tokio::task::spawn_blocking(move || {
         delete_where(&cluster, |token| !keeps(&state, &me, token))
     })
     .await;
-    inner.cleanups.fetch_add(1, Ordering::AcqRel);
     if let (Some(epoch), Ok(Ok(_))) = (epoch, &done) {
         inner.clean_at.store(epoch, Ordering::Release);
     }

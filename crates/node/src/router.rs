@@ -116,6 +116,18 @@ impl Router for NodeRouter {
         }
         let tokens: Vec<u64> = request.keys.iter().map(|k| key_token(k)).collect();
         match decide(&guard, &inner.me, &tokens, request.write) {
+            // Served here only under the lease (`crate::lease`): a node
+            // cut off from the leader, or counted down by it, stops.
+            Decision::Local { .. } if !inner.holds_lease() => {
+                drop(guard);
+                let inner = Arc::clone(inner);
+                Route::Elsewhere(Box::pin(async move {
+                    match inner.wait_lease(FENCE_WAIT).await {
+                        true => Elsewhere::Retry,
+                        false => Elsewhere::Error(no_lease(&inner.me)),
+                    }
+                }))
+            }
             Decision::Local { tracked } => Route::Local(Some(Box::new(LocalGuard {
                 view: guard,
                 track: tracked.then(|| (Arc::clone(inner), request.keys.clone())),
@@ -565,6 +577,13 @@ pub(crate) async fn forward_group(
             "ERR forwarding to node {node} failed ({e}); a write may or may not have been applied"
         )),
     }
+}
+
+/// The error of a request for a key this node serves but may not now.
+pub(crate) fn no_lease(me: &str) -> String {
+    format!(
+        "CLUSTERDOWN node {me}, which serves this key, has not been confirmed by the cluster's leader lately (cut off, or marked down)"
+    )
 }
 
 /// After member `node` of `state` answered `Moved` at `epoch`: waits

@@ -94,6 +94,10 @@ impl PeerHandler for NodeService {
                     let counted = crate::keyspace::serve_count(&inner, decode_data(&body)?).await?;
                     Ok(encode_data(&counted))
                 }
+                Service::Lease => {
+                    let id: String = decode_data(&body)?;
+                    Ok(encode_data(&crate::lease::answer(&inner, &id)))
+                }
                 Service::Status => Ok(encode(&status_of(&inner))),
                 Service::View => Ok(encode(&*inner.view())),
                 other => Err(format!("this node does not serve {other:?} calls")),

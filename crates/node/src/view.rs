@@ -238,6 +238,25 @@ pub fn change_step(state: &MetaState) -> Option<ChangeStep> {
             change: change.id,
         }));
     }
+    // A forced removal of a down node: its ranges are dropped (their new
+    // owners serve them empty), once their targets are up. The coordinator
+    // waits until the node's lease has run out first (`crate::lease`).
+    if change.force && state.members.get(&change.node).is_none_or(|m| m.down) {
+        let up = |id: &str| state.members.get(id).is_some_and(|m| !m.down);
+        let ranges: Vec<usize> = change
+            .ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.from == change.node && !r.phase.is_done() && up(&r.to))
+            .map(|(i, _)| i)
+            .collect();
+        if !ranges.is_empty() {
+            return Some(ChangeStep::Propose(Command::DropRanges {
+                change: change.id,
+                ranges,
+            }));
+        }
+    }
     let by_target = |phase: Phase| {
         let mut targets: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in change.ranges.iter().enumerate() {
@@ -532,6 +551,64 @@ mod tests {
             }
             check_runs(&state);
         }
+    }
+
+    #[test]
+    fn a_forced_removal_of_a_down_node_drops_its_ranges_and_a_plain_one_moves_them() {
+        let mut state = two_nodes();
+        complete(&mut state, "2");
+        state.apply(&Command::MarkDown { id: "2".into() }).unwrap();
+        state
+            .apply(&Command::Leave {
+                id: "2".into(),
+                force: true,
+            })
+            .unwrap();
+        assert_eq!(
+            change_step(&state),
+            Some(ChangeStep::Propose(Command::BeginChange {
+                node: "2".into()
+            }))
+        );
+        state
+            .apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        let change = state.change.as_ref().unwrap();
+        let all: Vec<usize> = (0..change.ranges.len()).collect();
+        let id = change.id;
+        assert_eq!(
+            change_step(&state),
+            Some(ChangeStep::Propose(Command::DropRanges {
+                change: id,
+                ranges: all.clone(),
+            }))
+        );
+        let step = change_step(&state);
+        let Some(ChangeStep::Propose(drop)) = step else {
+            panic!("{step:?}");
+        };
+        state.apply(&drop).unwrap();
+        assert_eq!(
+            change_step(&state),
+            Some(ChangeStep::Propose(Command::FinishChange { change: id }))
+        );
+
+        // The same removal of a node that is up moves its ranges.
+        let mut state = two_nodes();
+        complete(&mut state, "2");
+        state
+            .apply(&Command::Leave {
+                id: "2".into(),
+                force: true,
+            })
+            .unwrap();
+        state
+            .apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        assert!(matches!(
+            change_step(&state),
+            Some(ChangeStep::Pull { dirty: false, .. })
+        ));
     }
 
     #[test]

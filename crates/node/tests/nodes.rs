@@ -725,11 +725,13 @@ async fn scan_all(
 /// `SCAN`, `KEYS`, `DBSIZE` and `RANDOMKEY` answer for the whole cluster
 /// through any node, as on `ringkv serve`, though each node's store holds
 /// only the keys it serves (and copies in transit). While a node joins
-/// and another leaves (slow copies), under writes of new keys: every
-/// `SCAN` pass returns every key present throughout, and every `DBSIZE`
-/// lies between the keys acknowledged before it and those sent by its end
-/// (a copy in transit counted as well would exceed it). Afterwards all of
-/// them are exact again through every member.
+/// and another leaves (slow copies), under writes of new keys and deletes
+/// of loaded ones: every `SCAN` pass returns every key present throughout,
+/// no key deleted before it began, and no key twice; every `DBSIZE` lies
+/// between what the writes and deletes acknowledged before it and those
+/// sent by its end allow (a copy in transit counted as well would exceed
+/// it). Some passes and counts must overlap a step of a change. Afterwards
+/// all of them are exact again through every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_key_space_is_read_through_any_node_while_nodes_join_and_leave() {
     use std::sync::Arc;
@@ -754,9 +756,14 @@ async fn the_whole_key_space_is_read_through_any_node_while_nodes_join_and_leave
 
     RATE.with(|r| r.set(Some(300)));
     let stop = Arc::new(AtomicBool::new(false));
+    // New keys written, and loaded keys deleted, while nodes move: counts
+    // of those sent (before each request) and acknowledged (after).
     let (sent, acked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (doomed, deleted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gone = |i: usize| format!("k:{}", 1499 - i);
     let writer = {
         let (stop, sent, acked) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&acked));
+        let (doomed, deleted) = (Arc::clone(&doomed), Arc::clone(&deleted));
         let mut con = client(&c).await;
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -768,47 +775,83 @@ async fn the_whole_key_space_is_read_through_any_node_while_nodes_join_and_leave
                     .await
                     .unwrap();
                 acked.fetch_add(1, Ordering::SeqCst);
+                if i % 2 == 0 && doomed.load(Ordering::SeqCst) < 500 {
+                    let d = doomed.fetch_add(1, Ordering::SeqCst);
+                    let n: usize = redis::cmd("DEL")
+                        .arg(gone(d))
+                        .query_async(&mut con)
+                        .await
+                        .unwrap();
+                    assert_eq!(n, 1, "DEL {}", gone(d));
+                    deleted.fetch_add(1, Ordering::SeqCst);
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
     };
+    // The ring's epoch through `con`: a pass or a count that sees it move
+    // overlapped a step of a membership change.
+    async fn epoch(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("ring")
+            .query_async(con)
+            .await
+            .unwrap();
+        let line = info.lines().find(|l| l.starts_with("ring_epoch:")).unwrap();
+        line["ring_epoch:".len()..].trim().parse().unwrap()
+    }
     let reader = {
-        let stop = Arc::clone(&stop);
+        let (stop, doomed, deleted) =
+            (Arc::clone(&stop), Arc::clone(&doomed), Arc::clone(&deleted));
         let mut cons = [client(&a).await, client(&c).await];
-        let loaded = expected.clone();
         tokio::spawn(async move {
-            let mut passes = 0usize;
+            let (mut passes, mut moving) = (0usize, 0usize);
             while !stop.load(Ordering::Relaxed) || passes < 2 {
                 let con = &mut cons[passes % 2];
-                let scanned: BTreeSet<String> = scan_all(con, None, 1 + passes % 40)
-                    .await
-                    .into_iter()
+                let (before, gone_before) = (epoch(con).await, deleted.load(Ordering::SeqCst));
+                let scanned = scan_all(con, None, 1 + passes % 40).await;
+                let (after, gone_after) = (epoch(con).await, doomed.load(Ordering::SeqCst));
+                moving += usize::from(after > before);
+                let unique: BTreeSet<&String> = scanned.iter().collect();
+                assert_eq!(unique.len(), scanned.len(), "pass {passes} repeated a key");
+                // Present throughout: loaded and not deleted by its end.
+                let missing: Vec<String> = (0..1500 - gone_after)
+                    .map(|i| format!("k:{i}"))
+                    .filter(|k| !unique.contains(k))
                     .collect();
-                let missing: Vec<&String> = loaded.difference(&scanned).collect();
                 assert!(missing.is_empty(), "pass {passes} missed {missing:?}");
+                // Deleted before it began: never returned.
+                let stale: Vec<String> = (0..gone_before)
+                    .map(gone)
+                    .filter(|k| unique.contains(k))
+                    .collect();
+                assert!(stale.is_empty(), "pass {passes} returned deleted {stale:?}");
                 passes += 1;
             }
-            passes
+            (passes, moving)
         })
     };
     let counter = {
         let (stop, sent, acked) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&acked));
+        let (doomed, deleted) = (Arc::clone(&doomed), Arc::clone(&deleted));
         let mut cons = [client(&a).await, client(&c).await];
         tokio::spawn(async move {
-            let mut counts = 0usize;
+            let (mut counts, mut moving) = (0usize, 0usize);
             while !stop.load(Ordering::Relaxed) {
                 let con = &mut cons[counts % 2];
-                let low = acked.load(Ordering::SeqCst);
+                let before = epoch(con).await;
+                let (low, deletes) = (acked.load(Ordering::SeqCst), deleted.load(Ordering::SeqCst));
                 let size: usize = redis::cmd("DBSIZE").query_async(con).await.unwrap();
-                let high = sent.load(Ordering::SeqCst);
+                let (high, doomed) = (sent.load(Ordering::SeqCst), doomed.load(Ordering::SeqCst));
+                moving += usize::from(epoch(con).await > before);
                 assert!(
-                    (1500 + low..=1500 + high).contains(&size),
-                    "DBSIZE {counts}: {size}, with 1500 loaded and {low} to {high} written"
+                    (1500 + low - doomed..=1500 + high - deletes).contains(&size),
+                    "DBSIZE {counts}: {size}; 1500 loaded, {low} to {high} written, {deletes} to {doomed} deleted"
                 );
                 counts += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            counts
+            (counts, moving)
         })
     };
     let d = start("d", Start::Join(seed.clone()), None).await;
@@ -822,10 +865,21 @@ async fn the_whole_key_space_is_read_through_any_node_while_nodes_join_and_leave
     settled(&[&a, &c, &d], 3).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    let passes = reader.await.unwrap();
-    assert!(passes >= 2, "{passes} passes");
-    let counts = counter.await.unwrap();
-    assert!(counts >= 10, "{counts} counts");
+    let (passes, moving) = reader.await.unwrap();
+    assert!(
+        moving >= 1,
+        "none of {passes} passes overlapped a step of a change"
+    );
+    let (counts, moving) = counter.await.unwrap();
+    assert!(
+        moving >= 1,
+        "none of {counts} counts overlapped a step of a change"
+    );
+    let deletes = deleted.load(Ordering::SeqCst);
+    assert!(deletes > 0, "no key was deleted during the changes");
+    for i in 0..deletes {
+        expected.remove(&gone(i));
+    }
     expected.extend((0..sent.load(Ordering::SeqCst)).map(|i| format!("w:{i}")));
     for node in [&a, &c, &d] {
         check_keyspace(node, &expected).await;

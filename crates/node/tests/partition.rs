@@ -2,9 +2,9 @@
 //! can partition them: the Raft leader is cut off from the other two.
 //! The majority elects a leader and commits (it marks the isolated node
 //! down: its keys answer `-CLUSTERDOWN` there, the others are served); the
-//! isolated node commits nothing (its epoch does not move) and keeps
-//! serving its own keys, which nobody else serves. After the heal every
-//! node agrees again and every key reads its value everywhere.
+//! isolated node commits nothing (its epoch does not move) and, its lease
+//! run out, stops serving its own keys too. After the heal every node
+//! agrees again and every key reads its value everywhere.
 
 mod common;
 
@@ -114,22 +114,27 @@ async fn an_isolated_leader_commits_nothing_while_the_majority_goes_on() {
             assert_eq!(got.unwrap().as_deref(), Some(k.as_str()), "{k}");
         }
     }
-    // The isolated node committed nothing, and serves its own keys.
+    // The isolated node committed nothing, and no longer serves its own
+    // keys either: no quorum confirms its leadership, so its lease ran out
+    // (a forced removal could give its ranges away). Each refusal first
+    // waits for a renewal that cannot come: two keys are enough.
     assert_eq!(
         leader.state().epoch,
         before,
         "the minority changed its state"
     );
     let mut minority = client(leader).await;
-    for k in &keys {
-        if leader.state().serving_key(k.as_bytes()).unwrap().node == isolated {
-            let got: Option<String> = redis::cmd("GET")
-                .arg(k)
-                .query_async(&mut minority)
-                .await
-                .unwrap();
-            assert_eq!(got.as_deref(), Some(k.as_str()));
-        }
+    let own = keys
+        .iter()
+        .filter(|k| leader.state().serving_key(k.as_bytes()).unwrap().node == isolated);
+    for k in own.take(2) {
+        let got: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg(k).query_async(&mut minority).await;
+        assert_eq!(
+            got.unwrap_err().code(),
+            Some("CLUSTERDOWN"),
+            "{k} through the isolated node"
+        );
     }
 
     net.heal();
@@ -164,4 +169,118 @@ fn futures_lines(node: &Node) -> Vec<String> {
     })
     .join()
     .unwrap()
+}
+
+/// A member cut off from the others is marked down, then removed with
+/// `FORCE`: its ranges are dropped and their new owners serve them empty
+/// (R = 1: those keys are lost, as `FORCE` says), every other key keeps its
+/// value, and the cut-off node, its lease run out, serves none of its old
+/// keys meanwhile. After the heal it is no member, and through it every
+/// key reads what the members serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_member_removed_with_force_loses_its_ranges_and_serves_nothing() {
+    let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
+    let a = start(&net, "a", Start::Init).await;
+    let b = start(&net, "b", Start::Join("mem-a".into())).await;
+    let c = start(&net, "c", Start::Join("mem-a".into())).await;
+    let nodes = [&a, &b, &c];
+    until("the three agree", || all_up(&nodes)).await;
+    let mut con = client(&a).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("f{i}")).collect();
+    for k in &keys {
+        let () = redis::cmd("SET")
+            .arg(k)
+            .arg(k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    // Cut off a member that is not the leader.
+    let victim = *nodes.iter().find(|n| !n.is_leader()).unwrap();
+    let id = victim.peer_addr().trim_start_matches("mem-").to_string();
+    let others: Vec<&Node> = nodes
+        .iter()
+        .copied()
+        .filter(|n| n.peer_addr() != victim.peer_addr())
+        .collect();
+    for other in &others {
+        net.cut(victim.peer_addr(), other.peer_addr());
+    }
+    let state = others[0].state();
+    let (lost, kept): (Vec<&String>, Vec<&String>) = keys
+        .iter()
+        .partition(|k| state.serving_key(k.as_bytes()).unwrap().node == id);
+    assert!(!lost.is_empty() && !kept.is_empty());
+    until("the others mark it down", || {
+        others
+            .iter()
+            .all(|n| n.state().members[&id].state() == NodeState::Down)
+    })
+    .await;
+    let mut con = client(others[0]).await;
+    let () = redis::cmd("RINGKV.REMOVENODE")
+        .arg(&id)
+        .arg("FORCE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    until("the removal is done", || {
+        others.iter().all(|n| {
+            let s = n.state();
+            s.change.is_none() && s.members.len() == 2 && !s.members.contains_key(&id)
+        })
+    })
+    .await;
+    for k in &kept {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(*k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(k.as_str()), "{k}, kept");
+    }
+    for k in &lost {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(*k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(got, None, "{k}, dropped with its range");
+    }
+    let () = redis::cmd("SET")
+        .arg(lost[0])
+        .arg("new")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // The cut-off node serves none of its old keys (its lease ran out).
+    let mut cut = client(victim).await;
+    let got: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg(lost[0]).query_async(&mut cut).await;
+    assert!(got.is_err(), "the cut-off node served {:?}", got);
+
+    net.heal();
+    for k in lost.iter().take(3) {
+        let want = (*k == lost[0]).then_some("new");
+        let mut got = None;
+        for _ in 0..100 {
+            got = redis::cmd("GET")
+                .arg(*k)
+                .query_async::<Option<String>>(&mut cut)
+                .await
+                .ok();
+            if got.as_ref().is_some_and(|g| g.as_deref() == want) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            got.flatten().as_deref(),
+            want,
+            "{k} through the removed node"
+        );
+    }
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
 }

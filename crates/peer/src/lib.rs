@@ -68,6 +68,8 @@ pub enum Service {
     Keys,
     /// How many keys a node serves (`DBSIZE` on another node).
     Count,
+    /// A node asks the Raft leader to renew its lease on serving.
+    Lease,
 }
 
 /// Why a call failed. Whether the peer acted on it is unknown unless the

@@ -139,7 +139,7 @@ pub fn keys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
                 }
                 page = match router.scan(next.cursor, KEYS_BATCH) {
                     Some(page) => page,
-                    None => return Waited::Frame(reply::err("the key space changed hands")),
+                    None => return Waited::Frame(reply::err("KEYS lost its router midway")),
                 };
             }
         }));
