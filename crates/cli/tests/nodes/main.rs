@@ -5,6 +5,8 @@
 //! mid-copy, the Raft leader before and after a switch) and restarted on
 //! their directories. Afterwards every acknowledged write reads back
 //! through every node, and all nodes report the same membership and epoch.
+//! And a node killed for good is removed with `FORCE`, losing exactly its
+//! keys.
 
 mod harness;
 
@@ -106,6 +108,74 @@ fn a_node_joins_under_load_one_restarts_after_kill_9_and_one_leaves() {
     let members: Vec<&NodeProc> = vec![&c.n[0], &c.n[1], &c.n[3]];
     settle(&members, &["n1", "n2", "n4"]);
     c.finish(&["n1", "n2", "n4"]);
+}
+
+/// n3 is killed with -9 and never comes back: the leader marks it down,
+/// and `RINGKV.REMOVENODE n3 FORCE` removes it for good. Exactly its keys
+/// are lost (one copy of each), their ranges served empty by n1 and n2,
+/// which keep every other key and agree on the membership.
+#[test]
+fn a_dead_member_is_removed_with_force_and_only_its_keys_are_lost() {
+    let home = tempfile::tempdir().unwrap();
+    let mut n: Vec<NodeProc> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| NodeProc::new(home.path(), id))
+        .collect();
+    let seed = n[0].peer;
+    n[0].start(Mode::Init, &[]);
+    n[1].start(Mode::Join(seed), &[]);
+    n[2].start(Mode::Join(seed), &[]);
+    settle(&[&n[0], &n[1], &n[2]], &["n1", "n2", "n3"]);
+    let mut model = Model::default();
+    load(&n[0], KEYS, &mut model);
+    let mut con = n[0].connect().unwrap();
+    let mut locate = redis::pipe();
+    for key in model.acked.keys() {
+        locate.cmd("RINGKV.LOCATE").arg(key);
+    }
+    let owners: Vec<(String, String)> = locate.query(&mut con).unwrap();
+    let on_n3: std::collections::BTreeSet<&String> = model
+        .acked
+        .keys()
+        .zip(&owners)
+        .filter(|(_, (_, owner))| owner == "n3")
+        .map(|(key, _)| key)
+        .collect();
+    assert!(!on_n3.is_empty() && on_n3.len() < KEYS);
+
+    n[2].kill();
+    let deadline = std::time::Instant::now() + harness::PATIENCE;
+    while !n[0].nodes().is_ok_and(|lines| {
+        lines
+            .iter()
+            .any(|l| l.starts_with("n3 ") && l.contains("state=down"))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n3 was not marked down"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let () = redis::cmd("RINGKV.REMOVENODE")
+        .arg("n3")
+        .arg("FORCE")
+        .query(&mut con)
+        .unwrap();
+    settle(&[&n[0], &n[1]], &["n1", "n2"]);
+    for node in [&n[0], &n[1]] {
+        let mut con = node.connect().unwrap();
+        let mut get = redis::pipe();
+        for key in model.acked.keys() {
+            get.cmd("GET").arg(key);
+        }
+        let got: Vec<Option<String>> = get.query(&mut con).unwrap();
+        for ((key, value), got) in model.acked.iter().zip(got) {
+            let want = (!on_n3.contains(key)).then_some(value.as_str());
+            assert_eq!(got.as_deref(), want, "{key} through {}", node.id);
+        }
+        let size: usize = redis::cmd("DBSIZE").query(&mut con).unwrap();
+        assert_eq!(size, KEYS - on_n3.len(), "DBSIZE through {}", node.id);
+    }
 }
 
 /// Node `victim` (0-based) of n1..n3 aborts at `point` while n4 joins;
