@@ -153,8 +153,9 @@ pub(crate) fn answer(inner: &Inner, id: &str) -> LeaseAnswer {
         .get()
         .is_some_and(|raft| raft.metrics().borrow().state == ServerState::Leader);
     let confirmed = inner.confirmed_at.load(Ordering::Acquire);
-    let state = inner.store.state();
-    let up = state.members.get(id).is_some_and(|m| !m.down);
+    // The published view (an `Arc`; the store's state would be a copy of
+    // the change's whole plan per call).
+    let up = inner.view().members.get(id).is_some_and(|m| !m.down);
     LeaseAnswer {
         age_ms: (leading && confirmed > 0 && up)
             .then(|| inner.now_ms().saturating_sub(confirmed - 1)),
