@@ -422,53 +422,8 @@ fn count_served(cluster: &Cluster, state: &MetaState, me: &str) -> Result<u64, S
 
 #[cfg(test)]
 mod tests {
-    use ringkv_meta::{Command, NodeSpec, PlacementSpec};
-
     use super::*;
-
-    fn spec(id: &str) -> NodeSpec {
-        NodeSpec {
-            id: id.into(),
-            client_addr: format!("127.0.0.1:1{id}"),
-            peer_addr: format!("127.0.0.1:2{id}"),
-            weight: 1,
-            token: 0,
-        }
-    }
-
-    /// Nodes 1 and 2 of 16 partitions, 2 joined through a whole change.
-    fn two_nodes() -> MetaState {
-        let mut state = MetaState::new();
-        let placement = PlacementSpec::BalancedPartitions { partitions: 16 };
-        let commands = [
-            Command::Bootstrap {
-                placement,
-                node: spec("1"),
-            },
-            Command::Join { node: spec("2") },
-            Command::BeginChange { node: "2".into() },
-        ];
-        for command in commands {
-            state.apply(&command).unwrap();
-        }
-        let change = state.change.as_ref().unwrap();
-        let (id, all) = (change.id, (0..change.ranges.len()).collect::<Vec<_>>());
-        let steps = [
-            Command::FenceRanges {
-                change: id,
-                ranges: all.clone(),
-            },
-            Command::SwitchRanges {
-                change: id,
-                ranges: all,
-            },
-            Command::FinishChange { change: id },
-        ];
-        for command in steps {
-            state.apply(&command).unwrap();
-        }
-        state
-    }
+    use crate::view::fixtures::{complete, two_nodes};
 
     /// A node's store holds keys of runs it does not serve (copies in
     /// transit, stale copies): a read of the key space stops at the first
@@ -476,7 +431,8 @@ mod tests {
     /// before it.
     #[test]
     fn a_read_stops_where_the_node_no_longer_serves_and_never_returns_its_copies() {
-        let state = two_nodes();
+        let mut state = two_nodes();
+        complete(&mut state, "2");
         let cluster = Cluster::default();
         cluster.add_node("local").unwrap();
         let keys: Vec<String> = (0..400).map(|i| format!("key{i}")).collect();

@@ -286,13 +286,13 @@ pub fn change_step(state: &MetaState) -> Option<ChangeStep> {
     None
 }
 
+/// States for the unit tests of this crate's pure decisions.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ringkv_meta::{NodeSpec, PlacementSpec};
-    use ringkv_ring::key_token;
+pub(crate) mod fixtures {
+    use ringkv_meta::{Command, MetaState, NodeSpec, PlacementSpec};
 
-    fn spec(id: &str) -> NodeSpec {
+    /// Node `id`, on made-up addresses.
+    pub(crate) fn spec(id: &str) -> NodeSpec {
         NodeSpec {
             id: id.into(),
             client_addr: format!("127.0.0.1:1{id}"),
@@ -302,7 +302,8 @@ mod tests {
         }
     }
 
-    fn two_nodes() -> MetaState {
+    /// Node 1 on 64 partitions, and node 2 pending its join.
+    pub(crate) fn two_nodes() -> MetaState {
         let mut state = MetaState::new();
         let placement = PlacementSpec::BalancedPartitions { partitions: 64 };
         state
@@ -317,7 +318,7 @@ mod tests {
 
     /// Begins the change of pending member `node` and takes every range
     /// through fence and switch to the end.
-    fn complete(state: &mut MetaState, node: &str) {
+    pub(crate) fn complete(state: &mut MetaState, node: &str) {
         state
             .apply(&Command::BeginChange { node: node.into() })
             .unwrap();
@@ -335,6 +336,14 @@ mod tests {
             .unwrap();
         state.apply(&Command::FinishChange { change }).unwrap();
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{complete, spec, two_nodes};
+    use super::*;
+    use ringkv_meta::PlacementSpec;
+    use ringkv_ring::key_token;
 
     /// A key whose token moves in the change in flight, and its range.
     fn moving_key(state: &MetaState) -> (Vec<u8>, usize) {
