@@ -70,7 +70,10 @@ pub(crate) async fn scan(inner: Arc<Inner>, cursor: u64, count: usize) -> Result
     for _ in 0..TRIES {
         let state = inner.view();
         let span = page_span(&inner, &state, count);
-        let mut runs = view::runs(&state, cursor, cursor.saturating_add(span), RUNS_PER_PAGE);
+        // Also a few runs per key asked for: a node whose own store is
+        // empty (removed, or just joined) estimates the whole ring.
+        let most = count.saturating_mul(4).clamp(16, RUNS_PER_PAGE);
+        let mut runs = view::runs(&state, cursor, cursor.saturating_add(span), most);
         if runs.is_empty() {
             return Err("CLUSTERDOWN the cluster is not initialised".into());
         }
