@@ -66,7 +66,7 @@ const TRIES: usize = 4;
 /// `SCAN`'s page from `cursor` on: about `count` live keys from each node
 /// it asks.
 pub(crate) async fn scan(inner: Arc<Inner>, cursor: u64, count: usize) -> Result<ScanPage, String> {
-    ready(&inner)?;
+    crate::router::serving(&inner)?;
     for _ in 0..TRIES {
         let state = inner.view();
         let span = page_span(&inner, &state, count);
@@ -152,7 +152,7 @@ pub(crate) async fn scan(inner: Arc<Inner>, cursor: u64, count: usize) -> Result
 
 /// `DBSIZE`: the keys of every node that serves some, counted at one epoch.
 pub(crate) async fn dbsize(inner: Arc<Inner>) -> Result<u64, String> {
-    ready(&inner)?;
+    crate::router::serving(&inner)?;
     for _ in 0..TRIES {
         let state = inner.view();
         let Some(ring) = state.target_ring() else {
@@ -211,16 +211,6 @@ fn page_span(inner: &Inner, state: &MetaState, count: usize) -> u64 {
         u64::MAX
     } else {
         span as u64
-    }
-}
-
-fn ready(inner: &Inner) -> Result<(), String> {
-    match inner.ready.load(Ordering::Acquire) {
-        true => Ok(()),
-        false => Err(format!(
-            "TRYAGAIN node {} is catching up with the cluster's log",
-            inner.me
-        )),
     }
 }
 
@@ -285,7 +275,7 @@ async fn leased(inner: &Inner) -> Result<(), String> {
 
 /// Waits until this node's view reaches `epoch`, as a peer's call needs.
 async fn reach_epoch(inner: &Inner, epoch: u64) -> Result<(), String> {
-    ready(inner)?;
+    crate::router::serving(inner)?;
     match inner.wait_epoch(epoch, EPOCH_WAIT).await {
         true => Ok(()),
         false => Err(format!(

@@ -91,11 +91,8 @@ impl Router for NodeRouter {
 
     fn route(&self, request: &Request<'_>) -> Route {
         let inner = &self.inner;
-        if !inner.ready.load(Ordering::Acquire) {
-            return Route::Error(format!(
-                "TRYAGAIN node {} is catching up with the cluster's log",
-                inner.me
-            ));
+        if let Err(e) = serving(inner) {
+            return Route::Error(e);
         }
         let guard = RwLock::read_arc(&inner.view);
         let epoch = guard.epoch;
@@ -575,6 +572,18 @@ pub(crate) async fn forward_group(
         }
         Err(e) => Err(format!(
             "ERR forwarding to node {node} failed ({e}); a write may or may not have been applied"
+        )),
+    }
+}
+
+/// Whether this node serves clients yet: it has caught up with the log
+/// since it started.
+pub(crate) fn serving(inner: &Inner) -> Result<(), String> {
+    match inner.ready.load(Ordering::Acquire) {
+        true => Ok(()),
+        false => Err(format!(
+            "TRYAGAIN node {} is catching up with the cluster's log",
+            inner.me
         )),
     }
 }

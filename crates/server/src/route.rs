@@ -124,10 +124,10 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Reads a page of the whole cluster's keys from `cursor` on, about
-    /// `count` of them looked at on each node that serves some (`SCAN`,
-    /// `KEYS`, `RANDOMKEY`), when this server's store holds only a part of
-    /// them. The error is a whole error reply (`TRYAGAIN ...`).
-    /// `None`: the store is the whole key space.
+    /// `count` live keys from each node that serves some (`SCAN`, `KEYS`,
+    /// `RANDOMKEY`), when this server's store holds only a part of them.
+    /// The error is a whole error reply (`TRYAGAIN ...`). `None`: the
+    /// store is the whole key space.
     fn scan(
         &self,
         cursor: u64,

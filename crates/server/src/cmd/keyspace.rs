@@ -12,7 +12,7 @@ use ringkv_cluster::Entry;
 use super::{Ctx, Outcome, cluster_error, owned, parse_i64};
 use crate::glob::Pattern;
 use crate::reply::{self, Frame};
-use crate::route::{Router, Waited};
+use crate::route::{Router, ScanPage, Waited};
 
 /// Keys `KEYS` reads per scan call.
 const KEYS_BATCH: usize = 1024;
@@ -25,6 +25,15 @@ const RANDOM_BATCH: usize = 16;
 /// `KEYS`, `RANDOMKEY` and `DBSIZE` answer for every key there, as here.
 fn router(ctx: &Ctx<'_>) -> Option<Arc<dyn Router>> {
     ctx.shared.router.clone()
+}
+
+/// The next page through a router that reads the whole key space (it
+/// did for the first page, so it does for every one).
+async fn next_page(router: &dyn Router, cursor: u64, count: usize) -> Result<ScanPage, String> {
+    match router.scan(cursor, count) {
+        Some(page) => page.await,
+        None => Err("ERR the router no longer reads the key space".into()),
+    }
 }
 
 /// Waits for `reply` off the event loop, then sends it.
@@ -118,15 +127,16 @@ pub fn keys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let (mut cursor, mut size, mut keys) = (0, 0usize, Vec::new());
     let router = router(ctx);
     if let Some(router) = router
-        && let Some(mut page) = router.scan(0, KEYS_BATCH)
+        && let Some(page) = router.scan(0, KEYS_BATCH)
     {
         return Outcome::Wait(Box::pin(async move {
+            let mut next = page.await;
             loop {
-                let next = match page.await {
-                    Ok(next) => next,
+                let page = match next {
+                    Ok(page) => page,
                     Err(e) => return Waited::Frame(reply::error(e)),
                 };
-                for key in next.keys.into_iter().filter(|k| pattern.matches(k)) {
+                for key in page.keys.into_iter().filter(|k| pattern.matches(k)) {
                     let frame = reply::bulk(key);
                     size = size.saturating_add(frame.encoded_len(protocol));
                     if limit != 0 && size > limit {
@@ -134,13 +144,10 @@ pub fn keys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
                     }
                     keys.push(frame);
                 }
-                if next.cursor == 0 {
+                if page.cursor == 0 {
                     return Waited::Frame(reply::array(keys));
                 }
-                page = match router.scan(next.cursor, KEYS_BATCH) {
-                    Some(page) => page,
-                    None => return Waited::Frame(reply::err("KEYS lost its router midway")),
-                };
+                next = next_page(&*router, page.cursor, KEYS_BATCH).await;
             }
         }));
     }
@@ -176,28 +183,25 @@ pub fn randomkey(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
         let start = std::hash::RandomState::new().hash_one(std::time::Instant::now());
         if let Some(first) = router.scan(start, RANDOM_BATCH) {
             return later(async move {
-                let (mut page, mut wrapped) = (first, false);
+                let (mut next, mut wrapped) = (first.await, false);
                 loop {
-                    let next = match page.await {
-                        Ok(next) => next,
+                    let page = match next {
+                        Ok(page) => page,
                         Err(e) => return reply::error(e),
                     };
-                    if let Some(key) = next.keys.into_iter().next() {
+                    if let Some(key) = page.keys.into_iter().next() {
                         return reply::bulk(key);
                     }
                     // Round once: past the end back to 0, then up to `start`.
-                    if next.cursor == 0 {
+                    if page.cursor == 0 {
                         if wrapped || start == 0 {
                             return reply::bulk_or_null(None);
                         }
                         wrapped = true;
-                    } else if wrapped && next.cursor >= start {
+                    } else if wrapped && page.cursor >= start {
                         return reply::bulk_or_null(None);
                     }
-                    page = match router.scan(next.cursor, RANDOM_BATCH) {
-                        Some(page) => page,
-                        None => return reply::bulk_or_null(None),
-                    };
+                    next = next_page(&*router, page.cursor, RANDOM_BATCH).await;
                 }
             });
         }
