@@ -82,7 +82,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-bench-nodes.XXXXXX")
 export RINGKV_CLUSTER_SECRET=${RINGKV_CLUSTER_SECRET:-bench-nodes-$$}
 export RUST_LOG=${RUST_LOG:-warn}
 
-declare -A PID PORT PEER
+declare -A PID PORT PEER RESERVED
 # The work runs in a background subshell (`main` at the end) that this
 # shell waits for, so that a signal is handled at once (bash defers traps
 # while a command substitution runs). On exit, whatever way, every process
@@ -122,7 +122,9 @@ cpu_ticks() {
 # start_node NAME ID (init | PEER_NAME): a node process, in memory
 start_node() {
   local name=$1 id=$2 how=$3 a
-  PORT[$name]=$(free_port); PEER[$name]=$(free_port)
+  # ports chosen beforehand (ports NAME) are used: not timed with the start
+  [ -n "${RESERVED[$name]:-}" ] || ports "$name"
+  unset "RESERVED[$name]"
   a=(node --id "$id" --listen "127.0.0.1:${PORT[$name]}" --peer-listen "127.0.0.1:${PEER[$name]}")
   if [ "$how" = init ]; then
     a+=(--init); [ -z "$PARTITIONS" ] || a+=(--partitions "$PARTITIONS")
@@ -132,6 +134,8 @@ start_node() {
   "$RINGKV" "${a[@]}" >>"$OUT/$name.log" 2>&1 &
   PID[$name]=$!
 }
+# ports NAME: free ports for NAME's next start (start_node takes them)
+ports() { PORT[$1]=$(free_port); PEER[$1]=$(free_port); RESERVED[$1]=1; }
 # settled NAME COUNT: RINGKV.NODES at NAME shows COUNT members up and no change
 settled() {
   local out; out=$(cli "$1" ringkv.nodes 2>/dev/null) || return 1
@@ -430,6 +434,7 @@ rebalance_nodes() {
   # the time from m4's start until: it answers PING, the change adding it
   # is first seen in RINGKV.NODES, 4 members are up and no change is left
   local out t t_ping=- t_change=- deadline
+  ports m4
   t0=$(now_ms); deadline=$((t0 + LIMIT * 1000))
   start_node m4 m4 m1
   while :; do

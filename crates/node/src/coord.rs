@@ -20,9 +20,11 @@ use crate::service::{decode_data as decode, encode_data as encode, propose_here}
 use crate::view::{ChangeStep, GroupStep, change_step, group_step};
 use crate::wire::{Proposed, Pull, PullAnswer, Pulled};
 
-/// Time between turns when there is nothing to do (after a turn that
-/// committed a step, the next one starts at once: a change's steps follow
-/// each other without a pause).
+/// The longest time between turns when there is nothing to do. A turn
+/// also starts when Raft's metrics change (an entry applied, a new
+/// leader), so a join is taken up as soon as it commits; and after a turn
+/// that committed a step, the next one starts at once: a change's steps
+/// follow each other without a pause.
 const IDLE: Duration = Duration::from_millis(100);
 
 /// Failed pulls of a change before it is rolled back (before its commit
@@ -85,11 +87,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     // When this leader first saw each member down: a forced removal drops
     // a down member's ranges only once its lease has surely run out.
     let mut down_since: HashMap<String, Instant> = HashMap::new();
+    let mut watch = raft.metrics();
     loop {
         if !std::mem::take(&mut stepped) {
-            tokio::time::sleep(IDLE).await;
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE) => {}
+                _ = watch.changed() => {}
+            }
         }
-        let metrics = raft.metrics().borrow().clone();
+        let metrics = watch.borrow_and_update().clone();
         if metrics.state != ServerState::Leader {
             failures = 0;
             down_since.clear();
@@ -110,22 +116,32 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let learners: BTreeSet<u64> = membership.learner_ids().collect();
         if let Some(step) = group_step(&state, &voters, &learners) {
             let done = match &step {
-                GroupStep::AddLearner { raft_id, addr } => raft
-                    .add_learner(*raft_id, BasicNode::new(addr.clone()), false)
-                    .await
-                    .map(|_| ()),
-                GroupStep::SetVoters(ids) => {
-                    raft.change_membership(ids.clone(), true).await.map(|_| ())
+                GroupStep::AddLearner { raft_id, addr } => {
+                    raft.add_learner(*raft_id, BasicNode::new(addr.clone()), false)
+                        .await
                 }
-                GroupStep::RemoveNodes(ids) => raft
-                    .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
-                    .await
-                    .map(|_| ()),
+                GroupStep::SetVoters(ids) => raft.change_membership(ids.clone(), true).await,
+                GroupStep::RemoveNodes(ids) => {
+                    raft.change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+                        .await
+                }
             };
             match done {
-                // Not followed at once: openraft's metrics, which the next
-                // turn reads, may not show the change yet.
-                Ok(()) => info!(step = ?step, "raft group changed"),
+                Ok(written) => {
+                    info!(step = ?step, "raft group changed");
+                    // The next turn decides by openraft's metrics: it
+                    // starts once they show the new group (or after a
+                    // pause, as before a step is taken again).
+                    let at = written.log_id;
+                    stepped = raft
+                        .wait(Some(IDLE))
+                        .metrics(
+                            |m| m.membership_config.log_id().as_ref() >= Some(&at),
+                            "the group change in the metrics",
+                        )
+                        .await
+                        .is_ok();
+                }
                 Err(e) => {
                     warn!(step = ?step, error = %e, "raft group change failed; retrying");
                     tokio::time::sleep(RETRY).await;

@@ -25,6 +25,37 @@ pub(crate) fn may_be_removed(state: &MetaState, me: &str) -> bool {
 }
 
 impl Inner {
+    /// Waits until this node has caught up with the log since its start
+    /// (see [`catch_up`]), at most `limit`.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let readied = self.readied.notified();
+        tokio::pin!(readied);
+        // Registered before the check, so a notification in between is
+        // not missed.
+        readied.as_mut().enable();
+        self.ready.load(Ordering::Acquire) || tokio::time::timeout(limit, readied).await.is_ok()
+    }
+
+    /// Waits until this node has caught up since its start and its view
+    /// has reached `epoch`, at most `limit` in all, as a peer's call at
+    /// `epoch` needs; otherwise says which it still lacks. A node that
+    /// joins is asked (to pull, to count its keys) as soon as its join
+    /// commits, usually before it has caught up.
+    pub async fn ready_at(&self, epoch: u64, limit: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        if !self.wait_ready(limit).await {
+            return Err(format!(
+                "node {} is catching up with the cluster's log",
+                self.me
+            ));
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.wait_epoch(epoch, left).await {
+            true => Ok(()),
+            false => Err(format!("node {} has not reached epoch {epoch}", self.me)),
+        }
+    }
+
     /// Waits until the published view reaches `epoch`, at most `limit`.
     pub async fn wait_epoch(&self, epoch: u64, limit: Duration) -> bool {
         let mut epochs = self.epochs.subscribe();
@@ -216,6 +247,7 @@ pub(crate) async fn catch_up(inner: Arc<Inner>) {
             continue;
         }
         inner.ready.store(true, Ordering::Release);
+        inner.readied.notify_waiters();
         info!(node = %inner.me, applied = target, "caught up with the cluster's log; serving");
         moves::cleanup(Arc::clone(&inner)).await;
         return;

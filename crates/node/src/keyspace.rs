@@ -275,14 +275,10 @@ async fn leased(inner: &Inner) -> Result<(), String> {
 
 /// Waits until this node's view reaches `epoch`, as a peer's call needs.
 async fn reach_epoch(inner: &Inner, epoch: u64) -> Result<(), String> {
-    crate::router::serving(inner)?;
-    match inner.wait_epoch(epoch, EPOCH_WAIT).await {
-        true => Ok(()),
-        false => Err(format!(
-            "TRYAGAIN node {} has not reached epoch {epoch}",
-            inner.me
-        )),
-    }
+    inner
+        .ready_at(epoch, EPOCH_WAIT)
+        .await
+        .map_err(|e| format!("TRYAGAIN {e}"))
 }
 
 /// The `Keys` call: this node's keys in the request's intervals, read by

@@ -198,6 +198,8 @@ pub(crate) struct Inner {
     /// Caught up with the log since the start: serves clients and peers'
     /// range calls.
     pub ready: AtomicBool,
+    /// Woken when `ready` is set.
+    pub readied: tokio::sync::Notify,
     pub executor: OnceLock<Executor>,
     /// `--rebalance-rate`: keys per second of this node's copies.
     pub rebalance_rate: Option<u64>,
@@ -388,6 +390,7 @@ impl Node {
             moves: tokio::sync::Mutex::new(()),
             pulls: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
+            readied: tokio::sync::Notify::new(),
             executor: OnceLock::new(),
             rebalance_rate: config.rebalance_rate.filter(|&r| r > 0),
             raft_service: OnceLock::new(),

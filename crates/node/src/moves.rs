@@ -44,13 +44,10 @@ const EPOCH_WAIT: Duration = Duration::from_secs(10);
 /// The limit of one page or shipment call.
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 
+/// This node's view once it has caught up with the log and reached
+/// `epoch` ([`Inner::ready_at`]).
 async fn ready_at(inner: &Inner, epoch: u64) -> Result<Arc<MetaState>, String> {
-    if !inner.ready.load(Ordering::Acquire) {
-        return Err(format!("node {} is catching up with the log", inner.me));
-    }
-    if !inner.wait_epoch(epoch, EPOCH_WAIT).await {
-        return Err(format!("node {} has not reached epoch {epoch}", inner.me));
-    }
+    inner.ready_at(epoch, EPOCH_WAIT).await?;
     Ok(inner.view())
 }
 
@@ -395,55 +392,31 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
         })
         .await
         .map_err(|e| e.to_string())??;
-        for source in by_source.keys() {
-            inner.copied.lock().remove(&(change.id, source.clone()));
-            let addr = peer_addr(&state, source)?;
-            let mut cursor = None;
-            let mut tracker = None;
-            let began = tokio::time::Instant::now();
-            let copied_before = pulled.keys;
-            loop {
-                let body = encode(&Scan {
-                    change: change.id,
-                    target: inner.me.clone(),
-                    epoch: state.epoch,
-                    cursor,
-                    count: PAGE,
-                });
-                let answer = inner
-                    .transport
-                    .call(&addr, Service::RangeScan, body, CALL_LIMIT)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let page: ScanPage = decode(&answer)?;
-                if *tracker.get_or_insert(page.tracker) != page.tracker {
-                    return Err("the source restarted during the copy; copy again".into());
+        // Every source at once, each with its next page in flight while
+        // the current one is written: a copy is a chain of round trips,
+        // and one source at a time left both cores idle a third of the
+        // time. All of them end before this returns (no write of a
+        // failed pull goes on behind the next attempt's clearing).
+        let rate = inner.rebalance_rate.map(|rate| Rate {
+            began: tokio::time::Instant::now(),
+            rate,
+            copied: std::sync::atomic::AtomicU64::new(0),
+        });
+        let copies = by_source
+            .keys()
+            .map(|source| copy_from(inner, &state, change, source, rate.as_ref()));
+        let mut failed = None;
+        for result in futures::future::join_all(copies).await {
+            match result {
+                Ok(done) => {
+                    pulled.keys += done.keys;
+                    pulled.bytes += done.bytes;
                 }
-                cursor = page.next;
-                let cluster = Arc::clone(&inner.cluster);
-                let done = tokio::task::spawn_blocking(move || write_page(&cluster, page.entries))
-                    .await
-                    .map_err(|e| e.to_string())??;
-                if done.keys > 0 {
-                    crate::fault::reached("copy-page", &change.node);
-                }
-                pulled.keys += done.keys;
-                pulled.bytes += done.bytes;
-                if let Some(rate) = inner.rebalance_rate {
-                    // `--rebalance-rate`: no faster than `rate` keys a second.
-                    let due =
-                        Duration::from_secs_f64((pulled.keys - copied_before) as f64 / rate as f64);
-                    tokio::time::sleep_until(began + due).await;
-                }
-                if cursor.is_none() {
-                    break;
-                }
+                Err(e) => failed = failed.or(Some(e)),
             }
-            let tracker = tracker.expect("at least one page was read");
-            inner
-                .copied
-                .lock()
-                .insert((change.id, source.clone()), tracker);
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     info!(
@@ -465,6 +438,100 @@ fn peer_addr(state: &MetaState, node: &str) -> Result<String, String> {
         .get(node)
         .map(|m| m.peer_addr.clone())
         .ok_or_else(|| format!("node {node} is not a member"))
+}
+
+/// `--rebalance-rate` over the concurrent copies of one pull.
+struct Rate {
+    began: tokio::time::Instant,
+    /// Keys a second.
+    rate: u64,
+    /// Keys copied so far, by every source's copy.
+    copied: std::sync::atomic::AtomicU64,
+}
+
+impl Rate {
+    /// Waits until `keys` more copied keys keep the pull within its rate.
+    async fn pace(&self, keys: u64) {
+        let copied = self.copied.fetch_add(keys, Ordering::Relaxed) + keys;
+        let due = Duration::from_secs_f64(copied as f64 / self.rate as f64);
+        tokio::time::sleep_until(self.began + due).await;
+    }
+}
+
+/// Copies the ranges of `change` moving from `source` to this node, a page
+/// at a time, the next page's call in flight while a page is written; then
+/// records which recording of the source's writes the copy came from.
+async fn copy_from(
+    inner: &Arc<Inner>,
+    state: &MetaState,
+    change: &Change,
+    source: &str,
+    rate: Option<&Rate>,
+) -> Result<Pulled, String> {
+    let (node, change) = (&change.node, change.id);
+    inner.copied.lock().remove(&(change, source.to_string()));
+    let addr = peer_addr(state, source)?;
+    let read = |cursor: Option<Cursor>| {
+        let body = encode(&Scan {
+            change,
+            target: inner.me.clone(),
+            epoch: state.epoch,
+            cursor,
+            count: PAGE,
+        });
+        let addr = addr.clone();
+        async move {
+            let answer = inner
+                .transport
+                .call(&addr, Service::RangeScan, body, CALL_LIMIT)
+                .await
+                .map_err(|e| e.to_string())?;
+            decode::<ScanPage>(&answer)
+        }
+    };
+    let mut pulled = Pulled::default();
+    let mut tracker = None;
+    let mut page = read(None).await?;
+    loop {
+        if *tracker.get_or_insert(page.tracker) != page.tracker {
+            return Err("the source restarted during the copy; copy again".into());
+        }
+        let cluster = Arc::clone(&inner.cluster);
+        let entries = std::mem::take(&mut page.entries);
+        let write = async move {
+            tokio::task::spawn_blocking(move || write_page(&cluster, entries))
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let next = page.next.map(|cursor| read(Some(cursor)));
+        // Both are awaited whatever either gives: the write has ended when
+        // this returns.
+        let (done, next) = match next {
+            Some(next) => {
+                let (done, next) = tokio::join!(write, next);
+                (done?, Some(next?))
+            }
+            None => (write.await?, None),
+        };
+        if done.keys > 0 {
+            crate::fault::reached("copy-page", node);
+        }
+        pulled.keys += done.keys;
+        pulled.bytes += done.bytes;
+        if let Some(rate) = rate {
+            rate.pace(done.keys).await;
+        }
+        match next {
+            Some(next) => page = next,
+            None => break,
+        }
+    }
+    let tracker = tracker.expect("at least one page was read");
+    inner
+        .copied
+        .lock()
+        .insert((change, source.to_string()), tracker);
+    Ok(pulled)
 }
 
 fn decode_entry(bytes: Vec<u8>) -> Result<Entry, String> {
