@@ -211,7 +211,9 @@ pub(crate) async fn follow_when_removed(inner: Arc<Inner>) {
 pub(crate) async fn catch_up(inner: Arc<Inner>) {
     let raft = inner.raft.get().expect("raft starts first").clone();
     loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Short: a joining node's copy waits for this, and the copy of a
+        // join takes well under a second.
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let metrics = raft.metrics().borrow().clone();
         let Some(leader) = metrics.current_leader else {
             continue;
