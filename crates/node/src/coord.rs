@@ -75,6 +75,30 @@ async fn pull(transport: &dyn PeerTransport, addr: &str, body: Vec<u8>) -> Resul
     }
 }
 
+/// Waits until Raft's metrics show something a turn decides by: an entry
+/// applied, a new group, a new role. (openraft publishes its metrics after
+/// every event, heartbeats included; a turn reads the whole state.)
+async fn moved_on(watch: &mut tokio::sync::watch::Receiver<ringkv_meta::raft::MetaMetrics>) {
+    let mark = |m: &ringkv_meta::raft::MetaMetrics| {
+        (
+            m.last_applied,
+            *m.membership_config.log_id(),
+            m.state,
+            m.current_leader,
+        )
+    };
+    let seen = mark(&watch.borrow());
+    loop {
+        if watch.changed().await.is_err() {
+            // Raft stopped: only the timer ends the wait.
+            return std::future::pending().await;
+        }
+        if mark(&watch.borrow_and_update()) != seen {
+            return;
+        }
+    }
+}
+
 pub(crate) async fn run(inner: Arc<Inner>) {
     let raft = inner.raft.get().expect("raft starts first").clone();
     let mut failures = 0u32;
@@ -92,7 +116,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if !std::mem::take(&mut stepped) {
             tokio::select! {
                 _ = tokio::time::sleep(IDLE) => {}
-                _ = watch.changed() => {}
+                _ = moved_on(&mut watch) => {}
             }
         }
         let metrics = watch.borrow_and_update().clone();

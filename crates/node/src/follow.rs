@@ -210,10 +210,13 @@ pub(crate) async fn follow_when_removed(inner: Arc<Inner>) {
 /// then serves and cleans up copies it no longer serves.
 pub(crate) async fn catch_up(inner: Arc<Inner>) {
     let raft = inner.raft.get().expect("raft starts first").clone();
+    // Short at first: a joining node's copy waits for this, and the copy
+    // of a join takes well under a second; longer while it keeps failing
+    // (no leader known, or it cannot be reached).
+    let mut pause = Duration::from_millis(10);
     loop {
-        // Short: a joining node's copy waits for this, and the copy of a
-        // join takes well under a second.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
         let metrics = raft.metrics().borrow().clone();
         let Some(leader) = metrics.current_leader else {
             continue;

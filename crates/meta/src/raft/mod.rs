@@ -79,6 +79,9 @@ openraft::declare_raft_types!(
 /// A Raft instance of the metadata group.
 pub type MetaRaft = openraft::Raft<TypeConfig>;
 
+/// What a [`MetaRaft`] reports of itself (`MetaRaft::metrics`).
+pub type MetaMetrics = openraft::RaftMetrics<u64, openraft::BasicNode>;
+
 /// Timings for tests on one machine: heartbeats every 50 ms, elections
 /// after 150 to 300 ms of silence, a snapshot every 64 entries.
 pub fn test_config() -> Arc<openraft::Config> {
