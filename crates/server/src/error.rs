@@ -12,4 +12,12 @@ pub enum ServerError {
     /// The listener's address could not be read.
     #[error("the listener is unusable: {0}")]
     Listener(#[from] std::io::Error),
+    /// A thread the server needs could not be started.
+    #[error("cannot start the server's {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }

@@ -26,8 +26,9 @@ use crate::state::{Session, Shared};
 /// is served, so a long pipeline does not grow the buffer without bound.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// The most pipelined `SET key value` requests run as one write (see
-/// `cmd::set_run`), and the most bytes of requests a run collects.
+/// The most pipelined `SET key value` requests a connection hands to the
+/// SET writer at once (`crate::sets`), and the most bytes of requests such
+/// a run collects.
 const SET_RUN_MAX: usize = 64;
 const SET_RUN_BYTES: usize = 1 << 20;
 
@@ -42,6 +43,9 @@ const FORWARD_RUN_BYTES: usize = 1 << 20;
 enum Pending {
     /// A request to run, with its size in bytes (0: counted already).
     Request(Vec<Bytes>, usize),
+    /// A request to run on its own, never grouped with others (a SET of
+    /// a group that could not be written whole).
+    Alone(Vec<Bytes>, usize),
     /// The reply of a request that already ran (forwarded with others),
     /// to send in its turn.
     Reply(Frame),
@@ -142,8 +146,13 @@ async fn serve(
         };
         // Serve every request already buffered (a pipeline) before
         // sending the replies and reading again.
+        let mut alone = false;
         let next = match pending.pop_front() {
             Some(Pending::Request(request, bytes)) => Ok(Some((request, bytes))),
+            Some(Pending::Alone(request, bytes)) => {
+                alone = true;
+                Ok(Some((request, bytes)))
+            }
             Some(Pending::Reply(frame)) => {
                 // A request routed again may have written here: its reply,
                 // queued before, waits for the disk as every reply does.
@@ -208,15 +217,19 @@ async fn serve(
         let mut request = request;
         // Not after a protocol error: nothing after it may run, and the
         // parser may already have dropped the broken bytes.
-        if pending.is_empty()
+        if !alone
+            && pending.is_empty()
             && broken.is_none()
             && cmd::is_plain_set(&request)
             && batches_sets(shared, &session)
         {
-            // A pipelined run of plain SETs: one write for all of them,
-            // bounded in count, in bytes, and by the replies (`+OK`, 5
-            // bytes each) the output buffer can still take, so that no
-            // write runs whose reply the single path would have refused.
+            // A pipelined run of plain SETs: one write for all of them
+            // (under `--fsync always`, the SET writer's, `crate::sets`,
+            // which writes them with other connections' in one commit and
+            // one fsync, a lone SET too). A run is bounded in count, in
+            // bytes, and by the replies (`+OK`, 5 bytes each) the output
+            // buffer can still take, so that no write runs whose reply the
+            // single path would have refused.
             let room = match shared.config.client_output_buffer_limit {
                 0 => SET_RUN_MAX,
                 limit => (limit.saturating_sub(conn.queued()) / 5).min(SET_RUN_MAX),
@@ -241,29 +254,49 @@ async fn serve(
                     }
                 }
             }
-            if run.len() == 1 {
+            if shared.sets.is_none() && run.len() == 1 {
+                // Alone, as any request.
                 request = run.pop().expect("one request").0;
             } else {
-                let requests: Vec<&[Bytes]> = run.iter().map(|(r, _)| &r[..]).collect();
-                let (frames, owes) = ringkv_cluster::defer_sync(|| {
-                    cmd::set_run(
+                let written = match shared.sets.as_ref() {
+                    Some(writer) => {
+                        let pairs = run
+                            .iter()
+                            .map(|(r, _)| (cmd::owned(&r[1]), cmd::owned(&r[2])))
+                            .collect();
+                        writer.write(pairs).await
+                    }
+                    None => {
+                        let requests: Vec<&[Bytes]> = run.iter().map(|(r, _)| &r[..]).collect();
+                        let (written, owes) =
+                            ringkv_cluster::defer_sync(|| cmd::set_run(shared, &requests));
+                        owed |= owes;
+                        written
+                    }
+                };
+                let frames = match written {
+                    crate::sets::Written::Yes => cmd::sets_written(
                         &mut Ctx {
                             shared,
                             session: &mut session,
                             txn: None,
                         },
-                        &requests,
-                    )
-                });
-                owed |= owes;
-                let Some(frames) = frames else {
-                    // Not written as one (nothing was): each runs on its
-                    // own, as if never grouped, and gets its own reply.
-                    // The first one's bytes are counted already.
-                    for (r, bytes) in run.into_iter().rev() {
-                        pending.push_front(Pending::Request(r, bytes));
+                        run.len(),
+                    ),
+                    crate::sets::Written::No => {
+                        // Not written as one (nothing was): each runs on
+                        // its own, as if never grouped, and gets its own
+                        // reply. The first one's bytes are counted already.
+                        for (r, bytes) in run.into_iter().rev() {
+                            pending.push_front(Pending::Alone(r, bytes));
+                        }
+                        continue;
                     }
-                    continue;
+                    crate::sets::Written::Unsynced(e) => {
+                        // As `settle` does for any write: the client is
+                        // told nothing false.
+                        return Err(io::Error::other(e));
+                    }
                 };
                 let more: u64 = run.iter().map(|(_, b)| *b as u64).sum();
                 shared

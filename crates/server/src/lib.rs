@@ -56,6 +56,7 @@ mod reply;
 mod request;
 pub mod route;
 pub mod server;
+mod sets;
 pub mod shutdown;
 mod state;
 

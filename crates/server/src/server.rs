@@ -116,6 +116,20 @@ async fn serve(
     }
     let mut shared = Shared::new(cluster, config, local_addr);
     shared.router = router.clone();
+    // Only under `--fsync always` (see `crate::sets` for why).
+    if shared.cluster.is_persistent()
+        && shared.router.is_none()
+        && shared.cluster.config().fsync == ringkv_cluster::FsyncPolicy::Always
+    {
+        let writer =
+            crate::sets::SetWriter::start(Arc::clone(&shared.cluster)).map_err(|source| {
+                ServerError::Thread {
+                    what: "SET writer",
+                    source,
+                }
+            })?;
+        shared.sets = Some(writer);
+    }
     let shared = Arc::new(shared);
     if let Some(router) = router {
         router.attach(crate::route::Executor::new(&shared));

@@ -43,6 +43,9 @@ pub struct Shared {
     /// A node of a multi-process cluster routes keyed requests through
     /// this (`None` for `ringkv serve`).
     pub router: Option<Arc<dyn crate::route::Router>>,
+    /// With a data directory: the writer that commits plain SETs of many
+    /// connections together (`crate::sets`).
+    pub sets: Option<crate::sets::SetWriter>,
 }
 
 /// Settings that `CONFIG SET` changes at run time. Each is read where it
@@ -168,6 +171,7 @@ impl Shared {
             last_rebalance: Mutex::new(None),
             next_client_id: AtomicU64::new(1),
             router: None,
+            sets: None,
         }
     }
 

@@ -182,6 +182,11 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
                 &count(&stats.output_limit_disconnections),
             );
             line("ringkv_set_runs", &count(&stats.set_runs));
+            if let Some(sets) = &shared.sets {
+                let (groups, grouped) = sets.written();
+                line("ringkv_set_groups", &groups);
+                line("ringkv_set_grouped", &grouped);
+            }
         }
         "replication" => {
             line("# Replication\r\nrole", &"master");

@@ -223,41 +223,51 @@ pub fn is_plain_set(request: &[Bytes]) -> bool {
     request.len() == 3 && request[0].eq_ignore_ascii_case(b"set")
 }
 
-/// Runs pipelined `SET key value` requests (each [`is_plain_set`]) as one
-/// write: one transaction, so one engine commit with a data directory
+/// Writes pipelined `SET key value` requests (each [`is_plain_set`]) as
+/// one: one transaction, so one engine commit with a data directory
 /// instead of one per SET, which is what bounds SET throughput on disk
-/// (`docs/BENCHMARKS.md`, persistence section 6). Returns each request's
-/// reply, in order, with the bookkeeping [`run`] does per command.
+/// (`docs/BENCHMARKS.md`, persistence section 6).
 ///
 /// The run is applied whole or not at all. If it cannot be (a node of one
-/// key is down, memory is full, the disk refuses it), returns `None` with
-/// nothing applied and nothing counted: the caller then runs each request
-/// on its own, so each SET gets exactly the reply it would have had alone
-/// (an eviction, a `-TRYAGAIN` for its key only).
-pub fn set_run(ctx: &mut Ctx<'_>, requests: &[&[Bytes]]) -> Option<Vec<Frame>> {
+/// key is down, memory is full, the disk refuses it), returns
+/// [`Written::No`](crate::sets::Written::No) with nothing applied: the
+/// caller then runs each request on its own, so each SET gets exactly the
+/// reply it would have had alone (an eviction, a `-TRYAGAIN` for its key
+/// only). Its bookkeeping is [`sets_written`]'s.
+pub fn set_run(shared: &Shared, requests: &[&[Bytes]]) -> crate::sets::Written {
     debug_assert!(requests.iter().all(|r| is_plain_set(r)));
-    let cluster = &ctx.shared.cluster;
     // Keys in their own allocations, as every write stores them: a slice
     // would keep the connection's whole read buffer alive.
     let keys: Vec<Bytes> = requests.iter().map(|r| owned(&r[1])).collect();
-    let written = cluster.transaction(keys, |txn| {
+    let written = shared.cluster.transaction(keys, |txn| {
         for r in requests {
             txn.put(&r[1], ringkv_cluster::Entry::string(owned(&r[2])));
         }
     });
-    if written.is_err() {
-        return None;
+    match written {
+        Ok(()) => crate::sets::Written::Yes,
+        Err(_) => crate::sets::Written::No,
     }
-    ctx.shared.stats.set_runs.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The bookkeeping and replies of `n` plain `SET key value` requests
+/// (each [`is_plain_set`]) written together ([`set_run`], or the SET
+/// writer, `crate::sets`), as [`run`] does them per command.
+pub fn sets_written(ctx: &mut Ctx<'_>, n: usize) -> Vec<Frame> {
+    if n > 1 {
+        ctx.shared.stats.set_runs.fetch_add(1, Ordering::Relaxed);
+    }
     let index = lookup_index(b"set").expect("SET is a command");
-    let n = requests.len() as u64;
-    ctx.shared.stats.commands.fetch_add(n, Ordering::Relaxed);
+    ctx.shared
+        .stats
+        .commands
+        .fetch_add(n as u64, Ordering::Relaxed);
     ctx.session.handle.touch(index);
     ctx.shared.command_stats[index]
         .calls
-        .fetch_add(n, Ordering::Relaxed);
+        .fetch_add(n as u64, Ordering::Relaxed);
     ctx.session.last_command = COMMANDS[index].name;
-    Some(requests.iter().map(|_| reply::ok()).collect())
+    (0..n).map(|_| reply::ok()).collect()
 }
 
 /// Most bytes of the arguments an unknown-command error quotes, as Redis.

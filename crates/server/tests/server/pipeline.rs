@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use ringkv_cluster::{Cluster, ClusterConfig, Placement};
+use ringkv_cluster::{Cluster, ClusterConfig, FsyncPolicy, Placement};
 use ringkv_server::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,15 +22,20 @@ fn config() -> ClusterConfig {
     }
 }
 
-/// A server over node1..node3, in memory or in `dir`, with `crashed`
-/// down.
+/// The fsync policies whose SETs take different paths: `everysec` writes
+/// a connection's run itself, `always` hands SETs to the SET writer.
+const POLICIES: [FsyncPolicy; 2] = [FsyncPolicy::EverySec, FsyncPolicy::Always];
+
+/// A server over node1..node3, in memory or in `dir` (with `fsync`), with
+/// `crashed` down.
 async fn server(
     dir: Option<&std::path::Path>,
+    fsync: FsyncPolicy,
     maxmemory: u64,
     crashed: Option<&str>,
 ) -> TestServer {
     let cluster = match dir {
-        Some(dir) => Cluster::open(dir, config()).expect("open"),
+        Some(dir) => Cluster::open(dir, ClusterConfig { fsync, ..config() }).expect("open"),
         None => Cluster::new(config()).expect("config"),
     };
     for id in ["node1", "node2", "node3"] {
@@ -76,19 +81,37 @@ async fn replies(server: &TestServer, pipeline: &[Vec<u8>]) -> Vec<u8> {
     got
 }
 
-/// Runs `pipeline` on a server with a data directory and on one without,
-/// both fresh with `maxmemory` and `crashed` down, and checks they answer,
-/// store and count alike. Returns the replies and how many runs the disk
-/// server wrote as one.
+/// Runs `pipeline` on servers with a data directory (one per policy of
+/// [`POLICIES`]) and on one without, all fresh with `maxmemory` and
+/// `crashed` down, and checks they answer, store and count alike. Returns
+/// the replies and how many runs each disk server wrote as one.
 async fn alike(
+    pipeline: &[Vec<u8>],
+    keys: &[Vec<u8>],
+    maxmemory: u64,
+    crashed: Option<&str>,
+) -> (String, Vec<u64>) {
+    let mut answered = String::new();
+    let mut runs = Vec::new();
+    for fsync in POLICIES {
+        let (a, n) = alike_with(fsync, pipeline, keys, maxmemory, crashed).await;
+        answered = a;
+        runs.push(n);
+    }
+    (answered, runs)
+}
+
+/// [`alike`] for one policy.
+async fn alike_with(
+    fsync: FsyncPolicy,
     pipeline: &[Vec<u8>],
     keys: &[Vec<u8>],
     maxmemory: u64,
     crashed: Option<&str>,
 ) -> (String, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let disk = server(Some(dir.path()), maxmemory, crashed).await;
-    let memory = server(None, maxmemory, crashed).await;
+    let disk = server(Some(dir.path()), fsync, maxmemory, crashed).await;
+    let memory = server(None, fsync, maxmemory, crashed).await;
     let (a, b) = (
         replies(&disk, pipeline).await,
         replies(&memory, pipeline).await,
@@ -151,7 +174,10 @@ async fn a_pipeline_of_sets_answers_as_one_set_at_a_time() {
     }
     let (answered, runs) = alike(&pipeline, &keys, 0, None).await;
     assert!(answered.contains("wrong number of arguments"), "{answered}");
-    assert!(runs > 0, "runs of SETs were written as one");
+    assert!(
+        runs.iter().all(|&n| n > 0),
+        "runs of SETs were written as one: {runs:?}"
+    );
 }
 
 /// A run with a key on a crashed node cannot be written whole: each SET
@@ -164,15 +190,21 @@ async fn a_run_that_cannot_be_written_whole_falls_back_to_one_set_at_a_time() {
     let (answered, runs) = alike(&pipeline, &keys, 0, Some("node2")).await;
     assert!(answered.contains("+OK"), "{answered}");
     assert!(answered.contains("-TRYAGAIN"), "{answered}");
-    assert_eq!(runs, 0, "no run was written as one");
+    assert_eq!(runs, [0, 0], "no run was written as one");
 }
 
 /// After a run that falls back, a protocol error later in the buffer
 /// still ends the connection with nothing after it run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_after_a_protocol_error_runs_when_a_run_falls_back() {
+    for fsync in POLICIES {
+        nothing_after_a_protocol_error_runs_when_a_run_falls_back_with(fsync).await;
+    }
+}
+
+async fn nothing_after_a_protocol_error_runs_when_a_run_falls_back_with(fsync: FsyncPolicy) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let disk = server(Some(dir.path()), 0, Some("node2")).await;
+    let disk = server(Some(dir.path()), fsync, 0, Some("node2")).await;
     let mut bytes: Vec<u8> = (0..10)
         .flat_map(|i| resp(&[b"SET", format!("p{i}").as_bytes(), b"v"]))
         .collect();
@@ -224,5 +256,98 @@ async fn under_a_memory_limit_sets_answer_as_one_at_a_time() {
     let (answered, runs) = alike(&pipeline, &keys, 11_000, None).await;
     assert!(answered.starts_with("+OK"), "{answered}");
     assert!(answered.contains("-OOM"), "{answered}");
-    assert_eq!(runs, 0);
+    assert_eq!(runs, [0, 0]);
+}
+
+/// The value of field `name` of `INFO stats`.
+async fn stat(server: &TestServer, name: &str) -> u64 {
+    let info = replies(server, &[resp(&[b"INFO", b"stats"])]).await;
+    let info = String::from_utf8(info).expect("UTF-8");
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("{name} in INFO stats: {info}"))
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// Under `--fsync always`, the SETs of many clients go through the SET
+/// writer, which writes whatever waits as one group: every SET is counted
+/// there, each client reads back its own last value at once, and the data
+/// reopens intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_of_many_clients_are_written_in_groups() {
+    const CLIENTS: usize = 16;
+    const SETS: usize = 50;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = server(Some(dir.path()), FsyncPolicy::Always, 0, None).await;
+    let mut cons = Vec::new();
+    for _ in 0..CLIENTS {
+        cons.push(disk.client().await);
+    }
+    let tasks: Vec<_> = cons
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut con)| {
+            tokio::spawn(async move {
+                for i in 0..SETS {
+                    // Keys shared by pairs of clients: the last SET of
+                    // each one's own key is read back at once.
+                    let key = format!("k{}:{}", c / 2, i % 10);
+                    let value = format!("{c}:{i}");
+                    let () = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .query_async(&mut con)
+                        .await
+                        .expect("SET");
+                    if c % 2 == 0 {
+                        continue;
+                    }
+                    let read: Option<String> = redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut con)
+                        .await
+                        .expect("GET");
+                    let read = read.expect("a value just written");
+                    // Its own value, or a later one of the client sharing
+                    // the key (its writes are concurrent with these).
+                    let (who, _) = read.split_once(':').expect("c:i");
+                    assert!(
+                        read == value || who == (c - 1).to_string(),
+                        "client {c} wrote {value} to {key}, read {read}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client");
+    }
+    let (groups, grouped) = (
+        stat(&disk, "ringkv_set_groups").await,
+        stat(&disk, "ringkv_set_grouped").await,
+    );
+    assert_eq!(
+        grouped,
+        (CLIENTS * SETS) as u64,
+        "every SET is written by the writer"
+    );
+    assert!((1..=grouped).contains(&groups), "{groups} groups");
+    eprintln!("{grouped} SETs of {CLIENTS} clients in {groups} groups");
+    disk.stop().await;
+    let cluster = Cluster::open(dir.path(), config()).expect("reopen");
+    for c in (0..CLIENTS).step_by(2) {
+        for i in 0..10 {
+            let key = format!("k{}:{i}", c / 2);
+            let value = cluster.get(key.as_bytes()).expect("get");
+            let value = String::from_utf8(value.expect("kept").to_vec()).expect("UTF-8");
+            let (who, n) = value.split_once(':').expect("c:i");
+            assert!(
+                [c.to_string(), (c + 1).to_string()].contains(&who.to_string()),
+                "{key} = {value}"
+            );
+            assert!(n.parse::<usize>().expect("i") % 10 == i, "{key} = {value}");
+        }
+    }
 }
