@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use ringkv_meta::Command;
+use ringkv_meta::raft::MetaMetrics;
 use ringkv_peer::{PeerTransport, Service, TransportError};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -75,19 +76,28 @@ async fn pull(transport: &dyn PeerTransport, addr: &str, body: Vec<u8>) -> Resul
     }
 }
 
-/// Waits until Raft's metrics show something a turn decides by: an entry
+/// What of Raft's metrics a turn decides by.
+type Mark = (
+    Option<openraft::LogId<u64>>,
+    Option<openraft::LogId<u64>>,
+    ServerState,
+    Option<u64>,
+);
+
+fn mark(m: &MetaMetrics) -> Mark {
+    (
+        m.last_applied,
+        *m.membership_config.log_id(),
+        m.state,
+        m.current_leader,
+    )
+}
+
+/// Waits until Raft's metrics differ from `seen`, what the last turn
+/// decided by, in something a turn decides by: an entry
 /// applied, a new group, a new role. (openraft publishes its metrics after
 /// every event, heartbeats included; a turn reads the whole state.)
-async fn moved_on(watch: &mut tokio::sync::watch::Receiver<ringkv_meta::raft::MetaMetrics>) {
-    let mark = |m: &ringkv_meta::raft::MetaMetrics| {
-        (
-            m.last_applied,
-            *m.membership_config.log_id(),
-            m.state,
-            m.current_leader,
-        )
-    };
-    let seen = mark(&watch.borrow());
+async fn moved_on(watch: &mut tokio::sync::watch::Receiver<MetaMetrics>, seen: Mark) {
     loop {
         if watch.changed().await.is_err() {
             // Raft stopped: only the timer ends the wait.
@@ -112,14 +122,16 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     // a down member's ranges only once its lease has surely run out.
     let mut down_since: HashMap<String, Instant> = HashMap::new();
     let mut watch = raft.metrics();
+    let mut seen = mark(&watch.borrow());
     loop {
         if !std::mem::take(&mut stepped) {
             tokio::select! {
                 _ = tokio::time::sleep(IDLE) => {}
-                _ = moved_on(&mut watch) => {}
+                _ = moved_on(&mut watch, seen) => {}
             }
         }
         let metrics = watch.borrow_and_update().clone();
+        seen = mark(&metrics);
         if metrics.state != ServerState::Leader {
             failures = 0;
             down_since.clear();

@@ -210,13 +210,13 @@ pub(crate) async fn follow_when_removed(inner: Arc<Inner>) {
 /// then serves and cleans up copies it no longer serves.
 pub(crate) async fn catch_up(inner: Arc<Inner>) {
     let raft = inner.raft.get().expect("raft starts first").clone();
-    // Short at first: a joining node's copy waits for this, and the copy
-    // of a join takes well under a second; longer while it keeps failing
-    // (no leader known, or it cannot be reached).
-    let mut pause = Duration::from_millis(10);
+    // Short: a joining node's copy waits for this, and the copy of a join
+    // takes well under a second. Longer while the leader does not answer
+    // (each try is a call to it); looking for a leader is local.
+    const POLL: Duration = Duration::from_millis(10);
+    let mut pause = POLL;
     loop {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        tokio::time::sleep(std::mem::replace(&mut pause, POLL)).await;
         let metrics = raft.metrics().borrow().clone();
         let Some(leader) = metrics.current_leader else {
             continue;
@@ -237,7 +237,10 @@ pub(crate) async fn catch_up(inner: Arc<Inner>) {
             };
             match service::status(&*inner.transport, &node.addr).await {
                 Ok(status) => status.applied,
-                Err(_) => continue,
+                Err(_) => {
+                    pause = Duration::from_millis(100);
+                    continue;
+                }
             }
         };
         if raft

@@ -180,8 +180,20 @@ fn read_page(
     Ok((out, None))
 }
 
+/// A last shipment asked of a recording of writes the source no longer
+/// has.
+const RECOPY_SOURCE: &str =
+    "recopy: the source's recording of writes is not the one the copy came from (it restarted)";
+
 /// The source's last shipment of fenced ranges.
 pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, String> {
+    // Not the recording the copy came from (this process restarted, or
+    // it never recorded the change): no use waiting to catch up first,
+    // as fenced ranges hold their writes meanwhile.
+    if !matches!(&*inner.tracker.lock(), Some(t) if t.change == request.change && t.id == request.tracker)
+    {
+        return Err(RECOPY_SOURCE.into());
+    }
     let state = ready_at(inner, request.epoch).await?;
     let change = the_change(&state, request.change)?;
     for &i in &request.ranges {
@@ -203,13 +215,7 @@ pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, 
                 .filter(|k| request.after.as_deref().is_none_or(|after| &k[..] > after))
                 .cloned()
                 .collect(),
-            _ => {
-                return Err(
-                    "recopy: the source's recording of writes is not the one the copy came from \
-                     (it restarted)"
-                        .into(),
-                );
-            }
+            _ => return Err(RECOPY_SOURCE.into()),
         }
     };
     keys.sort_unstable();
@@ -316,6 +322,18 @@ pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullA
 /// The target's pull, as the coordinator asks.
 async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
     let _moves = inner.moves.lock().await;
+    // The last changes go onto a copy this process made: without one (it
+    // restarted), say so now rather than after catching up, as fenced
+    // ranges hold their writes meanwhile.
+    if request.dirty
+        && !inner
+            .copied
+            .lock()
+            .keys()
+            .any(|(change, _)| *change == request.change)
+    {
+        return Err("recopy: this node holds no copy for the change (it restarted)".into());
+    }
     let state = ready_at(inner, request.epoch).await?;
     let change = the_change(&state, request.change)?;
     let want = if request.dirty {
@@ -402,21 +420,29 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
             rate,
             copied: std::sync::atomic::AtomicU64::new(0),
         });
-        let copies = by_source
-            .keys()
-            .map(|source| copy_from(inner, &state, change, source, rate.as_ref()));
-        let mut failed = None;
+        // Once one fails the pull fails: the others stop at their next
+        // page (the page being written is finished).
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let copies = by_source.keys().map(|source| async {
+            let copied = copy_from(inner, &state, change, source, rate.as_ref(), &failed).await;
+            if copied.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            copied
+        });
+        let mut errors = Vec::new();
         for result in futures::future::join_all(copies).await {
             match result {
                 Ok(done) => {
                     pulled.keys += done.keys;
                     pulled.bytes += done.bytes;
                 }
-                Err(e) => failed = failed.or(Some(e)),
+                Err(e) => errors.push(e),
             }
         }
-        if let Some(e) = failed {
-            return Err(e);
+        // The failure itself, not the others' "stopped".
+        if let Some(e) = errors.iter().find(|e| *e != STOPPED).or(errors.first()) {
+            return Err(e.clone());
         }
     }
     info!(
@@ -439,6 +465,9 @@ fn peer_addr(state: &MetaState, node: &str) -> Result<String, String> {
         .map(|m| m.peer_addr.clone())
         .ok_or_else(|| format!("node {node} is not a member"))
 }
+
+/// A copy stopped because another copy of the same pull failed.
+const STOPPED: &str = "stopped: another source's copy failed";
 
 /// `--rebalance-rate` over the concurrent copies of one pull.
 struct Rate {
@@ -467,6 +496,7 @@ async fn copy_from(
     change: &Change,
     source: &str,
     rate: Option<&Rate>,
+    failed: &std::sync::atomic::AtomicBool,
 ) -> Result<Pulled, String> {
     let (node, change) = (&change.node, change.id);
     inner.copied.lock().remove(&(change, source.to_string()));
@@ -493,6 +523,9 @@ async fn copy_from(
     let mut tracker = None;
     let mut page = read(None).await?;
     loop {
+        if failed.load(Ordering::Relaxed) {
+            return Err(STOPPED.into());
+        }
         if *tracker.get_or_insert(page.tracker) != page.tracker {
             return Err("the source restarted during the copy; copy again".into());
         }

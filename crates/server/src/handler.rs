@@ -275,6 +275,20 @@ async fn serve(
                     }
                 };
                 let frames = match written {
+                    crate::sets::Written::Yes if shared.sets.is_some() => {
+                        // The writer's fsync started after this
+                        // connection's earlier writes returned: it covers
+                        // them too.
+                        owed = false;
+                        cmd::sets_written(
+                            &mut Ctx {
+                                shared,
+                                session: &mut session,
+                                txn: None,
+                            },
+                            run.len(),
+                        )
+                    }
                     crate::sets::Written::Yes => cmd::sets_written(
                         &mut Ctx {
                             shared,

@@ -11,15 +11,16 @@
 //! connection waited for an fsync from a blocking thread of its own.
 //!
 //! Measured (`docs/BENCHMARKS.md`, persistence section 7): SET at `-P 1`
-//! under `always` rose 1.8x. Under `everysec` and `no` the same writer was
+//! under `always` rose 1.6x. Under `everysec` and `no` the same writer was
 //! slower at `-P 1` (0.84x): with no fsync to share, one thread inserting
 //! every key into the engine's memtable is the bound, where the runtime's
 //! threads share that work. So it runs under `always` only.
 //!
-//! A group is written whole or not at all (a transaction): if it cannot
-//! be (a node of one key is down, the disk refuses it), nothing of it was
-//! written and each connection runs its SETs one by one, so each gets the
-//! reply it would have had alone. The order of SETs of one connection is
+//! A group is written as one transaction; if it cannot be (a node of one
+//! key is down, the disk refuses it), nothing of it was written, and the
+//! writer writes each connection's SETs as a transaction of their own. A
+//! connection whose own SETs cannot be written whole runs them one by
+//! one, so each gets the reply it would have had alone. The order of SETs of one connection is
 //! kept (a connection waits for its group before it goes on); SETs of
 //! different connections in one group are concurrent, and applied in the
 //! order they arrived.
@@ -147,34 +148,66 @@ fn run(cluster: &Cluster, queue: &mpsc::Receiver<Job>, counts: &Counts) {
             }
         }
         let written = write(cluster, &group);
-        if written != Written::No {
+        let sets: usize = group
+            .iter()
+            .zip(&written)
+            .filter(|(_, w)| **w != Written::No)
+            .map(|(job, _)| job.pairs.len())
+            .sum();
+        if sets > 0 {
             counts.groups.fetch_add(1, Ordering::Relaxed);
-            counts.sets.fetch_add(keys as u64, Ordering::Relaxed);
+            counts.sets.fetch_add(sets as u64, Ordering::Relaxed);
         }
-        for job in group.drain(..) {
-            let _ = job.done.send(written.clone());
+        for (job, written) in group.drain(..).zip(written) {
+            let _ = job.done.send(written);
         }
     }
 }
 
-fn write(cluster: &Cluster, group: &[Job]) -> Written {
-    let keys: Vec<Bytes> = group
+/// Writes `jobs` as one transaction; if that fails, each job as its own
+/// (so a key on a down node fails its own connection's SETs only, not the
+/// whole group's); then one fsync for all that were written, if the
+/// policy wants one. What became of each job, in order.
+fn write(cluster: &Cluster, jobs: &[Job]) -> Vec<Written> {
+    let (written, owes) = ringkv_cluster::defer_sync(|| {
+        if transaction(cluster, jobs) {
+            vec![true; jobs.len()]
+        } else if jobs.len() == 1 {
+            vec![false]
+        } else {
+            jobs.iter()
+                .map(|job| transaction(cluster, std::slice::from_ref(job)))
+                .collect()
+        }
+    });
+    let unsynced = match owes {
+        true => cluster.sync().err(),
+        false => None,
+    };
+    if let Some(e) = &unsynced {
+        error!(error = %e, "fsync failed; closing the clients of the SETs without their replies");
+    }
+    written
+        .into_iter()
+        .map(|ok| match (ok, &unsynced) {
+            (false, _) => Written::No,
+            (true, None) => Written::Yes,
+            (true, Some(e)) => Written::Unsynced(e.to_string()),
+        })
+        .collect()
+}
+
+/// Writes the SETs of `jobs`, in order, as one transaction: all or none.
+fn transaction(cluster: &Cluster, jobs: &[Job]) -> bool {
+    let keys: Vec<Bytes> = jobs
         .iter()
         .flat_map(|job| job.pairs.iter().map(|(k, _)| k.clone()))
         .collect();
-    let (written, owes) = ringkv_cluster::defer_sync(|| {
-        cluster.transaction(keys, |txn| {
-            for (key, value) in group.iter().flat_map(|job| &job.pairs) {
+    cluster
+        .transaction(keys, |txn| {
+            for (key, value) in jobs.iter().flat_map(|job| &job.pairs) {
                 txn.put(key, Entry::string(value.clone()));
             }
         })
-    });
-    if written.is_err() {
-        return Written::No;
-    }
-    if owes && let Err(e) = cluster.sync() {
-        error!(error = %e, "fsync failed; closing the clients of the SETs without their replies");
-        return Written::Unsynced(e.to_string());
-    }
-    Written::Yes
+        .is_ok()
 }
