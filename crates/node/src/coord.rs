@@ -123,8 +123,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut down_since: HashMap<String, Instant> = HashMap::new();
     let mut watch = raft.metrics();
     let mut seen = mark(&watch.borrow());
+    // The last turn's proposal was not committed: a rejected command is
+    // applied too (as a rejection), so waking on the entry would propose
+    // it again at once, a log entry each time, for as long as the reason
+    // lasts (found by the simulation: a member down).
+    let mut refused = false;
     loop {
-        if !std::mem::take(&mut stepped) {
+        if std::mem::take(&mut refused) {
+            tokio::time::sleep(IDLE).await;
+        } else if !std::mem::take(&mut stepped) {
             tokio::select! {
                 _ = tokio::time::sleep(IDLE) => {}
                 _ = moved_on(&mut watch, seen) => {}
@@ -206,6 +213,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     warn!(%node, "rebalance: dropping the ranges of a down node (forced removal)");
                 }
                 stepped = commit(&raft, command).await;
+                refused = !stepped;
             }
             ChangeStep::Pull {
                 change,
