@@ -123,10 +123,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut down_since: HashMap<String, Instant> = HashMap::new();
     let mut watch = raft.metrics();
     let mut seen = mark(&watch.borrow());
-    // The last turn's proposal was not committed: a rejected command is
-    // applied too (as a rejection), so waking on the entry would propose
-    // it again at once, a log entry each time, for as long as the reason
-    // lasts (found by the simulation: a member down).
+    // A proposal of the last turn was not committed: a rejected command
+    // is applied too (as a rejection), so waking on the entry would take
+    // the same step again at once, a log entry each time, for as long as
+    // the reason lasts (found by the simulation: a member down, refusing
+    // `BeginChange`, and `FenceRanges` after a pull answered at once).
     let mut refused = false;
     loop {
         if std::mem::take(&mut refused) {
@@ -253,7 +254,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                             unfences = unfenced.1,
                             "rebalance: the last shipment keeps failing; rolling the change back"
                         );
-                        commit(
+                        refused |= !commit(
                             &raft,
                             Command::UnfenceRanges {
                                 change,
@@ -261,14 +262,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                             },
                         )
                         .await;
-                        commit(&raft, Command::AbortChange { change }).await;
+                        refused |= !commit(&raft, Command::AbortChange { change }).await;
                         aborted = Some(Instant::now());
                         failures = 0;
                     } else if dirty && (e.contains("recopy") || failures >= MAX_SHIP_FAILURES) {
                         unfenced.1 += 1;
                         // Writes are held while fenced: serve them again and
                         // copy afresh.
-                        commit(
+                        refused |= !commit(
                             &raft,
                             Command::UnfenceRanges {
                                 change,
@@ -278,7 +279,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                         .await;
                     } else if !committed && failures >= MAX_FAILURES {
                         warn!(change, "rebalance: rolling the change back");
-                        commit(&raft, Command::AbortChange { change }).await;
+                        refused |= !commit(&raft, Command::AbortChange { change }).await;
                         aborted = Some(Instant::now());
                         failures = 0;
                     } else {
@@ -316,6 +317,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     )
                     .await;
                 }
+                refused = !stepped;
             }
         }
     }
