@@ -26,9 +26,9 @@ use crate::state::{Session, Shared};
 /// is served, so a long pipeline does not grow the buffer without bound.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// The most pipelined `SET key value` requests a connection hands to the
-/// SET writer at once (`crate::sets`), and the most bytes of requests such
-/// a run collects.
+/// The most pipelined `SET key value` requests written as one
+/// (`cmd::set_run`, or the SET writer under `--fsync always`,
+/// `crate::sets`), and the most bytes of requests a run collects.
 const SET_RUN_MAX: usize = 64;
 const SET_RUN_BYTES: usize = 1 << 20;
 
@@ -275,11 +275,13 @@ async fn serve(
                     }
                 };
                 let frames = match written {
-                    crate::sets::Written::Yes if shared.sets.is_some() => {
-                        // The writer's fsync started after this
-                        // connection's earlier writes returned: it covers
-                        // them too.
-                        owed = false;
+                    crate::sets::Written::Yes => {
+                        if shared.sets.is_some() {
+                            // The writer's fsync started after this
+                            // connection's earlier writes returned: it
+                            // covers them too.
+                            owed = false;
+                        }
                         cmd::sets_written(
                             &mut Ctx {
                                 shared,
@@ -289,14 +291,6 @@ async fn serve(
                             run.len(),
                         )
                     }
-                    crate::sets::Written::Yes => cmd::sets_written(
-                        &mut Ctx {
-                            shared,
-                            session: &mut session,
-                            txn: None,
-                        },
-                        run.len(),
-                    ),
                     crate::sets::Written::No => {
                         // Not written as one (nothing was): each runs on
                         // its own, as if never grouped, and gets its own

@@ -259,6 +259,33 @@ async fn under_a_memory_limit_sets_answer_as_one_at_a_time() {
     assert_eq!(runs, [0, 0]);
 }
 
+/// Runs `client(c, connection)` for `n` clients of `server` at once, each
+/// on a connection of its own, and returns what each gave, in order.
+async fn clients_at_once<T, F>(
+    server: &TestServer,
+    n: usize,
+    client: impl Fn(usize, redis::aio::MultiplexedConnection) -> F,
+) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut cons = Vec::new();
+    for _ in 0..n {
+        cons.push(server.client().await);
+    }
+    let tasks: Vec<_> = cons
+        .into_iter()
+        .enumerate()
+        .map(|(c, con)| tokio::spawn(client(c, con)))
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.expect("client"));
+    }
+    out
+}
+
 /// The value of field `name` of `INFO stats`.
 async fn stat(server: &TestServer, name: &str) -> u64 {
     let info = replies(server, &[resp(&[b"INFO", b"stats"])]).await;
@@ -281,49 +308,37 @@ async fn sets_of_many_clients_are_written_in_groups() {
     const SETS: usize = 50;
     let dir = tempfile::tempdir().expect("temp dir");
     let disk = server(Some(dir.path()), FsyncPolicy::Always, 0, None).await;
-    let mut cons = Vec::new();
-    for _ in 0..CLIENTS {
-        cons.push(disk.client().await);
-    }
-    let tasks: Vec<_> = cons
-        .into_iter()
-        .enumerate()
-        .map(|(c, mut con)| {
-            tokio::spawn(async move {
-                for i in 0..SETS {
-                    // Keys shared by pairs of clients: the last SET of
-                    // each one's own key is read back at once.
-                    let key = format!("k{}:{}", c / 2, i % 10);
-                    let value = format!("{c}:{i}");
-                    let () = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&value)
-                        .query_async(&mut con)
-                        .await
-                        .expect("SET");
-                    if c % 2 == 0 {
-                        continue;
-                    }
-                    let read: Option<String> = redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut con)
-                        .await
-                        .expect("GET");
-                    let read = read.expect("a value just written");
-                    // Its own value, or a later one of the client sharing
-                    // the key (its writes are concurrent with these).
-                    let (who, _) = read.split_once(':').expect("c:i");
-                    assert!(
-                        read == value || who == (c - 1).to_string(),
-                        "client {c} wrote {value} to {key}, read {read}"
-                    );
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("client");
-    }
+    clients_at_once(&disk, CLIENTS, |c, mut con| async move {
+        for i in 0..SETS {
+            // Keys shared by pairs of clients: the last SET of
+            // each one's own key is read back at once.
+            let key = format!("k{}:{}", c / 2, i % 10);
+            let value = format!("{c}:{i}");
+            let () = redis::cmd("SET")
+                .arg(&key)
+                .arg(&value)
+                .query_async(&mut con)
+                .await
+                .expect("SET");
+            if c % 2 == 0 {
+                continue;
+            }
+            let read: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .expect("GET");
+            let read = read.expect("a value just written");
+            // Its own value, or a later one of the client sharing
+            // the key (its writes are concurrent with these).
+            let (who, _) = read.split_once(':').expect("c:i");
+            assert!(
+                read == value || who == (c - 1).to_string(),
+                "client {c} wrote {value} to {key}, read {read}"
+            );
+        }
+    })
+    .await;
     let (groups, grouped) = (
         stat(&disk, "ringkv_set_groups").await,
         stat(&disk, "ringkv_set_grouped").await,
@@ -372,36 +387,23 @@ async fn a_down_node_fails_only_the_sets_of_its_keys_in_a_group() {
     let memory = server(None, FsyncPolicy::Always, 0, Some("node2")).await;
     let mut answers = Vec::new();
     for target in [&disk, &memory] {
-        let mut cons = Vec::new();
-        for _ in 0..CLIENTS {
-            cons.push(target.client().await);
-        }
-        let tasks: Vec<_> = cons
-            .into_iter()
-            .enumerate()
-            .map(|(c, mut con)| {
-                tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    for i in 0..SETS {
-                        let key = format!("d{c}:{i}");
-                        let set: redis::RedisResult<()> = redis::cmd("SET")
-                            .arg(&key)
-                            .arg("v")
-                            .query_async(&mut con)
-                            .await;
-                        got.push(match set {
-                            Ok(()) => "OK".to_string(),
-                            Err(e) => e.code().unwrap_or("?").to_string(),
-                        });
-                    }
-                    got
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for task in tasks {
-            all.push(task.await.expect("client"));
-        }
+        let all = clients_at_once(target, CLIENTS, |c, mut con| async move {
+            let mut got = Vec::new();
+            for i in 0..SETS {
+                let key = format!("d{c}:{i}");
+                let set: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg("v")
+                    .query_async(&mut con)
+                    .await;
+                got.push(match set {
+                    Ok(()) => "OK".to_string(),
+                    Err(e) => e.code().unwrap_or("?").to_string(),
+                });
+            }
+            got
+        })
+        .await;
         answers.push(all);
     }
     assert_eq!(
