@@ -354,18 +354,20 @@ mod tests {
             .unwrap()
     }
 
+    /// The next step is to begin `node`'s change; takes it.
+    fn begin(state: &mut MetaState, node: &str) {
+        let command = Command::BeginChange { node: node.into() };
+        assert_eq!(
+            change_step(state),
+            Some(ChangeStep::Propose(command.clone()))
+        );
+        state.apply(&command).unwrap();
+    }
+
     #[test]
     fn a_move_goes_copy_fence_ship_switch_finish_and_tracks_writes_while_copying() {
         let mut state = two_nodes();
-        assert_eq!(
-            change_step(&state),
-            Some(ChangeStep::Propose(Command::BeginChange {
-                node: "2".into()
-            }))
-        );
-        state
-            .apply(&Command::BeginChange { node: "2".into() })
-            .unwrap();
+        begin(&mut state, "2");
         let (key, range) = moving_key(&state);
         let t = [key_token(&key)];
         assert_eq!(
@@ -573,15 +575,7 @@ mod tests {
                 force: true,
             })
             .unwrap();
-        assert_eq!(
-            change_step(&state),
-            Some(ChangeStep::Propose(Command::BeginChange {
-                node: "2".into()
-            }))
-        );
-        state
-            .apply(&Command::BeginChange { node: "2".into() })
-            .unwrap();
+        begin(&mut state, "2");
         let change = state.change.as_ref().unwrap();
         let all: Vec<usize> = (0..change.ranges.len()).collect();
         let id = change.id;

@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::client;
+use common::{client, set_each};
 use ringkv_meta::{NodeState, PlacementSpec};
 use ringkv_node::{Node, NodeConfig, Start};
 use ringkv_peer::Secret;
@@ -362,14 +362,7 @@ async fn a_silent_node_is_marked_down_its_keys_answer_clusterdown_and_it_comes_b
     settled(&[&a, &b, &c], 3).await;
     let mut con = client(&a).await;
     let keys: Vec<String> = (0..60).map(|i| format!("d{i}")).collect();
-    for k in &keys {
-        let () = redis::cmd("SET")
-            .arg(k)
-            .arg(k)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-    }
+    set_each(&mut con, &keys).await;
     let on_c: Vec<&String> = keys
         .iter()
         .filter(|k| a.state().serving_key(k.as_bytes()).unwrap().node == "c")

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::client;
+use common::{client, set_each};
 use ringkv_meta::{NodeState, PlacementSpec};
 use ringkv_node::{Node, NodeConfig, Start};
 use ringkv_peer::{DEFAULT_FRAME_LIMIT, MemTransport, Secret};
@@ -72,14 +72,7 @@ async fn an_isolated_leader_commits_nothing_while_the_majority_goes_on() {
 
     let mut con = client(&a).await;
     let keys: Vec<String> = (0..60).map(|i| format!("p{i}")).collect();
-    for k in &keys {
-        let () = redis::cmd("SET")
-            .arg(k)
-            .arg(k)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-    }
+    set_each(&mut con, &keys).await;
 
     let leader = *nodes.iter().find(|n| n.is_leader()).unwrap();
     let others: Vec<&Node> = nodes.iter().copied().filter(|n| !n.is_leader()).collect();
@@ -187,14 +180,7 @@ async fn a_cut_off_member_removed_with_force_loses_its_ranges_and_serves_nothing
     until("the three agree", || all_up(&nodes)).await;
     let mut con = client(&a).await;
     let keys: Vec<String> = (0..60).map(|i| format!("f{i}")).collect();
-    for k in &keys {
-        let () = redis::cmd("SET")
-            .arg(k)
-            .arg(k)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-    }
+    set_each(&mut con, &keys).await;
     // Cut off a member that is not the leader.
     let victim = *nodes.iter().find(|n| !n.is_leader()).unwrap();
     let id = victim.peer_addr().trim_start_matches("mem-").to_string();

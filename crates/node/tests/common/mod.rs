@@ -1,4 +1,5 @@
-//! What the node tests share: a client of a node.
+//! What the node tests share: a client of a node, and keys stored through
+//! it.
 
 use std::time::Duration;
 
@@ -15,4 +16,16 @@ pub async fn client(node: &Node) -> MultiplexedConnection {
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap()
+}
+
+/// Stores each of `keys` with itself as its value, through `con`.
+pub async fn set_each(con: &mut MultiplexedConnection, keys: &[String]) {
+    for k in keys {
+        let () = redis::cmd("SET")
+            .arg(k)
+            .arg(k)
+            .query_async(con)
+            .await
+            .unwrap();
+    }
 }
