@@ -25,7 +25,8 @@ use crate::wire::{Proposed, Pull, PullAnswer, Pulled};
 /// also starts when Raft's metrics change (an entry applied, a new
 /// leader), so a join is taken up as soon as it commits; and after a turn
 /// that committed a step, the next one starts at once: a change's steps
-/// follow each other without a pause.
+/// follow each other without a pause. After a turn whose proposal was
+/// refused, the next waits this long whatever happens.
 const IDLE: Duration = Duration::from_millis(100);
 
 /// Failed pulls of a change before it is rolled back (before its commit

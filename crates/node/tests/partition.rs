@@ -26,6 +26,15 @@ async fn start(net: &MemTransport, id: &str, start: Start) -> Node {
         .unwrap()
 }
 
+/// Nodes a (which starts the cluster), b and c (which join through a),
+/// on `net`.
+async fn three(net: &MemTransport) -> [Node; 3] {
+    let a = start(net, "a", Start::Init).await;
+    let b = start(net, "b", Start::Join("mem-a".into())).await;
+    let c = start(net, "c", Start::Join("mem-a".into())).await;
+    [a, b, c]
+}
+
 /// Waits for `ok` (checked every 100 ms), at most 30 s.
 async fn until(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..300 {
@@ -51,9 +60,7 @@ fn all_up(nodes: &[&Node]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_commits_nothing_while_the_majority_goes_on() {
     let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
-    let a = start(&net, "a", Start::Init).await;
-    let b = start(&net, "b", Start::Join("mem-a".into())).await;
-    let c = start(&net, "c", Start::Join("mem-a".into())).await;
+    let [a, b, c] = three(&net).await;
     let nodes = [&a, &b, &c];
     until("the three agree", || {
         all_up(&nodes) && nodes.iter().filter(|n| n.is_leader()).count() == 1
@@ -173,9 +180,7 @@ fn futures_lines(node: &Node) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_member_removed_with_force_loses_its_ranges_and_serves_nothing() {
     let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
-    let a = start(&net, "a", Start::Init).await;
-    let b = start(&net, "b", Start::Join("mem-a".into())).await;
-    let c = start(&net, "c", Start::Join("mem-a".into())).await;
+    let [a, b, c] = three(&net).await;
     let nodes = [&a, &b, &c];
     until("the three agree", || all_up(&nodes)).await;
     let mut con = client(&a).await;
