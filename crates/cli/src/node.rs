@@ -56,7 +56,10 @@ pub struct NodeArgs {
     pub requirepass: Option<String>,
     /// With --init: partitions of the ring, a power of two (fixed for the
     /// cluster's life). Fewer partitions, fewer and larger ranges per move.
-    #[arg(long, default_value_t = ringkv_ring::BalancedConfig::default().partitions)]
+    /// At most 16384 (the default, one per Redis Cluster hash slot), every
+    /// slot has one owner and `CLUSTER SLOTS` is exact; above, a slot may
+    /// be split between nodes and the map is a hint (any node forwards).
+    #[arg(long, default_value_t = u32::from(ringkv_ring::SLOTS))]
     pub partitions: u32,
     /// Copy at most this many keys a second when this node receives
     /// ranges (0: as fast as it can).

@@ -23,9 +23,10 @@ pub enum PlacementSpec {
 }
 
 impl PlacementSpec {
-    /// The cluster's default: balanced partitions, 65,536 of them.
+    /// The cluster's default: balanced partitions, one per Redis Cluster
+    /// hash slot (16,384), so every slot has one owner.
     pub const BALANCED: PlacementSpec = PlacementSpec::BalancedPartitions {
-        partitions: 1 << 16,
+        partitions: ringkv_ring::SLOTS as u32,
     };
 
     /// The ring crate's placement.

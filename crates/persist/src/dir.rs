@@ -26,10 +26,15 @@ use crate::guard;
 use crate::sync::{FsyncPolicy, GroupCommit, Journal, Ticker};
 use crate::{Durability, PersistentEngine};
 
-/// The newest on-disk format this build reads and the one it writes.
-/// Raise it when the layout of keys or values changes, with a migration
-/// from the previous version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes. Raise it when the layout
+/// of keys or values changes.
+///
+/// - 1: keys placed at `xxh3_64` of their hash tag.
+/// - 2: keys placed at their Redis Cluster slot, then `xxh3_64`
+///   (`ringkv_ring::key_token`). Every stored token changed, so a version 1
+///   directory is refused with [`PersistError::OlderFormat`] rather than
+///   read with its entries at positions no lookup finds.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The file fjall writes first in a database directory; a non-empty
 /// directory without it is not opened.
@@ -225,6 +230,13 @@ impl DataDir {
                     })?;
                 if found > FORMAT_VERSION {
                     return Err(PersistError::NewerFormat {
+                        path,
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                if found < FORMAT_VERSION {
+                    return Err(PersistError::OlderFormat {
                         path,
                         found,
                         supported: FORMAT_VERSION,

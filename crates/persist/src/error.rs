@@ -122,6 +122,24 @@ pub enum PersistError {
         supported: u32,
     },
 
+    /// The directory was written by an older ringkv that placed keys
+    /// differently (format 1: by `xxh3` alone, before tokens began with the
+    /// Redis Cluster slot). Nothing was changed; no entry is dropped.
+    #[error(
+        "{path} holds data in format version {found}, older than version {supported} that \
+         this build reads (keys are now placed by Redis Cluster hash slot, so every stored \
+         position changed); start this build on an empty data directory and copy the keys \
+         over with a client from a server of the ringkv version that wrote it"
+    )]
+    OlderFormat {
+        /// The data directory.
+        path: PathBuf,
+        /// The version recorded in the directory.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+
     /// The format version record is missing or unreadable although the
     /// database exists: the directory was not written by ringkv, or its
     /// metadata is damaged. Nothing was changed.

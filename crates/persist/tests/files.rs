@@ -115,23 +115,34 @@ fn a_corrupt_table_file_is_an_error_not_wrong_data() {
     );
 }
 
+/// Stamps a closed directory as format `version`, with the engine itself
+/// (as another ringkv would: without ringkv's record of a clean close,
+/// which the journal no longer matches after this).
+fn stamp_format(dir: &Path, version: u32) {
+    fs::remove_file(dir.join("clean-close")).expect("a clean close was recorded");
+    let db = fjall::Database::builder(dir).open().expect("fjall");
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .expect("meta");
+    meta.insert(b"\0format_version", version.to_be_bytes())
+        .expect("stamp");
+    db.persist(fjall::PersistMode::SyncAll).expect("sync");
+}
+
+/// The entries of the directory's one tree, read with the engine itself.
+fn stored_entries(dir: &Path) -> usize {
+    let db = fjall::Database::builder(dir).open().expect("fjall");
+    let entries = db
+        .keyspace("t.entries", fjall::KeyspaceCreateOptions::default)
+        .expect("entries");
+    entries.len().expect("count")
+}
+
 #[test]
 fn a_newer_format_is_refused_and_its_data_kept() {
     let dir = tempfile::tempdir().expect("temp dir");
     filled(dir.path(), 10);
-    {
-        // Stamp the directory as a future version, with the engine itself
-        // (as a newer ringkv would: without ringkv's record of a clean
-        // close, which the journal no longer matches after this).
-        fs::remove_file(dir.path().join("clean-close")).expect("a clean close was recorded");
-        let db = fjall::Database::builder(dir.path()).open().expect("fjall");
-        let meta = db
-            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-            .expect("meta");
-        meta.insert(b"\0format_version", (FORMAT_VERSION + 1).to_be_bytes())
-            .expect("stamp");
-        db.persist(fjall::PersistMode::SyncAll).expect("sync");
-    }
+    stamp_format(dir.path(), FORMAT_VERSION + 1);
     let err = PersistentEngine::open(dir.path()).expect_err("a newer format is refused");
     match &err {
         PersistError::NewerFormat {
@@ -154,11 +165,37 @@ fn a_newer_format_is_refused_and_its_data_kept() {
         PersistentEngine::open(dir.path()),
         Err(PersistError::NewerFormat { .. })
     ));
-    let db = fjall::Database::builder(dir.path()).open().expect("fjall");
-    let entries = db
-        .keyspace("t.entries", fjall::KeyspaceCreateOptions::default)
-        .expect("entries");
-    assert_eq!(entries.len().expect("count"), 10);
+    assert_eq!(stored_entries(dir.path()), 10);
+}
+
+/// Format 1 placed keys by `xxh3` alone: its entries sit at positions this
+/// build never looks at, so it is refused, not read as empty.
+#[test]
+fn an_older_format_is_refused_and_its_data_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    filled(dir.path(), 10);
+    stamp_format(dir.path(), 1);
+    let err = PersistentEngine::open(dir.path()).expect_err("format 1 is refused");
+    match &err {
+        PersistError::OlderFormat {
+            found, supported, ..
+        } => assert_eq!((*found, *supported), (1, FORMAT_VERSION)),
+        other => panic!("expected OlderFormat, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains("older") && message.contains("slot"),
+        "{message}"
+    );
+    assert!(matches!(
+        PersistentEngine::open(dir.path()),
+        Err(PersistError::OlderFormat { .. })
+    ));
+    assert_eq!(stored_entries(dir.path()), 10);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hashring::HashRing;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv_ring::{BalancedConfig, Ring, key_token, vnode_token};
+use ringkv_ring::{BalancedConfig, Ring, hash_tag, key_token, vnode_token};
 use xxhash_rust::xxh3::xxh3_64;
 
 const VNODES: u32 = 256;
@@ -139,8 +139,8 @@ fn lookup(c: &mut Criterion) {
 }
 
 /// `key_token` against the hash it was before hash tags (`xxh3_64` over
-/// the whole key), on the 16-byte keys of the lookups (almost none hold a
-/// `{`), and on keys with a tag.
+/// the whole key) and before slots (`xxh3_64` of the tag), on the 16-byte
+/// keys of the lookups (almost none hold a `{`), and on keys with a tag.
 fn key_hash(c: &mut Criterion) {
     let keys = keys();
     // Random bytes hold a `{` now and then; the tagless case must not.
@@ -175,6 +175,12 @@ fn key_hash(c: &mut Criterion) {
         BenchmarkId::new("key_token_tagged", "16B"),
         &tagged,
         |k| key_token(k),
+    );
+    bench_lookup(
+        &mut g,
+        BenchmarkId::new("xxh3_of_tag_tagged", "16B"),
+        &tagged,
+        |k| xxh3_64(hash_tag(k)),
     );
     g.finish();
 }

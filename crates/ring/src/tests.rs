@@ -32,13 +32,14 @@ fn golden_tokens() {
     }
 }
 
-// Values computed independently with the Python `xxhash` package
-// (`xxh3_64_intdigest`) over the same bytes.
+// Values computed independently in Python over the same bytes: keys as
+// `((binascii.crc_hqx(key, 0) & 16383) << 50) | (xxhash.xxh3_64_intdigest(key) >> 14)`,
+// vnodes as `xxhash.xxh3_64_intdigest(layout)`.
 const GOLDEN_KEYS: [u64; 4] = [
-    3244421341483603138,
-    4056906591039400418,
-    1523768630264709275,
-    3205264243681286805,
+    198023763518286,
+    10346141857904547680,
+    8862051170214730559,
+    14726966415305457545,
 ];
 const GOLDEN_VNODES: [u64; 4] = [
     9809481056315734373,

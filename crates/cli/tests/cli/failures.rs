@@ -4,13 +4,13 @@
 use super::*;
 
 /// Every line `examples/failures.ops` prints, in order.
-const EXPECTED_STDOUT: &str = r#"{"epoch":4,"keys":8,"nodes":{"node1":1,"node2":2,"node3":3,"node4":2}}
+const EXPECTED_STDOUT: &str = r#"{"epoch":4,"keys":8,"nodes":{"node1":2,"node2":3,"node3":1,"node4":2}}
 "v6"
 "v7"
-{"epoch":7,"keys":8,"nodes":{"node1":1,"node2":1,"node3":2,"node4":0,"node5":4}}
+{"epoch":7,"keys":8,"nodes":{"node1":2,"node2":1,"node3":0,"node4":2,"node5":3}}
 "v1"
-{"epoch":8,"keys":8,"nodes":{"node1":1,"node2":1,"node3":2,"node4":0,"node5":4,"node6":0}}
-{"epoch":10,"keys":8,"nodes":{"node1":1,"node2":0,"node3":2,"node4":0,"node5":4,"node6":1}}
+{"epoch":8,"keys":8,"nodes":{"node1":1,"node2":1,"node3":0,"node4":2,"node5":3,"node6":1}}
+{"epoch":10,"keys":8,"nodes":{"node1":1,"node2":1,"node3":0,"node4":2,"node5":3,"node6":1}}
 {"removed":"node1","keys_dropped":8}
 {"epoch":16,"keys":0,"nodes":{}}
 "#;
