@@ -56,6 +56,7 @@ mod lease;
 mod moves;
 mod router;
 mod service;
+mod slots;
 mod split;
 pub mod view;
 pub mod wire;
@@ -218,6 +219,9 @@ pub(crate) struct Inner {
     /// As the leader: when (ms after `born`, plus one; 0: never) the last
     /// confirmation of its leadership by a quorum began.
     pub confirmed_at: AtomicU64,
+    /// Client requests sent on to another node (`INFO`'s
+    /// `ring_forwarded`): what a client that routes by the slot map saves.
+    pub forwarded: AtomicU64,
 }
 
 impl Inner {
@@ -399,6 +403,7 @@ impl Node {
             born: tokio::time::Instant::now(),
             lease_until: AtomicU64::new(0),
             confirmed_at: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
         });
         let handler = service::NodeService::new(Arc::clone(&inner));
         let (peer_server, mem) = match peer {

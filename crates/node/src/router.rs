@@ -268,6 +268,7 @@ impl Router for NodeRouter {
     fn command(&self, name: &str, args: &[Bytes]) -> Option<AdminReply> {
         let inner = Arc::clone(&self.inner);
         match name {
+            "cluster" => Some(crate::slots::command(&inner.view(), &inner.me, args)),
             "ringkv.nodes" => Some(AdminReply::Later(Box::pin(nodes(inner)))),
             "ringkv.removenode" => {
                 let id = String::from_utf8_lossy(&args[0]).into_owned();
@@ -349,6 +350,10 @@ fn ring_info(inner: &Inner) -> Vec<(String, String)> {
         (
             "ring_local_keys".to_string(),
             inner.cluster.dbsize().to_string(),
+        ),
+        (
+            "ring_forwarded".to_string(),
+            inner.forwarded.load(Ordering::Relaxed).to_string(),
         ),
         (
             "ring_ready".to_string(),
@@ -544,6 +549,9 @@ pub(crate) async fn forward_group(
     protocol: u8,
     wait: bool,
 ) -> Result<GroupAnswer, String> {
+    inner
+        .forwarded
+        .fetch_add(requests.len() as u64, Ordering::Relaxed);
     let addr = state
         .members
         .get(node)

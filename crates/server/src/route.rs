@@ -99,6 +99,9 @@ pub enum AdminReply {
     Text(String),
     /// An array of bulk strings.
     Lines(Vec<String>),
+    /// An array of replies (nested arrays, as `CLUSTER SLOTS` answers;
+    /// not [`AdminReply::Later`]).
+    Array(Vec<AdminReply>),
     /// An error.
     Error(String),
     /// Later.
@@ -144,7 +147,8 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Answers a `RINGKV.*` command the node handles itself (`NODES`,
-    /// `REMOVENODE`), or `None` to let the server's own handler run.
+    /// `REMOVENODE`) or a `CLUSTER` command (`args` start with its
+    /// subcommand), or `None` to let the server's own handler run.
     fn command(&self, name: &str, args: &[Bytes]) -> Option<AdminReply>;
 
     /// The fields of `INFO`'s `# Ring` section, as the node sees the
@@ -399,6 +403,9 @@ fn admin_frame(reply: AdminReply) -> Frame {
         AdminReply::Text(text) => crate::reply::bulk(text),
         AdminReply::Lines(lines) => {
             crate::reply::array(lines.into_iter().map(crate::reply::bulk).collect())
+        }
+        AdminReply::Array(items) => {
+            crate::reply::array(items.into_iter().map(admin_frame).collect())
         }
         AdminReply::Error(text) => crate::reply::error(text),
         AdminReply::Later(_) => crate::reply::err("a nested reply"),

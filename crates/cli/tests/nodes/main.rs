@@ -6,7 +6,7 @@
 //! their directories. Afterwards every acknowledged write reads back
 //! through every node, and all nodes report the same membership and epoch.
 //! And a node killed for good is removed with `FORCE`, losing exactly its
-//! keys.
+//! keys. And redis-py's Redis Cluster client routes by the nodes' slot map.
 
 mod harness;
 
@@ -230,6 +230,45 @@ fn the_leader_aborting_before_a_switch_restarts_and_the_join_completes() {
 #[test]
 fn the_leader_aborting_after_a_switch_restarts_and_the_join_completes() {
     abort_during_join("after-switch", &[0, 1, 2]);
+}
+
+/// redis-py's `RedisCluster`, a Redis Cluster client, against three nodes:
+/// it reads the slot map from `CLUSTER SLOTS` and sends each key to the
+/// node serving it, with no forwarding hop
+/// (`tests/python/test_redis_py_cluster.py`; fails if redis-py is missing:
+/// `.ci/run` installs it from `tests/python/requirements.txt`).
+#[test]
+fn redis_py_cluster_routes_each_key_to_the_node_serving_its_slot() {
+    let home = tempfile::tempdir().unwrap();
+    let mut n: Vec<NodeProc> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| NodeProc::new(home.path(), id))
+        .collect();
+    let seed = n[0].peer;
+    n[0].start(Mode::Init, &[]);
+    n[1].start(Mode::Join(seed), &[]);
+    n[2].start(Mode::Join(seed), &[]);
+    settle(&[&n[0], &n[1], &n[2]], &["n1", "n2", "n3"]);
+    let ports: Vec<String> = n.iter().map(|p| p.client.port().to_string()).collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python/test_redis_py_cluster.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .env("RINGKV_PORTS", ports.join(","))
+        .output()
+        .expect("python3 runs (install Python 3 and tests/python/requirements.txt)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "redis-py cluster checks failed:\n{stdout}\n{stderr}\nn1: {}",
+        n[0].log_tail()
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        4,
+        "{stdout}"
+    );
 }
 
 #[test]

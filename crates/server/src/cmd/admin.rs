@@ -124,6 +124,12 @@ pub fn nodes(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
     .into()
 }
 
+/// `CLUSTER` without a router: `ringkv serve` is one server, not a Redis
+/// Cluster, and answers as a Redis server without cluster mode does.
+pub fn cluster(_: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
+    reply::err("This instance has cluster support disabled").into()
+}
+
 pub fn locate(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let key = &args[0];
     let cluster = &ctx.shared.cluster;

@@ -200,7 +200,11 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
             line("used_cpu_sys_children", &"0.000000");
             line("used_cpu_user_children", &"0.000000");
         }
-        "cluster" => line("# Cluster\r\ncluster_enabled", &0),
+        // A node of a multi-process cluster answers CLUSTER SLOTS.
+        "cluster" => line(
+            "# Cluster\r\ncluster_enabled",
+            &u8::from(shared.router.is_some()),
+        ),
         "keyspace" => {
             let _ = write!(out, "# Keyspace\r\n");
             let keys = shared.cluster.stats().total_keys;

@@ -176,7 +176,7 @@ pub fn run(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Outcome {
     if let Some(router) = ctx.shared.router.as_deref()
         && ctx.txn.is_none()
     {
-        if spec.name.starts_with("ringkv.")
+        if (spec.name.starts_with("ringkv.") || spec.name == "cluster")
             && let Some(answer) = router.command(spec.name, args)
         {
             counters.calls.fetch_add(1, Ordering::Relaxed);

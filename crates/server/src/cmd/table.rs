@@ -175,6 +175,8 @@ pub static COMMANDS: &[Spec] = &[
         "Handshake: protocol 2 (RESP3 is refused), optional AUTH and SETNAME."),
     spec!("client", -2, CONN, (0, 0, 0), "connection", client::client,
         "CLIENT ID, GETNAME, SETNAME, INFO, SETINFO."),
+    spec!("cluster", -2, &["stale", "loading"], (0, 0, 0), "cluster", admin::cluster,
+        "CLUSTER SLOTS, NODES, KEYSLOT, INFO, MYID: the hash slot map of a multi-process cluster (ringkv node), which Redis Cluster clients route by."),
     spec!("ringkv.addnode", -2, ADMIN, (0, 0, 0), "ringkv", admin::addnode,
         "RINGKV.ADDNODE id [weight]: adds a node and moves its keys to it."),
     spec!("ringkv.removenode", -2, ADMIN, (0, 0, 0), "ringkv", admin::removenode,

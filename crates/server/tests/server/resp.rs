@@ -299,3 +299,26 @@ async fn shutdown_serves_requests_in_flight_then_closes() {
         "no longer accepting"
     );
 }
+
+/// `ringkv serve` is one server, not a Redis Cluster: `CLUSTER` answers as
+/// a Redis server without cluster mode does, and INFO says so.
+#[tokio::test]
+async fn cluster_commands_say_cluster_support_is_disabled() {
+    let server = start(ServerConfig::default()).await;
+    let mut s = server.raw().await;
+    for sub in [&b"SLOTS"[..], b"NODES", b"KEYSLOT"] {
+        exchange(
+            &mut s,
+            &resp(&[b"CLUSTER", sub]),
+            b"-ERR This instance has cluster support disabled\r\n",
+        )
+        .await;
+    }
+    exchange(
+        &mut s,
+        &resp(&[b"INFO", b"cluster"]),
+        b"$30\r\n# Cluster\r\ncluster_enabled:0\r\n\r\n",
+    )
+    .await;
+    server.stop().await;
+}

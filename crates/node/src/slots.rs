@@ -1,0 +1,345 @@
+//! The Redis Cluster face of a node: `CLUSTER SLOTS`, `NODES`, `KEYSLOT`,
+//! `INFO` and `MYID`, so that Redis Cluster clients (redis-py's
+//! `RedisCluster`, `redis-benchmark --cluster`, ...) send each key straight
+//! to the node that serves it instead of through a forwarding hop.
+//!
+//! A key's token begins with its Redis Cluster hash slot
+//! (`ringkv_ring::key_token`), so a slot is one run of tokens. With balanced
+//! partitions of at most 16,384 (a node's default), range boundaries fall
+//! on slot boundaries and each slot has exactly one serving node: the map is
+//! exact. With more partitions, or random vnodes, a slot may be split and
+//! the map names the node serving its first token: a hint, since any node
+//! forwards a key it does not serve. A client with an old map is forwarded
+//! too: a node never answers `-MOVED`.
+//!
+//! Everything here is a pure function of the node's view.
+
+use bytes::Bytes;
+use ringkv_meta::MetaState;
+use ringkv_ring::{SLOTS, key_slot, slot_tokens};
+use ringkv_server::route::AdminReply;
+
+/// Consecutive slots served by one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Run<'a> {
+    /// The first slot.
+    pub first: u16,
+    /// The last slot (inclusive).
+    pub last: u16,
+    /// The node serving them.
+    pub node: &'a str,
+}
+
+/// Every slot's serving node, in slot order, consecutive slots of one node
+/// merged. Empty before the cluster is initialised.
+pub(crate) fn runs(state: &MetaState) -> Vec<Run<'_>> {
+    let mut out: Vec<Run<'_>> = Vec::new();
+    for slot in 0..SLOTS {
+        let Some(serving) = state.serving(*slot_tokens(slot).start()) else {
+            return Vec::new();
+        };
+        match out.last_mut() {
+            Some(run) if run.node == serving.node => run.last = slot,
+            _ => out.push(Run {
+                first: slot,
+                last: slot,
+                node: serving.node,
+            }),
+        }
+    }
+    out
+}
+
+/// Answers `CLUSTER <args>` (`args[0]` is the subcommand) as node `me`.
+pub(crate) fn command(state: &MetaState, me: &str, args: &[Bytes]) -> AdminReply {
+    let sub = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let arity = match sub.as_str() {
+        "keyslot" => 2,
+        "slots" | "nodes" | "info" | "myid" => 1,
+        _ => {
+            return AdminReply::Error(format!(
+                "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
+                String::from_utf8_lossy(&args[0])
+            ));
+        }
+    };
+    if args.len() != arity {
+        return AdminReply::Error(format!(
+            "ERR wrong number of arguments for 'cluster|{sub}' command"
+        ));
+    }
+    match sub.as_str() {
+        "keyslot" => AdminReply::Int(i64::from(key_slot(&args[1]))),
+        "myid" => AdminReply::Text(me.to_string()),
+        "slots" => slots(state),
+        "nodes" => AdminReply::Text(nodes(state, me)),
+        _ => AdminReply::Text(info(state)),
+    }
+}
+
+/// `CLUSTER SLOTS`: `[first, last, [host, port, id]]` per run.
+fn slots(state: &MetaState) -> AdminReply {
+    let entries = runs(state)
+        .into_iter()
+        .map(|run| {
+            let addr = state
+                .members
+                .get(run.node)
+                .map_or("", |m| m.client_addr.as_str());
+            let (host, port) = split_addr(addr);
+            AdminReply::Array(vec![
+                AdminReply::Int(i64::from(run.first)),
+                AdminReply::Int(i64::from(run.last)),
+                AdminReply::Array(vec![
+                    AdminReply::Text(host.to_string()),
+                    AdminReply::Int(i64::from(port)),
+                    AdminReply::Text(run.node.to_string()),
+                ]),
+            ])
+        })
+        .collect();
+    AdminReply::Array(entries)
+}
+
+/// `CLUSTER NODES`: Redis's line format, one line per member:
+/// `id host:port@peer-port flags - 0 0 epoch link slots...`. Every member
+/// is a master (R = 1); a member marked down is flagged `fail`.
+fn nodes(state: &MetaState, me: &str) -> String {
+    let runs = runs(state);
+    let mut out = String::new();
+    for (id, member) in &state.members {
+        let (host, port) = split_addr(&member.client_addr);
+        let (_, peer_port) = split_addr(&member.peer_addr);
+        let mut flags = if id == me { "myself,master" } else { "master" }.to_string();
+        if member.down {
+            flags.push_str(",fail");
+        }
+        let link = if member.down {
+            "disconnected"
+        } else {
+            "connected"
+        };
+        out.push_str(&format!(
+            "{id} {host}:{port}@{peer_port} {flags} - 0 0 {} {link}",
+            state.epoch
+        ));
+        for run in runs.iter().filter(|r| r.node == id) {
+            match run.first == run.last {
+                true => out.push_str(&format!(" {}", run.first)),
+                false => out.push_str(&format!(" {}-{}", run.first, run.last)),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `CLUSTER INFO`: the fields clients read. The state is `fail` while a
+/// slot's node is marked down (its keys are unavailable), as in Redis.
+fn info(state: &MetaState) -> String {
+    let runs = runs(state);
+    let down = |node: &str| state.members.get(node).is_none_or(|m| m.down);
+    let slots = |keep: &dyn Fn(&Run<'_>) -> bool| -> u32 {
+        runs.iter()
+            .filter(|r| keep(r))
+            .map(|r| u32::from(r.last - r.first) + 1)
+            .sum()
+    };
+    let assigned = slots(&|_| true);
+    let failed = slots(&|r| down(r.node));
+    let serving: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.node).collect();
+    let ok = assigned == u32::from(SLOTS) && failed == 0;
+    format!(
+        "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{}\r\n\
+         cluster_slots_pfail:0\r\ncluster_slots_fail:{failed}\r\ncluster_known_nodes:{}\r\n\
+         cluster_size:{}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{}\r\n",
+        if ok { "ok" } else { "fail" },
+        assigned - failed,
+        state.members.len(),
+        serving.len(),
+        state.epoch,
+        state.epoch,
+    )
+}
+
+/// `host:port` (or `[v6]:port`) into its host and port; port 0 if none.
+fn split_addr(addr: &str) -> (&str, u16) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.parse().unwrap_or(0),
+        ),
+        None => (addr, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::fixtures::{complete, two_nodes};
+    use ringkv_meta::Command;
+
+    fn words(args: &[&str]) -> Vec<Bytes> {
+        args.iter().map(|a| Bytes::from(a.to_string())).collect()
+    }
+
+    /// The runs tile slots 0..=16383 in order, and every key is served by
+    /// the node its slot's run names: the map is exact.
+    fn assert_exact(state: &MetaState) {
+        let runs = runs(state);
+        assert_eq!(runs.first().map(|r| r.first), Some(0));
+        assert_eq!(runs.last().map(|r| r.last), Some(SLOTS - 1));
+        for pair in runs.windows(2) {
+            assert_eq!(pair[1].first, pair[0].last + 1);
+            assert_ne!(pair[1].node, pair[0].node, "runs of one node are merged");
+        }
+        for i in 0..20_000 {
+            let key = format!("key:{i}");
+            let slot = key_slot(key.as_bytes());
+            let run = runs
+                .iter()
+                .find(|r| (r.first..=r.last).contains(&slot))
+                .unwrap();
+            assert_eq!(
+                state.serving_key(key.as_bytes()).unwrap().node,
+                run.node,
+                "key {key} in slot {slot}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_map_is_exact_before_during_and_after_a_change() {
+        let mut state = two_nodes();
+        assert_exact(&state);
+        assert!(runs(&state).iter().all(|r| r.node == "1"));
+        state
+            .apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        let change = state.change.as_ref().unwrap().id;
+        let half: Vec<usize> = (0..state.change.as_ref().unwrap().ranges.len() / 2).collect();
+        state
+            .apply(&Command::FenceRanges {
+                change,
+                ranges: half.clone(),
+            })
+            .unwrap();
+        state
+            .apply(&Command::SwitchRanges {
+                change,
+                ranges: half,
+            })
+            .unwrap();
+        // Half the ranges switched: both nodes serve some slots.
+        assert_exact(&state);
+        let nodes: std::collections::BTreeSet<&str> = runs(&state).iter().map(|r| r.node).collect();
+        assert_eq!(nodes.len(), 2);
+
+        let mut state = two_nodes();
+        complete(&mut state, "2");
+        assert_exact(&state);
+        let two: u32 = runs(&state)
+            .iter()
+            .filter(|r| r.node == "2")
+            .map(|r| u32::from(r.last - r.first) + 1)
+            .sum();
+        assert_eq!(two, 8192, "64 balanced partitions: half the slots each");
+    }
+
+    #[test]
+    fn an_uninitialised_cluster_has_no_slots() {
+        let state = MetaState::new();
+        assert!(runs(&state).is_empty());
+        let AdminReply::Text(info) = command(&state, "1", &words(&["info"])) else {
+            panic!("CLUSTER INFO is text");
+        };
+        assert!(info.starts_with("cluster_state:fail\r\n"), "{info}");
+    }
+
+    #[test]
+    fn slots_nodes_and_info_describe_the_view() {
+        let mut state = two_nodes();
+        complete(&mut state, "2");
+        let AdminReply::Array(entries) = command(&state, "1", &words(&["SLOTS"])) else {
+            panic!("CLUSTER SLOTS is an array");
+        };
+        assert_eq!(entries.len(), runs(&state).len());
+        let AdminReply::Array(first) = &entries[0] else {
+            panic!("an entry is an array");
+        };
+        assert!(matches!(first[0], AdminReply::Int(0)));
+        let AdminReply::Array(node) = &first[2] else {
+            panic!("the node is an array");
+        };
+        let owner = runs(&state)[0].node;
+        assert!(matches!(&node[0], AdminReply::Text(h) if h == "127.0.0.1"));
+        assert!(
+            matches!(&node[1], AdminReply::Int(p) if *p == format!("1{owner}").parse::<i64>().unwrap())
+        );
+        assert!(matches!(&node[2], AdminReply::Text(id) if id == owner));
+
+        // CLUSTER NODES, read as redis-benchmark reads it.
+        let AdminReply::Text(text) = command(&state, "2", &words(&["nodes"])) else {
+            panic!("CLUSTER NODES is text");
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let mut slots = 0;
+        for line in lines {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let id = fields[0];
+            assert_eq!(fields[1], format!("127.0.0.1:1{id}@2{id}"));
+            let want = if id == "2" { "myself,master" } else { "master" };
+            assert_eq!(fields[2], want);
+            assert_eq!(fields[3], "-");
+            assert_eq!(fields[7], "connected");
+            for def in &fields[8..] {
+                let (a, b) = def.split_once('-').unwrap_or((def, def));
+                slots += b.parse::<u32>().unwrap() - a.parse::<u32>().unwrap() + 1;
+            }
+        }
+        assert_eq!(slots, u32::from(SLOTS));
+
+        let AdminReply::Text(info) = command(&state, "1", &words(&["info"])) else {
+            panic!("CLUSTER INFO is text");
+        };
+        assert!(info.starts_with("cluster_state:ok\r\n"), "{info}");
+        assert!(info.contains("cluster_slots_assigned:16384\r\n"), "{info}");
+        assert!(info.contains("cluster_known_nodes:2\r\n"), "{info}");
+
+        // A member marked down: its slots fail, the cluster state too.
+        state.apply(&Command::MarkDown { id: "2".into() }).unwrap();
+        let AdminReply::Text(info) = command(&state, "1", &words(&["info"])) else {
+            panic!("CLUSTER INFO is text");
+        };
+        assert!(info.starts_with("cluster_state:fail\r\n"), "{info}");
+        assert!(info.contains("cluster_slots_fail:8192\r\n"), "{info}");
+        let AdminReply::Text(text) = command(&state, "1", &words(&["nodes"])) else {
+            panic!("CLUSTER NODES is text");
+        };
+        assert!(text.contains(" master,fail - 0 0 "), "{text}");
+    }
+
+    #[test]
+    fn keyslot_myid_and_bad_subcommands() {
+        let state = two_nodes();
+        assert!(matches!(
+            command(&state, "1", &words(&["keyslot", "foo"])),
+            AdminReply::Int(12182)
+        ));
+        assert!(
+            matches!(command(&state, "1", &words(&["MYID"])), AdminReply::Text(id) if id == "1")
+        );
+        let AdminReply::Error(e) = command(&state, "1", &words(&["keyslot"])) else {
+            panic!("an arity error");
+        };
+        assert_eq!(
+            e,
+            "ERR wrong number of arguments for 'cluster|keyslot' command"
+        );
+        let AdminReply::Error(e) = command(&state, "1", &words(&["meet", "x"])) else {
+            panic!("an unknown subcommand");
+        };
+        assert_eq!(e, "ERR unknown subcommand 'meet'. Try CLUSTER HELP.");
+    }
+}
