@@ -12,13 +12,18 @@
 #           -P 16, each run about $SECS s (or $REQUESTS requests); $REPS
 #           rounds, the systems in an order that alternates between rounds;
 #           medians.
-#             nodes    three redis-benchmark processes in parallel, one per
-#                      node (-c 17/17/16, -n split alike): ringkv nodes do not
-#                      answer CLUSTER SLOTS, any node serves any key by
-#                      forwarding it to its owner. rps = the sum of the three
-#                      (tput.csv also keeps -n and the wall time of the
-#                      three). Before the first run, 300 requests through each
-#                      node with one client open its peer connections.
+#             nodes    three ringkv node processes, driven as Redis Cluster
+#                      is: redis-benchmark --cluster reads CLUSTER NODES and
+#                      sends each key to the node serving its hash slot.
+#             nodes-fwd  the same three processes, driven by three
+#                      redis-benchmark processes in parallel without
+#                      --cluster, one per node (-c 17/17/16, -n split alike):
+#                      any node serves any key by forwarding it to its
+#                      owner, as for a client that does not know the slot
+#                      map. rps = the sum of the three (tput.csv also keeps
+#                      -n and the wall time of the three). Before the first
+#                      run, 300 requests through each node with one client
+#                      open its peer connections.
 #             cluster  redis-benchmark --cluster (one client thread per
 #                      master, each sending only keys of its master's slots).
 #             serve    ringkv serve, one redis-benchmark.
@@ -57,7 +62,7 @@
 # Environment: RINGKV (binary, default target/release/ringkv), REPS (3),
 # SECS (6), REQUESTS (-n of every run, total over the processes; default:
 # calibrated per system and load to last about $SECS s), SYSTEMS ("nodes
-# cluster serve redis"), KEYS (1000000), ROUNDS (1), LIMIT (600), PROBE_N (40000),
+# nodes-fwd cluster serve redis"), KEYS (1000000), ROUNDS (1), LIMIT (600), PROBE_N (40000),
 # PARTITIONS (ringkv node --partitions; default: ringkv's own default),
 # OUT (raw CSV and logs, default bench-out/nodes).
 # Redis Cluster config files and the load files live in a fresh directory
@@ -68,7 +73,7 @@ RINGKV=${RINGKV:-target/release/ringkv}
 REPS=${REPS:-3}
 SECS=${SECS:-6}
 REQUESTS=${REQUESTS:-}
-SYSTEMS=${SYSTEMS:-nodes cluster serve redis}
+SYSTEMS=${SYSTEMS:-nodes nodes-fwd cluster serve redis}
 KEYS=${KEYS:-1000000}
 ROUNDS=${ROUNDS:-1}
 PROBE_N=${PROBE_N:-40000}
@@ -230,20 +235,21 @@ start_single() {
 # servers SYSTEM: the process names of a system
 servers() {
   case $1 in
-  nodes) echo n1 n2 n3 ;;
+  nodes | nodes-fwd) echo n1 n2 n3 ;;
   cluster) echo rc1 rc2 rc3 ;;
   *) echo "$1" ;;
   esac
 }
 # bench SYSTEM TEST P N: one run; prints "rps,wall_ms,server_cpu_ms,p50,p99"
-# (p50 and p99 in ms; for nodes, of the process with most clients)
+# (p50 and p99 in ms; for nodes-fwd, of the process with most clients)
 bench() {
   local sys=$1 t=$2 P=$3 n=$4 t0 t1 c0 c1 rps i
   local common=(-c 50 -t "$t" -P "$P" -d 100 -r 100000 --csv)
   # shellcheck disable=SC2046
   c0=$(cpu_ticks $(servers "$sys")); t0=$(now_ms)
   case $sys in
-  nodes)
+  nodes) redis-benchmark --cluster -h 127.0.0.1 -p "${PORT[n1]}" "${common[@]}" -n "$n" >"$TMP/rb1.out" 2>&1 || true ;;
+  nodes-fwd)
     local clients=(17 17 16) pids=()
     for i in 1 2 3; do
       redis-benchmark -h 127.0.0.1 -p "${PORT[n$i]}" "${common[@]}" -c "${clients[$((i - 1))]}" \
@@ -258,7 +264,7 @@ bench() {
   t1=$(now_ms)
   # shellcheck disable=SC2046
   c1=$(cpu_ticks $(servers "$sys"))
-  local files=("$TMP/rb1.out"); [ "$sys" != nodes ] || files=("$TMP"/rb[123].out)
+  local files=("$TMP/rb1.out"); [ "$sys" != nodes-fwd ] || files=("$TMP"/rb[123].out)
   for i in "${files[@]}"; do
     if grep -qiE 'error|exception' "$i" || ! grep -q "^\"${t^^}\"" "$i"; then
       note "$sys $t -P $P -n $n: redis-benchmark did not finish cleanly: $(tr '\r\n' '  ' <"$i" | cut -c1-300)"
@@ -307,14 +313,14 @@ part_tput() {
   declare -A N
   for s in $SYSTEMS; do
     case $s in
-    nodes) start_nodes n 3; warm_nodes n 3 ;;
+    nodes | nodes-fwd) [ -n "${PID[n1]:-}" ] || { start_nodes n 3; warm_nodes n 3; } ;;
     cluster) start_rcs rc 3 ;;
     serve) start_single serve ;;
     redis) start_single redis ;;
     *) echo "unknown system $s" >&2; exit 1 ;;
     esac
   done
-  if has nodes; then rm -f "$OUT/forward.csv"; forwarded; fi
+  if has nodes-fwd; then rm -f "$OUT/forward.csv"; forwarded; fi
   for P in 1 16; do for t in set get; do for s in $SYSTEMS; do
     N[$s,$t,$P]=$(calib "$s" $t $P)
   done; done; done
@@ -325,12 +331,12 @@ part_tput() {
       echo "$r,$s,P$P,${t^^},${N[$s,$t,$P]},$(bench "$s" $t $P "${N[$s,$t,$P]}")" | rec tput.csv
     done; done; done
   done
-  if has nodes; then
+  if has nodes || has nodes-fwd; then
     note "tput: ringkv nodes' keys after the runs: $(nodes_keys n1)"
     note "tput: 'too many peer handshakes' warnings in the nodes' logs: $(cat "$OUT"/n[123].log | grep -c 'too many peer handshakes' || true)"
   fi
   # shellcheck disable=SC2046
-  stop $(for s in $SYSTEMS; do servers "$s"; done)
+  stop $(for s in $SYSTEMS; do servers "$s"; done | tr ' ' '\n' | sort -u)
 }
 
 # --- rebalance -------------------------------------------------------------
@@ -576,13 +582,13 @@ summary() {
   if [ -s "$f" ]; then
     echo "## requests/s, median of $(cut -d, -f1 "$f" | sort -u | wc -l) rounds (ratio: ringkv nodes / Redis Cluster of the medians)"
     echo
-    echo "| load | ringkv nodes (3 processes) | Redis Cluster (3 masters) | ratio | ringkv serve | redis-server alone |"
-    echo "|---|---|---|---|---|---|"
+    echo "| load | ringkv nodes, --cluster | Redis Cluster (3 masters) | ratio | ringkv nodes, forwarding | ringkv serve | redis-server alone |"
+    echo "|---|---|---|---|---|---|---|"
     for P in 1 16; do for t in SET GET; do
       nodes=$(col nodes $P $t 6); cl=$(col cluster $P $t 6)
-      printf '| %s -P %s | %s | %s | %s | %s | %s |\n' $t $P "$(fmt "$nodes")" "$(fmt "$cl")" \
+      printf '| %s -P %s | %s | %s | %s | %s | %s | %s |\n' $t $P "$(fmt "$nodes")" "$(fmt "$cl")" \
         "$(awk -v a="$nodes" -v b="$cl" 'BEGIN { if (a + 0 && b + 0) printf "**%.2f**", a / b; else print "-" }')" \
-        "$(fmt "$(col serve $P $t 6)")" "$(fmt "$(col redis $P $t 6)")"
+        "$(fmt "$(col nodes-fwd $P $t 6)")" "$(fmt "$(col serve $P $t 6)")" "$(fmt "$(col redis $P $t 6)")"
     done; done
     echo
     echo "## server CPU seconds per 100k requests (median), p99 ms (median)"
