@@ -19,9 +19,22 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 const SECRET: &str = "the node process tests' secret";
 
 /// A free loopback address (bound, then released for the node to take).
+///
+/// Drawn at random below Linux's ephemeral range (32768-60999): a port
+/// from `bind(0)` is an ephemeral one, which any outgoing connection of the
+/// tests running alongside (clients, peers, redis-py) may take before the
+/// node binds it, and the node then fails with "Address already in use".
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        // A fresh `RandomState` is randomly keyed: a random draw from std.
+        let mut draw = std::collections::hash_map::RandomState::new().build_hasher();
+        draw.write_u32(std::process::id());
+        let port = 20_000 + (draw.finish() % 12_000) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("addr");
+        }
+    }
 }
 
 /// How a node process starts.
