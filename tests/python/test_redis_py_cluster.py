@@ -5,6 +5,13 @@ the nodes and pass their client ports, the first one first:
 
     RINGKV_PORTS=7001,7002,7003 python3 tests/python/test_redis_py_cluster.py
 
+With `redirect` as its argument (nodes started with --cluster-redirects),
+it checks instead that a node answers -MOVED for a key it does not serve,
+and that RedisCluster follows a join: it writes keys, prints "ready", waits
+for a line "go PORT" on stdin (the test has started a fourth node on PORT
+meanwhile and waited for the join to finish), then reads every key back
+through its old map, which the -MOVED replies refresh, without a hop.
+
 RedisCluster learns the slot map from CLUSTER SLOTS on the first node and
 sends each key to the node serving its slot. The checks: it finds all three
 nodes, its slots agree with CLUSTER KEYSLOT, reads, writes, multi-key
@@ -94,7 +101,45 @@ def test_a_plain_client_is_forwarded():
     assert sum(forwarded()) > before
 
 
+def redirect():
+    rc = RedisCluster(host="127.0.0.1", port=PORTS[0])
+    for i, key in enumerate(KEYS):
+        assert rc.set(key, f"r{i}") is True
+    # A plain client at the first node: its own keys, -MOVED for others.
+    plain = direct(PORTS[0])
+    moved = 0
+    for key in KEYS[:30]:
+        try:
+            plain.get(key)
+        except redis.exceptions.MovedError as e:
+            assert e.slot_id == rc.keyslot(key), (key, e.message)
+            assert e.port in PORTS and e.port != PORTS[0], e.message
+            moved += 1
+    assert 0 < moved < 30, moved
+    before = forwarded()
+    print("ready", flush=True)
+    word, port = sys.stdin.readline().split()
+    assert word == "go", word
+    new = int(port)
+    # The old map still sends every key to one of the first three nodes;
+    # those the fourth node now serves come back -MOVED, and redis-py
+    # reads the map again.
+    for i, key in enumerate(KEYS):
+        assert rc.get(key) == f"r{i}".encode(), key
+    assert forwarded() == before, f"requests forwarded: {before} -> {forwarded()}"
+    assert new in [n.port for n in rc.get_nodes()], rc.get_nodes()
+    moved_here = [k for k in KEYS if rc.get_node_from_key(k).port == new]
+    assert moved_here, "no key maps to the new node"
+    assert int(direct(new).info("ring")["ring_local_keys"]) >= len(moved_here)
+    assert int(direct(new).info("ring")["ring_forwarded"]) == 0
+    rc.close()
+    print("ok redirect")
+
+
 def main():
+    if sys.argv[1:] == ["redirect"]:
+        redirect()
+        return
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
     # Order matters: the key writes come before the forwarding check.
     tests.sort(key=lambda t: t.__code__.co_firstlineno)

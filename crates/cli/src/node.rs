@@ -65,6 +65,13 @@ pub struct NodeArgs {
     /// ranges (0: as fast as it can).
     #[arg(long, default_value_t = 0)]
     pub rebalance_rate: u64,
+    /// Answer a request for a key another node serves with Redis Cluster's
+    /// `-MOVED slot host:port` instead of forwarding it: for deployments
+    /// whose clients all route by the slot map (`CLUSTER SLOTS`), which
+    /// then follow a membership change at once. Plain clients need the
+    /// default (forwarding).
+    #[arg(long)]
+    pub cluster_redirects: bool,
 }
 
 fn fsync_policy(name: &str) -> Result<FsyncPolicy, String> {
@@ -93,6 +100,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     config.fsync = args.fsync;
     config.server.requirepass = args.requirepass.clone();
     config.rebalance_rate = Some(args.rebalance_rate).filter(|&r| r > 0);
+    config.redirects = args.cluster_redirects;
     config.placement = ringkv_meta::PlacementSpec::BalancedPartitions {
         partitions: args.partitions,
     };

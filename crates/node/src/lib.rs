@@ -101,6 +101,11 @@ pub struct NodeConfig {
     /// Keys per second this node copies when it receives ranges (`None`:
     /// as fast as it can).
     pub rebalance_rate: Option<u64>,
+    /// Answer a client's request for a key another node serves with Redis
+    /// Cluster's `-MOVED slot host:port` instead of forwarding it
+    /// (`--cluster-redirects`): for clients that all route by the slot
+    /// map, which then learn a changed map at once.
+    pub redirects: bool,
 }
 
 impl NodeConfig {
@@ -119,6 +124,7 @@ impl NodeConfig {
             raft: raft_config(),
             down_after: Duration::from_secs(5),
             rebalance_rate: None,
+            redirects: false,
         }
     }
 }
@@ -204,6 +210,8 @@ pub(crate) struct Inner {
     pub executor: OnceLock<Executor>,
     /// `--rebalance-rate`: keys per second of this node's copies.
     pub rebalance_rate: Option<u64>,
+    /// `--cluster-redirects`: `-MOVED` instead of forwarding.
+    pub redirects: bool,
     pub raft_service: OnceLock<Arc<ringkv_meta::raft::RaftService>>,
     /// The queues of requests forwarded to peers.
     pub batches: batch::Batches,
@@ -397,6 +405,7 @@ impl Node {
             readied: tokio::sync::Notify::new(),
             executor: OnceLock::new(),
             rebalance_rate: config.rebalance_rate.filter(|&r| r > 0),
+            redirects: config.redirects,
             raft_service: OnceLock::new(),
             batches: batch::Batches::new(Arc::clone(&transport)),
             clean_at: AtomicU64::new(u64::MAX),

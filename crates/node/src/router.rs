@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 use parking_lot::lock_api::ArcRwLockReadGuard;
 use ringkv_meta::{Command, MetaState, Rejected};
 use ringkv_peer::TransportError;
-use ringkv_ring::key_token;
+use ringkv_ring::{key_slot, key_token};
 use ringkv_server::route::{
     AdminReply, Elsewhere, Executor, Forwarded, Many, Request, Route, Router, ScanPage,
 };
@@ -142,6 +142,11 @@ impl Router for NodeRouter {
                         "ERR the keys of WATCH and MULTI/EXEC are served by node {node} ({addr}); run the transaction there"
                     ));
                 }
+                if inner.redirects {
+                    // Nothing ran: the client retries at the node named,
+                    // after reading the map again.
+                    return Route::Error(moved(&guard, &node, &request.keys[0]));
+                }
                 drop(guard);
                 let inner = Arc::clone(inner);
                 let words = request.words.to_vec();
@@ -211,7 +216,9 @@ impl Router for NodeRouter {
 
     fn route_many(&self, requests: &[Request<'_>]) -> Option<Many> {
         let inner = &self.inner;
-        if !inner.ready.load(Ordering::Acquire) {
+        // With redirects nothing is forwarded: each request runs here or
+        // gets its `-MOVED` on its own.
+        if !inner.ready.load(Ordering::Acquire) || inner.redirects {
             return None;
         }
         // Decided by one view; the owners check it against theirs (the
@@ -337,6 +344,16 @@ impl Router for NodeRouter {
     fn ring_info(&self) -> Vec<(String, String)> {
         ring_info(&self.inner)
     }
+}
+
+/// Redis Cluster's redirection to `node`, which serves `key`:
+/// `MOVED <slot> <host:port>`.
+fn moved(state: &MetaState, node: &str, key: &[u8]) -> String {
+    let addr = state
+        .members
+        .get(node)
+        .map_or("?", |m| m.client_addr.as_str());
+    format!("MOVED {} {addr}", key_slot(key))
 }
 
 /// `INFO`'s `# Ring` section of a node: the cluster as its view has it, and

@@ -10,7 +10,8 @@
 //! exact. With more partitions, or random vnodes, a slot may be split and
 //! the map names the node serving its first token: a hint, since any node
 //! forwards a key it does not serve. A client with an old map is forwarded
-//! too: a node never answers `-MOVED`.
+//! too, unless the node runs with `--cluster-redirects` (`-MOVED`, in
+//! `router.rs`).
 //!
 //! Everything here is a pure function of the node's view.
 

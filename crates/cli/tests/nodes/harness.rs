@@ -72,6 +72,15 @@ impl NodeProc {
     /// Starts the process (with extra environment `env`) and waits until
     /// it has started its servers.
     pub fn start(&mut self, mode: Mode, env: &[(&str, &str)]) {
+        self.launch(mode, env, &[]);
+    }
+
+    /// Starts the process with extra arguments `args`, as [`NodeProc::start`].
+    pub fn start_with(&mut self, mode: Mode, args: &[&str]) {
+        self.launch(mode, &[], args);
+    }
+
+    fn launch(&mut self, mode: Mode, env: &[(&str, &str)], args: &[&str]) {
         assert!(self.child.is_none(), "{} runs already", self.id);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
         cmd.arg("node")
@@ -99,6 +108,7 @@ impl NodeProc {
             }
             Mode::Restart => {}
         }
+        cmd.args(args);
         let mut child = cmd.spawn().expect("ringkv node starts");
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::clone(&self.log);

@@ -271,6 +271,59 @@ fn redis_py_cluster_routes_each_key_to_the_node_serving_its_slot() {
     );
 }
 
+/// With `--cluster-redirects`, a node answers `-MOVED` for a key another
+/// node serves, and redis-py's `RedisCluster` follows a join by the
+/// redirections: every key reads back through the client's old map, with
+/// no hop (`tests/python/test_redis_py_cluster.py redirect`).
+#[test]
+fn with_redirects_redis_py_cluster_follows_a_join_by_moved_replies() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let home = tempfile::tempdir().unwrap();
+    let mut n: Vec<NodeProc> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|id| NodeProc::new(home.path(), id))
+        .collect();
+    let seed = n[0].peer;
+    n[0].start_with(Mode::Init, &["--cluster-redirects"]);
+    n[1].start_with(Mode::Join(seed), &["--cluster-redirects"]);
+    n[2].start_with(Mode::Join(seed), &["--cluster-redirects"]);
+    settle(&[&n[0], &n[1], &n[2]], &["n1", "n2", "n3"]);
+    let ports: Vec<String> = n[..3].iter().map(|p| p.client.port().to_string()).collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python/test_redis_py_cluster.py");
+    let mut python = Command::new("python3")
+        .arg(&script)
+        .arg("redirect")
+        .env("RINGKV_PORTS", ports.join(","))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (install Python 3 and tests/python/requirements.txt)");
+    let mut out = BufReader::new(python.stdout.take().unwrap()).lines();
+    let first = out.next().map(|l| l.unwrap());
+    if first.as_deref() != Some("ready") {
+        let output = python.wait_with_output().unwrap();
+        panic!(
+            "redis-py did not get ready ({first:?}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    n[3].start_with(Mode::Join(seed), &["--cluster-redirects"]);
+    settle(&[&n[0], &n[1], &n[2], &n[3]], &["n1", "n2", "n3", "n4"]);
+    let mut stdin = python.stdin.take().unwrap();
+    writeln!(stdin, "go {}", n[3].client.port()).unwrap();
+    drop(stdin);
+    let rest: Vec<String> = out.map(|l| l.unwrap()).collect();
+    let output = python.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && rest == ["ok redirect"],
+        "redis-py redirect checks failed: {rest:?}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn cluster_up_starts_agreeing_nodes_status_prints_them_and_a_signal_stops_them_all() {
     use std::io::{BufRead, BufReader};
