@@ -1,8 +1,9 @@
 //! A consistent hash ring with weighted virtual nodes.
 //!
-//! - Keys and vnodes are placed with `xxh3_64` over explicit bytes
-//!   ([`key_token`], [`vnode_token`]), so positions are the same on every
-//!   machine and in every version.
+//! - Keys and vnodes are placed over explicit bytes ([`key_token`]: the
+//!   key's Redis Cluster slot, then `xxh3_64`; [`vnode_token`]: `xxh3_64`),
+//!   so positions are the same on every machine and in every version, and
+//!   each Redis Cluster slot is one run of tokens ([`slot_tokens`]).
 //! - A key with a hash tag is placed by its tag alone ([`hash_tag`], the
 //!   rule of Redis Cluster and twemproxy): `{user1}.name` and
 //!   `{user1}.email` share a token, so they always live on one node and

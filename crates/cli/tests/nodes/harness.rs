@@ -229,6 +229,20 @@ impl Drop for NodeProc {
     }
 }
 
+/// Nodes `ids` under `home`, the first `up` of them started with extra
+/// arguments `args` (the first with `--init`, the others joining it) and
+/// settled; the rest not started.
+pub fn started(home: &Path, ids: &[&str], up: usize, args: &[&str]) -> Vec<NodeProc> {
+    let mut n: Vec<NodeProc> = ids.iter().map(|id| NodeProc::new(home, id)).collect();
+    let seed = n[0].peer;
+    for (i, node) in n.iter_mut().take(up).enumerate() {
+        let mode = if i == 0 { Mode::Init } else { Mode::Join(seed) };
+        node.start_with(mode, args);
+    }
+    settle(&n[..up].iter().collect::<Vec<_>>(), &ids[..up]);
+    n
+}
+
 /// Waits until every running node in `nodes` lists exactly `ids`, all
 /// up, no change in flight, at one epoch.
 pub fn settle(nodes: &[&NodeProc], ids: &[&str]) {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use harness::{Mode, Model, NodeProc, check, load, settle, writer};
+use harness::{Mode, Model, NodeProc, check, load, settle, started, writer};
 
 /// Keys loaded before the join: enough that every source serves pages.
 const KEYS: usize = 3000;
@@ -117,15 +117,7 @@ fn a_node_joins_under_load_one_restarts_after_kill_9_and_one_leaves() {
 #[test]
 fn a_dead_member_is_removed_with_force_and_only_its_keys_are_lost() {
     let home = tempfile::tempdir().unwrap();
-    let mut n: Vec<NodeProc> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| NodeProc::new(home.path(), id))
-        .collect();
-    let seed = n[0].peer;
-    n[0].start(Mode::Init, &[]);
-    n[1].start(Mode::Join(seed), &[]);
-    n[2].start(Mode::Join(seed), &[]);
-    settle(&[&n[0], &n[1], &n[2]], &["n1", "n2", "n3"]);
+    let mut n = started(home.path(), &["n1", "n2", "n3"], 3, &[]);
     let mut model = Model::default();
     load(&n[0], KEYS, &mut model);
     let mut con = n[0].connect().unwrap();
@@ -232,6 +224,12 @@ fn the_leader_aborting_after_a_switch_restarts_and_the_join_completes() {
     abort_during_join("after-switch", &[0, 1, 2]);
 }
 
+/// `tests/python/test_redis_py_cluster.py`.
+fn python_cluster_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python/test_redis_py_cluster.py")
+}
+
 /// redis-py's `RedisCluster`, a Redis Cluster client, against three nodes:
 /// it reads the slot map from `CLUSTER SLOTS` and sends each key to the
 /// node serving it, with no forwarding hop
@@ -240,18 +238,9 @@ fn the_leader_aborting_after_a_switch_restarts_and_the_join_completes() {
 #[test]
 fn redis_py_cluster_routes_each_key_to_the_node_serving_its_slot() {
     let home = tempfile::tempdir().unwrap();
-    let mut n: Vec<NodeProc> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| NodeProc::new(home.path(), id))
-        .collect();
-    let seed = n[0].peer;
-    n[0].start(Mode::Init, &[]);
-    n[1].start(Mode::Join(seed), &[]);
-    n[2].start(Mode::Join(seed), &[]);
-    settle(&[&n[0], &n[1], &n[2]], &["n1", "n2", "n3"]);
+    let n = started(home.path(), &["n1", "n2", "n3"], 3, &[]);
     let ports: Vec<String> = n.iter().map(|p| p.client.port().to_string()).collect();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python/test_redis_py_cluster.py");
+    let script = python_cluster_script();
     let output = std::process::Command::new("python3")
         .arg(&script)
         .env("RINGKV_PORTS", ports.join(","))
@@ -280,18 +269,11 @@ fn with_redirects_redis_py_cluster_follows_a_join_by_moved_replies() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
     let home = tempfile::tempdir().unwrap();
-    let mut n: Vec<NodeProc> = ["n1", "n2", "n3", "n4"]
-        .iter()
-        .map(|id| NodeProc::new(home.path(), id))
-        .collect();
+    let redirects = ["--cluster-redirects"];
+    let mut n = started(home.path(), &["n1", "n2", "n3", "n4"], 3, &redirects);
     let seed = n[0].peer;
-    n[0].start_with(Mode::Init, &["--cluster-redirects"]);
-    n[1].start_with(Mode::Join(seed), &["--cluster-redirects"]);
-    n[2].start_with(Mode::Join(seed), &["--cluster-redirects"]);
-    settle(&[&n[0], &n[1], &n[2]], &["n1", "n2", "n3"]);
     let ports: Vec<String> = n[..3].iter().map(|p| p.client.port().to_string()).collect();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python/test_redis_py_cluster.py");
+    let script = python_cluster_script();
     let mut python = Command::new("python3")
         .arg(&script)
         .arg("redirect")
@@ -310,7 +292,7 @@ fn with_redirects_redis_py_cluster_follows_a_join_by_moved_replies() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    n[3].start_with(Mode::Join(seed), &["--cluster-redirects"]);
+    n[3].start_with(Mode::Join(seed), &redirects);
     settle(&[&n[0], &n[1], &n[2], &n[3]], &["n1", "n2", "n3", "n4"]);
     let mut stdin = python.stdin.take().unwrap();
     writeln!(stdin, "go {}", n[3].client.port()).unwrap();
