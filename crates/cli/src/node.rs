@@ -94,6 +94,13 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         (None, true) => Start::Init,
         (None, false) => Start::Restart,
     };
+    if args.listen.ip().is_unspecified() {
+        // The address is published as it is (RINGKV.NODES, CLUSTER SLOTS).
+        tracing::warn!(
+            listen = %args.listen,
+            "--listen is a wildcard address: clients that route by CLUSTER SLOTS or NODES cannot reach it; listen on an address clients can reach"
+        );
+    }
     let mut config = NodeConfig::new(args.id.clone(), start, secret);
     config.weight = args.weight;
     config.data_dir = args.data_dir.clone();

@@ -26,6 +26,7 @@ use crate::state::{FIRST_RAFT_ID, MetaState};
 ///     peer_addr: format!("{id}:7379"),
 ///     weight: 1,
 ///     token: 0,
+///     key_format: ringkv_ring::KEY_FORMAT,
 /// };
 /// let placement = PlacementSpec::BalancedPartitions { partitions: 64 };
 /// let (state, r) = apply(MetaState::new(), &Command::Bootstrap { placement, node: node("a") });
@@ -125,6 +126,7 @@ impl MetaState {
         if self.is_initialised() || !self.members.is_empty() || self.epoch != 0 {
             return Err(Rejected::AlreadyInitialised);
         }
+        check_key_format(node)?;
         let empty = placement
             .placement()
             .empty_ring()
@@ -154,6 +156,7 @@ impl MetaState {
             });
         }
         NodeId::validate(&node.id).map_err(|e| bad_node(&node.id, e))?;
+        check_key_format(node)?;
         if node.weight == 0 {
             return Err(Rejected::BadNode {
                 id: node.id.clone(),
@@ -452,6 +455,23 @@ fn new_member(node: &NodeSpec, raft_id: u64, lifecycle: Lifecycle, since: u64) -
         down: false,
         since,
         token: node.token,
+    }
+}
+
+/// Every member places keys as this build does ([`ringkv_ring::KEY_FORMAT`]):
+/// a node of another layout would take keys outside its ranges for its
+/// own and delete them in its cleanup.
+fn check_key_format(node: &NodeSpec) -> Result<(), Rejected> {
+    match node.key_format == ringkv_ring::KEY_FORMAT {
+        true => Ok(()),
+        false => Err(Rejected::BadNode {
+            id: node.id.clone(),
+            reason: format!(
+                "it places keys by layout {}, this cluster by layout {}: run the same ringkv version on every node",
+                node.key_format,
+                ringkv_ring::KEY_FORMAT
+            ),
+        }),
     }
 }
 

@@ -27,6 +27,7 @@
 //!     peer_addr: format!("127.0.0.1:{}", 7379),
 //!     weight: 1,
 //!     token: 0,
+//!     key_format: ringkv_ring::KEY_FORMAT,
 //! };
 //! let mut state = MetaState::new();
 //! let placement = PlacementSpec::BalancedPartitions { partitions: 256 };

@@ -21,6 +21,14 @@ pub struct NodeSpec {
     /// first attempt by it. `0`: none.
     #[serde(default)]
     pub token: u64,
+    /// How the node places keys ([`ringkv_ring::KEY_FORMAT`]); a node of
+    /// another layout is refused. Absent (an older ringkv): 1.
+    #[serde(default = "key_format_1")]
+    pub key_format: u32,
+}
+
+fn key_format_1() -> u32 {
+    1
 }
 
 /// Where a member is in its life in the cluster.

@@ -21,6 +21,7 @@ fn spec(id: &str, n: u64) -> NodeSpec {
         peer_addr: format!("127.0.0.1:{}", 7000 + n),
         weight: 1,
         token: 0,
+        key_format: ringkv_ring::KEY_FORMAT,
     }
 }
 

@@ -188,6 +188,7 @@ fn spec(name: &str) -> NodeSpec {
         peer_addr: format!("{name}:7379"),
         weight: 1,
         token: 0,
+        key_format: ringkv_ring::KEY_FORMAT,
     }
 }
 

@@ -359,3 +359,37 @@ fn snapshots_carry_their_format() {
     let err = MetaState::decode(future.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("ringkv-meta/2"), "{err}");
 }
+
+/// A node that places keys by another layout (an older ringkv: its `Join`
+/// has no `key_format`) is refused, at bootstrap and at join, and nothing
+/// changes: it would take keys outside its ranges for its own.
+#[test]
+fn a_node_of_another_key_layout_is_refused() {
+    let old: NodeSpec = serde_json::from_str(
+        r#"{"id":"old","client_addr":"old:6379","peer_addr":"old:7379","weight":1}"#,
+    )
+    .unwrap();
+    assert_eq!(old.key_format, 1);
+    let mut s = MetaState::new();
+    let refused = s.apply(&Command::Bootstrap {
+        placement: common::PLACEMENT,
+        node: old.clone(),
+    });
+    assert!(
+        matches!(&refused, Err(ringkv_meta::Rejected::BadNode { id, reason })
+            if id == "old" && reason.contains("layout 1")),
+        "{refused:?}"
+    );
+    assert_eq!(s, MetaState::new());
+    s.apply(&Command::Bootstrap {
+        placement: common::PLACEMENT,
+        node: common::node("a", 1),
+    })
+    .unwrap();
+    let before = s.clone();
+    assert!(matches!(
+        s.apply(&Command::Join { node: old }),
+        Err(ringkv_meta::Rejected::BadNode { .. })
+    ));
+    assert_eq!(s, before);
+}

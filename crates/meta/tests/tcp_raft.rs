@@ -58,6 +58,7 @@ fn spec(id: &str, peer: &str) -> NodeSpec {
         peer_addr: peer.into(),
         weight: 1,
         token: 0,
+        key_format: ringkv_ring::KEY_FORMAT,
     }
 }
 

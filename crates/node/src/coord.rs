@@ -347,7 +347,7 @@ async fn commit(raft: &ringkv_meta::raft::MetaRaft, command: Command) -> bool {
 }
 
 /// A command for the log, with range lists shortened to their length (a
-/// change on 65,536 partitions names tens of thousands of ranges).
+/// change on 16,384 partitions, a node's default, names thousands of ranges).
 fn describe(command: &Command) -> String {
     match command {
         Command::FenceRanges { change, ranges }

@@ -37,8 +37,9 @@ use crate::view::{self, run_end};
 use crate::wire::{Counted, KeysPage, KeysRequest};
 
 /// Runs of [`view::run_end`] one page looks at, at most: a ring of 65,536
-/// partitions has about 40,000 runs on three nodes, so a scan of an empty
-/// cluster takes about ten pages.
+/// partitions (16,384, a node's default, has about a quarter as many) has
+/// about 40,000 runs on three nodes, so a scan of an empty cluster takes
+/// about ten pages.
 const RUNS_PER_PAGE: usize = 4096;
 
 /// Keys a node reads for one page at most.

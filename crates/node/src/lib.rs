@@ -227,8 +227,9 @@ pub(crate) struct Inner {
     /// As the leader: when (ms after `born`, plus one; 0: never) the last
     /// confirmation of its leadership by a quorum began.
     pub confirmed_at: AtomicU64,
-    /// Client requests sent on to another node (`INFO`'s
-    /// `ring_forwarded`): what a client that routes by the slot map saves.
+    /// Requests sent on to another node, each call counted (`INFO`'s
+    /// `ring_forwarded`; a retry counts again): what a client that routes
+    /// by the slot map saves.
     pub forwarded: AtomicU64,
 }
 
@@ -344,6 +345,7 @@ impl Node {
             weight: config.weight,
             // Nonzero: 0 is a member admitted without one.
             token: rand::random::<u64>().max(1),
+            key_format: ringkv_ring::KEY_FORMAT,
         };
         let cluster_config = ClusterConfig {
             fsync: config.fsync,

@@ -94,8 +94,9 @@ pub(crate) async fn scan(inner: &Arc<Inner>, request: Scan) -> Result<ScanPage, 
     .map_err(|e| e.to_string())?
 }
 
-/// Ranges one page call looks at, at most: a change on a ring of 65,536
-/// partitions has tens of thousands of small ranges, mostly empty.
+/// Ranges one page call looks at, at most: a change on a ring of 16,384
+/// partitions (a node's default) or more has thousands to tens of
+/// thousands of small ranges, mostly empty.
 const RANGES_PER_PAGE: usize = 4096;
 
 /// Reads about `count` entries of the ranges of `change` copying from

@@ -142,9 +142,11 @@ impl Router for NodeRouter {
                         "ERR the keys of WATCH and MULTI/EXEC are served by node {node} ({addr}); run the transaction there"
                     ));
                 }
-                if inner.redirects {
+                if inner.redirects && crate::slots::exact(&guard) {
                     // Nothing ran: the client retries at the node named,
-                    // after reading the map again.
+                    // after reading the map again. (With a map that is
+                    // only a hint, a slot split between two nodes would
+                    // send the client back and forth: forwarded instead.)
                     return Route::Error(moved(&guard, &node, &request.keys[0]));
                 }
                 drop(guard);
@@ -368,6 +370,8 @@ fn ring_info(inner: &Inner) -> Vec<(String, String)> {
             "ring_local_keys".to_string(),
             inner.cluster.dbsize().to_string(),
         ),
+        // Calls included, not client requests: a request retried after a
+        // wait, or following `Moved`, counts once per call.
         (
             "ring_forwarded".to_string(),
             inner.forwarded.load(Ordering::Relaxed).to_string(),

@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 use ringkv_meta::MetaState;
-use ringkv_ring::{SLOTS, key_slot, slot_tokens};
+use ringkv_ring::{Placement, SLOTS, key_slot, slot_tokens};
 use ringkv_server::route::AdminReply;
 
 /// Consecutive slots served by one node.
@@ -51,12 +51,22 @@ pub(crate) fn runs(state: &MetaState) -> Vec<Run<'_>> {
     out
 }
 
+/// Whether every slot has one serving node: balanced partitions, at most
+/// one per slot, so that no range boundary cuts a slot. Otherwise the map
+/// names the node serving each slot's first token, a hint.
+pub(crate) fn exact(state: &MetaState) -> bool {
+    state.ring.as_ref().is_some_and(|ring| {
+        matches!(ring.placement(), Placement::BalancedPartitions { partitions }
+            if partitions <= u32::from(SLOTS))
+    })
+}
+
 /// Answers `CLUSTER <args>` (`args[0]` is the subcommand) as node `me`.
 pub(crate) fn command(state: &MetaState, me: &str, args: &[Bytes]) -> AdminReply {
     let sub = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
     let arity = match sub.as_str() {
         "keyslot" => 2,
-        "slots" | "nodes" | "info" | "myid" => 1,
+        "slots" | "nodes" | "info" | "myid" | "help" => 1,
         _ => {
             return AdminReply::Error(format!(
                 "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
@@ -72,6 +82,19 @@ pub(crate) fn command(state: &MetaState, me: &str, args: &[Bytes]) -> AdminReply
     match sub.as_str() {
         "keyslot" => AdminReply::Int(i64::from(key_slot(&args[1]))),
         "myid" => AdminReply::Text(me.to_string()),
+        "help" => AdminReply::Lines(
+            [
+                "CLUSTER <subcommand> [<arg> ...]. Subcommands are:",
+                "SLOTS: each range of hash slots with the node serving it.",
+                "NODES: the members in Redis Cluster's line format, with their slots.",
+                "KEYSLOT <key>: the hash slot of <key>.",
+                "INFO: the cluster's state, slots and members.",
+                "MYID: this node's id.",
+                "HELP: this text.",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
         "slots" => slots(state),
         "nodes" => AdminReply::Text(nodes(state, me)),
         _ => AdminReply::Text(info(state)),
@@ -321,9 +344,48 @@ mod tests {
         assert!(text.contains(" master,fail - 0 0 "), "{text}");
     }
 
+    /// Redirects are sent only when the map is exact: balanced partitions,
+    /// at most one per slot.
+    #[test]
+    fn the_map_is_exact_only_when_no_range_cuts_a_slot() {
+        use crate::view::fixtures::spec;
+        use ringkv_meta::PlacementSpec;
+        assert!(exact(&two_nodes()));
+        assert!(!exact(&MetaState::new()));
+        for (placement, want) in [
+            (
+                PlacementSpec::BalancedPartitions { partitions: 16384 },
+                true,
+            ),
+            (
+                PlacementSpec::BalancedPartitions { partitions: 32768 },
+                false,
+            ),
+            (
+                PlacementSpec::RandomVnodes {
+                    vnodes_per_weight: 8,
+                },
+                false,
+            ),
+        ] {
+            let mut state = MetaState::new();
+            state
+                .apply(&Command::Bootstrap {
+                    placement,
+                    node: spec("1"),
+                })
+                .unwrap();
+            assert_eq!(exact(&state), want, "{placement:?}");
+        }
+    }
+
     #[test]
     fn keyslot_myid_and_bad_subcommands() {
         let state = two_nodes();
+        let AdminReply::Lines(help) = command(&state, "1", &words(&["help"])) else {
+            panic!("CLUSTER HELP is lines");
+        };
+        assert!(help.iter().any(|l| l.starts_with("SLOTS")), "{help:?}");
         assert!(matches!(
             command(&state, "1", &words(&["keyslot", "foo"])),
             AdminReply::Int(12182)

@@ -299,6 +299,7 @@ pub(crate) mod fixtures {
             peer_addr: format!("127.0.0.1:2{id}"),
             weight: 1,
             token: 0,
+            key_format: ringkv_ring::KEY_FORMAT,
         }
     }
 

@@ -64,7 +64,9 @@ mod serial;
 pub use balanced::{BalancedConfig, MAX_PARTITIONS, MIN_PARTITIONS};
 pub use diff::{RangeMove, ReplicaMove, RingDiff};
 pub use error::RingError;
-pub use hash::{SLOTS, Token, hash_tag, key_slot, key_token, slot_tokens, token_slot, vnode_token};
+pub use hash::{
+    KEY_FORMAT, SLOTS, Token, hash_tag, key_slot, key_token, slot_tokens, token_slot, vnode_token,
+};
 pub use node::{MAX_NODE_ID_LEN, NODE_ID_PUNCTUATION, NodeId};
 pub use placement::Placement;
 pub use preference::PreferenceList;

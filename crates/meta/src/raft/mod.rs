@@ -41,6 +41,7 @@
 //!     peer_addr: "127.0.0.1:7001".into(),
 //!     weight: 1,
 //!     token: 0,
+//!     key_format: ringkv_ring::KEY_FORMAT,
 //! };
 //! let placement = PlacementSpec::BalancedPartitions { partitions: 64 };
 //! let answer = raft.client_write(Command::Bootstrap { placement, node }).await?;

@@ -20,6 +20,7 @@ pub fn node(id: &str, weight: u32) -> NodeSpec {
         peer_addr: format!("127.0.0.1:7{}", id.len()),
         weight,
         token: 0,
+        key_format: ringkv_ring::KEY_FORMAT,
     }
 }
 

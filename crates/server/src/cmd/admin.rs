@@ -1,6 +1,6 @@
-//! Cluster administration, the `RINGKV.` commands. Not Redis Cluster's
-//! `CLUSTER` command on purpose: cluster-aware clients would read its
-//! replies as Redis Cluster slots and redirect.
+//! Cluster administration, the `RINGKV.` commands, and `CLUSTER` where no
+//! router answers it (`ringkv serve` is not a Redis Cluster: a node of a
+//! multi-process cluster answers `CLUSTER SLOTS` and the like itself).
 //!
 //! Membership changes return [`Outcome::Blocking`]: the redistribution
 //! holds the cluster's membership lock and copies ranges for as long as it
