@@ -134,10 +134,7 @@ impl Router for NodeRouter {
                     return Route::Moved { epoch, node };
                 }
                 if request.pinned {
-                    let addr = guard
-                        .members
-                        .get(&node)
-                        .map_or("?", |m| m.client_addr.as_str());
+                    let addr = client_addr(&guard, &node);
                     return Route::Error(format!(
                         "ERR the keys of WATCH and MULTI/EXEC are served by node {node} ({addr}); run the transaction there"
                     ));
@@ -147,7 +144,8 @@ impl Router for NodeRouter {
                     // after reading the map again. (With a map that is
                     // only a hint, a slot split between two nodes would
                     // send the client back and forth: forwarded instead.)
-                    return Route::Error(moved(&guard, &node, &request.keys[0]));
+                    let (slot, addr) = (key_slot(&request.keys[0]), client_addr(&guard, &node));
+                    return Route::Error(format!("MOVED {slot} {addr}"));
                 }
                 drop(guard);
                 let inner = Arc::clone(inner);
@@ -218,14 +216,17 @@ impl Router for NodeRouter {
 
     fn route_many(&self, requests: &[Request<'_>]) -> Option<Many> {
         let inner = &self.inner;
-        // With redirects nothing is forwarded: each request runs here or
-        // gets its `-MOVED` on its own.
-        if !inner.ready.load(Ordering::Acquire) || inner.redirects {
+        if !inner.ready.load(Ordering::Acquire) {
             return None;
         }
         // Decided by one view; the owners check it against theirs (the
         // epoch travels with each group), as for one request.
         let state = inner.view();
+        // Redirecting, nothing is forwarded: each request runs here or
+        // gets its `-MOVED` on its own.
+        if inner.redirects && crate::slots::exact(&state) {
+            return None;
+        }
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut here = Vec::new();
         let mut taken = 0;
@@ -348,14 +349,12 @@ impl Router for NodeRouter {
     }
 }
 
-/// Redis Cluster's redirection to `node`, which serves `key`:
-/// `MOVED <slot> <host:port>`.
-fn moved(state: &MetaState, node: &str, key: &[u8]) -> String {
-    let addr = state
+/// Where clients reach member `node` (`?` if it is not a member).
+fn client_addr<'a>(state: &'a MetaState, node: &str) -> &'a str {
+    state
         .members
         .get(node)
-        .map_or("?", |m| m.client_addr.as_str());
-    format!("MOVED {} {addr}", key_slot(key))
+        .map_or("?", |m| m.client_addr.as_str())
 }
 
 /// `INFO`'s `# Ring` section of a node: the cluster as its view has it, and

@@ -162,15 +162,10 @@ fn nodes(state: &MetaState, me: &str) -> String {
 /// slot's node is marked down (its keys are unavailable), as in Redis.
 fn info(state: &MetaState) -> String {
     let runs = runs(state);
-    let down = |node: &str| state.members.get(node).is_none_or(|m| m.down);
-    let slots = |keep: &dyn Fn(&Run<'_>) -> bool| -> u32 {
-        runs.iter()
-            .filter(|r| keep(r))
-            .map(|r| u32::from(r.last - r.first) + 1)
-            .sum()
-    };
-    let assigned = slots(&|_| true);
-    let failed = slots(&|r| down(r.node));
+    let width = |r: &Run<'_>| u32::from(r.last - r.first) + 1;
+    let down = |r: &&Run<'_>| state.members.get(r.node).is_none_or(|m| m.down);
+    let assigned: u32 = runs.iter().map(width).sum();
+    let failed: u32 = runs.iter().filter(down).map(width).sum();
     let serving: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.node).collect();
     let ok = assigned == u32::from(SLOTS) && failed == 0;
     format!(
