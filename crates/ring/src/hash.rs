@@ -27,10 +27,13 @@ use xxhash_rust::xxh3::xxh3_64;
 /// A position on the ring: the 64-bit circle `0..=u64::MAX`.
 pub type Token = u64;
 
-/// The layout of [`key_token`], which every node of a cluster must share:
-/// a node that placed keys otherwise would receive keys outside the ranges
-/// it serves and delete them. 1: `xxh3_64` of the tag alone; 2: the Redis
-/// Cluster slot, then `xxh3_64`.
+/// The layout of [`key_token`] and of the balanced allocation, which every
+/// node of a cluster must share: a node that placed keys otherwise would
+/// receive keys outside the ranges it serves and delete them, and each
+/// member's state machine recomputes the ring from the log of changes.
+/// 1: `xxh3_64` of the tag alone; 2: the Redis Cluster slot, then
+/// `xxh3_64`, and a leave hands partitions to the receiver with the most
+/// quota left.
 pub const KEY_FORMAT: u32 = 2;
 
 /// Redis Cluster's number of hash slots.
