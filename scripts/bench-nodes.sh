@@ -64,6 +64,7 @@
 # calibrated per system and load to last about $SECS s), SYSTEMS ("nodes
 # nodes-fwd cluster serve redis"), KEYS (1000000), ROUNDS (1), LIMIT (600), PROBE_N (40000),
 # PARTITIONS (ringkv node --partitions; default: ringkv's own default),
+# NODE_ARGS (more arguments of every ringkv node, e.g. "--rebalance-rate 300000"),
 # OUT (raw CSV and logs, default bench-out/nodes).
 # Redis Cluster config files and the load files live in a fresh directory
 # under ${TMPDIR:-/tmp}, removed at exit.
@@ -80,6 +81,7 @@ PROBE_N=${PROBE_N:-40000}
 DBSIZE_N=${DBSIZE_N:-2000}
 LIMIT=${LIMIT:-600}
 PARTITIONS=${PARTITIONS:-}
+NODE_ARGS=${NODE_ARGS:-}
 OUT=${OUT:-bench-out/nodes}
 PARTS=${*:-tput rebalance}
 mkdir -p "$OUT"
@@ -136,6 +138,8 @@ start_node() {
   else
     a+=(--join "127.0.0.1:${PEER[$how]}")
   fi
+  # shellcheck disable=SC2206 # NODE_ARGS is split into words on purpose
+  a+=($NODE_ARGS)
   "$RINGKV" "${a[@]}" >>"$OUT/$name.log" 2>&1 &
   PID[$name]=$!
 }
