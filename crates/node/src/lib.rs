@@ -603,6 +603,21 @@ impl Node {
         self.inner.cluster.dbsize()
     }
 
+    /// The names of the keys in the node's local store (served here or
+    /// not), for diagnostics: the simulation names a key missing from
+    /// every member with it.
+    pub fn local_key_names(&self) -> Result<Vec<bytes::Bytes>, ringkv_cluster::ClusterError> {
+        let (mut names, mut cursor) = (Vec::new(), 0);
+        loop {
+            let page = self.inner.cluster.scan(cursor, 1024, |_, _| true)?;
+            names.extend(page.keys);
+            if page.cursor == 0 {
+                return Ok(names);
+            }
+            cursor = page.cursor;
+        }
+    }
+
     /// Stops serving: clients, Raft, peers.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -627,10 +627,47 @@ async fn run(seed: u64) {
         }
         sleep(Duration::from_millis(100)).await;
     }
+    // Which count is off, and which key, with where it lies: a member's
+    // count against its keys, and the present keys no member holds.
+    let holders = |key: &str| -> Vec<String> {
+        sim.nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.local_key_names()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k == key.as_bytes())
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let detail = match held == present.len() {
+        true => String::new(),
+        false => {
+            let counts: Vec<String> = sim
+                .nodes
+                .iter()
+                .map(|(id, n)| {
+                    let names = n.local_key_names().unwrap().len();
+                    format!("{id}: count {} names {names}", n.local_keys())
+                })
+                .collect();
+            let spread: Vec<String> = present
+                .iter()
+                .map(|k| (k, holders(k)))
+                .filter(|(_, at)| at.iter().filter(|id| !sim.removed.contains(*id)).count() != 1)
+                .map(|(k, at)| format!("{k} held by {at:?}"))
+                .collect();
+            format!(" ({}; {})", counts.join(", "), spread.join(", "))
+        }
+    };
     report_unless(
         &sim,
         held == present.len(),
-        &format!("{held} keys held by the members, {} present", present.len()),
+        &format!(
+            "{held} keys held by the members, {} present{detail}",
+            present.len()
+        ),
     );
     // The whole key space through every member: `DBSIZE` counts exactly
     // the present keys, and a whole `SCAN` names each of them once.
