@@ -168,13 +168,17 @@ const WINDOW: usize = 2;
 /// Donor partitions examined per pick.
 const CANDIDATES: usize = 16;
 
-/// Partitions within [`WINDOW`] of `p` (excluding `p`) owned by `slot`.
-fn near(entries: &[Entry], p: usize, slot: u32) -> usize {
+/// The owners of the partitions within [`WINDOW`] of `p` (excluding `p`).
+fn neighbours(entries: &[Entry], p: usize) -> impl Iterator<Item = u32> + '_ {
     let len = entries.len();
     (1..=WINDOW.min(len / 2))
-        .flat_map(|d| [(p + d) % len, (p + len - d) % len])
-        .filter(|&i| entries[i].slot == slot)
-        .count()
+        .flat_map(move |d| [(p + d) % len, (p + len - d) % len])
+        .map(|i| entries[i].slot)
+}
+
+/// Partitions within [`WINDOW`] of `p` (excluding `p`) owned by `slot`.
+fn near(entries: &[Entry], p: usize, slot: u32) -> usize {
+    neighbours(entries, p).filter(|&s| s == slot).count()
 }
 
 /// The donor's partition the new node (`slot`) takes, searching clockwise
@@ -365,16 +369,18 @@ pub(crate) fn without_node(prev: &Ring, partitions: u32, slot: u32) -> Result<Ri
         // with the most quota left among those holding no partition within
         // the replica window (else among all with quota left); ties to the
         // first in the order above. Spending the largest quota first keeps
-        // every receiver available along the whole ring: taking the first
+        // every receiver available along the whole ring. Taking the first
         // receiver with quota instead spent the early ones' quotas in the
-        // first arcs and left only a few receivers for the last, whose
-        // partitions then fell next to their own (after four leaves from
-        // ten nodes, 234 of 4,096 partitions within 2 of a partition of
-        // the same owner, and a busiest replica load of 1.07x; now 6 and
-        // 1.002x. Over 600 random sequences of 10 to 48 equal nodes, the
-        // busiest replica load was 1.048x at worst before, 1.014x now).
-        // Receivers with quota left, the next to take last: most quota
-        // left, then first in the order above.
+        // first arcs and left few receivers for the last, whose partitions
+        // then fell next to their own: after four leaves from ten nodes,
+        // 234 of 4,096 partitions were within 2 of one of the same owner
+        // (now 6), and after the joins that followed the busiest replica
+        // load was 1.07x (now 1.001x). Over 600 random sequences of 10 to
+        // 48 equal nodes the worst busiest replica load was 1.048x, now
+        // 1.014x.
+        //
+        // `left` orders the receivers with quota left so that the next to
+        // take is last: most quota left, then first in the order above.
         let mut left: BTreeSet<(u32, Reverse<usize>, u32)> = receivers
             .iter()
             .map(|&(s, _)| s)
@@ -382,17 +388,15 @@ pub(crate) fn without_node(prev: &Ring, partitions: u32, slot: u32) -> Result<Ri
             .enumerate()
             .map(|(rank, s)| (quota[s as usize], Reverse(rank), s))
             .collect();
-        let len = entries.len();
-        for p in 0..len {
+        for p in 0..entries.len() {
             if entries[p].slot != slot {
                 continue;
             }
             // At most `2 * WINDOW` receivers are near, so the search looks
             // at no more than one past them.
             let mut around = [u32::MAX; 2 * WINDOW];
-            for (i, d) in (1..=WINDOW.min(len / 2)).enumerate() {
-                around[2 * i] = entries[(p + d) % len].slot;
-                around[2 * i + 1] = entries[(p + len - d) % len].slot;
+            for (a, s) in around.iter_mut().zip(neighbours(&entries, p)) {
+                *a = s;
             }
             let pick = *left
                 .iter()
