@@ -8,6 +8,10 @@
 //! power cut) recovers a prefix of that order. A caller that writes A and
 //! then B knows that a restart sees B only together with A. The cluster
 //! builds its crash consistency on that alone.
+//!
+//! That journal is ringkv's own write log ([`crate::oplog`]): a write is
+//! appended there and reaches fjall later, in batches, from the log's
+//! applier thread; fjall's journal then only guards fjall's share.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -23,7 +27,8 @@ use tracing::{error, info};
 
 use crate::error::{Failure, PersistError, describe, io_of};
 use crate::guard;
-use crate::sync::{FsyncPolicy, GroupCommit, Journal, Ticker};
+use crate::oplog::{Op, OpLog};
+use crate::sync::{FsyncPolicy, GroupCommit, Ticker};
 use crate::{Durability, PersistentEngine};
 
 /// The on-disk format this build reads and writes. Raise it when the layout
@@ -34,7 +39,13 @@ use crate::{Durability, PersistentEngine};
 ///   (`ringkv_ring::key_token`). Every stored token changed, so a version 1
 ///   directory is refused with [`PersistError::OlderFormat`] rather than
 ///   read with its entries at positions no lookup finds.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: writes go through ringkv's write log (`oplog/`) before the engine.
+///   A version 2 directory has no log and is upgraded in place when
+///   opened; a build that knows only version 2 refuses a version 3
+///   directory instead of ignoring the writes its log holds.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format this build upgrades in place.
+const UPGRADES_FROM: u32 = 2;
 
 /// The file fjall writes first in a database directory; a non-empty
 /// directory without it is not opened.
@@ -84,8 +95,11 @@ struct Inner {
     path: PathBuf,
     policy: FsyncPolicy,
     group: GroupCommit,
-    journal: Journal,
-    /// The `everysec` thread, with its handle on the journal.
+    /// The write log, in front of the engine.
+    log: Arc<OpLog>,
+    /// The log's applier thread.
+    applier: Option<std::thread::JoinHandle<()>>,
+    /// The `everysec` thread, with its handle on the log.
     ticker: Option<(Arc<Ticker>, std::thread::JoinHandle<()>)>,
     /// The first write or sync failure, which explains every write the
     /// engine refuses after it.
@@ -119,17 +133,27 @@ impl Drop for Inner {
         // Stop the `everysec` thread and take back its handle on the
         // database, so that the directory is unlocked when this returns.
         if let Some((ticker, thread)) = self.ticker.take() {
-            *ticker.journal.lock() = None;
+            *ticker.log.lock() = None;
             ticker.wake.notify_all();
             let _ = thread.join();
         }
-        // A clean close loses nothing, whatever the policy. After a failed
-        // fsync of our own (fjall does not know of it) the close is not
-        // clean either: the kernel may have dropped what it could not write.
-        let closed = if self.journal.failed() {
+        self.log.stop();
+        if let Some(applier) = self.applier.take() {
+            let _ = applier.join();
+        }
+        // A clean close loses nothing, whatever the policy: the log's
+        // queue goes into the engine, the engine is made durable, and only
+        // then are the log's files deleted. After a failed write or fsync
+        // the close is not clean: the log's files stay for the next open
+        // to replay, and the kernel may have dropped what it could not
+        // write.
+        let closed = if self.log.failed() {
             Err(fjall::Error::Poisoned)
         } else {
-            self.db.persist(PersistMode::SyncAll)
+            self.log
+                .apply(&self.db)
+                .and_then(|()| self.db.persist(PersistMode::SyncAll))
+                .and_then(|()| self.log.retire_all().map_err(fjall::Error::Io))
         };
         match closed {
             Ok(()) => self.closer.clean.store(true, Ordering::Release),
@@ -235,12 +259,18 @@ impl DataDir {
                         supported: FORMAT_VERSION,
                     });
                 }
-                if found < FORMAT_VERSION {
+                if found < UPGRADES_FROM {
                     return Err(PersistError::OlderFormat {
                         path,
                         found,
                         supported: FORMAT_VERSION,
                     });
+                }
+                if found < FORMAT_VERSION {
+                    let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                    batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+                    batch.commit().map_err(open_err)?;
+                    info!(path = %path.display(), from = found, to = FORMAT_VERSION, "data directory format upgraded");
                 }
                 info!(path = %path.display(), format = found, fsync = policy.name(), "data directory opened");
             }
@@ -264,15 +294,17 @@ impl DataDir {
         // tree's folder) need their markers no more.
         guard::forget_finished_drops(&path);
         let failure = Arc::new(Mutex::new(None));
-        let journal = Journal {
-            db: db.clone(),
-            path: path.clone(),
-            failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
+        let log = Arc::new(OpLog::open(&path, &db)?);
+        let applier =
+            log.start(db.clone(), failure.clone())
+                .map_err(|source| PersistError::Dir {
+                    path: path.clone(),
+                    source,
+                })?;
         let ticker = match policy {
             FsyncPolicy::EverySec => {
                 let ticker = Arc::new(Ticker {
-                    journal: Mutex::new(Some(journal.clone())),
+                    log: Mutex::new(Some(log.clone())),
                     wake: Condvar::new(),
                     failure: failure.clone(),
                 });
@@ -295,7 +327,8 @@ impl DataDir {
                 path: path.clone(),
                 policy,
                 group: GroupCommit::default(),
-                journal,
+                log,
+                applier: Some(applier),
                 ticker,
                 failure,
                 closer: Closer {
@@ -320,13 +353,24 @@ impl DataDir {
     /// letters, digits, `-` or `_`.
     pub fn tree(&self, name: &str) -> Result<PersistentEngine, PersistError> {
         check_tree_name(name);
+        let full = format!("{TREE_PREFIX}{name}");
+        let new = !self.inner.db.keyspace_exists(&full);
         let keyspace = self
             .inner
             .db
-            .keyspace(&format!("{TREE_PREFIX}{name}"), || {
+            .keyspace(&full, || {
                 KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_CAP)
             })
             .map_err(|e| self.write_err(e))?;
+        if new {
+            // The write log names trees; a replay skips the writes of a
+            // tree the engine does not know (dropped since). So a tree
+            // exists durably before anything is written to it.
+            self.inner
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| self.write_err(e))?;
+        }
         Ok(PersistentEngine::new(self.clone(), keyspace))
     }
 
@@ -359,6 +403,9 @@ impl DataDir {
         if !self.inner.db.keyspace_exists(&full) {
             return Ok(());
         }
+        // The tree's queued writes go in first, so that none is applied
+        // to a dropped tree.
+        self.settle()?;
         let keyspace = self
             .inner
             .db
@@ -426,6 +473,7 @@ impl DataDir {
     /// Rotates every keyspace's memtable (and with `wait`, waits for it to
     /// be written).
     fn rotate_all(&self, wait: bool) -> Result<(), PersistError> {
+        self.settle()?;
         for name in self.inner.db.list_keyspace_names() {
             let keyspace = self
                 .inner
@@ -444,6 +492,7 @@ impl DataDir {
 
     /// Every record whose key starts with `prefix`, in key order.
     pub fn records(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, PersistError> {
+        self.settle()?;
         let mut out = Vec::new();
         for guard in self.inner.meta.prefix(prefix) {
             let (k, v) = guard.into_inner().map_err(|e| self.read_err(e))?;
@@ -457,6 +506,7 @@ impl DataDir {
 
     /// The record under `key`.
     pub fn record(&self, key: &[u8]) -> Result<Option<Bytes>, PersistError> {
+        self.settle()?;
         let value = self.inner.meta.get(key).map_err(|e| self.read_err(e))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
@@ -469,18 +519,19 @@ impl DataDir {
         writes: &[(&[u8], Option<&[u8]>)],
         durability: Durability,
     ) -> Result<(), PersistError> {
-        let mut batch = self.inner.db.batch();
+        let mut ops = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             assert!(
                 key.first() != Some(&0),
                 "record keys starting with NUL are reserved"
             );
-            match value {
-                Some(v) => batch.insert(&self.inner.meta, *key, *v),
-                None => batch.remove(&self.inner.meta, *key),
-            }
+            ops.push((
+                self.inner.meta.clone(),
+                key.to_vec(),
+                value.map(<[u8]>::to_vec),
+            ));
         }
-        self.commit(batch, durability)
+        self.commit(ops, durability)
     }
 
     /// Makes every write that returned before this call durable (one
@@ -491,8 +542,8 @@ impl DataDir {
     pub fn sync(&self) -> Result<(), PersistError> {
         self.inner
             .group
-            .sync(|| self.inner.journal.sync())
-            .map_err(|e| self.write_err(e))
+            .sync(|| self.inner.log.sync())
+            .map_err(|e| self.write_err(fjall::Error::Io(e)))
     }
 
     /// Fsyncs done so far by [`DataDir::sync`] (each may have served many
@@ -552,14 +603,7 @@ impl DataDir {
         if result.is_err() || ops.is_empty() {
             return Ok(result);
         }
-        let mut batch = self.batch();
-        for (keyspace, key, value) in ops {
-            match value {
-                Some(v) => batch.insert(&keyspace, key, v),
-                None => batch.remove(&keyspace, key),
-            }
-        }
-        self.commit(batch, durability)?;
+        self.commit(ops, durability)?;
         Ok(result)
     }
 
@@ -585,29 +629,41 @@ impl DataDir {
         })
     }
 
-    pub(crate) fn batch(&self) -> fjall::OwnedWriteBatch {
-        self.inner.db.batch()
-    }
-
-    pub(crate) fn commit(
-        &self,
-        batch: fjall::OwnedWriteBatch,
-        durability: Durability,
-    ) -> Result<(), PersistError> {
-        if self.inner.journal.failed() {
+    /// Writes `ops` as one commit: appended to the write log (into the OS
+    /// page cache, so it survives kill -9; fsynced too with
+    /// [`Durability::Fsync`]) and queued for the engine. After any failed
+    /// write every later one is refused, so nothing after a hole in the
+    /// log is acknowledged.
+    pub(crate) fn commit(&self, ops: Vec<Op>, durability: Durability) -> Result<(), PersistError> {
+        if self.inner.log.failed() || self.inner.failure.lock().is_some() {
             return Err(self.write_err(fjall::Error::Poisoned));
         }
-        let mode = match durability {
-            // Into the OS page cache: survives kill -9.
-            Durability::NoSync => PersistMode::Buffer,
-            Durability::Fsync => PersistMode::SyncData,
-        };
-        let committed = batch
-            .durability(Some(mode))
-            .commit()
-            .map_err(|e| self.write_err(e));
+        let appended = self
+            .inner
+            .log
+            .append(ops)
+            .map_err(|e| self.write_err(fjall::Error::Io(e)));
         self.inner.group.wrote();
-        committed
+        appended?;
+        if durability == Durability::Fsync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Moves every write queued in the log into the engine, so that a read
+    /// of the engine sees every write that returned before it.
+    pub(crate) fn settle(&self) -> Result<(), PersistError> {
+        self.inner
+            .log
+            .apply(&self.inner.db)
+            .map_err(|e| self.write_err(e))
+    }
+
+    /// Batches the write log has applied to the engine, and the writes
+    /// they held (each key once per batch).
+    pub fn log_applied(&self) -> (u64, u64) {
+        self.inner.log.applied()
     }
 
     pub(crate) fn read_err(&self, source: fjall::Error) -> PersistError {

@@ -74,6 +74,7 @@ impl PersistentEngine {
 
     /// The entry bytes of `(token, key)`.
     pub fn get(&self, token: u64, key: &[u8]) -> Result<Option<Bytes>, PersistError> {
+        self.dir.settle()?;
         let value = self
             .entries
             .get(encode(token, key))
@@ -127,14 +128,13 @@ impl PersistentEngine {
         if self.dir.stage(&self.entries, &mut ops) {
             return Ok(());
         }
-        let mut batch = self.dir.batch();
-        for (key, value) in ops {
-            match value {
-                Some(v) => batch.insert(&self.entries, key, v.as_ref()),
-                None => batch.remove(&self.entries, key),
-            }
-        }
-        self.commit(batch, durability)
+        let ops = ops
+            .map(|(key, value)| {
+                let value = value.map(|v| v.as_ref().to_vec());
+                (self.entries.clone(), key, value)
+            })
+            .collect();
+        self.dir.commit(ops, durability)
     }
 
     /// Makes every write that returned so far durable (one `fdatasync` of
@@ -184,6 +184,7 @@ impl PersistentEngine {
         limit: usize,
         out: &mut Vec<Entry>,
     ) -> Result<(), PersistError> {
+        self.dir.settle()?;
         let mut last = None;
         let range = token_bounds(*tokens.start(), *tokens.end());
         for (taken, guard) in self.entries.range(range).enumerate() {
@@ -240,6 +241,7 @@ impl PersistentEngine {
     /// for it, so the journal holding them can be dropped: a checkpoint
     /// (reopening then replays less), also handy before a backup.
     pub fn flush_tables(&self) -> Result<(), PersistError> {
+        self.dir.settle()?;
         self.entries
             .rotate_memtable_and_wait()
             .map_err(|e| self.write_err(e))
@@ -248,14 +250,6 @@ impl PersistentEngine {
     /// Bytes the database occupies on disk (journal and tables).
     pub fn disk_space(&self) -> Result<u64, PersistError> {
         self.dir.disk_space()
-    }
-
-    fn commit(
-        &self,
-        batch: fjall::OwnedWriteBatch,
-        durability: Durability,
-    ) -> Result<(), PersistError> {
-        self.dir.commit(batch, durability)
     }
 
     fn read_err(&self, source: fjall::Error) -> PersistError {

@@ -69,6 +69,17 @@ pub(crate) fn check_writable(dir: &Path) -> Result<(), PersistError> {
     if lock.exists() {
         files.push(lock);
     }
+    let log = dir.join(crate::oplog::DIR);
+    if log.exists() {
+        let probe = log.join(PROBE);
+        File::create(&probe).map_err(|e| not_writable(log.clone(), e))?;
+        fs::remove_file(&probe).map_err(|e| not_writable(log.clone(), e))?;
+        let logs = crate::oplog::files(&log).map_err(|source| PersistError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        files.extend(logs.into_iter().map(|(_, path)| path));
+    }
     for file in files {
         if let Err(e) = OpenOptions::new().append(true).open(&file) {
             return Err(not_writable(file, e));

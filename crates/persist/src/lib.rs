@@ -52,6 +52,7 @@ mod engine;
 mod error;
 mod guard;
 mod key;
+mod oplog;
 mod sync;
 
 pub use batch::{Durability, WriteBatch};

@@ -1,17 +1,15 @@
-//! When writes reach the disk: the [`FsyncPolicy`], the journal's own
-//! fsync ([`Journal`]), the `everysec` thread ([`Ticker`]) and group commit
+//! When writes reach the disk: the [`FsyncPolicy`], the `everysec` thread
+//! ([`Ticker`], which fsyncs the write log) and group commit
 //! ([`GroupCommit`]).
 
-use std::fs;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fjall::{Database, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tracing::error;
 
-use crate::error::{Failure, describe, io_of};
+use crate::error::Failure;
+use crate::oplog::OpLog;
 
 /// When writes reach the disk, as Redis's `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,77 +47,10 @@ impl FsyncPolicy {
     }
 }
 
-/// The journal, fsynced through a descriptor of our own rather than
-/// fjall's `persist`, which holds the journal's lock for the whole fsync:
-/// every writer would wait for the disk (milliseconds) even under
-/// `everysec`. Our own `fdatasync` lets writes go on meanwhile.
-///
-/// Why that covers every write that returned before it: each write is
-/// handed to the OS when it returns (`PersistMode::Buffer`), into the
-/// newest journal file; fjall fsyncs a journal file before it starts the
-/// next one (`Writer::rotate` persists with `SyncAll` first). So fsyncing
-/// the newest file at the time of the call covers both the writes in it
-/// and, through the rotation, those in older ones. The files are
-/// `<dir>/<n>.jnl` (fjall 3.1, pinned in Cargo.lock); if none is found the
-/// sync falls back to fjall's own `persist`.
-#[derive(Clone)]
-pub(crate) struct Journal {
-    pub(crate) db: Database,
-    pub(crate) path: PathBuf,
-    /// An fsync failed: the kernel may have dropped the dirty pages it
-    /// could not write, so nothing later can be promised durable. Every
-    /// later sync fails too, and so does every write (as fjall poisons
-    /// itself after a failure of its own), until the directory is
-    /// reopened.
-    pub(crate) failed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Journal {
-    pub(crate) fn sync(&self) -> Result<(), fjall::Error> {
-        use std::sync::atomic::Ordering;
-        if self.failed.load(Ordering::Acquire) {
-            return Err(fjall::Error::Poisoned);
-        }
-        let result = match self.newest()? {
-            Some(file) => fs::File::open(&file)
-                .and_then(|f| f.sync_data())
-                .map_err(fjall::Error::Io),
-            None => self.db.persist(PersistMode::SyncData),
-        };
-        if result.is_err() {
-            self.failed.store(true, Ordering::Release);
-        }
-        result
-    }
-
-    /// The newest journal file.
-    fn newest(&self) -> Result<Option<PathBuf>, fjall::Error> {
-        let mut newest: Option<(u64, PathBuf)> = None;
-        for entry in fs::read_dir(&self.path)? {
-            let path = entry?.path();
-            let n = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".jnl"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(n) = n
-                && newest.as_ref().is_none_or(|(m, _)| n > *m)
-            {
-                newest = Some((n, path));
-            }
-        }
-        Ok(newest.map(|(_, p)| p))
-    }
-
-    pub(crate) fn failed(&self) -> bool {
-        self.failed.load(std::sync::atomic::Ordering::Acquire)
-    }
-}
-
-/// The `everysec` thread's state: its handle on the journal, taken away
+/// The `everysec` thread's state: its handle on the write log, taken away
 /// (under the mutex, so never in the middle of an fsync) to stop it.
 pub(crate) struct Ticker {
-    pub(crate) journal: Mutex<Option<Journal>>,
+    pub(crate) log: Mutex<Option<Arc<OpLog>>>,
     pub(crate) wake: Condvar,
     /// The directory's first failure, if this thread's fsync is it.
     pub(crate) failure: Arc<Mutex<Option<Failure>>>,
@@ -128,14 +59,14 @@ pub(crate) struct Ticker {
 impl Ticker {
     /// An fsync a second until stopped.
     pub(crate) fn run(&self) {
-        let mut journal = self.journal.lock();
+        let mut log = self.log.lock();
         let mut failed = false;
         loop {
-            if journal.is_none() {
+            if log.is_none() {
                 return;
             }
-            let _ = self.wake.wait_for(&mut journal, Duration::from_secs(1));
-            let Some(handle) = journal.as_ref() else {
+            let _ = self.wake.wait_for(&mut log, Duration::from_secs(1));
+            let Some(handle) = log.as_ref() else {
                 return;
             };
             match handle.sync() {
@@ -143,13 +74,11 @@ impl Ticker {
                 // Once: every later sync fails the same way, each second.
                 Err(e) if !failed => {
                     failed = true;
-                    if let Some(io) = io_of(&e) {
-                        self.failure.lock().get_or_insert_with(|| Failure {
-                            kind: io.kind(),
-                            message: format!("background fsync: {io}"),
-                        });
-                    }
-                    error!(error = %describe(&e), "background fsync failed; writes are refused until a restart");
+                    self.failure.lock().get_or_insert_with(|| Failure {
+                        kind: e.kind(),
+                        message: format!("background fsync: {e}"),
+                    });
+                    error!(error = %e, "background fsync failed; writes are refused until a restart");
                 }
                 Err(_) => {}
             }

@@ -1,0 +1,732 @@
+//! ringkv's own write-ahead log in front of the engine.
+//!
+//! **Why.** fjall inserts every key it commits into its memtable, a
+//! skiplist searched from the top for each key, under its journal mutex: 2
+//! to 3 µs a key on this machine, paid on the request path (a measured
+//! 16 % of a SET-heavy server, plus the mutex's contention). Redis appends
+//! a command to a buffer and is done. So a write here is appended to this
+//! log, in commit order, with one positional `write(2)` per commit, and
+//! queued in memory; the applier thread moves the queue into the engine in
+//! large batches, off the request path: each key once per batch (the last
+//! write wins) and in key order, which keeps the skiplist's search path in
+//! cache (`docs/BENCHMARKS.md`, persistence section 8, has the figures).
+//! No library does this for us: fjall offers no way to journal a write
+//! without inserting it.
+//!
+//! **Files.** `oplog/<n>.log`, appended one record at a time; a file over
+//! [`ROTATE_AT`] is fsynced and closed, and the next one opened. A record
+//! is `len (u32 LE) | crc32c (u32 LE) | ops`, one commit's operations,
+//! whole or not at all. An operation is `kind (1 put, 0 delete) | tree
+//! name (u8 length, bytes) | key (u32 length, bytes) | value (u32 length,
+//! bytes; puts only)`.
+//!
+//! **The rules that make it safe.**
+//! 1. A record is in the file (the page cache) before its operations are
+//!    queued, so before the caller changes anything in memory or answers:
+//!    a process crash loses nothing acknowledged.
+//! 2. The applier fsyncs the log before it hands a batch to the engine, so
+//!    the engine never holds a write the log could lose to a power cut.
+//! 3. A file is deleted only once the engine has fsynced everything the
+//!    file holds (its own journal, `PersistMode::SyncAll`).
+//! 4. Recovery opens the engine (which recovers a state at least as old as
+//!    the log's durable end, by rule 2), then replays every log file left,
+//!    in order. Each operation is a blind put or delete of one key, so a
+//!    key's final value is its last operation in the log whatever the
+//!    engine held before: the result is exactly the log's surviving
+//!    prefix, the order `ringkv-cluster`'s crash consistency rests on.
+//!
+//! Reads of the engine (a node's load at start, the records, the Raft
+//! log) first [`OpLog::apply`] the queue, so they see every write made
+//! before them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::{Condvar, Mutex};
+use tracing::{error, info, warn};
+
+use crate::error::{Failure, PersistError, describe, io_of};
+
+/// The log's directory, inside the data directory.
+pub(crate) const DIR: &str = "oplog";
+/// A log file is closed and a new one begun past this size.
+pub(crate) const ROTATE_AT: u64 = 64 * 1024 * 1024;
+/// Bytes of queued operations at which writers wait for the applier: the
+/// queue is a second copy of recent writes in memory, so it is bounded.
+const QUEUE_CAP: usize = 128 * 1024 * 1024;
+/// Bytes of queued operations at which the applier starts early.
+const APPLY_AT: usize = 16 * 1024 * 1024;
+/// How long the applier lets operations gather at most.
+const APPLY_EVERY: Duration = Duration::from_millis(100);
+/// At most this many bytes of operations go into one engine batch (a
+/// memtable is 16 MiB).
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// The record header: length and checksum.
+const HEADER: usize = 8;
+
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// One write: a tree, a key, and its new value (`None` deletes it).
+pub(crate) type Op = (Keyspace, Vec<u8>, Option<Vec<u8>>);
+
+/// The log of one data directory.
+pub(crate) struct OpLog {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Signalled when the queue is taken (writers waiting for room).
+    room: Condvar,
+    /// Signalled to start the applier early, or to stop it.
+    wake: Condvar,
+    /// Held while a batch goes into the engine: batches go in one at a
+    /// time, in the order they were taken.
+    applying: Mutex<()>,
+    failed: AtomicBool,
+    /// Batches applied and operations they held, for tests and `INFO`.
+    batches: AtomicU64,
+    applied_ops: AtomicU64,
+}
+
+struct State {
+    /// The file being appended to.
+    file: Arc<File>,
+    seq: u64,
+    len: u64,
+    /// Operations in the log and not yet taken by the applier, in order.
+    queue: Vec<Op>,
+    queued_bytes: usize,
+    /// Closed files, to delete once what they hold is durable in the
+    /// engine.
+    closed: Vec<u64>,
+    stop: bool,
+}
+
+fn file_name(seq: u64) -> String {
+    format!("{seq:020}.log")
+}
+
+/// The log files in `dir`, by number.
+pub(crate) fn files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log"))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok());
+        if let Some(seq) = seq {
+            out.push((seq, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn op_bytes(op: &Op) -> usize {
+    op.1.len() + op.2.as_ref().map_or(0, Vec::len) + 32
+}
+
+/// Appends `ops` as one record to `out`.
+fn encode(ops: &[Op], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    for (space, key, value) in ops {
+        let name: &str = space.name();
+        out.push(u8::from(value.is_some()));
+        out.push(u8::try_from(name.len()).expect("tree names are at most 64 bytes"));
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        if let Some(value) = value {
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+    let body = &out[start + HEADER..];
+    let len = u32::try_from(body.len()).expect("a commit is under 4 GiB");
+    let crc = CRC.checksum(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// One decoded operation, borrowing the record.
+struct RawOp<'a> {
+    tree: &'a str,
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+}
+
+/// The operations of one record's body, or `None` if it does not parse
+/// (a record whose checksum matched but whose body does not parse was
+/// written by something else).
+fn decode(mut body: &[u8]) -> Option<Vec<RawOp<'_>>> {
+    fn take<'a>(body: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (body.get(..n)?, body.get(n..)?);
+        *body = rest;
+        Some(head)
+    }
+    fn len(body: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_le_bytes(take(body, 4)?.try_into().ok()?) as usize)
+    }
+    let mut ops = Vec::new();
+    while !body.is_empty() {
+        let kind = take(&mut body, 1)?[0];
+        let name_len = take(&mut body, 1)?[0] as usize;
+        let tree = std::str::from_utf8(take(&mut body, name_len)?).ok()?;
+        let key_len = len(&mut body)?;
+        let key = take(&mut body, key_len)?;
+        let value = match kind {
+            0 => None,
+            1 => {
+                let n = len(&mut body)?;
+                Some(take(&mut body, n)?)
+            }
+            _ => return None,
+        };
+        ops.push(RawOp { tree, key, value });
+    }
+    Some(ops)
+}
+
+/// What replaying the log at open found.
+#[derive(Debug, Default)]
+struct Replayed {
+    records: u64,
+    ops: u64,
+    /// Operations on trees dropped since (their names are never reused).
+    dropped: u64,
+}
+
+impl OpLog {
+    /// Opens the log of the data directory `path` over its opened engine:
+    /// replays whatever the log holds into the engine, makes the engine
+    /// durable, deletes the replayed files, and begins a new one.
+    pub(crate) fn open(path: &Path, db: &Database) -> Result<OpLog, PersistError> {
+        let dir = path.join(DIR);
+        let dir_err = |source| PersistError::Dir {
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(dir_err)?;
+        let found = files(&dir).map_err(dir_err)?;
+        let mut replayed = Replayed::default();
+        let last = found.last().map(|(seq, _)| *seq);
+        for (seq, file) in &found {
+            replay(path, file, Some(*seq) == last, db, &mut replayed)?;
+        }
+        if !found.is_empty() {
+            db.persist(PersistMode::SyncAll)
+                .map_err(|source| PersistError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            for (_, file) in &found {
+                fs::remove_file(file).map_err(dir_err)?;
+            }
+            info!(
+                path = %path.display(),
+                files = found.len(),
+                records = replayed.records,
+                ops = replayed.ops,
+                dropped_tree_ops = replayed.dropped,
+                "write log replayed into the engine"
+            );
+        }
+        let seq = last.map_or(1, |s| s + 1);
+        let file = create(&dir, seq).map_err(dir_err)?;
+        sync_dir(&dir).map_err(dir_err)?;
+        Ok(OpLog {
+            dir,
+            state: Mutex::new(State {
+                file: Arc::new(file),
+                seq,
+                len: 0,
+                queue: Vec::new(),
+                queued_bytes: 0,
+                closed: Vec::new(),
+                stop: false,
+            }),
+            room: Condvar::new(),
+            wake: Condvar::new(),
+            applying: Mutex::new(()),
+            failed: AtomicBool::new(false),
+            batches: AtomicU64::new(0),
+            applied_ops: AtomicU64::new(0),
+        })
+    }
+
+    /// Appends `ops` as one record and queues them for the engine. On an
+    /// error nothing was appended (a partial record is cut off again) and
+    /// the caller must not apply the write; if even that cut fails, the
+    /// log refuses every later append.
+    pub(crate) fn append(&self, ops: Vec<Op>) -> io::Result<()> {
+        let mut record = Vec::with_capacity(ops.iter().map(op_bytes).sum::<usize>() + HEADER);
+        encode(&ops, &mut record);
+        let mut st = self.state.lock();
+        while st.queued_bytes >= QUEUE_CAP && !st.stop && !self.failed() {
+            self.wake.notify_one();
+            self.room.wait(&mut st);
+        }
+        if self.failed() {
+            return Err(io::Error::other(
+                "the write log refuses writes after an earlier failure",
+            ));
+        }
+        if st.len > 0 && st.len + record.len() as u64 > ROTATE_AT {
+            self.rotate(&mut st)?;
+        }
+        if let Err(e) = st.file.write_all_at(&record, st.len) {
+            if st.file.set_len(st.len).is_err() {
+                self.failed.store(true, Ordering::Release);
+            }
+            return Err(e);
+        }
+        st.len += record.len() as u64;
+        st.queued_bytes += record.len();
+        st.queue.extend(ops);
+        if st.queued_bytes >= APPLY_AT {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Closes the current file (fsynced, so only the newest file can have
+    /// a torn tail) and begins the next.
+    fn rotate(&self, st: &mut State) -> io::Result<()> {
+        st.file.sync_data()?;
+        let next = create(&self.dir, st.seq + 1)?;
+        sync_dir(&self.dir)?;
+        st.closed.push(st.seq);
+        st.seq += 1;
+        st.file = Arc::new(next);
+        st.len = 0;
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable. Files closed earlier
+    /// were fsynced when they were closed.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        if self.failed() {
+            return Err(io::Error::other(
+                "the write log refuses writes after an earlier failure",
+            ));
+        }
+        let file = self.state.lock().file.clone();
+        file.sync_data().inspect_err(|_| {
+            self.failed.store(true, Ordering::Release);
+        })
+    }
+
+    /// Whether an append, cut or sync failed: the log then takes nothing
+    /// more until the directory is reopened.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Moves every queued operation into the engine (rule 2: the log is
+    /// fsynced first), then deletes the closed files the engine now holds
+    /// durably (rule 3). Returns once the engine holds every operation
+    /// appended before the call.
+    pub(crate) fn apply(&self, db: &Database) -> Result<(), fjall::Error> {
+        let _one = self.applying.lock();
+        let (mut ops, closed, file) = {
+            let mut st = self.state.lock();
+            st.queued_bytes = 0;
+            let taken = (
+                std::mem::take(&mut st.queue),
+                std::mem::take(&mut st.closed),
+                st.file.clone(),
+            );
+            self.room.notify_all();
+            taken
+        };
+        if ops.is_empty() && closed.is_empty() {
+            return Ok(());
+        }
+        let result = self.apply_taken(db, &mut ops, &closed, &file);
+        if result.is_err() {
+            // What the engine may not have is still in the log files,
+            // which stay: a restart replays them.
+            self.failed.store(true, Ordering::Release);
+            self.room.notify_all();
+        }
+        result
+    }
+
+    fn apply_taken(
+        &self,
+        db: &Database,
+        ops: &mut [Op],
+        closed: &[u64],
+        file: &File,
+    ) -> Result<(), fjall::Error> {
+        if !ops.is_empty() {
+            file.sync_data()?;
+            let n = ops.len();
+            // The last write of each key wins; key order for the skiplist.
+            // The sort is stable, so equal keys keep their log order.
+            ops.sort_by(|a, b| {
+                let (x, y): (&str, &str) = (a.0.name(), b.0.name());
+                x.cmp(y).then_with(|| a.1.cmp(&b.1))
+            });
+            let mut batch = db.batch().durability(None);
+            let mut bytes = 0;
+            for i in 0..n {
+                let next_same = ops
+                    .get(i + 1)
+                    .is_some_and(|b| b.1 == ops[i].1 && *b.0.name() == *ops[i].0.name());
+                if next_same {
+                    continue;
+                }
+                let (space, key, value) = &mut ops[i];
+                let key = std::mem::take(key);
+                bytes += key.len();
+                match value.take() {
+                    Some(v) => {
+                        bytes += v.len();
+                        batch.insert(space, key, v);
+                    }
+                    None => batch.remove(space, key),
+                }
+                if bytes >= BATCH_BYTES {
+                    // Not atomic with the rest of the queue; that is fine:
+                    // the files holding all of it stay until the end, and
+                    // a replay over any mix of old and new values ends at
+                    // the log's state (rule 4).
+                    std::mem::replace(&mut batch, db.batch().durability(None)).commit()?;
+                    bytes = 0;
+                }
+            }
+            batch.commit()?;
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.applied_ops.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if !closed.is_empty() {
+            db.persist(PersistMode::SyncAll)?;
+            for seq in closed {
+                fs::remove_file(self.dir.join(file_name(*seq)))?;
+            }
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every file once the engine holds all of it durably: the
+    /// last step of a clean close, after [`OpLog::apply`] and the engine's
+    /// own `persist`.
+    pub(crate) fn retire_all(&self) -> io::Result<()> {
+        for (_, file) in files(&self.dir)? {
+            fs::remove_file(file)?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Batches applied so far and the operations they held.
+    pub(crate) fn applied(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.applied_ops.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Runs the applier on a thread of its own until [`OpLog::stop`].
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        db: Database,
+        failure: Arc<Mutex<Option<Failure>>>,
+    ) -> io::Result<std::thread::JoinHandle<()>> {
+        let log = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("ringkv-oplog".into())
+            .spawn(move || log.run(&db, &failure))
+    }
+
+    fn run(&self, db: &Database, failure: &Mutex<Option<Failure>>) {
+        loop {
+            {
+                let mut st = self.state.lock();
+                if st.stop {
+                    return;
+                }
+                if st.queued_bytes < APPLY_AT {
+                    let _ = self.wake.wait_for(&mut st, APPLY_EVERY);
+                }
+                if st.stop {
+                    return;
+                }
+            }
+            if self.failed() {
+                continue;
+            }
+            if let Err(e) = self.apply(db) {
+                let message = describe(&e);
+                failure.lock().get_or_insert_with(|| Failure {
+                    kind: io_of(&e).map_or(ErrorKind::Other, io::Error::kind),
+                    message: format!("applying the write log: {message}"),
+                });
+                error!(
+                    path = %self.dir.display(),
+                    error = %message,
+                    "writing the log into the engine failed; writes are refused from now on, \
+                     nothing acknowledged is lost (the log keeps it); fix the cause and restart"
+                );
+            }
+        }
+    }
+
+    /// Stops the applier thread (it finishes the batch it is applying).
+    pub(crate) fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_all();
+        self.room.notify_all();
+    }
+}
+
+fn create(dir: &Path, seq: u64) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.join(file_name(seq)))
+}
+
+/// Replays one log file into the engine. In the newest file a record that
+/// is cut short or fails its checksum is a write a crash interrupted (it
+/// was never acknowledged): it and what follows are dropped. In an older
+/// file, closed with an fsync, the same is damage.
+fn replay(
+    path: &Path,
+    file: &Path,
+    newest: bool,
+    db: &Database,
+    replayed: &mut Replayed,
+) -> Result<(), PersistError> {
+    let bytes = fs::read(file).map_err(|source| PersistError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let open_err = |source| PersistError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut spaces: std::collections::HashMap<String, Option<Keyspace>> = Default::default();
+    let mut batch = db.batch().durability(None);
+    let mut batched = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = bytes.get(at..at + HEADER);
+        let body = header.and_then(|h| {
+            let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+            let crc = u32::from_le_bytes(h[4..].try_into().expect("4 bytes"));
+            bytes
+                .get(at + HEADER..at + HEADER + len)
+                .filter(|body| CRC.checksum(body) == crc)
+        });
+        let ops = body.and_then(decode);
+        let Some(ops) = ops else {
+            if newest && body.is_none() {
+                warn!(
+                    file = %file.display(),
+                    offset = at,
+                    dropped_bytes = bytes.len() - at,
+                    "the write log ends in a record a crash cut short (never acknowledged); dropped"
+                );
+                break;
+            }
+            return Err(PersistError::Damaged {
+                path: path.to_path_buf(),
+                file: file.to_path_buf(),
+                problem: format!(
+                    "holds a damaged record at byte {at} (of {}): restore the directory from a \
+                     backup",
+                    bytes.len()
+                ),
+            });
+        };
+        at += HEADER + body.map_or(0, <[u8]>::len);
+        replayed.records += 1;
+        for op in ops {
+            let space = match spaces.get(op.tree) {
+                Some(space) => space.clone(),
+                None => {
+                    let space = db
+                        .keyspace_exists(op.tree)
+                        .then(|| db.keyspace(op.tree, KeyspaceCreateOptions::default))
+                        .transpose()
+                        .map_err(open_err)?;
+                    spaces.insert(op.tree.to_string(), space.clone());
+                    space
+                }
+            };
+            let Some(space) = space else {
+                replayed.dropped += 1;
+                continue;
+            };
+            replayed.ops += 1;
+            batched += op.key.len() + op.value.map_or(0, <[u8]>::len);
+            match op.value {
+                Some(v) => batch.insert(&space, op.key, v),
+                None => batch.remove(&space, op.key),
+            }
+        }
+        if batched >= BATCH_BYTES {
+            std::mem::replace(&mut batch, db.batch().durability(None))
+                .commit()
+                .map_err(open_err)?;
+            batched = 0;
+        }
+    }
+    batch.commit().map_err(open_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(dir: &Path) -> (Database, Keyspace) {
+        let db = Database::builder(dir).open().unwrap();
+        let ks = db.keyspace("t.a", KeyspaceCreateOptions::default).unwrap();
+        (db, ks)
+    }
+
+    fn put(ks: &Keyspace, k: &str, v: &str) -> Op {
+        (ks.clone(), k.into(), Some(v.into()))
+    }
+
+    fn get(ks: &Keyspace, k: &str) -> Option<Vec<u8>> {
+        ks.get(k).unwrap().map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, ks) = db(dir.path());
+        let ops = vec![put(&ks, "k1", "v1"), (ks.clone(), b"k2".to_vec(), None)];
+        let mut out = Vec::new();
+        encode(&ops, &mut out);
+        let len = u32::from_le_bytes(out[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, out.len() - HEADER);
+        let decoded = decode(&out[HEADER..]).unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(
+            (decoded[0].tree, decoded[0].key, decoded[0].value),
+            ("t.a", &b"k1"[..], Some(&b"v1"[..]))
+        );
+        assert_eq!((decoded[1].key, decoded[1].value), (&b"k2"[..], None));
+        assert!(decode(&out[HEADER..out.len() - 1]).is_none(), "cut short");
+    }
+
+    #[test]
+    fn apply_keeps_the_last_write_of_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ks) = db(dir.path());
+        let log = OpLog::open(dir.path(), &db).unwrap();
+        log.append(vec![put(&ks, "a", "1"), put(&ks, "b", "1")])
+            .unwrap();
+        log.append(vec![put(&ks, "a", "2")]).unwrap();
+        log.append(vec![(ks.clone(), b"b".to_vec(), None)]).unwrap();
+        log.append(vec![put(&ks, "a", "3"), put(&ks, "c", "1")])
+            .unwrap();
+        assert_eq!(get(&ks, "a"), None, "queued, not yet in the engine");
+        log.apply(&db).unwrap();
+        assert_eq!(get(&ks, "a").as_deref(), Some(&b"3"[..]));
+        assert_eq!(get(&ks, "b"), None);
+        assert_eq!(get(&ks, "c").as_deref(), Some(&b"1"[..]));
+        assert_eq!(log.applied(), (1, 6));
+    }
+
+    /// A crash after the appends and before any apply: the next open finds
+    /// every record in the log and replays it; a torn last record is
+    /// dropped, and only that.
+    #[test]
+    fn open_replays_what_the_engine_missed_and_drops_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file;
+        {
+            let (db, ks) = db(dir.path());
+            let log = OpLog::open(dir.path(), &db).unwrap();
+            log.append(vec![put(&ks, "a", "1"), put(&ks, "b", "1")])
+                .unwrap();
+            log.apply(&db).unwrap();
+            // Applied but, as far as the log knows, maybe not durable in
+            // the engine: replaying it again must change nothing.
+            log.append(vec![(ks.clone(), b"a".to_vec(), None)]).unwrap();
+            log.append(vec![put(&ks, "b", "2")]).unwrap();
+            file = files(&log.dir).unwrap()[0].1.clone();
+            drop(log); // a crash: the files stay, the queue is lost
+        }
+        // A torn last record: a header promising 20 bytes, then 1 of them.
+        let mut bytes = fs::read(&file).unwrap();
+        bytes.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 1]);
+        fs::write(&file, &bytes).unwrap();
+
+        let (db, ks) = db(dir.path());
+        let log = OpLog::open(dir.path(), &db).unwrap();
+        assert_eq!(get(&ks, "a"), None);
+        assert_eq!(get(&ks, "b").as_deref(), Some(&b"2"[..]));
+        assert_eq!(get(&ks, "c"), None);
+        assert_eq!(files(&log.dir).unwrap().len(), 1, "replayed files deleted");
+    }
+
+    #[test]
+    fn a_damaged_record_in_a_closed_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (db, ks) = db(dir.path());
+            let log = OpLog::open(dir.path(), &db).unwrap();
+            log.append(vec![put(&ks, "a", "1")]).unwrap();
+            let mut st = log.state.lock();
+            log.rotate(&mut st).unwrap();
+            drop(st);
+            log.append(vec![put(&ks, "b", "1")]).unwrap();
+            drop(log);
+        }
+        let (first, _) = {
+            let found = files(&dir.path().join(DIR)).unwrap();
+            (found[0].1.clone(), found.len())
+        };
+        let mut bytes = fs::read(&first).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&first, &bytes).unwrap();
+        let (db, _) = db(dir.path());
+        let err = OpLog::open(dir.path(), &db).err().expect("refused");
+        let text = err.to_string();
+        assert!(text.contains(&*first.to_string_lossy()), "{text}");
+        assert!(text.contains("damaged record at byte 0"), "{text}");
+    }
+
+    #[test]
+    fn closed_files_go_once_the_engine_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ks) = db(dir.path());
+        let log = OpLog::open(dir.path(), &db).unwrap();
+        log.append(vec![put(&ks, "a", "1")]).unwrap();
+        {
+            let mut st = log.state.lock();
+            log.rotate(&mut st).unwrap();
+        }
+        log.append(vec![put(&ks, "b", "1")]).unwrap();
+        assert_eq!(files(&log.dir).unwrap().len(), 2);
+        log.apply(&db).unwrap();
+        let left = files(&log.dir).unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].0, 2);
+    }
+}
