@@ -180,9 +180,11 @@ struct ClusterArgs {
     #[arg(long, default_value_t = ClusterConfig::default().retry_backoff.as_millis() as u64)]
     retry_backoff_ms: u64,
     /// Lock stripes per node (a power of two): more stripes, less waiting
-    /// between clients and a running redistribution.
-    #[arg(long, default_value_t = ClusterConfig::default().stripes)]
-    stripes: usize,
+    /// between clients and a running redistribution. Default 1024 with
+    /// --data-dir (a write holds its stripes across the append to the
+    /// write log), 64 without.
+    #[arg(long)]
+    stripes: Option<usize>,
     /// Nodes to start with, comma-separated (e.g. node1,node2,node3). With
     /// --data-dir, only when the directory is new: a restart keeps the
     /// saved membership.
@@ -210,7 +212,11 @@ impl ClusterArgs {
             copy_batch: self.copy_batch,
             max_attempts: self.max_attempts,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
-            stripes: self.stripes,
+            stripes: self.stripes.unwrap_or(if self.data_dir.is_some() {
+                ClusterConfig::DISK_STRIPES
+            } else {
+                ClusterConfig::default().stripes
+            }),
             fsync: self.fsync,
             ..ClusterConfig::default()
         };
