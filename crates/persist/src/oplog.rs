@@ -50,8 +50,8 @@ use std::time::Duration;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use hashbrown::HashTable;
 use parking_lot::{Condvar, Mutex};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use tracing::{error, info, warn};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::error::{Failure, PersistError, describe, io_of};
 
