@@ -187,6 +187,10 @@ struct Sim {
     /// Nodes whose start failed after their join may have been admitted:
     /// withdrawn (`RINGKV.REMOVENODE`), as an operator would, until gone.
     abandoned: BTreeSet<String>,
+    /// Members whose removal had no clear answer (a proposal that timed
+    /// out may still commit): asked again, as an operator would, until
+    /// gone.
+    leaving: BTreeSet<String>,
     /// `--rebalance-rate` of every node (keys a second).
     rebalance_rate: Option<u64>,
     log: Vec<String>,
@@ -304,8 +308,21 @@ impl Sim {
                         self.abandoned.remove(&id);
                     }
                 }
+                for id in self.leaving.clone() {
+                    let result = self.remove(rng, &id).await;
+                    // Removed now, or by the unanswered request.
+                    let gone = match &result {
+                        Ok(()) => true,
+                        Err(e) => e.contains("is not a member"),
+                    };
+                    if gone {
+                        self.note(format!("remove {id} again: {result:?}"));
+                        self.leaving.remove(&id);
+                        self.removed.insert(id);
+                    }
+                }
             }
-            if self.abandoned.is_empty() && self.settled() {
+            if self.abandoned.is_empty() && self.leaving.is_empty() && self.settled() {
                 if since.get_or_insert_with(Instant::now).elapsed() >= STABLE {
                     return true;
                 }
@@ -463,6 +480,7 @@ async fn run(seed: u64) {
         removed: BTreeSet::new(),
         spare: SPARE.to_vec(),
         abandoned: BTreeSet::new(),
+        leaving: BTreeSet::new(),
         rebalance_rate: [None, Some(5), Some(20)][rng.random_range(0..3)],
         log: Vec::new(),
     };
@@ -529,8 +547,16 @@ async fn run(seed: u64) {
                 let id = running[rng.random_range(0..running.len())].clone();
                 let result = sim.remove(&mut rng, &id).await;
                 sim.note(format!("remove {id}: {result:?}"));
-                if result.is_ok() {
-                    sim.removed.insert(id);
+                match result {
+                    Ok(()) => {
+                        sim.removed.insert(id);
+                    }
+                    // Refused: nothing was proposed, or it was rejected.
+                    Err(e) if e.contains("in flight") || e.contains("is not a member") => {}
+                    // No clear answer: it may have committed.
+                    Err(_) => {
+                        sim.leaving.insert(id);
+                    }
                 }
             }
             2 => {
