@@ -135,6 +135,11 @@ impl Inner {
         let mut view = self.view.write();
         let before = view.change.as_ref().map(|c| c.id);
         let now = state.change.as_ref().map(|c| c.id);
+        // A tracker that ends, and the old view, are freed after the lock
+        // is released: both can be large (the dirty keys of a copy, a
+        // change's ranges and two rings), and every request waits for the
+        // view's lock.
+        let mut ended = None;
         {
             let mut tracker = self.tracker.lock();
             let source = state.change.as_ref().filter(|c| {
@@ -145,14 +150,14 @@ impl Inner {
             match source {
                 Some(change) => {
                     if tracker.as_ref().is_none_or(|t| t.change != change.id) {
-                        *tracker = Some(Tracker {
+                        ended = tracker.replace(Tracker {
                             change: change.id,
                             id: rand::random(),
                             keys: HashMap::new(),
                         });
                     }
                 }
-                None => *tracker = None,
+                None => ended = tracker.take(),
             }
         }
         let epoch = state.epoch;
@@ -167,8 +172,9 @@ impl Inner {
                 std::sync::atomic::Ordering::Acquire,
             );
         }
-        *view = Arc::new(state);
+        let old = std::mem::replace(&mut *view, Arc::new(state));
         drop(view);
+        drop((old, ended));
         self.epochs.send_replace(epoch);
         (before, now)
     }

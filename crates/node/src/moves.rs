@@ -33,6 +33,9 @@ use crate::wire::{Cursor, Pull, PullAnswer, Pulled, Scan, ScanPage, Ship, Shipme
 /// Entries per page of a copy.
 const PAGE: usize = 1024;
 
+/// Keys deleted per transaction by a cleanup.
+const DELETE_CHUNK: usize = 64;
+
 /// Bytes of keys and values per page or part of a shipment, about: well
 /// under the peer frame limit whatever the values' sizes (one entry larger
 /// than this still goes, alone).
@@ -360,42 +363,16 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
             .push(i);
     }
     if request.dirty {
-        for (source, ranges) in by_source {
-            let tracker = inner
-                .copied
-                .lock()
-                .get(&(change.id, source.clone()))
-                .copied()
-                .ok_or("recopy: this node holds no copy from the source (it restarted)")?;
-            let addr = peer_addr(&state, &source)?;
-            let mut after = None;
-            loop {
-                let body = encode(&Ship {
-                    change: change.id,
-                    ranges: ranges.clone(),
-                    epoch: state.epoch,
-                    tracker,
-                    after: after.take(),
-                });
-                let answer = inner
-                    .transport
-                    .call(&addr, Service::RangeShip, body, CALL_LIMIT)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let shipment: Shipment = decode(&answer)?;
-                let more = shipment.more;
-                after = shipment.entries.last().map(|(k, _)| k.clone());
-                let cluster = Arc::clone(&inner.cluster);
-                let done = tokio::task::spawn_blocking(move || apply_shipment(&cluster, shipment))
-                    .await
-                    .map_err(|e| e.to_string())??;
-                pulled.keys += done.keys;
-                pulled.deleted += done.deleted;
-                pulled.bytes += done.bytes;
-                if !more {
-                    break;
-                }
-            }
+        // The sources ship at once: writes to every fenced range wait
+        // until the last of them has answered and the switch applied.
+        let ships = by_source
+            .iter()
+            .map(|(source, ranges)| ship_from(inner, &state, change, source, ranges));
+        for result in futures::future::join_all(ships).await {
+            let done = result?;
+            pulled.keys += done.keys;
+            pulled.deleted += done.deleted;
+            pulled.bytes += done.bytes;
         }
     } else {
         // An earlier attempt may have left part of a copy: clear the
@@ -485,6 +462,54 @@ impl Rate {
         let copied = self.copied.fetch_add(keys, Ordering::Relaxed) + keys;
         let due = Duration::from_secs_f64(copied as f64 / self.rate as f64);
         tokio::time::sleep_until(self.began + due).await;
+    }
+}
+
+/// The last changes of `ranges` (fenced) from `source`, onto this node's
+/// copy: shipments of the writes the source recorded since its copy, each
+/// applied before the next is asked for.
+async fn ship_from(
+    inner: &Arc<Inner>,
+    state: &MetaState,
+    change: &Change,
+    source: &str,
+    ranges: &[usize],
+) -> Result<Pulled, String> {
+    let tracker = inner
+        .copied
+        .lock()
+        .get(&(change.id, source.to_string()))
+        .copied()
+        .ok_or("recopy: this node holds no copy from the source (it restarted)")?;
+    let addr = peer_addr(state, source)?;
+    let mut pulled = Pulled::default();
+    let mut after = None;
+    loop {
+        let body = encode(&Ship {
+            change: change.id,
+            ranges: ranges.to_vec(),
+            epoch: state.epoch,
+            tracker,
+            after: after.take(),
+        });
+        let answer = inner
+            .transport
+            .call(&addr, Service::RangeShip, body, CALL_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let shipment: Shipment = decode(&answer)?;
+        let more = shipment.more;
+        after = shipment.entries.last().map(|(k, _)| k.clone());
+        let cluster = Arc::clone(&inner.cluster);
+        let done = tokio::task::spawn_blocking(move || apply_shipment(&cluster, shipment))
+            .await
+            .map_err(|e| e.to_string())??;
+        pulled.keys += done.keys;
+        pulled.deleted += done.deleted;
+        pulled.bytes += done.bytes;
+        if !more {
+            return Ok(pulled);
+        }
     }
 }
 
@@ -641,11 +666,15 @@ fn delete_where(cluster: &Cluster, doomed: impl Fn(Token) -> bool) -> Result<u64
         let page = cluster
             .scan(cursor, PAGE, |key, _| doomed(key_token(key)))
             .map_err(|e| e.to_string())?;
-        if !page.keys.is_empty() {
-            deleted += page.keys.len() as u64;
+        deleted += page.keys.len() as u64;
+        // Small transactions: each holds its keys' stripes, which clients
+        // wait for, and a thread preempted while holding them (the cleanup
+        // runs on every node at once, on cores the clients need) makes
+        // them wait a scheduler slice.
+        for chunk in page.keys.chunks(DELETE_CHUNK) {
             cluster
-                .transaction(page.keys.clone(), |txn| {
-                    for key in &page.keys {
+                .transaction(chunk.to_vec(), |txn| {
+                    for key in chunk {
                         txn.delete(key);
                     }
                 })
