@@ -715,17 +715,22 @@ mod tests {
         assert_eq!(files(&log.dir).unwrap().len(), 1, "replayed files deleted");
     }
 
+    /// `a` in a closed file, `b` in the current one.
+    fn two_files(log: &OpLog, ks: &Keyspace) {
+        log.append(vec![put(ks, "a", "1")]).unwrap();
+        let mut st = log.state.lock();
+        log.rotate(&mut st).unwrap();
+        drop(st);
+        log.append(vec![put(ks, "b", "1")]).unwrap();
+    }
+
     #[test]
     fn a_damaged_record_in_a_closed_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (db, ks) = db(dir.path());
             let log = OpLog::open(dir.path(), &db).unwrap();
-            log.append(vec![put(&ks, "a", "1")]).unwrap();
-            let mut st = log.state.lock();
-            log.rotate(&mut st).unwrap();
-            drop(st);
-            log.append(vec![put(&ks, "b", "1")]).unwrap();
+            two_files(&log, &ks);
             drop(log);
         }
         let (first, _) = {
@@ -748,12 +753,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, ks) = db(dir.path());
         let log = OpLog::open(dir.path(), &db).unwrap();
-        log.append(vec![put(&ks, "a", "1")]).unwrap();
-        {
-            let mut st = log.state.lock();
-            log.rotate(&mut st).unwrap();
-        }
-        log.append(vec![put(&ks, "b", "1")]).unwrap();
+        two_files(&log, &ks);
         assert_eq!(files(&log.dir).unwrap().len(), 2);
         log.apply(&db).unwrap();
         let left = files(&log.dir).unwrap();
