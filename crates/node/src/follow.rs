@@ -13,7 +13,7 @@ use std::time::Duration;
 use ringkv_meta::MetaState;
 use tracing::info;
 
-use crate::{Inner, Tracker, moves, service};
+use crate::{Inner, Tracker, cleanup, service};
 
 /// [`Inner::may_be_removed`] by `state`, for a caller that holds the
 /// view's lock (taking it again could deadlock behind a waiting writer).
@@ -188,7 +188,7 @@ pub(crate) async fn publisher(inner: Arc<Inner>) {
         let state = inner.store.state();
         let (before, now) = inner.publish(state);
         if before.is_some() && before != now && inner.ready.load(Ordering::Acquire) {
-            tokio::spawn(moves::cleanup(Arc::clone(&inner)));
+            tokio::spawn(cleanup::cleanup(Arc::clone(&inner)));
         }
         if applied.changed().await.is_err() {
             return;
@@ -263,7 +263,7 @@ pub(crate) async fn catch_up(inner: Arc<Inner>) {
         inner.ready.store(true, Ordering::Release);
         inner.readied.notify_waiters();
         info!(node = %inner.me, applied = target, "caught up with the cluster's log; serving");
-        moves::cleanup(Arc::clone(&inner)).await;
+        cleanup::cleanup(Arc::clone(&inner)).await;
         return;
     }
 }

@@ -48,6 +48,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 mod batch;
+mod cleanup;
 mod coord;
 pub mod fault;
 mod follow;

@@ -10,7 +10,7 @@
 //!   the target's and each call waits a few seconds for it: a copy can take
 //!   minutes, and a coordinator that waited for it in one call could not
 //!   tell a slow copy from a lost request or a partitioned target.
-//! - [`cleanup`] deletes local copies the node no longer serves or
+//! - [`crate::cleanup`] deletes local copies the node no longer serves or
 //!   receives, when a change ends and once after a start.
 
 use std::collections::BTreeMap;
@@ -22,19 +22,16 @@ use bytes::Bytes;
 use ringkv_cluster::{Cluster, Entry};
 use ringkv_meta::{Change, MetaState, Phase};
 use ringkv_peer::Service;
-use ringkv_ring::{Token, key_token};
-use tracing::{info, warn};
+use ringkv_ring::key_token;
+use tracing::info;
 
 use crate::Inner;
+use crate::cleanup::delete_where;
 use crate::service::{decode_data as decode, encode_data as encode};
-use crate::view::keeps;
 use crate::wire::{Cursor, Pull, PullAnswer, Pulled, Scan, ScanPage, Ship, Shipment};
 
-/// Entries per page of a copy.
-const PAGE: usize = 1024;
-
-/// Keys deleted per transaction by a cleanup.
-const DELETE_CHUNK: usize = 64;
+/// Entries per page of a copy (and of a cleanup's scan).
+pub(crate) const PAGE: usize = 1024;
 
 /// Bytes of keys and values per page or part of a shipment, about: well
 /// under the peer frame limit whatever the values' sizes (one entry larger
@@ -655,61 +652,4 @@ fn apply_shipment(cluster: &Cluster, shipment: Shipment) -> Result<Pulled, Strin
     pulled.keys = keys;
     pulled.deleted = deleted;
     Ok(pulled)
-}
-
-/// Deletes every local key for which `doomed(token)` holds, a page at a
-/// time.
-fn delete_where(cluster: &Cluster, doomed: impl Fn(Token) -> bool) -> Result<u64, String> {
-    let mut cursor = 0;
-    let mut deleted = 0;
-    loop {
-        let page = cluster
-            .scan(cursor, PAGE, |key, _| doomed(key_token(key)))
-            .map_err(|e| e.to_string())?;
-        deleted += page.keys.len() as u64;
-        // Small transactions: each holds its keys' stripes, which clients
-        // wait for, and a thread preempted while holding them (the cleanup
-        // runs on every node at once, on cores the clients need) makes
-        // them wait a scheduler slice.
-        for chunk in page.keys.chunks(DELETE_CHUNK) {
-            cluster
-                .transaction(chunk.to_vec(), |txn| {
-                    for key in chunk {
-                        txn.delete(key);
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-        }
-        if page.cursor == 0 {
-            return Ok(deleted);
-        }
-        cursor = page.cursor;
-    }
-}
-
-/// Deletes the local copies this node neither serves nor receives, by the
-/// latest view (under the moves lock, so no pull runs meanwhile).
-pub(crate) async fn cleanup(inner: Arc<Inner>) {
-    let _moves = inner.moves.lock().await;
-    let state = inner.view();
-    let me = inner.me.clone();
-    let cluster = Arc::clone(&inner.cluster);
-    let epoch = (state.change.is_none()).then_some(state.epoch);
-    let done = tokio::task::spawn_blocking(move || {
-        delete_where(&cluster, |token| !keeps(&state, &me, token))
-    })
-    .await;
-    if let (Some(epoch), Ok(Ok(_))) = (epoch, &done) {
-        inner.clean_at.store(epoch, Ordering::Release);
-    }
-    match done {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => {
-            info!(node = %inner.me, keys = n, "rebalance: deleted copies no longer served")
-        }
-        Ok(Err(e)) => {
-            warn!(node = %inner.me, error = %e, "cleanup failed; retried at the next change")
-        }
-        Err(e) => warn!(node = %inner.me, error = %e, "cleanup panicked"),
-    }
 }

@@ -1,0 +1,76 @@
+//! Deleting local copies the node no longer serves or receives: after a
+//! change ends, once after a start, and before a copy is made again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ringkv_cluster::Cluster;
+use ringkv_ring::{Token, key_token};
+use tracing::{info, warn};
+
+use crate::Inner;
+use crate::moves::PAGE;
+use crate::view::keeps;
+
+/// Keys deleted per transaction by a cleanup.
+const DELETE_CHUNK: usize = 64;
+
+/// Deletes every local key for which `doomed(token)` holds, a page at a
+/// time.
+pub(crate) fn delete_where(
+    cluster: &Cluster,
+    doomed: impl Fn(Token) -> bool,
+) -> Result<u64, String> {
+    let mut cursor = 0;
+    let mut deleted = 0;
+    loop {
+        let page = cluster
+            .scan(cursor, PAGE, |key, _| doomed(key_token(key)))
+            .map_err(|e| e.to_string())?;
+        deleted += page.keys.len() as u64;
+        // Small transactions: each holds its keys' stripes, which clients
+        // wait for, and a thread preempted while holding them (the cleanup
+        // runs on every node at once, on cores the clients need) makes
+        // them wait a scheduler slice.
+        for chunk in page.keys.chunks(DELETE_CHUNK) {
+            cluster
+                .transaction(chunk.to_vec(), |txn| {
+                    for key in chunk {
+                        txn.delete(key);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        if page.cursor == 0 {
+            return Ok(deleted);
+        }
+        cursor = page.cursor;
+    }
+}
+
+/// Deletes the local copies this node neither serves nor receives, by the
+/// latest view (under the moves lock, so no pull runs meanwhile).
+pub(crate) async fn cleanup(inner: Arc<Inner>) {
+    let _moves = inner.moves.lock().await;
+    let state = inner.view();
+    let me = inner.me.clone();
+    let cluster = Arc::clone(&inner.cluster);
+    let epoch = (state.change.is_none()).then_some(state.epoch);
+    let done = tokio::task::spawn_blocking(move || {
+        delete_where(&cluster, |token| !keeps(&state, &me, token))
+    })
+    .await;
+    if let (Some(epoch), Ok(Ok(_))) = (epoch, &done) {
+        inner.clean_at.store(epoch, Ordering::Release);
+    }
+    match done {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => {
+            info!(node = %inner.me, keys = n, "rebalance: deleted copies no longer served")
+        }
+        Ok(Err(e)) => {
+            warn!(node = %inner.me, error = %e, "cleanup failed; retried at the next change")
+        }
+        Err(e) => warn!(node = %inner.me, error = %e, "cleanup panicked"),
+    }
+}
