@@ -212,11 +212,9 @@ impl ClusterArgs {
             copy_batch: self.copy_batch,
             max_attempts: self.max_attempts,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
-            stripes: self.stripes.unwrap_or(if self.data_dir.is_some() {
-                ClusterConfig::DISK_STRIPES
-            } else {
-                ClusterConfig::default().stripes
-            }),
+            stripes: self
+                .stripes
+                .unwrap_or(ClusterConfig::default_stripes(self.data_dir.is_some())),
             fsync: self.fsync,
             ..ClusterConfig::default()
         };

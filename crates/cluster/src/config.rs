@@ -83,6 +83,15 @@ impl ClusterConfig {
     /// with `everysec` +50%, no change in memory, so memory keeps 64.
     pub const DISK_STRIPES: usize = 1024;
 
+    /// The default stripes of a cluster with a data directory or without.
+    pub fn default_stripes(persistent: bool) -> usize {
+        if persistent {
+            ClusterConfig::DISK_STRIPES
+        } else {
+            ClusterConfig::default().stripes
+        }
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), ClusterError> {
         self.placement.empty_ring()?;

@@ -350,11 +350,7 @@ impl Node {
         };
         let cluster_config = ClusterConfig {
             fsync: config.fsync,
-            stripes: if config.data_dir.is_some() {
-                ClusterConfig::DISK_STRIPES
-            } else {
-                ClusterConfig::default().stripes
-            },
+            stripes: ClusterConfig::default_stripes(config.data_dir.is_some()),
             ..ClusterConfig::default()
         };
         // The keys in `DIR/data`, the Raft log and snapshots in `DIR/raft`.
