@@ -297,26 +297,16 @@ impl Sim {
             if Instant::now() >= withdraw {
                 withdraw += Duration::from_secs(1);
                 for id in self.abandoned.clone() {
-                    let result = self.remove(rng, &id).await;
                     // Withdrawn, or never admitted.
-                    let gone = match &result {
-                        Ok(()) => true,
-                        Err(e) => e.contains("is not a member"),
-                    };
-                    if gone {
+                    if self.gone_after_remove(rng, &id).await {
                         self.note(format!("withdraw the join of {id}"));
                         self.abandoned.remove(&id);
                     }
                 }
                 for id in self.leaving.clone() {
-                    let result = self.remove(rng, &id).await;
                     // Removed now, or by the unanswered request.
-                    let gone = match &result {
-                        Ok(()) => true,
-                        Err(e) => e.contains("is not a member"),
-                    };
-                    if gone {
-                        self.note(format!("remove {id} again: {result:?}"));
+                    if self.gone_after_remove(rng, &id).await {
+                        self.note(format!("remove {id} again"));
                         self.leaving.remove(&id);
                         self.removed.insert(id);
                     }
@@ -332,6 +322,14 @@ impl Sim {
             sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+
+    /// Asks again for `id` to leave: whether it is no member now.
+    async fn gone_after_remove(&mut self, rng: &mut SmallRng, id: &str) -> bool {
+        match self.remove(rng, id).await {
+            Ok(()) => true,
+            Err(e) => e.contains("is not a member"),
+        }
     }
 
     /// Sends `RINGKV.REMOVENODE id` through a node other than `id`.
