@@ -7,7 +7,7 @@
 //! the group to a syncer thread and writes the next group. The syncer
 //! fsyncs once for every group written since its last fsync and then
 //! answers their connections, so one group's write overlaps the previous
-//! one's fsync (+10 to 25 % SET -P 16, persistence section 8). That is Redis's shape (its AOF is written and fsynced once per
+//! one's fsync (+15 % SET -P 16, persistence section 8). That is Redis's shape (its AOF is written and fsynced once per
 //! event-loop turn, for every client served in it) in a multi-threaded
 //! server: before, each connection's SETs were their own commit and each
 //! connection waited for an fsync from a blocking thread of its own.
