@@ -132,7 +132,9 @@ impl Inner {
     /// the old view have finished; starts or ends the recording of writes
     /// to ranges copied away from this node.
     pub(crate) fn publish(&self, state: MetaState) -> (Option<u64>, Option<u64>) {
+        let asked = std::time::Instant::now();
         let mut view = self.view.write();
+        let waited = asked.elapsed();
         let before = view.change.as_ref().map(|c| c.id);
         let now = state.change.as_ref().map(|c| c.id);
         // A tracker that ends, and the old view, are freed after the lock
@@ -175,6 +177,7 @@ impl Inner {
         let old = std::mem::replace(&mut *view, Arc::new(state));
         drop(view);
         drop((old, ended));
+        tracing::debug!(node = %self.me, epoch, waited_us = waited.as_micros() as u64, change = ?now, "view published");
         self.epochs.send_replace(epoch);
         (before, now)
     }
