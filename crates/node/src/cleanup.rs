@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use ringkv_cluster::Cluster;
 use ringkv_ring::{Token, key_token};
@@ -15,14 +16,37 @@ use crate::view::keeps;
 /// Keys deleted per transaction by a cleanup.
 const DELETE_CHUNK: usize = 64;
 
+/// How a paced cleanup shares the CPU: after about `BURST` of work, it
+/// sleeps `REST` (a quarter of one core at most). Copies no longer
+/// served only cost memory until they go, while a cleanup at full speed
+/// runs on every source at once, on the cores that serve the clients:
+/// in a join on two cores it held every client request 5-11 ms for the
+/// cleanup's 0.3-0.4 s (`docs/BENCHMARKS.md`, node section 12). It
+/// sleeps between transactions, holding no lock: a lower thread
+/// priority instead let a preempted cleanup hold clients' stripes
+/// (section 10).
+const BURST: Duration = Duration::from_millis(1);
+const REST: Duration = Duration::from_millis(3);
+
+/// Whether [`delete_where`] runs at full speed or paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// As fast as it can: a copy about to be made waits for it.
+    Full,
+    /// About a quarter of a core (`BURST`, `REST`): nothing waits for it.
+    Background,
+}
+
 /// Deletes every local key for which `doomed(token)` holds, a page at a
 /// time.
 pub(crate) fn delete_where(
     cluster: &Cluster,
     doomed: impl Fn(Token) -> bool,
+    pace: Pace,
 ) -> Result<u64, String> {
     let mut cursor = 0;
     let mut deleted = 0;
+    let mut busy = Instant::now();
     loop {
         let page = cluster
             .scan(cursor, PAGE, |key, _| doomed(key_token(key)))
@@ -40,6 +64,10 @@ pub(crate) fn delete_where(
                     }
                 })
                 .map_err(|e| e.to_string())?;
+            if pace == Pace::Background && busy.elapsed() >= BURST {
+                std::thread::sleep(REST);
+                busy = Instant::now();
+            }
         }
         if page.cursor == 0 {
             return Ok(deleted);
@@ -57,7 +85,11 @@ pub(crate) async fn cleanup(inner: Arc<Inner>) {
     let cluster = Arc::clone(&inner.cluster);
     let epoch = (state.change.is_none()).then_some(state.epoch);
     let done = tokio::task::spawn_blocking(move || {
-        delete_where(&cluster, |token| !keeps(&state, &me, token))
+        delete_where(
+            &cluster,
+            |token| !keeps(&state, &me, token),
+            Pace::Background,
+        )
     })
     .await;
     if let (Some(epoch), Ok(Ok(_))) = (epoch, &done) {

@@ -26,7 +26,7 @@ use ringkv_ring::key_token;
 use tracing::info;
 
 use crate::Inner;
-use crate::cleanup::delete_where;
+use crate::cleanup::{Pace, delete_where};
 use crate::service::{decode_data as decode, encode_data as encode};
 use crate::wire::{Cursor, Pull, PullAnswer, Pulled, Scan, ScanPage, Ship, Shipment};
 
@@ -379,9 +379,11 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
         let plan = Arc::clone(&state);
         tokio::task::spawn_blocking(move || {
             let change = plan.change.as_ref().expect("checked above");
-            delete_where(&cluster, |token| {
-                change.find(token).is_some_and(|i| pulling.contains(&i))
-            })
+            delete_where(
+                &cluster,
+                |token| change.find(token).is_some_and(|i| pulling.contains(&i)),
+                Pace::Full,
+            )
         })
         .await
         .map_err(|e| e.to_string())??;
