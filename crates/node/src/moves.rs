@@ -23,7 +23,7 @@ use ringkv_cluster::{Cluster, Entry};
 use ringkv_meta::{Change, MetaState, Phase};
 use ringkv_peer::Service;
 use ringkv_ring::key_token;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::Inner;
 use crate::cleanup::{Pace, delete_where};
@@ -195,8 +195,10 @@ pub(crate) async fn ship(inner: &Arc<Inner>, request: Ship) -> Result<Shipment, 
     {
         return Err(RECOPY_SOURCE.into());
     }
+    let asked = std::time::Instant::now();
     let state = ready_at(inner, request.epoch).await?;
     let change = the_change(&state, request.change)?;
+    debug!(node = %inner.me, change = change.id, epoch = request.epoch, ranges = request.ranges.len(), waited_us = asked.elapsed().as_micros() as u64, "rebalance: shipping");
     for &i in &request.ranges {
         let r = change.ranges.get(i).ok_or("no such range in the change")?;
         if r.from != inner.me || r.phase != Phase::Fenced {
@@ -322,7 +324,9 @@ pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullA
 
 /// The target's pull, as the coordinator asks.
 async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
+    let asked = std::time::Instant::now();
     let _moves = inner.moves.lock().await;
+    let locked = asked.elapsed();
     // The last changes go onto a copy this process made: without one (it
     // restarted), say so now rather than after catching up, as fenced
     // ranges hold their writes meanwhile.
@@ -337,6 +341,7 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
     }
     let state = ready_at(inner, request.epoch).await?;
     let change = the_change(&state, request.change)?;
+    debug!(node = %inner.me, change = change.id, epoch = request.epoch, last_changes = request.dirty, lock_us = locked.as_micros() as u64, waited_us = asked.elapsed().as_micros() as u64, "rebalance: pulling");
     let want = if request.dirty {
         Phase::Fenced
     } else {
