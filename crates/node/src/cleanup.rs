@@ -76,6 +76,22 @@ pub(crate) fn delete_where(
     }
 }
 
+/// Whether the local store holds any key, expired ones included (its
+/// count, without walking data).
+pub(crate) fn holds_keys(cluster: &Cluster) -> bool {
+    cluster.dbsize() > 0
+}
+
+/// Records that the store holds exactly the keys served at the current
+/// view, as a cleanup that found nothing to delete does; for a store
+/// known to be empty. A view with a change in flight records nothing.
+pub(crate) fn mark_clean(inner: &Inner) {
+    let state = inner.view();
+    if state.change.is_none() {
+        inner.clean_at.store(state.epoch, Ordering::Release);
+    }
+}
+
 /// Deletes the local copies this node neither serves nor receives, by the
 /// latest view (under the moves lock, so no pull runs meanwhile).
 pub(crate) async fn cleanup(inner: Arc<Inner>) {
