@@ -189,10 +189,17 @@ pub(crate) async fn publisher(inner: Arc<Inner>) {
     let mut applied = inner.store.subscribe();
     loop {
         let state = inner.store.state();
+        let next_change = state.next_change;
+        let seen = inner.view();
         let (before, now) = inner.publish(state);
-        if before.is_some() && before != now && inner.ready.load(Ordering::Acquire) {
-            tokio::spawn(cleanup::cleanup(Arc::clone(&inner)));
+        if let Some(ended) = before
+            && before != now
+            && inner.ready.load(Ordering::Acquire)
+        {
+            let scope = cleanup::scope_after(&seen, ended, now, next_change, &inner.me);
+            tokio::spawn(cleanup::cleanup(Arc::clone(&inner), scope));
         }
+        drop(seen);
         if applied.changed().await.is_err() {
             return;
         }
@@ -278,7 +285,7 @@ pub(crate) async fn catch_up(inner: Arc<Inner>) {
         inner.readied.notify_waiters();
         info!(node = %inner.me, applied = target, "caught up with the cluster's log; serving");
         if stale {
-            cleanup::cleanup(Arc::clone(&inner)).await;
+            cleanup::cleanup(Arc::clone(&inner), cleanup::Scope::All).await;
         }
         return;
     }

@@ -220,6 +220,9 @@ pub(crate) struct Inner {
     /// flight (`u64::MAX`: none yet): while the view stays there, the
     /// store holds exactly the keys this node serves (`DBSIZE`).
     pub clean_at: AtomicU64,
+    /// A cleanup failed: the next one reads every key, not only the
+    /// ranges of the change that ended.
+    pub unswept: std::sync::atomic::AtomicBool,
     /// When this node started: the origin of its lease times.
     pub born: tokio::time::Instant,
     /// Until when (ms after `born`) this node may serve its keys
@@ -413,6 +416,7 @@ impl Node {
             raft_service: OnceLock::new(),
             batches: batch::Batches::new(Arc::clone(&transport)),
             clean_at: AtomicU64::new(u64::MAX),
+            unswept: std::sync::atomic::AtomicBool::new(false),
             born: tokio::time::Instant::now(),
             lease_until: AtomicU64::new(0),
             confirmed_at: AtomicU64::new(0),

@@ -26,7 +26,7 @@ use ringkv_ring::key_token;
 use tracing::{debug, info};
 
 use crate::Inner;
-use crate::cleanup::{Pace, delete_where};
+use crate::cleanup::{Pace, Scope, delete_where};
 use crate::service::{decode_data as decode, encode_data as encode};
 use crate::wire::{Cursor, Pull, PullAnswer, Pulled, Scan, ScanPage, Ship, Shipment};
 
@@ -384,8 +384,11 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
         let plan = Arc::clone(&state);
         tokio::task::spawn_blocking(move || {
             let change = plan.change.as_ref().expect("checked above");
+            // Only the ranges pulled can hold a copy to clear.
+            let ranges = pulling.iter().map(|&i| change.ranges[i].range()).collect();
             delete_where(
                 &cluster,
+                &Scope::Ranges(ranges),
                 |token| change.find(token).is_some_and(|i| pulling.contains(&i)),
                 Pace::Full,
             )

@@ -92,6 +92,21 @@ pub fn keeps(state: &MetaState, me: &str, token: Token) -> bool {
     })
 }
 
+/// The token ranges where node `me` may hold copies it no longer keeps
+/// once the change `seen` (a view of it, in any phase) is over: those
+/// moving from `me` (gone after their switch) and those moving to `me` not
+/// switched in `seen` (a copy that an abort leaves behind). A range
+/// switched to `me` stays served by it (a switch is never undone), and a
+/// node copies only the ranges moving to it: nothing else can hold a stale
+/// copy because of this change.
+pub fn cleanup_ranges(seen: &Change, me: &str) -> Vec<TokenRange> {
+    seen.ranges
+        .iter()
+        .filter(|r| r.from == me || (r.to == me && !r.phase.is_done()))
+        .map(|r| r.range())
+        .collect()
+}
+
 /// The last token of the run that starts at `token` and that one node
 /// serves throughout, in the same way (fenced or not), at `state`:
 /// [`MetaState::serving`] is the same for every token of `token..=end`.
