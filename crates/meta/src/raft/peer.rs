@@ -3,11 +3,12 @@
 //! the transport's bodies; the same code runs over TCP and in memory.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::RPCOption;
+use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -128,6 +129,22 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(Service::RaftVote, &rpc, &option).await
     }
+
+    /// The pauses after each unreachable answer, until one call succeeds:
+    /// 25 ms doubling to openraft's constant 500 ms. A joining node learns
+    /// its Raft id from the join's answer and only then starts its Raft,
+    /// while the leader adds it as a learner at once: its first calls were
+    /// refused, and with 500 ms from the first refusal a join often spent
+    /// half a second before its copy began (`docs/BENCHMARKS.md`, node
+    /// section 12).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(backoff_pauses())
+    }
+}
+
+/// [`PeerConnection`]'s pauses after unreachable answers.
+fn backoff_pauses() -> impl Iterator<Item = Duration> + Send + 'static {
+    (0u32..).map(|i| Duration::from_millis((25u64 << i.min(5)).min(500)))
 }
 
 /// Answers the Raft calls of a node's peers with its [`MetaRaft`].
@@ -174,5 +191,19 @@ impl PeerHandler for RaftService {
                 other => Err(format!("this node does not serve {other:?} calls")),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_short_and_settles_at_half_a_second() {
+        let pauses: Vec<u64> = backoff_pauses()
+            .take(8)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [25, 50, 100, 200, 400, 500, 500, 500]);
     }
 }
