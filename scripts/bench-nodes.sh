@@ -47,7 +47,13 @@
 #           the first node (redis-benchmark -c 10), once idle and once
 #           started just before the 4th node (rebalance-latency.csv: rps,
 #           p50, p99, max; "complete" when no error reply came, as
-#           redis-benchmark stops at the first).
+#           redis-benchmark stops at the first). With TIMELINE_SECS, the
+#           probe during the move is instead the `probe` example
+#           (crates/cli/examples/probe.rs: 10 connections, each request's
+#           send time and latency in timeline-rROUND.csv), started 3 s
+#           before the 4th node, for TIMELINE_SECS s; with the nodes' JSON
+#           logs (NODE_ARGS="--log-format json"), scripts/timeline.py
+#           lines the requests up with the nodes' events.
 #
 # keyspace  $KEYS keys loaded as for rebalance into 3 ringkv nodes, into
 #           `ringkv serve --nodes n1,n2,n3` and into a lone redis-server;
@@ -64,6 +70,8 @@
 # calibrated per system and load to last about $SECS s), SYSTEMS ("nodes
 # nodes-fwd cluster serve redis"), KEYS (1000000), ROUNDS (1), LIMIT (600), PROBE_N (40000),
 # PARTITIONS (ringkv node --partitions; default: ringkv's own default),
+# TIMELINE_SECS (see rebalance; PROBE: the probe example's binary, default
+# target/release/examples/probe),
 # NODE_ARGS (more arguments of every ringkv node, e.g. "--rebalance-rate 300000"),
 # OUT (raw CSV and logs, default bench-out/nodes).
 # Redis Cluster config files and the load files live in a fresh directory
@@ -81,6 +89,8 @@ PROBE_N=${PROBE_N:-40000}
 DBSIZE_N=${DBSIZE_N:-2000}
 LIMIT=${LIMIT:-600}
 PARTITIONS=${PARTITIONS:-}
+TIMELINE_SECS=${TIMELINE_SECS:-}
+PROBE=${PROBE:-target/release/examples/probe}
 NODE_ARGS=${NODE_ARGS:-}
 OUT=${OUT:-bench-out/nodes}
 PARTS=${*:-tput rebalance}
@@ -439,7 +449,13 @@ rebalance_nodes() {
   # m4 joins (started just before it; $PROBE_N requests last about as long
   # as the move)
   probe m1 "$r" idle >/dev/null
-  probe m1 "$r" move >"$TMP/probe-move" &
+  if [ -n "$TIMELINE_SECS" ]; then
+    "$PROBE" --addr "127.0.0.1:${PORT[m1]}" --conns 10 --secs "$TIMELINE_SECS" --keys "$KEYS" \
+      --out "$OUT/timeline-r$r.csv" &
+    sleep 3
+  else
+    probe m1 "$r" move >"$TMP/probe-move" &
+  fi
   local probing=$!
   # the time from m4's start until: it answers PING, the change adding it
   # is first seen in RINGKV.NODES, 4 members are up and no change is left
