@@ -2,7 +2,7 @@
 //! change ends, once after a start, and before a copy is made again.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,13 +30,36 @@ const DELETE_CHUNK: usize = 64;
 const BURST: Duration = Duration::from_millis(1);
 const REST: Duration = Duration::from_millis(3);
 
-/// Whether [`delete_where`] runs at full speed or paced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pace {
-    /// As fast as it can: a copy about to be made waits for it.
-    Full,
-    /// About a quarter of a core (`BURST`, `REST`): nothing waits for it.
-    Background,
+/// What a cleanup needs to know while it runs, shared with pulls and the
+/// node's stop.
+#[derive(Debug, Default)]
+pub struct Cleaning {
+    /// A cleanup failed: the next one reads every key, not only the
+    /// ranges of the change that ended.
+    pub(crate) unswept: AtomicBool,
+    /// Pulls waiting for the moves lock: a paced cleanup holding it
+    /// stops resting. A pull of last changes is waited for by every write
+    /// to the fenced ranges.
+    pub(crate) pulls_waiting: AtomicUsize,
+    /// The node is stopping: a cleanup ends at its next pause.
+    pub(crate) stopping: AtomicBool,
+}
+
+/// Counts a pull as waiting for the moves lock while it lives (a pull
+/// aborted while waiting is uncounted too).
+pub(crate) struct Waiting<'a>(&'a Cleaning);
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn new(cleaning: &'a Cleaning) -> Waiting<'a> {
+        cleaning.pulls_waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(cleaning)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.pulls_waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Which local keys a cleanup reads.
@@ -73,57 +96,94 @@ pub(crate) fn scope_after(
     }
 }
 
-/// Sleeps `REST` after each `BURST` of work when paced: called between
-/// reads and transactions, holding no lock.
-struct Pacer {
-    pace: Pace,
+/// How a cleanup shares the CPU: at full speed, or resting `REST` after
+/// each `BURST` of work (between reads and transactions, holding no lock)
+/// unless a pull waits for it; and whether to stop.
+pub(crate) struct Pacer<'a> {
+    cleaning: Option<&'a Cleaning>,
     busy: Instant,
+    /// Rests taken.
+    rests: u32,
 }
 
-impl Pacer {
-    fn new(pace: Pace) -> Pacer {
+impl<'a> Pacer<'a> {
+    /// As fast as it can: a copy about to be made waits for it.
+    pub(crate) fn full() -> Pacer<'static> {
         Pacer {
-            pace,
+            cleaning: None,
             busy: Instant::now(),
+            rests: 0,
         }
     }
 
-    fn rest(&mut self) {
-        if self.pace == Pace::Background && self.busy.elapsed() >= BURST {
+    /// About a quarter of a core, while nothing waits for it.
+    pub(crate) fn background(cleaning: &'a Cleaning) -> Pacer<'a> {
+        Pacer {
+            cleaning: Some(cleaning),
+            busy: Instant::now(),
+            rests: 0,
+        }
+    }
+
+    fn rest(&mut self) -> Result<(), String> {
+        let Some(cleaning) = self.cleaning else {
+            return Ok(());
+        };
+        if cleaning.stopping.load(Ordering::Acquire) {
+            return Err("the node is stopping".into());
+        }
+        if self.busy.elapsed() >= BURST && cleaning.pulls_waiting.load(Ordering::Acquire) == 0 {
             std::thread::sleep(REST);
             self.busy = Instant::now();
+            self.rests += 1;
         }
+        Ok(())
     }
 }
 
-/// Deletes `keys` in small transactions: each holds its keys' stripes,
-/// which clients wait for, and a thread preempted while holding them (the
-/// cleanup runs on every node at once, on cores the clients need) makes
-/// them wait a scheduler slice.
-fn delete_keys(cluster: &Cluster, keys: &[Bytes], pacer: &mut Pacer) -> Result<(), String> {
+/// Deletes `keys` in one transaction.
+pub(crate) fn delete_now(cluster: &Cluster, keys: &[Bytes]) -> Result<u64, String> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    cluster
+        .transaction(keys.to_vec(), |txn| {
+            for key in keys {
+                txn.delete(key);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(keys.len() as u64)
+}
+
+/// Deletes `keys` by `remove`, in small transactions: each holds its keys'
+/// stripes, which clients wait for, and a thread preempted while holding
+/// them (the cleanup runs on every node at once, on cores the clients
+/// need) makes them wait a scheduler slice.
+fn delete_keys(
+    keys: &[Bytes],
+    pacer: &mut Pacer<'_>,
+    remove: &impl Fn(&[Bytes]) -> Result<u64, String>,
+) -> Result<u64, String> {
+    let mut deleted = 0;
     for chunk in keys.chunks(DELETE_CHUNK) {
-        cluster
-            .transaction(chunk.to_vec(), |txn| {
-                for key in chunk {
-                    txn.delete(key);
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        pacer.rest();
+        deleted += remove(chunk)?;
+        pacer.rest()?;
     }
-    Ok(())
+    Ok(deleted)
 }
 
-/// Deletes every local key of `scope` for which `doomed(token)` holds, a
-/// page at a time.
+/// Deletes, by `remove` (which may keep some), the local keys of `scope`
+/// for which `doomed(token)` holds, a page at a time; returns how many it
+/// deleted.
 pub(crate) fn delete_where(
     cluster: &Cluster,
     scope: &Scope,
     doomed: impl Fn(Token) -> bool,
-    pace: Pace,
+    pacer: &mut Pacer<'_>,
+    remove: impl Fn(&[Bytes]) -> Result<u64, String>,
 ) -> Result<u64, String> {
     let mut deleted = 0;
-    let mut pacer = Pacer::new(pace);
     let ranges = match scope {
         Scope::All => {
             let mut cursor = 0;
@@ -131,11 +191,10 @@ pub(crate) fn delete_where(
                 let page = cluster
                     .scan(cursor, PAGE, |key, _| doomed(key_token(key)))
                     .map_err(|e| e.to_string())?;
-                deleted += page.keys.len() as u64;
                 // A page read is work too: a node that gave away a quarter
                 // of its keys reads four for each it deletes.
-                pacer.rest();
-                delete_keys(cluster, &page.keys, &mut pacer)?;
+                pacer.rest()?;
+                deleted += delete_keys(&page.keys, pacer, &remove)?;
                 if page.cursor == 0 {
                     return Ok(deleted);
                 }
@@ -155,13 +214,37 @@ pub(crate) fn delete_where(
                 .filter(|e| doomed(e.token))
                 .map(|e| e.key)
                 .collect();
-            deleted += keys.len() as u64;
-            pacer.rest();
-            delete_keys(cluster, &keys, &mut pacer)?;
+            pacer.rest()?;
+            deleted += delete_keys(&keys, pacer, &remove)?;
             from = next;
         }
     }
     Ok(deleted)
+}
+
+/// Deletes the keys of `chunk` that this node neither serves nor receives
+/// by its view now, under the view's read lock as a client's request
+/// runs: a range given to this node after the cleanup read its view (a
+/// forced removal's dropped range is served without a copy) keeps what
+/// clients wrote to it meanwhile.
+fn delete_unserved(inner: &Inner, chunk: &[Bytes]) -> Result<u64, String> {
+    let view = inner.view.read();
+    delete_unkept(&inner.cluster, &view, &inner.me, chunk)
+}
+
+/// Deletes the keys of `chunk` that `me` does not keep at `state`.
+fn delete_unkept(
+    cluster: &Cluster,
+    state: &MetaState,
+    me: &str,
+    chunk: &[Bytes],
+) -> Result<u64, String> {
+    let doomed: Vec<Bytes> = chunk
+        .iter()
+        .filter(|key| !keeps(state, me, key_token(key)))
+        .cloned()
+        .collect();
+    delete_now(cluster, &doomed)
 }
 
 /// Whether the local store holds any key, expired ones included (its
@@ -185,29 +268,30 @@ pub(crate) fn mark_clean(inner: &Inner) {
 /// meanwhile). After a failed cleanup, the next reads every key.
 pub(crate) async fn cleanup(inner: Arc<Inner>, scope: Scope) {
     let _moves = inner.moves.lock().await;
-    let scope = if inner.unswept.load(Ordering::Acquire) {
+    let scope = if inner.cleaning.unswept.load(Ordering::Acquire) {
         Scope::All
     } else {
         scope
     };
     let state = inner.view();
-    let me = inner.me.clone();
-    let cluster = Arc::clone(&inner.cluster);
     let epoch = (state.change.is_none()).then_some(state.epoch);
     let all = scope == Scope::All;
+    let worker = Arc::clone(&inner);
     let done = tokio::task::spawn_blocking(move || {
+        let inner = &*worker;
         delete_where(
-            &cluster,
+            &inner.cluster,
             &scope,
-            |token| !keeps(&state, &me, token),
-            Pace::Background,
+            |token| !keeps(&state, &inner.me, token),
+            &mut Pacer::background(&inner.cleaning),
+            |chunk| delete_unserved(inner, chunk),
         )
     })
     .await;
     match &done {
-        Ok(Ok(_)) if all => inner.unswept.store(false, Ordering::Release),
+        Ok(Ok(_)) if all => inner.cleaning.unswept.store(false, Ordering::Release),
         Ok(Ok(_)) => {}
-        _ => inner.unswept.store(true, Ordering::Release),
+        _ => inner.cleaning.unswept.store(true, Ordering::Release),
     }
     if let (Some(epoch), Ok(Ok(_))) = (epoch, &done) {
         inner.clean_at.store(epoch, Ordering::Release);
@@ -312,6 +396,94 @@ mod tests {
         assert_eq!(scope_after(&two_nodes(), id, None, id + 1, "1"), Scope::All);
     }
 
+    /// A cluster of node 1's store holding `keys`.
+    fn holding(keys: &[String]) -> Cluster {
+        let cluster = Cluster::new(ClusterConfig::default()).unwrap();
+        cluster.add_node("1").unwrap();
+        for key in keys {
+            cluster.put(key.clone(), "v").unwrap();
+        }
+        cluster
+    }
+
+    #[test]
+    fn a_key_served_again_by_the_newest_view_outlives_a_cleanup_begun_before() {
+        // The cleanup decided by the view after node 2 joined; since then
+        // node 2 left again and node 1 serves everything (as after a forced
+        // removal's dropped ranges): what a client wrote stays.
+        let (mut then, id) = joining();
+        finish(&mut then, id);
+        let mut now = then.clone();
+        now.apply(&Command::Leave {
+            id: "2".into(),
+            force: false,
+        })
+        .unwrap();
+        now.apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        let left = now.change.as_ref().unwrap().id;
+        finish(&mut now, left);
+        let keys: Vec<String> = (0..2000).map(|i| format!("key:{i}")).collect();
+        let cluster = holding(&keys);
+        let deleted = delete_where(
+            &cluster,
+            &Scope::All,
+            |token| !crate::view::keeps(&then, "1", token),
+            &mut Pacer::full(),
+            |chunk| delete_unkept(&cluster, &now, "1", chunk),
+        )
+        .unwrap();
+        assert_eq!(deleted, 0);
+        assert!(
+            keys.iter()
+                .all(|k| cluster.get(k.as_bytes()).unwrap().is_some())
+        );
+        // By the view it read, the same cleanup deletes node 2's keys.
+        let deleted = delete_where(
+            &cluster,
+            &Scope::All,
+            |token| !crate::view::keeps(&then, "1", token),
+            &mut Pacer::full(),
+            |chunk| delete_unkept(&cluster, &then, "1", chunk),
+        )
+        .unwrap();
+        assert!(deleted > 0);
+    }
+
+    #[test]
+    fn a_paced_cleanup_does_not_rest_while_a_pull_waits_and_ends_when_the_node_stops() {
+        let keys: Vec<String> = (0..20_000).map(|i| format!("key:{i}")).collect();
+        let cluster = holding(&keys);
+        let cleaning = Cleaning::default();
+        let waiting = Waiting::new(&cleaning);
+        let mut pacer = Pacer::background(&cleaning);
+        let deleted = delete_where(
+            &cluster,
+            &Scope::All,
+            |_| true,
+            &mut pacer,
+            |chunk| delete_now(&cluster, chunk),
+        )
+        .unwrap();
+        assert_eq!((deleted, pacer.rests), (keys.len() as u64, 0));
+        drop(waiting);
+        assert_eq!(cleaning.pulls_waiting.load(Ordering::Acquire), 0);
+        let cluster = holding(&keys);
+        cleaning.stopping.store(true, Ordering::Release);
+        let stopped = delete_where(
+            &cluster,
+            &Scope::All,
+            |_| true,
+            &mut Pacer::background(&cleaning),
+            |chunk| delete_now(&cluster, chunk),
+        );
+        assert_eq!(stopped, Err("the node is stopping".to_string()));
+        assert!(
+            cluster.dbsize() > 0,
+            "it stopped before deleting everything"
+        );
+    }
+
     #[test]
     fn a_cleanup_of_the_moved_ranges_deletes_what_a_cleanup_of_every_key_does() {
         let (mut state, id) = joining();
@@ -325,16 +497,14 @@ mod tests {
             .count();
         assert!(stale > 0 && stale < keys.len(), "{stale} of the keys moved");
         for scope in [Scope::All, Scope::Ranges(moved)] {
-            let cluster = Cluster::new(ClusterConfig::default()).unwrap();
-            cluster.add_node("1").unwrap();
-            for key in &keys {
-                cluster.put(key.clone(), "v").unwrap();
-            }
+            let cluster = holding(&keys);
+            let cleaning = Cleaning::default();
             let deleted = delete_where(
                 &cluster,
                 &scope,
                 |token| !crate::view::keeps(&state, "1", token),
-                Pace::Background,
+                &mut Pacer::background(&cleaning),
+                |chunk| delete_now(&cluster, chunk),
             )
             .unwrap();
             assert_eq!(deleted as usize, stale, "{scope:?}");

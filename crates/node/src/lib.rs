@@ -220,9 +220,8 @@ pub(crate) struct Inner {
     /// flight (`u64::MAX`: none yet): while the view stays there, the
     /// store holds exactly the keys this node serves (`DBSIZE`).
     pub clean_at: AtomicU64,
-    /// A cleanup failed: the next one reads every key, not only the
-    /// ranges of the change that ended.
-    pub unswept: std::sync::atomic::AtomicBool,
+    /// What a cleanup in progress must know (`cleanup::Cleaning`).
+    pub cleaning: cleanup::Cleaning,
     /// When this node started: the origin of its lease times.
     pub born: tokio::time::Instant,
     /// Until when (ms after `born`) this node may serve its keys
@@ -243,8 +242,10 @@ impl Inner {
         Arc::clone(&self.view.read())
     }
 
-    /// Stops the pulls running here (the node stops).
+    /// Stops the pulls running here, and a cleanup at its next pause (the
+    /// node stops).
     fn stop_pulls(&self) {
+        self.cleaning.stopping.store(true, Ordering::Release);
         for (_, job) in self.pulls.lock().drain() {
             job.stop();
         }
@@ -416,7 +417,7 @@ impl Node {
             raft_service: OnceLock::new(),
             batches: batch::Batches::new(Arc::clone(&transport)),
             clean_at: AtomicU64::new(u64::MAX),
-            unswept: std::sync::atomic::AtomicBool::new(false),
+            cleaning: cleanup::Cleaning::default(),
             born: tokio::time::Instant::now(),
             lease_until: AtomicU64::new(0),
             confirmed_at: AtomicU64::new(0),

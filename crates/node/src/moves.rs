@@ -26,7 +26,7 @@ use ringkv_ring::key_token;
 use tracing::{debug, info};
 
 use crate::Inner;
-use crate::cleanup::{Pace, Scope, delete_where};
+use crate::cleanup::{Pacer, Scope, Waiting, delete_now, delete_where};
 use crate::service::{decode_data as decode, encode_data as encode};
 use crate::wire::{Cursor, Pull, PullAnswer, Pulled, Scan, ScanPage, Ship, Shipment};
 
@@ -325,7 +325,11 @@ pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullA
 /// The target's pull, as the coordinator asks.
 async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
     let asked = std::time::Instant::now();
-    let _moves = inner.moves.lock().await;
+    let _moves = {
+        // A paced cleanup holding the lock stops resting meanwhile.
+        let _waiting = Waiting::new(&inner.cleaning);
+        inner.moves.lock().await
+    };
     let locked = asked.elapsed();
     // The last changes go onto a copy this process made: without one (it
     // restarted), say so now rather than after catching up, as fenced
@@ -390,7 +394,8 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
                 &cluster,
                 &Scope::Ranges(ranges),
                 |token| change.find(token).is_some_and(|i| pulling.contains(&i)),
-                Pace::Full,
+                &mut Pacer::full(),
+                |chunk| delete_now(&cluster, chunk),
             )
         })
         .await
