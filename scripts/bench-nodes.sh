@@ -91,6 +91,10 @@ LIMIT=${LIMIT:-600}
 PARTITIONS=${PARTITIONS:-}
 TIMELINE_SECS=${TIMELINE_SECS:-}
 PROBE=${PROBE:-target/release/examples/probe}
+if [ -n "$TIMELINE_SECS" ] && [ ! -x "$PROBE" ]; then
+  echo "TIMELINE_SECS needs the probe at $PROBE: cargo build --release -p ringkv-cli --example probe" >&2
+  exit 2
+fi
 NODE_ARGS=${NODE_ARGS:-}
 OUT=${OUT:-bench-out/nodes}
 PARTS=${*:-tput rebalance}
@@ -450,8 +454,8 @@ rebalance_nodes() {
   # as the move)
   probe m1 "$r" idle >/dev/null
   if [ -n "$TIMELINE_SECS" ]; then
-    "$PROBE" --addr "127.0.0.1:${PORT[m1]}" --conns 10 --secs "$TIMELINE_SECS" --keys "$KEYS" \
-      --out "$OUT/timeline-r$r.csv" &
+    { "$PROBE" --addr "127.0.0.1:${PORT[m1]}" --conns 10 --secs "$TIMELINE_SECS" --keys "$KEYS" \
+        --out "$OUT/timeline-r$r.csv" || note "rebalance $r nodes: the timeline probe failed"; } &
     sleep 3
   else
     probe m1 "$r" move >"$TMP/probe-move" &

@@ -32,9 +32,11 @@ def log(path):
     """The JSON lines of a node's log (other lines are skipped)."""
     for line in path.read_text().splitlines():
         try:
-            yield json.loads(line)
+            event = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(event, dict):
+            yield event
 
 
 def quantile(values, q):
@@ -58,6 +60,8 @@ def main():
     t0 = seconds(starts[rnd - 1]["timestamp"])
     rows = [(int(r["sent_us"]) / 1e6 - t0, int(r["latency_us"]) / 1000, r["error"] == "1")
             for r in csv.DictReader(probe.open())]
+    if not rows:
+        sys.exit(f"{probe} holds no request")
     first, last = min(r[0] for r in rows), max(r[0] for r in rows)
 
     print(f"# events, seconds from m4's start (round {rnd})")

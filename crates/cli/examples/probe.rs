@@ -66,14 +66,32 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", args.out.display()))?,
     );
     writeln!(out, "sent_us,latency_us,error")?;
+    // Every connection's rows are written; a connection that failed makes
+    // the probe fail after, so a short timeline is not taken for a whole.
+    let mut failed = Vec::new();
     for connection in connections {
-        for (sent, latency, error) in connection.await?? {
-            writeln!(out, "{sent},{latency},{}", u8::from(error))?;
+        match connection.await? {
+            Ok(rows) => {
+                for (sent, latency, error) in rows {
+                    writeln!(out, "{sent},{latency},{}", u8::from(error))?;
+                }
+            }
+            Err(e) => failed.push(format!("{e:#}")),
         }
     }
     out.flush()?;
+    if !failed.is_empty() {
+        bail!(
+            "{} of the connections failed: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
     Ok(())
 }
+
+/// How long past the end a reply may take before the probe gives up.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// GETs on `stream` until `end`.
 async fn probe(stream: TcpStream, keys: u64, end: Instant) -> anyhow::Result<Vec<Row>> {
@@ -88,7 +106,13 @@ async fn probe(stream: TcpStream, keys: u64, end: Instant) -> anyhow::Result<Vec
         let started = Instant::now();
         write.write_all(request.as_bytes()).await?;
         line.clear();
-        if read.read_line(&mut line).await? == 0 {
+        let deadline = tokio::time::Instant::from_std(end + GRACE);
+        let read_line = tokio::time::timeout_at(deadline, read.read_line(&mut line));
+        if read_line
+            .await
+            .context("no reply within 10 s of the end")??
+            == 0
+        {
             bail!("the server closed the connection");
         }
         let error = line.starts_with('-');
@@ -96,7 +120,10 @@ async fn probe(stream: TcpStream, keys: u64, end: Instant) -> anyhow::Result<Vec
             let len: i64 = len.trim().parse().context("a bulk reply's length")?;
             if len >= 0 {
                 value.resize(len as usize + 2, 0);
-                read.read_exact(&mut value).await?;
+                let read_value = tokio::time::timeout_at(deadline, read.read_exact(&mut value));
+                read_value
+                    .await
+                    .context("no reply within 10 s of the end")??;
             }
         } else if !error {
             bail!("unexpected reply to GET: {line:?}");
