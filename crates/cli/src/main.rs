@@ -15,12 +15,6 @@ use ringkv_cli::run::{RunOptions, Runner};
 use ringkv_cluster::{Cluster, ClusterConfig, FsyncPolicy, Placement, RingConfig};
 use ringkv_ring::BalancedConfig;
 
-/// mimalloc rather than glibc's malloc: allocation and free were about a
-/// tenth of a node's CPU under pipelined load (`docs/BENCHMARKS.md`, node
-/// section 13).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A distributed key-value store on a consistent hash ring, in one process.
 #[derive(Parser)]
 #[command(name = "ringkv", version, about, long_about = None)]
