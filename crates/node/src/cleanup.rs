@@ -65,7 +65,8 @@ impl Drop for Waiting<'_> {
 /// Which local keys a cleanup reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
-    /// Every key: after a start, or after a cleanup that failed.
+    /// Every key: after a start, after a cleanup that failed, or when a
+    /// change went by unseen ([`scope_after`]).
     All,
     /// The keys of these token ranges ([`crate::view::cleanup_ranges`] of
     /// the change that ended): the store is ordered by token, so a join

@@ -385,11 +385,16 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
         // ranges first, in one pass over the local keys.
         let cluster = Arc::clone(&inner.cluster);
         let pulling: std::collections::HashSet<usize> = request.ranges.iter().copied().collect();
+        // Only the ranges pulled can hold a copy to clear: read in the
+        // change's (token) order.
+        let ranges = request
+            .ranges
+            .iter()
+            .map(|&i| change.ranges[i].range())
+            .collect();
         let plan = Arc::clone(&state);
         tokio::task::spawn_blocking(move || {
             let change = plan.change.as_ref().expect("checked above");
-            // Only the ranges pulled can hold a copy to clear.
-            let ranges = pulling.iter().map(|&i| change.ranges[i].range()).collect();
             delete_where(
                 &cluster,
                 &Scope::Ranges(ranges),
