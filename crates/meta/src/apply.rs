@@ -331,8 +331,10 @@ impl MetaState {
                     }
                 }
                 Phase::Switched => {
-                    if r.phase != Phase::Fenced {
-                        return Err(wrong("a range is fenced before it switches"));
+                    if !matches!(r.phase, Phase::Fenced | Phase::Dropped) {
+                        return Err(wrong(
+                            "a range is fenced (or dropped and cleared) before it switches",
+                        ));
                     }
                     if down(&r.to) {
                         return Err(Rejected::NodeDown { id: r.to.clone() });
@@ -378,10 +380,9 @@ impl MetaState {
             _ => return Err(Rejected::NoSuchChange { change: number }),
         };
         if !change.complete() {
-            let (copying, fenced, _) = change.progress();
             return Err(Rejected::Incomplete {
                 change: number,
-                pending: copying + fenced,
+                pending: change.progress().pending(),
             });
         }
         self.complete(self.epoch + 1);

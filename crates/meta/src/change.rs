@@ -19,8 +19,9 @@ pub enum ChangeKind {
 ///
 /// ```text
 ///   Copying --Fence--> Fenced --Switch--> Switched
-///      ^                  |
-///      +-----Unfence------+          (Copying|Fenced) --Drop--> Dropped
+///      ^                  |                    ^
+///      +-----Unfence------+                    |
+///   (Copying|Fenced) --Drop--> Dropped --Switch-+
 /// ```
 ///
 /// - `Copying`: the source serves the range (reads and writes) and records
@@ -33,8 +34,10 @@ pub enum ChangeKind {
 ///   and deletes its copy. The first `Switched` (or `Dropped`) range of a
 ///   change is the change's commit point: from then on it only moves
 ///   forward.
-/// - `Dropped`: a forced removal of a down node gives up this range's keys;
-///   the target serves it empty.
+/// - `Dropped`: a forced removal of a down node gives up this range's keys.
+///   Nobody serves it (its source is down): the target clears whatever
+///   copy of it it holds (part of a copy, or copies older still), then the
+///   range switches and the target serves it empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -44,12 +47,13 @@ pub enum Phase {
     Fenced,
     /// The target serves the range.
     Switched,
-    /// The keys are given up; the target serves the range empty.
+    /// The keys are given up; the target clears its copy, then switches.
     Dropped,
 }
 
 impl Phase {
-    /// Whether the target serves the range (`Switched` or `Dropped`).
+    /// Whether the range's move is decided for good (`Switched`, or
+    /// `Dropped`): it never goes back to its source.
     pub fn is_done(self) -> bool {
         matches!(self, Phase::Switched | Phase::Dropped)
     }
@@ -80,7 +84,7 @@ impl RangeMove {
     /// The node serving the range now: the source until the switch, the
     /// target after.
     pub fn authority(&self) -> &str {
-        if self.phase.is_done() {
+        if self.phase == Phase::Switched {
             &self.to
         } else {
             &self.from
@@ -133,9 +137,10 @@ impl Change {
         self.ranges.iter().any(|r| r.phase.is_done())
     }
 
-    /// Whether every range is switched or dropped: the change can finish.
+    /// Whether every range is switched (a dropped one switches once its
+    /// target has cleared it): the change can finish.
     pub fn complete(&self) -> bool {
-        self.ranges.iter().all(|r| r.phase.is_done())
+        self.ranges.iter().all(|r| r.phase == Phase::Switched)
     }
 
     /// The index of the range holding `token`, if it moves. `O(log ranges)`.
@@ -150,14 +155,37 @@ impl Change {
         }
     }
 
-    /// How many ranges are in each phase: `(copying, fenced, done)`.
-    pub fn progress(&self) -> (usize, usize, usize) {
-        self.ranges
-            .iter()
-            .fold((0, 0, 0), |(c, f, d), r| match r.phase {
-                Phase::Copying => (c + 1, f, d),
-                Phase::Fenced => (c, f + 1, d),
-                Phase::Switched | Phase::Dropped => (c, f, d + 1),
-            })
+    /// How many ranges are in each phase.
+    pub fn progress(&self) -> Progress {
+        let mut p = Progress::default();
+        for r in &self.ranges {
+            *match r.phase {
+                Phase::Copying => &mut p.copying,
+                Phase::Fenced => &mut p.fenced,
+                Phase::Switched => &mut p.switched,
+                Phase::Dropped => &mut p.dropped,
+            } += 1;
+        }
+        p
+    }
+}
+
+/// How many ranges of a change are in each phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `Copying`.
+    pub copying: usize,
+    /// `Fenced`.
+    pub fenced: usize,
+    /// `Switched`.
+    pub switched: usize,
+    /// `Dropped`, not yet cleared by their targets.
+    pub dropped: usize,
+}
+
+impl Progress {
+    /// The ranges not yet switched.
+    pub fn pending(&self) -> usize {
+        self.copying + self.fenced + self.dropped
     }
 }

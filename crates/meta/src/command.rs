@@ -66,21 +66,23 @@ pub enum Command {
         ranges: Vec<usize>,
     },
     /// Hands fenced ranges to their targets, in one entry: a batch of
-    /// ranges switches at one epoch.
+    /// ranges switches at one epoch. A dropped range switches too, once
+    /// its target has cleared its copy of it.
     SwitchRanges {
         /// The change's number.
         change: u64,
         /// Indices in the plan, each at most once.
         ranges: Vec<usize>,
     },
-    /// Gives up ranges of a forced removal whose source is down.
+    /// Gives up ranges of a forced removal whose source is down: nobody
+    /// serves them until their targets have cleared them and they switch.
     DropRanges {
         /// The change's number.
         change: u64,
         /// Indices in the plan, each at most once.
         ranges: Vec<usize>,
     },
-    /// Ends a change whose ranges are all switched or dropped: the target
+    /// Ends a change whose ranges are all switched: the target
     /// ring is in force, the node is up or gone.
     FinishChange {
         /// The change's number.
@@ -228,7 +230,7 @@ pub enum Rejected {
     Incomplete {
         /// The change.
         change: u64,
-        /// Ranges not switched or dropped.
+        /// Ranges not switched yet.
         pending: usize,
     },
     /// A node the step needs is down.

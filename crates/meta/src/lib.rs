@@ -55,7 +55,7 @@ mod state;
 mod voters;
 
 pub use apply::apply;
-pub use change::{Change, ChangeKind, Phase, RangeMove};
+pub use change::{Change, ChangeKind, Phase, Progress, RangeMove};
 pub use command::{Applied, Command, Rejected, Response};
 pub use member::{Lifecycle, Member, NodeSpec, NodeState};
 pub use serial::PlacementSpec;

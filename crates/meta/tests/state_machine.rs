@@ -249,9 +249,26 @@ fn a_forced_removal_drops_only_the_down_node_s_ranges() {
     );
     s.apply(&Command::DropRanges {
         change,
+        ranges: all.clone(),
+    })
+    .unwrap();
+    // Nobody serves a dropped range (its source is down) until its target
+    // has cleared its copy and it switches.
+    let r = &s.change.as_ref().unwrap().ranges[0];
+    let (end, to) = (r.end, r.to.clone());
+    let serving = s.serving(end).unwrap();
+    assert!(serving.node == "c" && serving.down);
+    assert!(matches!(
+        s.apply(&Command::FinishChange { change }),
+        Err(ringkv_meta::Rejected::Incomplete { pending, .. }) if pending == all.len()
+    ));
+    s.apply(&Command::SwitchRanges {
+        change,
         ranges: all,
     })
     .unwrap();
+    let serving = s.serving(end).unwrap();
+    assert!(serving.node == to && !serving.down);
     s.apply(&Command::FinishChange { change }).unwrap();
     assert!(!s.members.contains_key("c"));
     assert_eq!(s.ring.as_ref().unwrap().len(), 2);

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::Inner;
 use crate::moves::PAGE;
-use crate::view::keeps;
+use crate::view::{clears, keeps};
 
 /// Keys deleted per transaction by a cleanup.
 const DELETE_CHUNK: usize = 64;
@@ -246,6 +246,45 @@ fn delete_unkept(
         .cloned()
         .collect();
     delete_now(cluster, &doomed)
+}
+
+/// Clears this node's copy of the dropped `ranges` of the change at
+/// `state` (a forced removal gave their keys up; what is here is part of a
+/// copy, or older copies) and syncs it, before they switch and this node
+/// serves them empty: a sync, so that a power cut after the switch brings
+/// none of it back. Each chunk is checked again against the view now,
+/// under its read lock, as a client's request runs: a range switched
+/// meanwhile (this is a late retry) keeps what clients wrote to it.
+pub(crate) async fn clear_dropped(
+    inner: &Arc<Inner>,
+    state: &Arc<MetaState>,
+    ranges: &[usize],
+) -> Result<u64, String> {
+    let change = state.change.as_ref().ok_or("no change in flight")?;
+    let scope = Scope::Ranges(ranges.iter().map(|&i| change.ranges[i].range()).collect());
+    let (worker, plan) = (Arc::clone(inner), Arc::clone(state));
+    tokio::task::spawn_blocking(move || {
+        let inner = &*worker;
+        let cleared = delete_where(
+            &inner.cluster,
+            &scope,
+            |token| clears(&plan, &inner.me, token),
+            &mut Pacer::full(),
+            |chunk| {
+                let view = inner.view.read();
+                let doomed: Vec<Bytes> = chunk
+                    .iter()
+                    .filter(|key| clears(&view, &inner.me, key_token(key)))
+                    .cloned()
+                    .collect();
+                delete_now(&inner.cluster, &doomed)
+            },
+        )?;
+        inner.cluster.sync().map_err(|e| e.to_string())?;
+        Ok(cleared)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Whether the local store holds any key, expired ones included (its

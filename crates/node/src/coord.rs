@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::Inner;
 use crate::service::{decode_data as decode, encode_data as encode, propose_here};
 use crate::view::{ChangeStep, GroupStep, change_step, group_step};
-use crate::wire::{Proposed, Pull, PullAnswer, Pulled};
+use crate::wire::{Proposed, Pull, PullAnswer, PullKind, Pulled};
 
 /// The longest time between turns when there is nothing to do. A turn
 /// also starts when Raft's metrics change (an entry applied, a new
@@ -220,8 +220,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             ChangeStep::Pull {
                 change,
                 targets,
-                dirty,
+                kind,
             } => {
+                let dirty = kind == PullKind::LastChanges;
                 let node = state
                     .change
                     .as_ref()
@@ -233,7 +234,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                         change,
                         ranges: ranges.clone(),
                         epoch: state.epoch,
-                        dirty,
+                        kind,
                     });
                     async move {
                         let addr = addr.ok_or("the target is not a member")?;
@@ -244,7 +245,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 let all: Vec<usize> = targets.values().flatten().copied().collect();
                 if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
                     failures += 1;
-                    warn!(change, last_changes = dirty, failures, error = %e, "rebalance: pull failed");
+                    warn!(change, kind = ?kind, failures, error = %e, "rebalance: pull failed");
                     let committed = state.change.as_ref().is_some_and(|c| c.committed());
                     if unfenced.0 != change {
                         unfenced = (change, 0);
@@ -294,29 +295,43 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     change,
                     ranges = all.len(),
                     keys,
-                    last_changes = dirty,
+                    kind = ?kind,
                     "rebalance: ranges pulled"
                 );
-                if dirty {
-                    crate::fault::reached("before-switch", &node);
-                    stepped = commit(
-                        &raft,
-                        Command::SwitchRanges {
-                            change,
-                            ranges: all,
-                        },
-                    )
-                    .await;
-                    crate::fault::reached("after-switch", &node);
-                } else {
-                    stepped = commit(
-                        &raft,
-                        Command::FenceRanges {
-                            change,
-                            ranges: all,
-                        },
-                    )
-                    .await;
+                match kind {
+                    PullKind::LastChanges => {
+                        crate::fault::reached("before-switch", &node);
+                        stepped = commit(
+                            &raft,
+                            Command::SwitchRanges {
+                                change,
+                                ranges: all,
+                            },
+                        )
+                        .await;
+                        crate::fault::reached("after-switch", &node);
+                    }
+                    // Cleared: the targets serve them empty.
+                    PullKind::Clear => {
+                        stepped = commit(
+                            &raft,
+                            Command::SwitchRanges {
+                                change,
+                                ranges: all,
+                            },
+                        )
+                        .await;
+                    }
+                    PullKind::Copy => {
+                        stepped = commit(
+                            &raft,
+                            Command::FenceRanges {
+                                change,
+                                ranges: all,
+                            },
+                        )
+                        .await;
+                    }
                 }
                 refused = !stepped;
             }

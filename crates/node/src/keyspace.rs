@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use ringkv_cluster::Cluster;
-use ringkv_meta::MetaState;
+use ringkv_meta::{MetaState, Phase};
 use ringkv_peer::{Service, TransportError};
 use ringkv_ring::{Token, key_token};
 use ringkv_server::route::ScanPage;
@@ -167,7 +167,7 @@ pub(crate) async fn dbsize(inner: Arc<Inner>) -> Result<u64, String> {
                 .change
                 .iter()
                 .flat_map(|c| &c.ranges)
-                .filter(|r| !r.phase.is_done())
+                .filter(|r| r.phase != Phase::Switched)
                 .map(|r| r.from.as_str()),
         );
         nodes.sort_unstable();

@@ -5,8 +5,9 @@
 //!   entry now, or absence, of every key written since the recording began,
 //!   once the range is fenced).
 //! - The target answers `RangePull` from the coordinator: a full copy (its
-//!   old copy of the range cleared first), or the last changes of fenced
-//!   ranges, synced to disk before it is done. The pull runs as a job of
+//!   old copy of the range cleared first), the last changes of fenced
+//!   ranges, synced to disk before it is done, or the clearing of dropped
+//!   ranges (a forced removal's), synced too. The pull runs as a job of
 //!   the target's and each call waits a few seconds for it: a copy can take
 //!   minutes, and a coordinator that waited for it in one call could not
 //!   tell a slow copy from a lost request or a partitioned target.
@@ -26,9 +27,9 @@ use ringkv_ring::key_token;
 use tracing::{debug, info};
 
 use crate::Inner;
-use crate::cleanup::{Pacer, Scope, Waiting, delete_now, delete_where};
+use crate::cleanup::{Pacer, Scope, Waiting, clear_dropped, delete_now, delete_where};
 use crate::service::{decode_data as decode, encode_data as encode};
-use crate::wire::{Cursor, Pull, PullAnswer, Pulled, Scan, ScanPage, Ship, Shipment};
+use crate::wire::{Cursor, Pull, PullAnswer, PullKind, Pulled, Scan, ScanPage, Ship, Shipment};
 
 /// Entries per page of a copy (and of a cleanup's scan).
 pub(crate) const PAGE: usize = 1024;
@@ -334,7 +335,7 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
     // The last changes go onto a copy this process made: without one (it
     // restarted), say so now rather than after catching up, as fenced
     // ranges hold their writes meanwhile.
-    if request.dirty
+    if request.kind == PullKind::LastChanges
         && !inner
             .copied
             .lock()
@@ -345,11 +346,11 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
     }
     let state = ready_at(inner, request.epoch).await?;
     let change = the_change(&state, request.change)?;
-    debug!(node = %inner.me, change = change.id, epoch = request.epoch, last_changes = request.dirty, lock_us = locked.as_micros() as u64, waited_us = asked.elapsed().as_micros() as u64, "rebalance: pulling");
-    let want = if request.dirty {
-        Phase::Fenced
-    } else {
-        Phase::Copying
+    debug!(node = %inner.me, change = change.id, epoch = request.epoch, kind = ?request.kind, lock_us = locked.as_micros() as u64, waited_us = asked.elapsed().as_micros() as u64, "rebalance: pulling");
+    let want = match request.kind {
+        PullKind::Copy => Phase::Copying,
+        PullKind::LastChanges => Phase::Fenced,
+        PullKind::Clear => Phase::Dropped,
     };
     for &i in &request.ranges {
         let r = change.ranges.get(i).ok_or("no such range in the change")?;
@@ -368,7 +369,9 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
             .or_default()
             .push(i);
     }
-    if request.dirty {
+    if request.kind == PullKind::Clear {
+        pulled.deleted = clear_dropped(inner, &state, &request.ranges).await?;
+    } else if request.kind == PullKind::LastChanges {
         // The sources ship at once: writes to every fenced range wait
         // until the last of them has answered and the switch applied.
         let ships = by_source
@@ -444,7 +447,7 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
         node = %inner.me,
         change = change.id,
         ranges = request.ranges.len(),
-        last_changes = request.dirty,
+        kind = ?request.kind,
         keys = pulled.keys,
         deleted = pulled.deleted,
         bytes = pulled.bytes,

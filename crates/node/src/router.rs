@@ -385,12 +385,13 @@ fn ring_info(inner: &Inner) -> Vec<(String, String)> {
         ),
     ];
     if let Some(change) = &state.change {
-        let (copying, fenced, done) = change.progress();
+        let p = change.progress();
         out.push(("rebalance_change".into(), change.id.to_string()));
         out.push(("rebalance_node".into(), change.node.clone()));
-        out.push(("rebalance_ranges_copying".into(), copying.to_string()));
-        out.push(("rebalance_ranges_fenced".into(), fenced.to_string()));
-        out.push(("rebalance_ranges_switched".into(), done.to_string()));
+        out.push(("rebalance_ranges_copying".into(), p.copying.to_string()));
+        out.push(("rebalance_ranges_fenced".into(), p.fenced.to_string()));
+        out.push(("rebalance_ranges_dropped".into(), p.dropped.to_string()));
+        out.push(("rebalance_ranges_switched".into(), p.switched.to_string()));
     }
     for (i, (id, m)) in state.members.iter().enumerate() {
         out.push((
@@ -685,10 +686,15 @@ async fn nodes(inner: Arc<Inner>) -> AdminReply {
         ));
     }
     if let Some(change) = &state.change {
-        let (copying, fenced, done) = change.progress();
+        let p = change.progress();
+        let dropped = if p.dropped > 0 {
+            format!(", {} dropped", p.dropped)
+        } else {
+            String::new()
+        };
         lines.push(format!(
-            "change {} {:?} {}: {copying} ranges copying, {fenced} fenced, {done} switched",
-            change.id, change.kind, change.node
+            "change {} {:?} {}: {} ranges copying, {} fenced{dropped}, {} switched",
+            change.id, change.kind, change.node, p.copying, p.fenced, p.switched
         ));
     }
     AdminReply::Lines(lines)

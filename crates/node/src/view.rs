@@ -8,6 +8,8 @@ use std::ops::RangeInclusive;
 use ringkv_meta::{Change, Command, MetaState, Phase};
 use ringkv_ring::{Token, TokenRange};
 
+use crate::wire::PullKind;
+
 /// Where a request whose keys have these tokens runs, as node `me` sees
 /// it at `state`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,19 @@ pub fn keeps(state: &MetaState, me: &str, token: Token) -> bool {
         change.find(token).is_some_and(|i| {
             let r = &change.ranges[i];
             r.to == me && !r.phase.is_done()
+        })
+    })
+}
+
+/// Whether node `me` is to clear its copy of `token` before it serves it:
+/// the token is in a range dropped towards `me` (a forced removal gave up
+/// its keys; a copy of it here is partial or older, and would bring back
+/// keys deleted or rewritten at the source).
+pub fn clears(state: &MetaState, me: &str, token: Token) -> bool {
+    state.change.as_ref().is_some_and(|change| {
+        change.find(token).is_some_and(|i| {
+            let r = &change.ranges[i];
+            r.to == me && r.phase == Phase::Dropped
         })
     })
 }
@@ -225,15 +240,16 @@ pub fn group_step(
 pub enum ChangeStep {
     /// Propose this command.
     Propose(Command),
-    /// Have each target (by node id) pull these ranges of the change:
-    /// a full copy (`dirty == false`) or the last changes of fenced ranges.
+    /// Have each target (by node id) pull these ranges of the change: a
+    /// full copy, the last changes of fenced ranges, or the clearing of
+    /// dropped ones.
     Pull {
         /// The change.
         change: u64,
         /// Ranges by target node.
         targets: BTreeMap<String, Vec<usize>>,
-        /// Pull the last changes of fenced ranges, not a full copy.
-        dirty: bool,
+        /// What the targets do.
+        kind: PullKind,
     },
 }
 
@@ -281,22 +297,21 @@ pub fn change_step(state: &MetaState) -> Option<ChangeStep> {
         }
         targets
     };
-    // Fenced ranges first: they hold writes up.
-    let fenced = by_target(Phase::Fenced);
-    if !fenced.is_empty() {
-        return Some(ChangeStep::Pull {
-            change: change.id,
-            targets: fenced,
-            dirty: true,
-        });
-    }
-    let copying = by_target(Phase::Copying);
-    if !copying.is_empty() {
-        return Some(ChangeStep::Pull {
-            change: change.id,
-            targets: copying,
-            dirty: false,
-        });
+    // Fenced ranges first: they hold writes up. Dropped ones next: nobody
+    // serves them until they are cleared and switched.
+    for (phase, kind) in [
+        (Phase::Fenced, PullKind::LastChanges),
+        (Phase::Dropped, PullKind::Clear),
+        (Phase::Copying, PullKind::Copy),
+    ] {
+        let targets = by_target(phase);
+        if !targets.is_empty() {
+            return Some(ChangeStep::Pull {
+                change: change.id,
+                targets,
+                kind,
+            });
+        }
     }
     None
 }
@@ -399,7 +414,7 @@ mod tests {
         let Some(ChangeStep::Pull {
             change,
             targets,
-            dirty: false,
+            kind: PullKind::Copy,
         }) = change_step(&state)
         else {
             panic!("the copy comes first");
@@ -416,7 +431,10 @@ mod tests {
         assert_eq!(decide(&state, "2", &t, true), Decision::Fenced);
         assert!(matches!(
             change_step(&state),
-            Some(ChangeStep::Pull { dirty: true, .. })
+            Some(ChangeStep::Pull {
+                kind: PullKind::LastChanges,
+                ..
+            })
         ));
         state
             .apply(&Command::SwitchRanges {
@@ -607,6 +625,33 @@ mod tests {
             panic!("{step:?}");
         };
         state.apply(&drop).unwrap();
+        // Node 1 clears its copies of the dropped ranges before it serves
+        // them: until they switch, they answer that node 2 is down.
+        let token = state.change.as_ref().unwrap().ranges[0].end;
+        assert!(clears(&state, "1", token) && !clears(&state, "2", token));
+        assert_eq!(
+            decide(&state, "1", &[token], false),
+            Decision::Down("2".into())
+        );
+        assert_eq!(
+            change_step(&state),
+            Some(ChangeStep::Pull {
+                change: id,
+                targets: BTreeMap::from([("1".to_string(), all.clone())]),
+                kind: PullKind::Clear,
+            })
+        );
+        state
+            .apply(&Command::SwitchRanges {
+                change: id,
+                ranges: all.clone(),
+            })
+            .unwrap();
+        assert!(!clears(&state, "1", token));
+        assert_eq!(
+            decide(&state, "1", &[token], true),
+            Decision::Local { tracked: false }
+        );
         assert_eq!(
             change_step(&state),
             Some(ChangeStep::Propose(Command::FinishChange { change: id }))
@@ -626,7 +671,10 @@ mod tests {
             .unwrap();
         assert!(matches!(
             change_step(&state),
-            Some(ChangeStep::Pull { dirty: false, .. })
+            Some(ChangeStep::Pull {
+                kind: PullKind::Copy,
+                ..
+            })
         ));
     }
 

@@ -163,8 +163,20 @@ pub struct Pull {
     pub ranges: Vec<usize>,
     /// The epoch the coordinator saw (the target waits for it).
     pub epoch: u64,
-    /// The last changes of fenced ranges, not a full copy.
-    pub dirty: bool,
+    /// What the target does with them.
+    pub kind: PullKind,
+}
+
+/// What a target does with the ranges of a [`Pull`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PullKind {
+    /// A full copy of copying ranges (its old copy of them cleared first).
+    Copy,
+    /// The last changes of fenced ranges, onto the copy.
+    LastChanges,
+    /// Clears its copy of dropped ranges (their source is down), before
+    /// they switch and it serves them empty.
+    Clear,
 }
 
 /// The target's answer to `RangePull`: the pull runs on the target, and

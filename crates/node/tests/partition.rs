@@ -16,8 +16,10 @@ use ringkv_node::{Node, NodeConfig, Start};
 use ringkv_peer::{DEFAULT_FRAME_LIMIT, MemTransport, Secret};
 use tokio::net::TcpListener;
 
-async fn start(net: &MemTransport, id: &str, start: Start) -> Node {
+/// A node whose copies go at most `rate` keys a second, if given.
+async fn start(net: &MemTransport, id: &str, start: Start, rate: Option<u64>) -> Node {
     let mut config = NodeConfig::new(id, start, Secret::none());
+    config.rebalance_rate = rate;
     config.placement = PlacementSpec::BalancedPartitions { partitions: 64 };
     config.down_after = Duration::from_millis(1500);
     let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -29,9 +31,14 @@ async fn start(net: &MemTransport, id: &str, start: Start) -> Node {
 /// Nodes a (which starts the cluster), b and c (which join through a),
 /// on `net`.
 async fn three(net: &MemTransport) -> [Node; 3] {
-    let a = start(net, "a", Start::Init).await;
-    let b = start(net, "b", Start::Join("mem-a".into())).await;
-    let c = start(net, "c", Start::Join("mem-a".into())).await;
+    three_paced(net, None).await
+}
+
+/// [`three`], copying at most `rate` keys a second.
+async fn three_paced(net: &MemTransport, rate: Option<u64>) -> [Node; 3] {
+    let a = start(net, "a", Start::Init, rate).await;
+    let b = start(net, "b", Start::Join("mem-a".into()), rate).await;
+    let c = start(net, "c", Start::Join("mem-a".into()), rate).await;
     [a, b, c]
 }
 
@@ -149,6 +156,87 @@ async fn an_isolated_leader_commits_nothing_while_the_majority_goes_on() {
                 .unwrap();
             assert_eq!(got.as_deref(), Some(k.as_str()), "{k} after the heal");
         }
+    }
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+/// A member removed with `FORCE` that is cut off in the middle of its
+/// ranges' copy: its targets hold copies of its keys, made before it
+/// rewrote one and deleted another, when its ranges are dropped. They
+/// clear those copies before they serve the ranges: every dropped key
+/// reads empty (R = 1: `FORCE` gives them up), none with a value the
+/// member had overwritten, none brought back after its delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_mid_copy_in_a_forced_removal_leaves_no_copy_served() {
+    let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
+    // About 50 keys go to each target: one page, then a 10 s wait.
+    let [a, b, c] = three_paced(&net, Some(5)).await;
+    let nodes = [&a, &b, &c];
+    until("the three agree", || all_up(&nodes)).await;
+    let mut con = client(&a).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    set_each(&mut con, &keys).await;
+    let victim = *nodes.iter().find(|n| !n.is_leader()).unwrap();
+    let id = victim.peer_addr().trim_start_matches("mem-").to_string();
+    let others: Vec<&Node> = nodes
+        .iter()
+        .copied()
+        .filter(|n| n.peer_addr() != victim.peer_addr())
+        .collect();
+    let state = others[0].state();
+    let lost: Vec<&String> = keys
+        .iter()
+        .filter(|k| state.serving_key(k.as_bytes()).unwrap().node == id)
+        .collect();
+    assert!(lost.len() >= 2);
+    let mut con = client(others[0]).await;
+    let () = redis::cmd("RINGKV.REMOVENODE")
+        .arg(&id)
+        .arg("FORCE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    until("the targets hold copies of the member's keys", || {
+        let held: std::collections::HashSet<bytes::Bytes> = others
+            .iter()
+            .flat_map(|n| n.local_key_names().unwrap())
+            .collect();
+        lost.iter().all(|k| held.contains(k.as_bytes()))
+    })
+    .await;
+    // The member still serves its keys: one is rewritten, one deleted.
+    let mut direct = client(victim).await;
+    let () = redis::cmd("SET")
+        .arg(lost[0])
+        .arg("rewritten")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let deleted: u64 = redis::cmd("DEL")
+        .arg(lost[1])
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    for other in &others {
+        net.cut(victim.peer_addr(), other.peer_addr());
+    }
+    until("the removal is done", || {
+        others.iter().all(|n| {
+            let s = n.state();
+            s.change.is_none() && s.members.len() == 2 && !s.members.contains_key(&id)
+        })
+    })
+    .await;
+    for k in &lost {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(*k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(got, None, "{k}: dropped with its range, yet served");
     }
     for node in [a, b, c] {
         node.shutdown().await;

@@ -136,7 +136,16 @@ pub fn resolve(state: &MetaState, intent: &Intent) -> Command {
         },
         Intent::Switch(seed) => Command::SwitchRanges {
             change: number(state, !seed.is_multiple_of(11)),
-            ranges: pick(state, seed, Phase::Fenced),
+            // A dropped range switches once its target has cleared it.
+            ranges: pick(
+                state,
+                seed,
+                if seed.is_multiple_of(3) {
+                    Phase::Dropped
+                } else {
+                    Phase::Fenced
+                },
+            ),
         },
         Intent::Drop(seed) => Command::DropRanges {
             change: number(state, !seed.is_multiple_of(11)),
@@ -170,7 +179,7 @@ pub fn resolve(state: &MetaState, intent: &Intent) -> Command {
                     .filter(|&i| c.ranges[i].phase == Phase::Copying)
                     .collect();
                 let fenced: Vec<usize> = (0..c.ranges.len())
-                    .filter(|&i| c.ranges[i].phase == Phase::Fenced)
+                    .filter(|&i| matches!(c.ranges[i].phase, Phase::Fenced | Phase::Dropped))
                     .collect();
                 if !fenced.is_empty() {
                     Command::SwitchRanges {
