@@ -234,6 +234,8 @@ pub(crate) struct Inner {
     /// `ring_forwarded`; a retry counts again): what a client that routes
     /// by the slot map saves.
     pub forwarded: AtomicU64,
+    /// The slots served here, a hint for gathering pipelines (`slots::Hint`).
+    pub hint: slots::Hint,
 }
 
 impl Inner {
@@ -422,6 +424,7 @@ impl Node {
             lease_until: AtomicU64::new(0),
             confirmed_at: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            hint: slots::Hint::default(),
         });
         let handler = service::NodeService::new(Arc::clone(&inner));
         let (peer_server, mem) = match peer {
@@ -544,6 +547,7 @@ impl Node {
             tokio::spawn(coord::detect(Arc::clone(&inner), config.down_after)),
             tokio::spawn(follow::catch_up(Arc::clone(&inner))),
             tokio::spawn(lease::keep(Arc::clone(&inner))),
+            tokio::spawn(slots::keep_hint(Arc::clone(&inner))),
             tokio::spawn(follow::follow_when_removed(Arc::clone(&inner))),
         ];
         let (stop, stopped) = oneshot::channel::<()>();

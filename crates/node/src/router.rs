@@ -214,6 +214,10 @@ impl Router for NodeRouter {
         }
     }
 
+    fn forwards(&self, key: &[u8]) -> bool {
+        !self.inner.hint.here(key_slot(key))
+    }
+
     fn route_many(&self, requests: &[Request<'_>]) -> Option<Many> {
         let inner = &self.inner;
         if !inner.ready.load(Ordering::Acquire) {

@@ -15,6 +15,8 @@
 //!
 //! Everything here is a pure function of the node's view.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use ringkv_meta::MetaState;
 use ringkv_ring::{Placement, SLOTS, key_slot, slot_tokens};
@@ -49,6 +51,67 @@ pub(crate) fn runs(state: &MetaState) -> Vec<Run<'_>> {
         }
     }
     out
+}
+
+/// Which hash slots this node serves, as of a recent view: the router's
+/// hint of which pipelines to gather ([`ringkv_server::route::Router::forwards`]).
+/// One bit a slot, read and written without a lock: a request is always
+/// routed by the view itself, so a stale or torn hint costs speed only.
+#[derive(Debug)]
+pub(crate) struct Hint {
+    words: Box<[AtomicU64]>,
+}
+
+impl Default for Hint {
+    fn default() -> Self {
+        Hint {
+            words: (0..usize::from(SLOTS) / 64)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl Hint {
+    /// Whether `slot` was served here (all of it, or its first token).
+    pub(crate) fn here(&self, slot: u16) -> bool {
+        let word = self.words[usize::from(slot / 64)].load(Ordering::Relaxed);
+        word & (1 << (slot % 64)) != 0
+    }
+
+    /// Sets every slot from `state`, as node `me` (with `--cluster-redirects`
+    /// and an exact map, nothing is forwarded: every slot counts as here).
+    pub(crate) fn fill(&self, state: &MetaState, me: &str, redirects: bool) {
+        let all = redirects && exact(state);
+        let mut words = vec![0u64; self.words.len()];
+        for run in runs(state) {
+            if all || run.node == me {
+                for slot in run.first..=run.last {
+                    words[usize::from(slot / 64)] |= 1 << (slot % 64);
+                }
+            }
+        }
+        for (word, bits) in self.words.iter().zip(words) {
+            word.store(bits, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Keeps `inner.hint` filled from each view published, off the request
+/// path (a fill reads every slot's serving node: about a millisecond).
+pub(crate) async fn keep_hint(inner: std::sync::Arc<crate::Inner>) {
+    let mut epochs = inner.epochs.subscribe();
+    loop {
+        let worker = std::sync::Arc::clone(&inner);
+        let filled = tokio::task::spawn_blocking(move || {
+            let state = worker.view();
+            worker.hint.fill(&state, &worker.me, worker.redirects);
+        })
+        .await;
+        if filled.is_err() || epochs.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Whether every slot has one serving node: balanced partitions, at most
@@ -263,6 +326,25 @@ mod tests {
             .map(|r| u32::from(r.last - r.first) + 1)
             .sum();
         assert_eq!(two, 8192, "64 balanced partitions: half the slots each");
+    }
+
+    #[test]
+    fn the_hint_names_exactly_the_slots_served_here() {
+        let mut state = two_nodes();
+        complete(&mut state, "2");
+        let hint = Hint::default();
+        assert!((0..SLOTS).all(|slot| !hint.here(slot)), "empty until filled");
+        for me in ["1", "2"] {
+            hint.fill(&state, me, false);
+            for i in 0..2_000 {
+                let key = format!("key:{i}");
+                let here = state.serving_key(key.as_bytes()).unwrap().node == me;
+                assert_eq!(hint.here(key_slot(key.as_bytes())), here, "{key} at {me}");
+            }
+        }
+        // Redirecting with an exact map, nothing is forwarded.
+        hint.fill(&state, "1", true);
+        assert!((0..SLOTS).all(|slot| hint.here(slot)));
     }
 
     #[test]

@@ -326,6 +326,8 @@ async fn serve(
             // A request alone (no pipeline behind it) is routed as usual,
             // without looking up its keys twice.
             && conn.has_buffered()
+            // A run begins at a request the router forwards.
+            && cmd::first_key(&request).is_some_and(|key| router.forwards(key))
             && let Some(first) = crate::route::batchable(&request)
         {
             // A pipeline on a node of a multi-process cluster: its requests

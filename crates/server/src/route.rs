@@ -117,6 +117,18 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
     /// Decides where a keyed request runs.
     fn route(&self, request: &Request<'_>) -> Route;
 
+    /// Whether a request on `key` (its first) probably runs on another
+    /// node: a hint, read without a lock, that a pipeline beginning with it
+    /// is worth routing together ([`Router::route_many`]). Runs of requests
+    /// served here are not gathered: each runs as a request alone does,
+    /// and gathering them cost a node a fifth of its pipelined throughput
+    /// (`docs/BENCHMARKS.md`, node section 14). A wrong hint costs speed
+    /// only: [`Router::route`] decides.
+    fn forwards(&self, key: &[u8]) -> bool {
+        let _ = key;
+        false
+    }
+
     /// Routes the first requests of a pipeline together: when the first
     /// `n >= 2` of them can be (each served by one node, this one or
     /// another), runs them as [`Many`] says. `None`: each request is routed

@@ -30,7 +30,7 @@ mod string_edit;
 mod strings;
 mod table;
 
-pub use multi::{Multi, request_keys};
+pub use multi::{Multi, first_key, request_keys};
 pub use table::{COMMANDS, Spec};
 
 use std::collections::HashMap;

@@ -127,6 +127,16 @@ pub fn unwatch(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
     reply::ok().into()
 }
 
+/// The first key a request names, from its command's key positions.
+pub fn first_key(request: &[Bytes]) -> Option<&Bytes> {
+    let spec = &COMMANDS[lookup_index(request.first()?)?];
+    let (first, _, step) = spec.keys;
+    if first <= 0 || step <= 0 {
+        return None;
+    }
+    request.get(first as usize)
+}
+
 /// The keys a request names, from its command's key positions.
 pub fn request_keys(request: &[Bytes]) -> Vec<Bytes> {
     let Some(spec) = lookup_index(&request[0]).map(|i| &COMMANDS[i]) else {
