@@ -111,8 +111,7 @@ impl Router for NodeRouter {
                 }
             }));
         }
-        let tokens: Vec<u64> = request.keys.iter().map(|k| key_token(k)).collect();
-        match decide(&guard, &inner.me, &tokens, request.write) {
+        match decide_keys(&guard, &inner.me, &request.keys, request.write) {
             // Served here only under the lease (`crate::lease`): a node
             // cut off from the leader, or counted down by it, stops.
             Decision::Local { .. } if !inner.holds_lease() => {
@@ -238,8 +237,7 @@ impl Router for NodeRouter {
             if request.pinned || request.forwarded.is_some() {
                 break;
             }
-            let tokens: Vec<u64> = request.keys.iter().map(|k| key_token(k)).collect();
-            match decide(&state, &inner.me, &tokens, request.write) {
+            match decide_keys(&state, &inner.me, &request.keys, request.write) {
                 Decision::Forward(node) => {
                     groups.entry(node).or_default().push(taken);
                     here.push(false);
@@ -606,6 +604,18 @@ pub(crate) async fn forward_group(
         Err(e) => Err(format!(
             "ERR forwarding to node {node} failed ({e}); a write may or may not have been applied"
         )),
+    }
+}
+
+/// [`decide`] for `keys`, their tokens on the stack for one key (most
+/// requests: no allocation).
+fn decide_keys(state: &MetaState, me: &str, keys: &[Bytes], write: bool) -> Decision {
+    match keys {
+        [key] => decide(state, me, &[key_token(key)], write),
+        keys => {
+            let tokens: Vec<u64> = keys.iter().map(|k| key_token(k)).collect();
+            decide(state, me, &tokens, write)
+        }
     }
 }
 

@@ -333,7 +333,10 @@ mod tests {
         let mut state = two_nodes();
         complete(&mut state, "2");
         let hint = Hint::default();
-        assert!((0..SLOTS).all(|slot| !hint.here(slot)), "empty until filled");
+        assert!(
+            (0..SLOTS).all(|slot| !hint.here(slot)),
+            "empty until filled"
+        );
         for me in ["1", "2"] {
             hint.fill(&state, me, false);
             for i in 0..2_000 {

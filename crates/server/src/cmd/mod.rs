@@ -33,7 +33,6 @@ mod table;
 pub use multi::{Multi, first_key, request_keys};
 pub use table::{COMMANDS, Spec};
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
@@ -110,7 +109,7 @@ const LONGEST_NAME: usize = 32;
 /// The table's index of a command name (any case): one hash lookup of the
 /// name lowercased on the stack.
 pub fn lookup_index(name: &[u8]) -> Option<usize> {
-    static INDEX: LazyLock<HashMap<&'static [u8], usize>> = LazyLock::new(|| {
+    static INDEX: LazyLock<rustc_hash::FxHashMap<&'static [u8], usize>> = LazyLock::new(|| {
         COMMANDS
             .iter()
             .enumerate()
