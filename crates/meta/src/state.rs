@@ -67,8 +67,14 @@ pub struct Serving<'a> {
     /// wait for the switch (then go to the new owner) or for the fence to
     /// lift.
     pub fenced: bool,
-    /// That node is marked down: the key is unavailable (`CLUSTERDOWN`).
+    /// That node is marked down, or the token's range was dropped by a
+    /// forced removal and is not switched yet: the key is unavailable
+    /// (`CLUSTERDOWN`), at that node too.
     pub down: bool,
+    /// The token's range was dropped (its source, `node`, gave its keys up)
+    /// and waits for its target to clear it: nobody serves it, even if
+    /// `node` is marked up again meanwhile.
+    pub dropped: bool,
 }
 
 /// Why a serialised state could not be read.
@@ -110,18 +116,24 @@ impl MetaState {
     /// range switches and its target after; elsewhere its owner on the
     /// ring. `None` while the ring is empty.
     pub fn serving(&self, token: Token) -> Option<Serving<'_>> {
-        let (node, fenced) = match &self.change {
+        let (node, phase) = match &self.change {
             Some(change) => match change.find(token) {
                 Some(i) => {
                     let r = &change.ranges[i];
-                    (r.authority(), r.phase == Phase::Fenced)
+                    (r.authority(), Some(r.phase))
                 }
-                None => (change.to.owner_of_token(token)?.as_str(), false),
+                None => (change.to.owner_of_token(token)?.as_str(), None),
             },
-            None => (self.ring.as_ref()?.owner_of_token(token)?.as_str(), false),
+            None => (self.ring.as_ref()?.owner_of_token(token)?.as_str(), None),
         };
-        let down = self.members.get(node).is_none_or(|m| m.down);
-        Some(Serving { node, fenced, down })
+        let dropped = phase == Some(Phase::Dropped);
+        let down = dropped || self.members.get(node).is_none_or(|m| m.down);
+        Some(Serving {
+            node,
+            fenced: phase == Some(Phase::Fenced),
+            down,
+            dropped,
+        })
     }
 
     /// [`MetaState::serving`] for a key (by its token, hash tags included).

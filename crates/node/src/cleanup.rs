@@ -226,8 +226,8 @@ pub(crate) fn delete_where(
 /// Deletes the keys of `chunk` that this node neither serves nor receives
 /// by its view now, under the view's read lock as a client's request
 /// runs: a range given to this node after the cleanup read its view (a
-/// forced removal's dropped range is served without a copy) keeps what
-/// clients wrote to it meanwhile.
+/// forced removal's dropped range, switched here once cleared, arrives
+/// without a copy) keeps what clients wrote to it meanwhile.
 fn delete_unserved(inner: &Inner, chunk: &[Bytes]) -> Result<u64, String> {
     let view = inner.view.read();
     delete_unkept(&inner.cluster, &view, &inner.me, chunk)

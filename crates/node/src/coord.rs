@@ -298,40 +298,24 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     kind = ?kind,
                     "rebalance: ranges pulled"
                 );
-                match kind {
-                    PullKind::LastChanges => {
-                        crate::fault::reached("before-switch", &node);
-                        stepped = commit(
-                            &raft,
-                            Command::SwitchRanges {
-                                change,
-                                ranges: all,
-                            },
-                        )
-                        .await;
-                        crate::fault::reached("after-switch", &node);
-                    }
-                    // Cleared: the targets serve them empty.
-                    PullKind::Clear => {
-                        stepped = commit(
-                            &raft,
-                            Command::SwitchRanges {
-                                change,
-                                ranges: all,
-                            },
-                        )
-                        .await;
-                    }
-                    PullKind::Copy => {
-                        stepped = commit(
-                            &raft,
-                            Command::FenceRanges {
-                                change,
-                                ranges: all,
-                            },
-                        )
-                        .await;
-                    }
+                if dirty {
+                    crate::fault::reached("before-switch", &node);
+                }
+                let next = match kind {
+                    PullKind::Copy => Command::FenceRanges {
+                        change,
+                        ranges: all,
+                    },
+                    // The last changes are on the targets, or the dropped
+                    // ranges are cleared (served empty from the switch).
+                    PullKind::LastChanges | PullKind::Clear => Command::SwitchRanges {
+                        change,
+                        ranges: all,
+                    },
+                };
+                stepped = commit(&raft, next).await;
+                if dirty {
+                    crate::fault::reached("after-switch", &node);
                 }
                 refused = !stepped;
             }

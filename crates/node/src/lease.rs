@@ -2,7 +2,8 @@
 //! that a quorum confirmed recently also counts it as a member that is up.
 //!
 //! Why: a forced removal (`RINGKV.REMOVENODE id FORCE`) of a node marked
-//! down drops its ranges, and their new owners serve them empty. If the
+//! down drops its ranges, and their new owners serve them empty (once
+//! they have cleared any copy of them they held). If the
 //! old owner were only cut off from the others, it could go on serving
 //! its clients what the cluster has given away. So a node that cannot
 //! reach a confirmed leader, or that the leader counts as down, stops

@@ -39,6 +39,7 @@ pub fn decide(state: &MetaState, me: &str, tokens: &[Token], write: bool) -> Dec
     let mut owner: Option<&str> = None;
     let mut fenced = false;
     let mut down = false;
+    let mut dropped = false;
     for &token in tokens {
         let Some(serving) = state.serving(token) else {
             return Decision::NoCluster;
@@ -50,12 +51,18 @@ pub fn decide(state: &MetaState, me: &str, tokens: &[Token], write: bool) -> Dec
         }
         fenced |= serving.fenced;
         down |= serving.down;
+        dropped |= serving.dropped;
     }
     let Some(owner) = owner else {
         return Decision::Local { tracked: false };
     };
     if fenced {
         return Decision::Fenced;
+    }
+    // Given up by its source (this node, perhaps, marked up again since)
+    // and not yet cleared by its target: served by nobody.
+    if dropped {
+        return Decision::Down(owner.to_string());
     }
     if owner != me {
         if down {
@@ -272,8 +279,8 @@ pub fn change_step(state: &MetaState) -> Option<ChangeStep> {
     // A forced removal of a down node: its ranges are dropped (their new
     // owners serve them empty), once their targets are up. The coordinator
     // waits until the node's lease has run out first (`crate::lease`).
+    let up = |id: &str| state.members.get(id).is_some_and(|m| !m.down);
     if change.force && state.members.get(&change.node).is_none_or(|m| m.down) {
-        let up = |id: &str| state.members.get(id).is_some_and(|m| !m.down);
         let ranges: Vec<usize> = change
             .ranges
             .iter()
@@ -291,7 +298,9 @@ pub fn change_step(state: &MetaState) -> Option<ChangeStep> {
     let by_target = |phase: Phase| {
         let mut targets: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in change.ranges.iter().enumerate() {
-            if r.phase == phase {
+            // A target that is down clears its dropped ranges once it is
+            // back; the others go on meanwhile.
+            if r.phase == phase && (phase != Phase::Dropped || up(&r.to)) {
                 targets.entry(r.to.clone()).or_default().push(i);
             }
         }
@@ -626,13 +635,37 @@ mod tests {
         };
         state.apply(&drop).unwrap();
         // Node 1 clears its copies of the dropped ranges before it serves
-        // them: until they switch, they answer that node 2 is down.
+        // them: until they switch, they answer that node 2 is down, even
+        // once node 2 is marked up again (it healed): it gave them up.
         let token = state.change.as_ref().unwrap().ranges[0].end;
         assert!(clears(&state, "1", token) && !clears(&state, "2", token));
-        assert_eq!(
-            decide(&state, "1", &[token], false),
-            Decision::Down("2".into())
-        );
+        let mut healed = state.clone();
+        let two = spec("2");
+        healed
+            .apply(&Command::MarkUp {
+                id: "2".into(),
+                client_addr: two.client_addr,
+                peer_addr: two.peer_addr,
+            })
+            .unwrap();
+        for (at, me, write) in [
+            (&state, "1", false),
+            (&healed, "1", true),
+            (&healed, "2", false),
+            (&healed, "2", true),
+        ] {
+            assert_eq!(
+                decide(at, me, &[token], write),
+                Decision::Down("2".into()),
+                "at node {me}"
+            );
+        }
+        // With its target down, a dropped range waits for it to return.
+        let mut target_down = state.clone();
+        target_down
+            .apply(&Command::MarkDown { id: "1".into() })
+            .unwrap();
+        assert_eq!(change_step(&target_down), None);
         assert_eq!(
             change_step(&state),
             Some(ChangeStep::Pull {

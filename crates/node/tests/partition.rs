@@ -149,11 +149,7 @@ async fn an_isolated_leader_commits_nothing_while_the_majority_goes_on() {
     for node in nodes {
         let mut con = client(node).await;
         for k in &keys {
-            let got: Option<String> = redis::cmd("GET")
-                .arg(k)
-                .query_async(&mut con)
-                .await
-                .unwrap();
+            let got = get(&mut con, k).await;
             assert_eq!(got.as_deref(), Some(k.as_str()), "{k} after the heal");
         }
     }
@@ -178,13 +174,7 @@ async fn a_member_cut_off_mid_copy_in_a_forced_removal_leaves_no_copy_served() {
     let mut con = client(&a).await;
     let keys: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
     set_each(&mut con, &keys).await;
-    let victim = *nodes.iter().find(|n| !n.is_leader()).unwrap();
-    let id = victim.peer_addr().trim_start_matches("mem-").to_string();
-    let others: Vec<&Node> = nodes
-        .iter()
-        .copied()
-        .filter(|n| n.peer_addr() != victim.peer_addr())
-        .collect();
+    let (victim, id, others) = a_follower(&nodes);
     let state = others[0].state();
     let lost: Vec<&String> = keys
         .iter()
@@ -223,24 +213,39 @@ async fn a_member_cut_off_mid_copy_in_a_forced_removal_leaves_no_copy_served() {
     for other in &others {
         net.cut(victim.peer_addr(), other.peer_addr());
     }
-    until("the removal is done", || {
-        others.iter().all(|n| {
-            let s = n.state();
-            s.change.is_none() && s.members.len() == 2 && !s.members.contains_key(&id)
-        })
-    })
-    .await;
+    until("the removal is done", || removed(&others, &id)).await;
     for k in &lost {
-        let got: Option<String> = redis::cmd("GET")
-            .arg(*k)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        let got = get(&mut con, k).await;
         assert_eq!(got, None, "{k}: dropped with its range, yet served");
     }
     for node in [a, b, c] {
         node.shutdown().await;
     }
+}
+
+/// A member of `nodes` that does not lead, its id, and the others.
+fn a_follower<'a>(nodes: &[&'a Node]) -> (&'a Node, String, Vec<&'a Node>) {
+    let victim = *nodes.iter().find(|n| !n.is_leader()).unwrap();
+    let id = victim.peer_addr().trim_start_matches("mem-").to_string();
+    let others = nodes
+        .iter()
+        .copied()
+        .filter(|n| n.peer_addr() != victim.peer_addr())
+        .collect();
+    (victim, id, others)
+}
+
+/// Whether each of `others` sees member `id` gone and no change in flight.
+fn removed(others: &[&Node], id: &str) -> bool {
+    others.iter().all(|n| {
+        let s = n.state();
+        s.change.is_none() && s.members.len() == 2 && !s.members.contains_key(id)
+    })
+}
+
+/// `GET key` through `con`.
+async fn get(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query_async(con).await.unwrap()
 }
 
 /// `RINGKV.NODES` through a blocking helper (the check runs in `until`).
@@ -275,13 +280,7 @@ async fn a_cut_off_member_removed_with_force_loses_its_ranges_and_serves_nothing
     let keys: Vec<String> = (0..60).map(|i| format!("f{i}")).collect();
     set_each(&mut con, &keys).await;
     // Cut off a member that is not the leader.
-    let victim = *nodes.iter().find(|n| !n.is_leader()).unwrap();
-    let id = victim.peer_addr().trim_start_matches("mem-").to_string();
-    let others: Vec<&Node> = nodes
-        .iter()
-        .copied()
-        .filter(|n| n.peer_addr() != victim.peer_addr())
-        .collect();
+    let (victim, id, others) = a_follower(&nodes);
     for other in &others {
         net.cut(victim.peer_addr(), other.peer_addr());
     }
@@ -303,27 +302,13 @@ async fn a_cut_off_member_removed_with_force_loses_its_ranges_and_serves_nothing
         .query_async(&mut con)
         .await
         .unwrap();
-    until("the removal is done", || {
-        others.iter().all(|n| {
-            let s = n.state();
-            s.change.is_none() && s.members.len() == 2 && !s.members.contains_key(&id)
-        })
-    })
-    .await;
+    until("the removal is done", || removed(&others, &id)).await;
     for k in &kept {
-        let got: Option<String> = redis::cmd("GET")
-            .arg(*k)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        let got = get(&mut con, k).await;
         assert_eq!(got.as_deref(), Some(k.as_str()), "{k}, kept");
     }
     for k in &lost {
-        let got: Option<String> = redis::cmd("GET")
-            .arg(*k)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        let got = get(&mut con, k).await;
         assert_eq!(got, None, "{k}, dropped with its range");
     }
     let () = redis::cmd("SET")
