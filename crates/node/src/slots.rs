@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use ringkv_meta::MetaState;
-use ringkv_ring::{Placement, SLOTS, key_slot, slot_tokens};
+use ringkv_ring::{Placement, SLOTS, Token, key_slot, slot_tokens, token_slot};
 use ringkv_server::route::AdminReply;
 
 /// Consecutive slots served by one node.
@@ -84,11 +84,22 @@ impl Hint {
     pub(crate) fn fill(&self, state: &MetaState, me: &str, redirects: bool) {
         let all = redirects && exact(state);
         let mut words = vec![0u64; self.words.len()];
-        for run in runs(state) {
-            if all || run.node == me {
-                for slot in run.first..=run.last {
-                    words[usize::from(slot / 64)] |= 1 << (slot % 64);
-                }
+        // By runs of tokens, not slot by slot: a ring of 64 partitions is
+        // 64 lookups, not 16,384.
+        for run in crate::view::runs(state, 0, Token::MAX, usize::MAX) {
+            if !all && run.node != me {
+                continue;
+            }
+            // The slots whose first token is in the run.
+            let (start, end) = (*run.tokens.start(), *run.tokens.end());
+            let first = token_slot(start);
+            let first = if *slot_tokens(first).start() < start {
+                first + 1
+            } else {
+                first
+            };
+            for slot in first..=token_slot(end) {
+                words[usize::from(slot / 64)] |= 1 << (slot % 64);
             }
         }
         for (word, bits) in self.words.iter().zip(words) {
@@ -332,13 +343,33 @@ mod tests {
     fn the_hint_names_exactly_the_slots_served_here() {
         let mut state = two_nodes();
         complete(&mut state, "2");
+        // Mid-change: node 3 joining, half of its ranges switched.
+        let mut mid = state.clone();
+        let three = crate::view::fixtures::spec("3");
+        mid.apply(&Command::Join { node: three }).unwrap();
+        mid.apply(&Command::BeginChange { node: "3".into() })
+            .unwrap();
+        let change = mid.change.as_ref().unwrap().id;
+        let half: Vec<usize> = (0..mid.change.as_ref().unwrap().ranges.len() / 2).collect();
+        for command in [
+            Command::FenceRanges {
+                change,
+                ranges: half.clone(),
+            },
+            Command::SwitchRanges {
+                change,
+                ranges: half,
+            },
+        ] {
+            mid.apply(&command).unwrap();
+        }
         let hint = Hint::default();
         assert!(
             (0..SLOTS).all(|slot| !hint.here(slot)),
             "empty until filled"
         );
-        for me in ["1", "2"] {
-            hint.fill(&state, me, false);
+        for (state, me) in [(&state, "1"), (&state, "2"), (&mid, "2"), (&mid, "3")] {
+            hint.fill(state, me, false);
             for i in 0..2_000 {
                 let key = format!("key:{i}");
                 let here = state.serving_key(key.as_bytes()).unwrap().node == me;
