@@ -182,12 +182,7 @@ async fn a_member_cut_off_mid_copy_in_a_forced_removal_leaves_no_copy_served() {
         .collect();
     assert!(lost.len() >= 2);
     let mut con = client(others[0]).await;
-    let () = redis::cmd("RINGKV.REMOVENODE")
-        .arg(&id)
-        .arg("FORCE")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    remove_forced(&mut con, &id).await;
     until("the targets hold copies of the member's keys", || {
         let held: std::collections::HashSet<bytes::Bytes> = others
             .iter()
@@ -243,6 +238,16 @@ fn removed(others: &[&Node], id: &str) -> bool {
     })
 }
 
+/// `RINGKV.REMOVENODE id FORCE` through `con`.
+async fn remove_forced(con: &mut redis::aio::MultiplexedConnection, id: &str) {
+    let () = redis::cmd("RINGKV.REMOVENODE")
+        .arg(id)
+        .arg("FORCE")
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
 /// `GET key` through `con`.
 async fn get(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query_async(con).await.unwrap()
@@ -296,12 +301,7 @@ async fn a_cut_off_member_removed_with_force_loses_its_ranges_and_serves_nothing
     })
     .await;
     let mut con = client(others[0]).await;
-    let () = redis::cmd("RINGKV.REMOVENODE")
-        .arg(&id)
-        .arg("FORCE")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    remove_forced(&mut con, &id).await;
     until("the removal is done", || removed(&others, &id)).await;
     for k in &kept {
         let got = get(&mut con, k).await;
