@@ -1,7 +1,7 @@
 //! The coordinator: every node runs this loop, and it acts while the node
 //! is the Raft leader. Each turn it reads the committed state and takes
-//! one step ([`crate::view::group_step`], then
-//! [`crate::view::change_step`]), so a new leader resumes where the last
+//! one step ([`crate::steps::group_step`], then
+//! [`crate::steps::change_step`]), so a new leader resumes where the last
 //! one stood; what it remembers in memory (failures, the last abort) only
 //! paces it.
 
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::Inner;
 use crate::service::{decode_data as decode, encode_data as encode, propose_here};
-use crate::view::{ChangeStep, GroupStep, change_step, group_step};
+use crate::steps::{ChangeStep, GroupStep, change_step, group_step};
 use crate::wire::{Proposed, Pull, PullAnswer, PullKind, Pulled};
 
 /// The longest time between turns when there is nothing to do. A turn

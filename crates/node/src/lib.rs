@@ -55,10 +55,12 @@ mod follow;
 mod keyspace;
 mod lease;
 mod moves;
+mod report;
 mod router;
 mod service;
 mod slots;
 mod split;
+pub mod steps;
 pub mod view;
 pub mod wire;
 
