@@ -14,8 +14,8 @@ through its old map, which the -MOVED replies refresh, without a hop.
 
 RedisCluster learns the slot map from CLUSTER SLOTS on the first node and
 sends each key to the node serving its slot. The checks: it finds all three
-nodes, its slots agree with CLUSTER KEYSLOT, reads, writes, multi-key
-commands and pipelines work, and no request took a forwarding hop (each
+nodes, CLUSTER SHARDS agrees with CLUSTER SLOTS, its slots agree with
+CLUSTER KEYSLOT, reads, writes, multi-key commands and pipelines work, and no request took a forwarding hop (each
 node's INFO `ring_forwarded` stays where it was).
 """
 
@@ -51,6 +51,26 @@ def test_discovers_every_node():
     info = direct(PORTS[1]).cluster("info")
     assert info["cluster_state"] == "ok", info
     assert int(info["cluster_slots_assigned"]) == 16384, info
+    rc.close()
+
+
+def test_shards_cover_every_slot_once():
+    """CLUSTER SHARDS (Redis 7), as redis-py parses it: one shard per node,
+    every slot in exactly one, each shard's slots those CLUSTER SLOTS gives
+    its node."""
+    rc = RedisCluster(host="127.0.0.1", port=PORTS[0])
+    shards = rc.cluster_shards()
+    assert len(shards) == len(PORTS), shards
+    by_port = {}
+    for shard in shards:
+        [node] = shard["nodes"]
+        assert node[b"role"] == b"master" and node[b"health"] == b"online", node
+        by_port[node[b"port"]] = {s for a, b in shard["slots"] for s in range(a, b + 1)}
+    assert sorted(by_port) == sorted(PORTS), by_port.keys()
+    assert sum(len(s) for s in by_port.values()) == 16384
+    assert set().union(*by_port.values()) == set(range(16384))
+    for first, last, *nodes in direct(PORTS[1]).execute_command("CLUSTER", "SLOTS"):
+        assert set(range(first, last + 1)) <= by_port[nodes[0][1]], (first, last)
     rc.close()
 
 

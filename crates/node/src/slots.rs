@@ -140,7 +140,7 @@ pub(crate) fn command(state: &MetaState, me: &str, args: &[Bytes]) -> AdminReply
     let sub = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
     let arity = match sub.as_str() {
         "keyslot" => 2,
-        "slots" | "nodes" | "info" | "myid" | "help" => 1,
+        "slots" | "shards" | "nodes" | "info" | "myid" | "help" => 1,
         _ => {
             return AdminReply::Error(format!(
                 "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
@@ -160,6 +160,7 @@ pub(crate) fn command(state: &MetaState, me: &str, args: &[Bytes]) -> AdminReply
             [
                 "CLUSTER <subcommand> [<arg> ...]. Subcommands are:",
                 "SLOTS: each range of hash slots with the node serving it.",
+                "SHARDS: each member with the ranges of hash slots it serves.",
                 "NODES: the members in Redis Cluster's line format, with their slots.",
                 "KEYSLOT <key>: the hash slot of <key>.",
                 "INFO: the cluster's state, slots and members.",
@@ -170,6 +171,7 @@ pub(crate) fn command(state: &MetaState, me: &str, args: &[Bytes]) -> AdminReply
             .to_vec(),
         ),
         "slots" => slots(state),
+        "shards" => shards(state),
         "nodes" => AdminReply::Text(nodes(state, me)),
         _ => AdminReply::Text(info(state)),
     }
@@ -197,6 +199,53 @@ fn slots(state: &MetaState) -> AdminReply {
         })
         .collect();
     AdminReply::Array(entries)
+}
+
+/// `CLUSTER SHARDS` (Redis 7): one shard per member, as every member is a
+/// master without replicas (R = 1): `["slots", [first, last, ...],
+/// "nodes", [["id", id, "port", port, "ip", host, "endpoint", host,
+/// "role", "master", "replication-offset", 0, "health", online|fail]]]`.
+/// A member that serves no slot (joining) has an empty list, as an empty
+/// master has in Redis.
+fn shards(state: &MetaState) -> AdminReply {
+    let runs = runs(state);
+    let text = |s: &str| AdminReply::Text(s.to_string());
+    let shards = state
+        .members
+        .iter()
+        .map(|(id, member)| {
+            let slots = runs
+                .iter()
+                .filter(|r| r.node == id)
+                .flat_map(|r| [r.first, r.last])
+                .map(|slot| AdminReply::Int(i64::from(slot)))
+                .collect();
+            let (host, port) = split_addr(&member.client_addr);
+            let node = vec![
+                text("id"),
+                text(id),
+                text("port"),
+                AdminReply::Int(i64::from(port)),
+                text("ip"),
+                text(host),
+                text("endpoint"),
+                text(host),
+                text("role"),
+                text("master"),
+                text("replication-offset"),
+                AdminReply::Int(0),
+                text("health"),
+                text(if member.down { "fail" } else { "online" }),
+            ];
+            AdminReply::Array(vec![
+                text("slots"),
+                AdminReply::Array(slots),
+                text("nodes"),
+                AdminReply::Array(vec![AdminReply::Array(node)]),
+            ])
+        })
+        .collect();
+    AdminReply::Array(shards)
 }
 
 /// `CLUSTER NODES`: Redis's line format, one line per member:
@@ -453,6 +502,64 @@ mod tests {
             panic!("CLUSTER NODES is text");
         };
         assert!(text.contains(" master,fail - 0 0 "), "{text}");
+    }
+
+    #[test]
+    fn shards_name_each_member_with_the_slots_it_serves() {
+        let mut state = two_nodes();
+        complete(&mut state, "2");
+        state.apply(&Command::MarkDown { id: "2".into() }).unwrap();
+        let AdminReply::Array(shards) = command(&state, "1", &words(&["SHARDS"])) else {
+            panic!("CLUSTER SHARDS is an array");
+        };
+        assert_eq!(shards.len(), 2);
+        let mut total = 0;
+        for (shard, id) in shards.iter().zip(["1", "2"]) {
+            let AdminReply::Array(fields) = shard else {
+                panic!("a shard is an array");
+            };
+            assert!(matches!(&fields[0], AdminReply::Text(t) if t == "slots"));
+            assert!(matches!(&fields[2], AdminReply::Text(t) if t == "nodes"));
+            let AdminReply::Array(slots) = &fields[1] else {
+                panic!("the slots are an array");
+            };
+            let bounds: Vec<i64> = slots
+                .iter()
+                .map(|s| match s {
+                    AdminReply::Int(i) => *i,
+                    _ => panic!("a slot is an integer"),
+                })
+                .collect();
+            for pair in bounds.chunks(2) {
+                for slot in pair[0]..=pair[1] {
+                    let token = *slot_tokens(slot as u16).start();
+                    assert_eq!(state.serving(token).unwrap().node, id, "slot {slot}");
+                }
+                total += pair[1] - pair[0] + 1;
+            }
+            let AdminReply::Array(nodes) = &fields[3] else {
+                panic!("the nodes are an array");
+            };
+            let AdminReply::Array(node) = &nodes[0] else {
+                panic!("a node is an array");
+            };
+            let pairs: Vec<(String, String)> = node
+                .chunks(2)
+                .map(|kv| match kv {
+                    [AdminReply::Text(k), AdminReply::Text(v)] => (k.clone(), v.clone()),
+                    [AdminReply::Text(k), AdminReply::Int(v)] => (k.clone(), v.to_string()),
+                    _ => panic!("a node is pairs of name and value"),
+                })
+                .collect();
+            let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            assert_eq!(get("id"), Some(id));
+            assert_eq!(get("port"), Some(format!("1{id}").as_str()));
+            assert_eq!(get("ip"), Some("127.0.0.1"));
+            assert_eq!(get("role"), Some("master"));
+            let health = if id == "2" { "fail" } else { "online" };
+            assert_eq!(get("health"), Some(health));
+        }
+        assert_eq!(total, i64::from(SLOTS));
     }
 
     /// Redirects are sent only when the map is exact: balanced partitions,

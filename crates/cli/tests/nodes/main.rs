@@ -255,7 +255,7 @@ fn redis_py_cluster_routes_each_key_to_the_node_serving_its_slot() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        4,
+        5,
         "{stdout}"
     );
 }
