@@ -240,9 +240,18 @@ fn delete_unkept(
     me: &str,
     chunk: &[Bytes],
 ) -> Result<u64, String> {
+    delete_if(cluster, chunk, |token| !keeps(state, me, token))
+}
+
+/// Deletes the keys of `chunk` whose token is `doomed`, in one transaction.
+fn delete_if(
+    cluster: &Cluster,
+    chunk: &[Bytes],
+    doomed: impl Fn(Token) -> bool,
+) -> Result<u64, String> {
     let doomed: Vec<Bytes> = chunk
         .iter()
-        .filter(|key| !keeps(state, me, key_token(key)))
+        .filter(|key| doomed(key_token(key)))
         .cloned()
         .collect();
     delete_now(cluster, &doomed)
@@ -272,12 +281,9 @@ pub(crate) async fn clear_dropped(
             &mut Pacer::full(),
             |chunk| {
                 let view = inner.view.read();
-                let doomed: Vec<Bytes> = chunk
-                    .iter()
-                    .filter(|key| clears(&view, &inner.me, key_token(key)))
-                    .cloned()
-                    .collect();
-                delete_now(&inner.cluster, &doomed)
+                delete_if(&inner.cluster, chunk, |token| {
+                    clears(&view, &inner.me, token)
+                })
             },
         )?;
         inner.cluster.sync().map_err(|e| e.to_string())?;

@@ -286,9 +286,17 @@ fn nodes(state: &MetaState, me: &str) -> String {
 fn info(state: &MetaState) -> String {
     let runs = runs(state);
     let width = |r: &Run<'_>| u32::from(r.last - r.first) + 1;
-    let down = |r: &&Run<'_>| state.members.get(r.node).is_none_or(|m| m.down);
     let assigned: u32 = runs.iter().map(width).sum();
-    let failed: u32 = runs.iter().filter(down).map(width).sum();
+    // Slot by slot, as requests are decided: a node marked down fails its
+    // slots, and so does a range a forced removal dropped and its target
+    // has not switched yet, whatever its source's flag.
+    let failed = (0..SLOTS)
+        .filter(|&slot| {
+            state
+                .serving(*slot_tokens(slot).start())
+                .is_some_and(|s| s.down)
+        })
+        .count() as u32;
     let serving: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.node).collect();
     let ok = assigned == u32::from(SLOTS) && failed == 0;
     format!(
@@ -502,6 +510,40 @@ mod tests {
             panic!("CLUSTER NODES is text");
         };
         assert!(text.contains(" master,fail - 0 0 "), "{text}");
+    }
+
+    #[test]
+    fn dropped_slots_fail_even_once_their_source_is_up_again() {
+        let mut state = two_nodes();
+        complete(&mut state, "2");
+        state.apply(&Command::MarkDown { id: "2".into() }).unwrap();
+        state
+            .apply(&Command::Leave {
+                id: "2".into(),
+                force: true,
+            })
+            .unwrap();
+        state
+            .apply(&Command::BeginChange { node: "2".into() })
+            .unwrap();
+        let change = state.change.as_ref().unwrap();
+        let (change, ranges) = (change.id, (0..change.ranges.len()).collect());
+        state
+            .apply(&Command::DropRanges { change, ranges })
+            .unwrap();
+        let two = crate::view::fixtures::spec("2");
+        state
+            .apply(&Command::MarkUp {
+                id: "2".into(),
+                client_addr: two.client_addr,
+                peer_addr: two.peer_addr,
+            })
+            .unwrap();
+        let AdminReply::Text(info) = command(&state, "1", &words(&["info"])) else {
+            panic!("CLUSTER INFO is text");
+        };
+        assert!(info.starts_with("cluster_state:fail\r\n"), "{info}");
+        assert!(info.contains("cluster_slots_fail:8192\r\n"), "{info}");
     }
 
     #[test]
