@@ -301,7 +301,7 @@ impl Store for PersistentStore {
 
     fn put(&mut self, token: Token, key: Bytes, entry: Entry) -> Result<Option<Entry>, StoreError> {
         self.engine
-            .put(token, &key, &encode(&entry), Durability::NoSync)
+            .put(token, &key, encode(&entry), Durability::NoSync)
             .map_err(store_err)?;
         self.mem.put(token, key, entry)
     }

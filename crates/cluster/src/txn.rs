@@ -171,12 +171,72 @@ impl Cluster {
         // Over the limit already: evict first, before taking any lock (the
         // writes are checked once `f` has staged them).
         let _ = self.make_room(0);
+        self.locked(&keys, |routing, locks, guards, places| {
+            let mut txn = self.read_locked(locks, guards, places)?;
+            let result = f(&mut txn);
+            self.apply_locked(routing, locks, guards, places, txn, true)?;
+            Ok(result)
+        })
+    }
+
+    /// Writes every `(key, entry)` as one transaction that reads nothing:
+    /// what [`Cluster::transaction`] does with a closure that only puts
+    /// (a later pair of the same key wins), without first reading each key
+    /// under its lock, which only the memory check needs. So with a
+    /// `maxmemory` set it is that transaction. Pipelined SETs and the
+    /// pages of a range copy are written this way.
+    ///
+    /// Errors: as [`Cluster::transaction`]'s.
+    pub fn put_all(&self, pairs: Vec<(Bytes, Entry)>) -> Result<(), ClusterError> {
+        let now = self.now_ms();
+        let mut txn = Txn {
+            now,
+            keys: HashMap::with_capacity(pairs.len()),
+        };
+        for (key, entry) in pairs {
+            txn.keys.insert(
+                key,
+                Slot {
+                    current: Some(entry),
+                    written: true,
+                    stored: 0,
+                },
+            );
+        }
+        let mut keys: Vec<Bytes> = txn.keys.keys().cloned().collect();
+        keys.sort_unstable();
+        if self.maxmemory() != 0 {
+            return self.transaction(keys, |t| {
+                for (key, slot) in txn.keys {
+                    t.put(&key, slot.current.expect("every pair is a put"));
+                }
+            });
+        }
+        self.locked(&keys, |routing, locks, guards, places| {
+            self.apply_locked(routing, locks, guards, places, txn, false)
+        })
+    }
+
+    /// Write-locks the stripes of `keys` (sorted, without repeats) in the
+    /// global lock order, checks that each key's node still serves it
+    /// (retrying from the start if one moved), runs `run` under the locks,
+    /// then acknowledges as the fsync policy says.
+    fn locked<R>(
+        &self,
+        keys: &[Bytes],
+        run: impl FnOnce(
+            &crate::routing::Routing,
+            &[(Arc<Node>, usize)],
+            &mut [StripeWrite<'_>],
+            &[Place],
+        ) -> Result<R, ClusterError>,
+    ) -> Result<R, ClusterError> {
         loop {
             let seen = self.routing.load_full();
             // Each key's node and stripe, and the locks in global order.
             let mut locks: Vec<(Arc<Node>, usize)> = Vec::with_capacity(keys.len());
             let mut places = Vec::with_capacity(keys.len());
-            for key in &keys {
+            for key in keys {
                 let token = key_token(key);
                 let (node, _) = seen.authority(token)?;
                 let stripe = node.stripe_of(token);
@@ -211,7 +271,7 @@ impl Cluster {
             if moved {
                 continue;
             }
-            let result = self.run_locked(&now_routing, &locks, &mut guards, &places, f)?;
+            let result = run(&now_routing, &locks, &mut guards, &places)?;
             drop(guards);
             self.sync_ack()?;
             return Ok(result);
@@ -225,15 +285,14 @@ impl Cluster {
         Ok(self.get_entry(key)?.map(|e| e.version))
     }
 
-    /// Reads the keys, runs `f`, applies its writes; the locks are held.
-    fn run_locked<R>(
+    /// The keys' entries, read under their locks: the transaction's
+    /// snapshot.
+    fn read_locked(
         &self,
-        routing: &crate::routing::Routing,
         locks: &[(Arc<Node>, usize)],
         guards: &mut [StripeWrite<'_>],
         places: &[Place],
-        f: impl FnOnce(&mut Txn) -> R,
-    ) -> Result<R, ClusterError> {
+    ) -> Result<Txn, ClusterError> {
         let now = self.now_ms();
         let mut txn = Txn {
             now,
@@ -257,28 +316,47 @@ impl Cluster {
                 },
             );
         }
-        let result = f(&mut txn);
+        Ok(txn)
+    }
+
+    /// Applies the writes staged in `txn`, all or none; the locks are
+    /// held. `check_memory`: refuse them if together they would take
+    /// `used_memory` over `maxmemory` (the slots' `stored` footprints were
+    /// read).
+    fn apply_locked(
+        &self,
+        routing: &crate::routing::Routing,
+        locks: &[(Arc<Node>, usize)],
+        guards: &mut [StripeWrite<'_>],
+        places: &[Place],
+        mut txn: Txn,
+        check_memory: bool,
+    ) -> Result<(), ClusterError> {
+        let now = txn.now;
         // All or nothing: the staged writes must fit under maxmemory
         // together, or none is applied.
-        let growth: i64 = txn
-            .keys
-            .iter()
-            .filter(|(_, slot)| slot.written)
-            .map(|(key, slot)| {
-                slot.current
-                    .as_ref()
-                    .map_or(0, |e| e.footprint(key.len()) as i64)
-                    - slot.stored
-            })
-            .sum();
-        if !self.fits(growth) {
-            return Err(self.out_of_memory());
+        if check_memory {
+            let growth: i64 = txn
+                .keys
+                .iter()
+                .filter(|(_, slot)| slot.written)
+                .map(|(key, slot)| {
+                    slot.current
+                        .as_ref()
+                        .map_or(0, |e| e.footprint(key.len()) as i64)
+                        - slot.stored
+                })
+                .sum();
+            if !self.fits(growth) {
+                return Err(self.out_of_memory());
+            }
         }
         // One engine batch for all the writes with a data directory: a
         // crash keeps the whole transaction or none of it. The stores serve
         // each write as it is applied, so if the batch is not kept (or a
         // write fails midway), `undo` puts back what each write replaced.
-        let mut undo: Vec<(usize, Token, Bytes, Option<Entry>, bool)> = Vec::new();
+        let mut undo: Vec<(usize, Token, Bytes, Option<Entry>, bool)> =
+            Vec::with_capacity(places.len());
         let mut apply = || -> Result<(), ClusterError> {
             for p in places {
                 let slot = txn.keys.remove(&p.key).expect("every key has a slot");
@@ -329,6 +407,6 @@ impl Cluster {
             }
             return Err(e);
         }
-        Ok(result)
+        Ok(())
     }
 }

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use ringkv_cluster::{
     Cluster, ClusterConfig, ClusterError, ENTRY_OVERHEAD, Entry, EntryUpdate, EvictionPolicy,
     ManualClock, Update,
@@ -68,6 +70,14 @@ fn noeviction_refuses_and_writes_nothing() {
     });
     assert!(matches!(t, Err(ClusterError::OutOfMemory { .. })), "{t:?}");
     assert!(c.exists(b"k101").unwrap(), "nothing of it was applied");
+    // So are pipelined SETs written together, which read nothing first.
+    let t = c.put_all(vec![
+        (Bytes::from_static(b"k101"), Entry::string("short")),
+        (Bytes::from_static(b"new2"), Entry::string(vec![b'y'; 200])),
+    ]);
+    assert!(matches!(t, Err(ClusterError::OutOfMemory { .. })), "{t:?}");
+    assert_eq!(c.get(b"k101").unwrap().as_deref(), Some(&b"0123456789"[..]));
+    assert!(!c.exists(b"new2").unwrap(), "nothing of it was applied");
     // Deletes always work, and make room.
     assert!(c.delete("k102").unwrap());
     c.put("k1000", "0123456789").unwrap();

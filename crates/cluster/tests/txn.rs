@@ -195,3 +195,77 @@ fn a_transaction_without_writes_changes_nothing_and_deletes_count() {
     assert_eq!(c.get(b"b").unwrap().as_deref(), Some(&b"1"[..]));
     assert_eq!(c.dbsize(), 1);
 }
+
+/// Writers put every account at once with `put_all` (each batch one
+/// generation, its keys in a shuffled order, one key twice), while nodes
+/// join and leave; audits read every account in one transaction and must
+/// see one generation, never a batch half applied.
+fn put_all_is_all_or_nothing(seed: u64) {
+    let c = Cluster::new(config_for(seed)).unwrap();
+    for id in ["n1", "n2", "n3"] {
+        c.add_node(id).unwrap();
+    }
+    let generation = |g: u64| Entry::string(g.to_string());
+    c.put_all((0..ACCOUNTS).map(|i| (account(i), generation(0))).collect())
+        .unwrap();
+    let done = AtomicBool::new(false);
+    let (audits, batches) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| churn_until(&c, 3, &done));
+        s.spawn(|| {
+            let all: Vec<Bytes> = (0..ACCOUNTS).map(account).collect();
+            while !done.load(Ordering::Acquire) {
+                let seen: Vec<i64> = c
+                    .transaction(all.clone(), |txn| {
+                        all.iter().map(|k| num(txn.get(k))).collect()
+                    })
+                    .unwrap();
+                assert!(
+                    seen.iter().all(|&v| v == seen[0]),
+                    "seed {seed}: an audit saw a batch half applied: {seen:?}"
+                );
+                audits.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let _stop = SetOnDrop(&done);
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (c, batches) = (&c, &batches);
+                s.spawn(move || {
+                    let mut rng = StdRng::seed_from_u64(seed ^ (t << 8));
+                    for round in 1..=150u64 {
+                        let g = round * 2 + t;
+                        let mut pairs: Vec<(Bytes, Entry)> =
+                            (0..ACCOUNTS).map(|i| (account(i), generation(g))).collect();
+                        // A key written twice: the later pair wins.
+                        let twice = rng.random_range(0..ACCOUNTS);
+                        pairs.insert(0, (account(twice), generation(g + 1_000_000)));
+                        for i in (2..pairs.len()).rev() {
+                            pairs.swap(i, rng.random_range(1..=i));
+                        }
+                        c.put_all(pairs).unwrap();
+                        batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+    });
+    let last: Vec<i64> = (0..ACCOUNTS)
+        .map(|i| num(c.get_entry(&account(i)).unwrap().as_ref()))
+        .collect();
+    assert!(
+        last.iter().all(|&v| v == last[0] && v < 1_000_000),
+        "seed {seed}: {last:?}"
+    );
+    assert_eq!(c.dbsize(), ACCOUNTS, "seed {seed}: counts exact");
+    assert_eq!(batches.load(Ordering::Relaxed), 300);
+    assert!(audits.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn put_all_is_all_or_nothing_under_churn() {
+    for_each_seed(3, put_all_is_all_or_nothing);
+}

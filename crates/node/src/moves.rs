@@ -626,14 +626,7 @@ fn write_page(cluster: &Cluster, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Pul
         decoded.push((Bytes::from(key), decode_entry(entry)?));
     }
     let keys = decoded.len() as u64;
-    let names: Vec<Bytes> = decoded.iter().map(|(k, _)| k.clone()).collect();
-    cluster
-        .transaction(names, |txn| {
-            for (key, entry) in decoded {
-                txn.put(&key, entry);
-            }
-        })
-        .map_err(|e| e.to_string())?;
+    cluster.put_all(decoded).map_err(|e| e.to_string())?;
     Ok(Pulled {
         keys,
         deleted: 0,

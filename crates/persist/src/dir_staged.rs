@@ -40,7 +40,8 @@ impl DataDir {
                 None => {
                     *g = Some(Group {
                         dir: me,
-                        ops: Vec::new(),
+                        // A pipeline's SETs, most often.
+                        ops: Vec::with_capacity(16),
                     });
                     false
                 }
@@ -72,19 +73,17 @@ impl DataDir {
 
     /// Stages `ops` into this thread's group for this directory, if one is
     /// open; returns whether it did.
-    pub(crate) fn stage<V: AsRef<[u8]>>(
+    pub(crate) fn stage(
         &self,
         keyspace: &Keyspace,
-        ops: &mut dyn Iterator<Item = (Vec<u8>, Option<V>)>,
+        ops: &mut dyn Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     ) -> bool {
         let me = Arc::as_ptr(&self.inner) as usize;
         GROUP.with(|g| {
             let mut g = g.borrow_mut();
             match g.as_mut() {
                 Some(group) if group.dir == me => {
-                    group.ops.extend(
-                        ops.map(|(k, v)| (keyspace.clone(), k, v.map(|v| v.as_ref().to_vec()))),
-                    );
+                    group.ops.extend(ops.map(|(k, v)| (keyspace.clone(), k, v)));
                     true
                 }
                 _ => false,

@@ -83,14 +83,15 @@ impl PersistentEngine {
     }
 
     /// Stores `value` under `(token, key)`, replacing any previous entry.
+    /// An owned `Vec` is journaled without being copied again.
     pub fn put(
         &self,
         token: u64,
         key: &[u8],
-        value: &[u8],
+        value: impl Into<Vec<u8>>,
         durability: Durability,
     ) -> Result<(), PersistError> {
-        self.apply([(encode(token, key), Some(value))], durability)
+        self.apply([(encode(token, key), Some(value.into()))], durability)
     }
 
     /// Removes `(token, key)` if present.
@@ -100,17 +101,17 @@ impl PersistentEngine {
         key: &[u8],
         durability: Durability,
     ) -> Result<(), PersistError> {
-        self.apply([(encode(token, key), None::<&[u8]>)], durability)
+        self.apply([(encode(token, key), None)], durability)
     }
 
     /// Applies every write of `batch` in one engine transaction: all or
     /// none, one journal record, one fsync with [`Durability::Fsync`].
     pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), PersistError> {
-        let ops: Vec<(Vec<u8>, Option<Bytes>)> = batch
+        let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
             .ops
             .into_iter()
             .map(|op| match op {
-                Op::Put { token, key, value } => (encode(token, &key), Some(value)),
+                Op::Put { token, key, value } => (encode(token, &key), Some(Vec::from(value))),
                 Op::Delete { token, key } => (encode(token, &key), None),
             })
             .collect();
@@ -119,9 +120,9 @@ impl PersistentEngine {
 
     /// Writes `(encoded key, value or None to delete)` in one engine batch,
     /// or stages them in the thread's [`DataDir::atomically`] group.
-    fn apply<V: AsRef<[u8]>>(
+    fn apply(
         &self,
-        ops: impl IntoIterator<Item = (Vec<u8>, Option<V>)>,
+        ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
         durability: Durability,
     ) -> Result<(), PersistError> {
         let mut ops = ops.into_iter();
@@ -129,10 +130,7 @@ impl PersistentEngine {
             return Ok(());
         }
         let ops = ops
-            .map(|(key, value)| {
-                let value = value.map(|v| v.as_ref().to_vec());
-                (self.entries.clone(), key, value)
-            })
+            .map(|(key, value)| (self.entries.clone(), key, value))
             .collect();
         self.dir.commit(ops, durability)
     }
@@ -225,7 +223,7 @@ impl PersistentEngine {
             return Ok(0);
         }
         let n = taken.len();
-        let ops: Vec<(Vec<u8>, Option<&[u8]>)> = taken
+        let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = taken
             .iter()
             .map(|e| (encode(e.token, &e.key), None))
             .collect();

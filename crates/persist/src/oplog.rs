@@ -74,7 +74,9 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// The record header: length and checksum.
 const HEADER: usize = 8;
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// CRC-32C, sliced by 16 tables: the byte-at-a-time table was half of
+/// `append`'s own time in a profile of pipelined SETs.
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// One write: a tree, a key, and its new value (`None` deletes it).
 pub(crate) type Op = (Keyspace, Vec<u8>, Option<Vec<u8>>);

@@ -300,7 +300,7 @@ fn journaled(dir: &Path, n: u64) {
             .put(
                 i * 1000,
                 format!("key{i}").as_bytes(),
-                &[i as u8; 100],
+                [i as u8; 100],
                 Durability::NoSync,
             )
             .expect("put");

@@ -92,7 +92,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     Durability::NoSync
                 };
-                engine.put(t, &k, &v, d).expect("put");
+                engine.put(t, &k, v.as_slice(), d).expect("put");
                 model.insert((t, k), v);
             }
             Op::Delete(t, k) => {

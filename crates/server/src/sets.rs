@@ -270,17 +270,12 @@ fn sync(sink: &impl Sink, groups: &mpsc::Receiver<Pending>) {
 
 /// Writes the SETs of `jobs`, in order, as one transaction: all or none.
 fn transaction(cluster: &Cluster, jobs: &[Job]) -> bool {
-    let keys: Vec<Bytes> = jobs
+    let pairs = jobs
         .iter()
-        .flat_map(|job| job.pairs.iter().map(|(k, _)| k.clone()))
+        .flat_map(|job| &job.pairs)
+        .map(|(key, value)| (key.clone(), Entry::string(value.clone())))
         .collect();
-    cluster
-        .transaction(keys, |txn| {
-            for (key, value) in jobs.iter().flat_map(|job| &job.pairs) {
-                txn.put(key, Entry::string(value.clone()));
-            }
-        })
-        .is_ok()
+    cluster.put_all(pairs).is_ok()
 }
 
 #[cfg(test)]

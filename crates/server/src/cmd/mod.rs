@@ -237,12 +237,11 @@ pub fn set_run(shared: &Shared, requests: &[&[Bytes]]) -> crate::sets::Written {
     debug_assert!(requests.iter().all(|r| is_plain_set(r)));
     // Keys in their own allocations, as every write stores them: a slice
     // would keep the connection's whole read buffer alive.
-    let keys: Vec<Bytes> = requests.iter().map(|r| owned(&r[1])).collect();
-    let written = shared.cluster.transaction(keys, |txn| {
-        for r in requests {
-            txn.put(&r[1], ringkv_cluster::Entry::string(owned(&r[2])));
-        }
-    });
+    let pairs = requests
+        .iter()
+        .map(|r| (owned(&r[1]), ringkv_cluster::Entry::string(owned(&r[2]))))
+        .collect();
+    let written = shared.cluster.put_all(pairs);
     match written {
         Ok(()) => crate::sets::Written::Yes,
         Err(_) => crate::sets::Written::No,
