@@ -311,6 +311,9 @@ struct RunArgs {
     cluster: ClusterArgs,
 }
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
