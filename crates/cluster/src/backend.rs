@@ -80,6 +80,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Where the data lives, for logs and errors (`None`: in memory).
     fn location(&self) -> Option<String>;
 
+    /// Bytes of writes held in memory on their way to the files (the
+    /// write log's queue), not counted in the stores' `used_memory`.
+    fn buffered_bytes(&self) -> u64 {
+        0
+    }
+
     /// Writes what the backend holds in memory to its files (with `wait`,
     /// before returning), so that a restart has less to replay.
     fn checkpoint(&self, wait: bool) -> Result<(), StoreError> {

@@ -247,6 +247,10 @@ impl Backend for DiskBackend {
         self.dir.checkpoint(wait).map_err(store_err)
     }
 
+    fn buffered_bytes(&self) -> u64 {
+        self.dir.log_queued_bytes()
+    }
+
     fn atomically(
         &self,
         f: &mut dyn FnMut() -> Result<(), crate::ClusterError>,

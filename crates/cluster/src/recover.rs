@@ -334,6 +334,16 @@ impl Cluster {
         self.backend.location()
     }
 
+    /// Bytes of writes the data directory holds in memory until they
+    /// reach its engine (its write log's queue; 0 in memory). Not part of
+    /// [`ClusterStats::used_memory`] nor of the `maxmemory` check, as
+    /// Redis leaves its AOF buffer out of eviction.
+    ///
+    /// [`ClusterStats::used_memory`]: crate::ClusterStats::used_memory
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.backend.buffered_bytes()
+    }
+
     /// Makes every write that returned so far durable (one fsync of the
     /// data directory's journal), whatever the fsync policy: call it
     /// before a planned shutdown or a backup. A no-op in memory.

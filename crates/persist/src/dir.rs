@@ -578,6 +578,13 @@ impl DataDir {
             .map_err(|e| self.write_err(e))
     }
 
+    /// Bytes of writes the write log holds in memory until its applier
+    /// moves them into the engine (about a second's worth, at most 128
+    /// MiB): Redis's AOF buffer, in `INFO memory`.
+    pub fn log_queued_bytes(&self) -> u64 {
+        self.inner.log.queued_bytes()
+    }
+
     /// Batches the write log has applied to the engine, and the writes
     /// they held (each key once per batch).
     pub fn log_applied(&self) -> (u64, u64) {

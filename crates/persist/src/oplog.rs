@@ -469,6 +469,12 @@ impl OpLog {
         sync_dir(&self.dir)
     }
 
+    /// Bytes of operations queued for the engine now (at most one per
+    /// key): memory the log holds on top of the served data.
+    pub(crate) fn queued_bytes(&self) -> u64 {
+        self.state.lock().queued_bytes as u64
+    }
+
     /// Batches applied so far and the operations they held.
     pub(crate) fn applied(&self) -> (u64, u64) {
         (

@@ -48,7 +48,11 @@ fn apply_keeps_the_last_write_of_each_key() {
         .unwrap();
     assert_eq!(get(&ks, "a"), None, "queued, not yet in the engine");
     assert_eq!(log.state.lock().queue.len(), 3, "one queued write per key");
+    // What INFO reports as the log's buffer: the queued writes, each key
+    // once (a (key, value) of 1 and 1 bytes, a delete of 1, 32 each).
+    assert_eq!(log.queued_bytes(), (2 + 1 + 2) + 3 * 32);
     log.apply(&db).unwrap();
+    assert_eq!(log.queued_bytes(), 0, "nothing queued once applied");
     assert_eq!(get(&ks, "a").as_deref(), Some(&b"3"[..]));
     assert_eq!(get(&ks, "b"), None);
     assert_eq!(get(&ks, "c").as_deref(), Some(&b"1"[..]));

@@ -135,11 +135,17 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
         }
         "memory" => {
             // What the stores hold, counted by the cluster as entries
-            // change (keys, values and a fixed overhead per entry).
-            let used = shared.cluster.stats().used_memory;
+            // change (keys, values and a fixed overhead per entry), and
+            // the writes the data directory's log holds until they reach
+            // its engine. As Redis's AOF buffer, those count in
+            // `used_memory` but not for `maxmemory`.
+            let buffer = shared.cluster.write_buffer_bytes();
+            let used = shared.cluster.stats().used_memory + buffer;
             line("# Memory\r\nused_memory", &used);
             line("used_memory_human", &human(used));
             line("used_memory_rss", &resident_bytes());
+            line("mem_not_counted_for_evict", &buffer);
+            line("mem_aof_buffer", &buffer);
             let max = shared.cluster.maxmemory();
             line("maxmemory", &max);
             line("maxmemory_human", &human(max));

@@ -371,7 +371,7 @@ async fn a_data_directory_shows_in_config_and_info() {
     };
     let cluster = Arc::new(ringkv_cluster::Cluster::open(dir.path(), config).unwrap());
     cluster.add_node("n1").unwrap();
-    let server = start_with(cluster, ServerConfig::default()).await;
+    let server = start_with(Arc::clone(&cluster), ServerConfig::default()).await;
     let mut c = server.client().await;
     let now: HashMap<String, String> = q(
         &mut c,
@@ -388,4 +388,18 @@ async fn a_data_directory_shows_in_config_and_info() {
     let e = error(&mut c, &["CONFIG", "SET", "appendfsync", "no"]).await;
     assert!(e.contains("can't set immutable config"), "{e}");
     let _: () = q(&mut c, &["SET", "k", "v"]).await.unwrap();
+    // The write log's queue is Redis's AOF buffer: in used_memory, not
+    // counted for eviction, and empty once it reached the engine.
+    let info: String = q(&mut c, &["INFO", "memory"]).await.unwrap();
+    let mem = fields(&info);
+    let buffer: u64 = mem["mem_aof_buffer"].parse().expect("a number");
+    assert_eq!(mem["mem_not_counted_for_evict"], mem["mem_aof_buffer"]);
+    assert!(
+        mem["used_memory"].parse::<u64>().unwrap() > buffer,
+        "{info}"
+    );
+    cluster.checkpoint().unwrap();
+    let info: String = q(&mut c, &["INFO", "memory"]).await.unwrap();
+    assert!(info.contains("mem_aof_buffer:0\r\n"), "{info}");
+    assert_eq!(cluster.write_buffer_bytes(), 0);
 }
