@@ -188,9 +188,8 @@ impl Cluster {
     ///
     /// Errors: as [`Cluster::transaction`]'s.
     pub fn put_all(&self, pairs: Vec<(Bytes, Entry)>) -> Result<(), ClusterError> {
-        let now = self.now_ms();
         let mut txn = Txn {
-            now,
+            now: 0,
             keys: HashMap::with_capacity(pairs.len()),
         };
         for (key, entry) in pairs {
@@ -213,6 +212,8 @@ impl Cluster {
             });
         }
         self.locked(&keys, |routing, locks, guards, places| {
+            // The clock under the locks, as a transaction reads it.
+            txn.now = self.now_ms();
             self.apply_locked(routing, locks, guards, places, txn, false)
         })
     }

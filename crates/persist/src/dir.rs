@@ -579,8 +579,9 @@ impl DataDir {
     }
 
     /// Bytes of writes the write log holds in memory until its applier
-    /// moves them into the engine (about a second's worth, at most 128
-    /// MiB): Redis's AOF buffer, in `INFO memory`.
+    /// has moved them into the engine (about a second's worth: 128 MiB
+    /// queued at most, plus the batch being applied): Redis's AOF buffer,
+    /// in `INFO memory`.
     pub fn log_queued_bytes(&self) -> u64 {
         self.inner.log.queued_bytes()
     }

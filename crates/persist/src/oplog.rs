@@ -93,6 +93,9 @@ pub(crate) struct OpLog {
     /// time, in the order they were taken.
     applying: Mutex<()>,
     failed: AtomicBool,
+    /// Bytes of the batch being moved into the engine: taken from the
+    /// queue, still in memory.
+    applying_bytes: AtomicU64,
     /// Batches applied and operations they held, for tests and `INFO`.
     batches: AtomicU64,
     applied_ops: AtomicU64,
@@ -286,6 +289,7 @@ impl OpLog {
             wake: Condvar::new(),
             applying: Mutex::new(()),
             failed: AtomicBool::new(false),
+            applying_bytes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             applied_ops: AtomicU64::new(0),
         })
@@ -385,6 +389,8 @@ impl OpLog {
         let _one = self.applying.lock();
         let (mut ops, closed, file) = {
             let mut st = self.state.lock();
+            self.applying_bytes
+                .store(st.queued_bytes as u64, Ordering::Relaxed);
             st.queued_bytes = 0;
             st.index.clear();
             let taken = (
@@ -399,6 +405,8 @@ impl OpLog {
             return Ok(());
         }
         let result = self.apply_taken(db, &mut ops, &closed, &file);
+        drop(ops);
+        self.applying_bytes.store(0, Ordering::Relaxed);
         if result.is_err() {
             // What the engine may not have is still in the log files,
             // which stay: a restart replays them.
@@ -469,10 +477,13 @@ impl OpLog {
         sync_dir(&self.dir)
     }
 
-    /// Bytes of operations queued for the engine now (at most one per
-    /// key): memory the log holds on top of the served data.
+    /// Bytes of operations the log holds in memory for the engine: those
+    /// queued (one per key, at most [`QUEUE_CAP`] before writers wait) and
+    /// the batch being applied, taken from the queue (at most as much
+    /// again).
     pub(crate) fn queued_bytes(&self) -> u64 {
-        self.state.lock().queued_bytes as u64
+        let queued = self.state.lock().queued_bytes as u64;
+        queued + self.applying_bytes.load(Ordering::Relaxed)
     }
 
     /// Batches applied so far and the operations they held.

@@ -16,6 +16,22 @@ fn get(ks: &Keyspace, k: &str) -> Option<Vec<u8>> {
     ks.get(k).unwrap().map(|v| v.to_vec())
 }
 
+/// The records' checksum is CRC-32C whatever table layout computes it:
+/// logs written before stay readable.
+#[test]
+fn the_checksum_is_crc32c() {
+    assert_eq!(CRC.checksum(b"123456789"), 0xE306_9283);
+    let bytewise = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    let data: Vec<u8> = (0..200u32).map(|i| (i * 31 + 7) as u8).collect();
+    for n in 0..data.len() {
+        assert_eq!(
+            CRC.checksum(&data[..n]),
+            bytewise.checksum(&data[..n]),
+            "{n} bytes"
+        );
+    }
+}
+
 #[test]
 fn records_round_trip() {
     let dir = tempfile::tempdir().unwrap();
