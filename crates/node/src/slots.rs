@@ -326,7 +326,7 @@ fn split_addr(addr: &str) -> (&str, u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::fixtures::{complete, two_nodes};
+    use crate::view::fixtures::{complete, force_out, two_nodes};
     use ringkv_meta::Command;
 
     fn words(args: &[&str]) -> Vec<Bytes> {
@@ -516,13 +516,7 @@ mod tests {
     fn dropped_slots_fail_even_once_their_source_is_up_again() {
         let mut state = two_nodes();
         complete(&mut state, "2");
-        state.apply(&Command::MarkDown { id: "2".into() }).unwrap();
-        state
-            .apply(&Command::Leave {
-                id: "2".into(),
-                force: true,
-            })
-            .unwrap();
+        force_out(&mut state, "2");
         state
             .apply(&Command::BeginChange { node: "2".into() })
             .unwrap();

@@ -139,20 +139,14 @@ pub fn change_step(state: &MetaState) -> Option<ChangeStep> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::fixtures::{begin, complete, spec, two_nodes};
+    use crate::view::fixtures::{begin, complete, force_out, spec, two_nodes};
     use crate::view::{Decision, clears, decide};
 
     #[test]
     fn a_forced_removal_of_a_down_node_drops_its_ranges_and_a_plain_one_moves_them() {
         let mut state = two_nodes();
         complete(&mut state, "2");
-        state.apply(&Command::MarkDown { id: "2".into() }).unwrap();
-        state
-            .apply(&Command::Leave {
-                id: "2".into(),
-                force: true,
-            })
-            .unwrap();
+        force_out(&mut state, "2");
         begin(&mut state, "2");
         let change = state.change.as_ref().unwrap();
         let all: Vec<usize> = (0..change.ranges.len()).collect();

@@ -226,6 +226,18 @@ pub(crate) mod fixtures {
         state
     }
 
+    /// Marks member `node` down and removes it with `FORCE`: its ranges
+    /// will be dropped, not moved.
+    pub(crate) fn force_out(state: &mut MetaState, node: &str) {
+        state.apply(&Command::MarkDown { id: node.into() }).unwrap();
+        state
+            .apply(&Command::Leave {
+                id: node.into(),
+                force: true,
+            })
+            .unwrap();
+    }
+
     /// The next step is to begin `node`'s change; takes it.
     pub(crate) fn begin(state: &mut MetaState, node: &str) {
         let command = Command::BeginChange { node: node.into() };
