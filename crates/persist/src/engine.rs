@@ -83,7 +83,7 @@ impl PersistentEngine {
     }
 
     /// Stores `value` under `(token, key)`, replacing any previous entry.
-    /// An owned `Vec` is journaled without being copied again.
+    /// An owned `Vec` is staged as it is, not copied first.
     pub fn put(
         &self,
         token: u64,

@@ -482,8 +482,10 @@ impl OpLog {
     /// the batch being applied, taken from the queue (at most as much
     /// again).
     pub(crate) fn queued_bytes(&self) -> u64 {
-        let queued = self.state.lock().queued_bytes as u64;
-        queued + self.applying_bytes.load(Ordering::Relaxed)
+        // Under the state lock, which `apply` holds as it moves bytes from
+        // the queue to the batch: none are counted twice.
+        let st = self.state.lock();
+        st.queued_bytes as u64 + self.applying_bytes.load(Ordering::Relaxed)
     }
 
     /// Batches applied so far and the operations they held.
