@@ -43,6 +43,16 @@ impl Routing {
         &self,
         token: Token,
     ) -> Result<(&Arc<Node>, Option<&RangeState>), ClusterError> {
+        // One member and nothing moving (a `ringkv node`'s own store, which
+        // its process routes before it): that member serves every token,
+        // without a ring lookup (4 % of a node's CPU under pipelined SETs).
+        if self.migration.is_none()
+            && self.nodes.len() == 1
+            && let Some(node) = self.nodes.values().next()
+        {
+            debug_assert_eq!(self.ring.owner_of_token(token), Some(&node.id));
+            return Ok((node, None));
+        }
         let owner = self
             .ring
             .owner_of_token(token)
