@@ -5,7 +5,8 @@
 //! A persistent engine (an LSM tree or a B-tree file keyed by
 //! `token || key`) implements the same trait.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::ops::RangeInclusive;
 
 use bytes::Bytes;
@@ -181,23 +182,39 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// The default store: an in-memory B-tree keyed by token.
+/// The default store: entries in a hash table by token, and the tokens in
+/// a B-tree for order.
+///
+/// A point operation (`get`, an overwriting `put`) is one probe of the
+/// hash table; only a key created or deleted touches the ordered set too.
+/// The set holds tokens alone (8 bytes each), so its nodes stay in cache
+/// where a B-tree holding the entries themselves (88 bytes each) missed at
+/// every level: that descent was a fifth of a SET's CPU
+/// (`docs/BENCHMARKS.md`, node section 16). Range operations (a move's
+/// copy, its cleanup, `SCAN`) walk the set in order.
 ///
 /// Distinct keys share a token when they share a hash tag (`{user1}.a`,
 /// `{user1}.b`), or on a 64-bit hash collision. So each token holds one
-/// entry inline, the common case, and spills to a B-tree ordered by key
-/// otherwise: a tag with m keys costs O(log m) per call, not O(m), and a
-/// scan returns them in `(token, key)` order as the trait promises.
+/// entry inline, the common case, and spills to a hash table by key
+/// otherwise: a tag with m keys costs O(1) per point call, not O(m), and a
+/// scan, which returns a token's keys together, sorts them, so that they
+/// come in `(token, key)` order as the trait promises.
 #[derive(Debug, Default)]
 pub struct MemStore {
-    map: BTreeMap<Token, Slot>,
+    slots: HashMap<Token, Slot, BuildHasherDefault<rustc_hash::FxHasher>>,
+    order: BTreeSet<Token>,
     len: usize,
 }
 
 #[derive(Debug)]
 enum Slot {
     One(Bytes, Entry),
-    Many(BTreeMap<Bytes, Entry>),
+    /// The keys of one hash tag (or of a 64-bit collision), by key: a
+    /// hash table, as a tag may hold most of a node's keys
+    /// (`redis-benchmark --cluster` gives every key it sends one node the
+    /// same tag), where a B-tree cost a comparison of keys per level.
+    /// Seeded per table, so keys chosen to collide cannot slow it down.
+    Many(HashMap<Bytes, Entry>),
 }
 
 impl MemStore {
@@ -208,7 +225,7 @@ impl MemStore {
 
     /// Whether `key` is stored.
     pub(crate) fn contains(&self, token: Token, key: &[u8]) -> bool {
-        match self.map.get(&token) {
+        match self.slots.get(&token) {
             Some(Slot::One(k, _)) => k.as_ref() == key,
             Some(Slot::Many(pairs)) => pairs.contains_key(key),
             None => false,
@@ -218,7 +235,7 @@ impl MemStore {
 
 impl Store for MemStore {
     fn get(&self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        Ok(match self.map.get(&token) {
+        Ok(match self.slots.get(&token) {
             Some(Slot::One(k, v)) if k.as_ref() == key => Some(v.clone()),
             Some(Slot::Many(pairs)) => pairs.get(key).cloned(),
             _ => None,
@@ -226,10 +243,11 @@ impl Store for MemStore {
     }
 
     fn put(&mut self, token: Token, key: Bytes, value: Entry) -> Result<Option<Entry>, StoreError> {
-        use std::collections::btree_map::Entry;
-        match self.map.entry(token) {
+        use std::collections::hash_map::Entry;
+        match self.slots.entry(token) {
             Entry::Vacant(e) => {
                 e.insert(Slot::One(key, value));
+                self.order.insert(token);
                 self.len += 1;
                 Ok(None)
             }
@@ -239,7 +257,7 @@ impl Store for MemStore {
                     Slot::One(k, v) if *k == key => Ok(Some(std::mem::replace(v, value))),
                     Slot::One(k, v) => {
                         let first = (k.clone(), v.clone());
-                        *slot = Slot::Many(BTreeMap::from([first, (key, value)]));
+                        *slot = Slot::Many(HashMap::from([first, (key, value)]));
                         self.len += 1;
                         Ok(None)
                     }
@@ -256,13 +274,16 @@ impl Store for MemStore {
     }
 
     fn delete(&mut self, token: Token, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        use std::collections::btree_map::Entry;
-        let Entry::Occupied(mut e) = self.map.entry(token) else {
+        use std::collections::hash_map::Entry;
+        let Entry::Occupied(mut e) = self.slots.entry(token) else {
             return Ok(None);
         };
         let removed = match e.get_mut() {
             Slot::One(k, _) if k.as_ref() == key => match e.remove() {
-                Slot::One(_, v) => Some(v),
+                Slot::One(_, v) => {
+                    self.order.remove(&token);
+                    Some(v)
+                }
                 Slot::Many(_) => unreachable!("matched One above"),
             },
             Slot::One(..) => None,
@@ -270,6 +291,7 @@ impl Store for MemStore {
                 let v = pairs.remove(key);
                 if pairs.is_empty() {
                     e.remove();
+                    self.order.remove(&token);
                 }
                 v
             }
@@ -297,11 +319,11 @@ impl Store for MemStore {
             return Ok(());
         }
         let mut taken = 0;
-        for (&token, slot) in self.map.range(lo..=hi) {
+        for &token in self.order.range(lo..=hi) {
             if taken >= limit {
                 break;
             }
-            match slot {
+            match &self.slots[&token] {
                 Slot::One(k, v) => {
                     out.push(StoredEntry {
                         token,
@@ -311,14 +333,14 @@ impl Store for MemStore {
                     taken += 1;
                 }
                 Slot::Many(pairs) => {
-                    for (k, v) in pairs {
-                        out.push(StoredEntry {
-                            token,
-                            key: k.clone(),
-                            entry: v.clone(),
-                        });
-                        taken += 1;
-                    }
+                    let first = out.len();
+                    out.extend(pairs.iter().map(|(k, v)| StoredEntry {
+                        token,
+                        key: k.clone(),
+                        entry: v.clone(),
+                    }));
+                    by_key(&mut out[first..]);
+                    taken += pairs.len();
                 }
             }
         }
@@ -333,37 +355,45 @@ impl Store for MemStore {
     ) -> Result<usize, StoreError> {
         // Collect then remove: O(k log n) for k entries. (`split_off` plus
         // `append` would rebuild the whole map.)
-        let doomed: Vec<Token> = self
-            .map
-            .range(tokens)
-            .map(|(&t, _)| t)
-            .take(limit)
-            .collect();
+        let doomed: Vec<Token> = self.order.range(tokens).copied().take(limit).collect();
         let mut removed = 0;
         for token in doomed {
-            match self.map.remove(&token) {
+            self.order.remove(&token);
+            match self.slots.remove(&token) {
                 Some(Slot::One(key, entry)) => {
                     out.push(StoredEntry { token, key, entry });
                     removed += 1;
                 }
                 Some(Slot::Many(pairs)) => {
                     removed += pairs.len();
+                    let first = out.len();
                     out.extend(pairs.into_iter().map(|(key, entry)| StoredEntry {
                         token,
                         key,
                         entry,
                     }));
+                    by_key(&mut out[first..]);
                 }
                 None => {}
             }
         }
         self.len -= removed;
+        // A range moved away leaves the table's room behind: given back
+        // once the table is mostly empty (one rehash of what is left).
+        if self.slots.capacity() > 4 * self.slots.len().max(64) {
+            self.slots.shrink_to(2 * self.slots.len());
+        }
         Ok(removed)
     }
 
     fn len(&self) -> usize {
         self.len
     }
+}
+
+/// Sorts the entries of one token by key: the order a scan promises.
+fn by_key(entries: &mut [StoredEntry]) {
+    entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
 }
 
 #[cfg(test)]
@@ -433,7 +463,7 @@ mod tests {
 
     proptest! {
         /// The store agrees with a `BTreeMap<(token, key), value>` model,
-        /// including paged scans of arbitrary ranges.
+        /// including paged scans of arbitrary ranges and their order.
         #[test]
         fn matches_model(ops in prop::collection::vec(op(), 1..200), lo in 0..32u64, hi in 0..32u64, page in 1..5usize) {
             let mut s = MemStore::new();
@@ -463,8 +493,8 @@ mod tests {
                         let all: std::collections::BTreeSet<u64> = in_range.iter().map(|(t, _)| *t).collect();
                         let tokens: std::collections::BTreeSet<u64> = all.into_iter().take(limit as usize).collect();
                         let want: Vec<_> = in_range.into_iter().filter(|(t, _)| tokens.contains(t)).collect();
-                        let mut got: Vec<_> = out.iter().map(|e| (e.token, e.key.to_vec())).collect();
-                        got.sort();
+                        // In `(token, key)` order, as taken.
+                        let got: Vec<_> = out.iter().map(|e| (e.token, e.key.to_vec())).collect();
                         prop_assert_eq!(&got, &want);
                         for e in &out {
                             prop_assert_eq!(m.remove(&(e.token, e.key.to_vec())), Some(e.entry.value.to_vec()));
@@ -482,8 +512,8 @@ mod tests {
                 if got.len() == start { break; }
                 after = Some(got.last().unwrap().token);
             }
-            let mut got: Vec<_> = got.into_iter().map(|e| ((e.token, e.key.to_vec()), e.entry.value.to_vec())).collect();
-            got.sort();
+            // In `(token, key)` order, as the trait promises.
+            let got: Vec<_> = got.into_iter().map(|e| ((e.token, e.key.to_vec()), e.entry.value.to_vec())).collect();
             let want: Vec<_> = m.range((lo, vec![])..).filter(|((t, _), _)| *t <= hi).map(|(k, v)| (k.clone(), v.clone())).collect();
             prop_assert_eq!(got, want);
         }
