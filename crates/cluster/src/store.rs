@@ -6,7 +6,6 @@
 //! `token || key`) implements the same trait.
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
 use std::ops::RangeInclusive;
 
 use bytes::Bytes;
@@ -201,7 +200,10 @@ pub trait Store: Send + Sync + 'static {
 /// come in `(token, key)` order as the trait promises.
 #[derive(Debug, Default)]
 pub struct MemStore {
-    slots: HashMap<Token, Slot, BuildHasherDefault<rustc_hash::FxHasher>>,
+    /// Seeded per table: a token is an unseeded hash of the key, so
+    /// without a seed keys could be chosen offline whose tokens share a
+    /// bucket chain.
+    slots: HashMap<Token, Slot, foldhash::fast::RandomState>,
     order: BTreeSet<Token>,
     len: usize,
 }
