@@ -444,6 +444,28 @@ mod tests {
         s.scan(0..=10, None, 10, &mut out).unwrap();
         let keys: Vec<&[u8]> = out.iter().map(|e| e.key.as_ref()).collect();
         assert_eq!(keys, [&b"{t}b"[..], b"{t}c", b"{t}d"]);
+
+        // Enough keys that a table's own order is not sorted by chance,
+        // taken as scanned.
+        let mut s = MemStore::new();
+        let keys: Vec<Bytes> = (0..64u8).rev().map(|i| b(&[b'k', i])).collect();
+        for k in &keys {
+            s.put(7, k.clone(), e(b"v")).unwrap();
+        }
+        let mut sorted = keys;
+        sorted.sort();
+        let mut out = Vec::new();
+        s.scan(0..=10, None, 1, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
+            sorted
+        );
+        let mut out = Vec::new();
+        s.take_range(0..=10, 1, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
+            sorted
+        );
     }
 
     #[derive(Debug, Clone)]
