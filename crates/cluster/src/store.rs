@@ -294,10 +294,13 @@ impl Store for MemStore {
                 if pairs.is_empty() {
                     e.remove();
                     self.order.remove(&token);
+                } else {
+                    give_back_room(pairs);
                 }
                 v
             }
         };
+        give_back_room(&mut self.slots);
         if removed.is_some() {
             self.len -= 1;
         }
@@ -356,7 +359,7 @@ impl Store for MemStore {
         out: &mut Vec<StoredEntry>,
     ) -> Result<usize, StoreError> {
         // Collect then remove: O(k log n) for k entries. (`split_off` plus
-        // `append` would rebuild the whole map.)
+        // `append` would rebuild the whole set.)
         let doomed: Vec<Token> = self.order.range(tokens).copied().take(limit).collect();
         let mut removed = 0;
         for token in doomed {
@@ -380,16 +383,24 @@ impl Store for MemStore {
             }
         }
         self.len -= removed;
-        // A range moved away leaves the table's room behind: given back
-        // once the table is mostly empty (one rehash of what is left).
-        if self.slots.capacity() > 4 * self.slots.len().max(64) {
-            self.slots.shrink_to(2 * self.slots.len());
-        }
+        give_back_room(&mut self.slots);
         Ok(removed)
     }
 
     fn len(&self) -> usize {
         self.len
+    }
+}
+
+/// Gives a table's room back once it is mostly empty (a range moved
+/// away, keys deleted): a hash table keeps its room where a B-tree freed
+/// its nodes. One rehash of what is left, which the removals since the
+/// table was last this full paid for.
+fn give_back_room<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    table: &mut HashMap<K, V, S>,
+) {
+    if table.capacity() > 4 * table.len().max(16) {
+        table.shrink_to(2 * table.len());
     }
 }
 
@@ -466,6 +477,45 @@ mod tests {
             out.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
             sorted
         );
+    }
+
+    #[test]
+    fn tables_give_their_room_back_when_mostly_empty() {
+        let mut s = MemStore::new();
+        for t in 0..10_000u64 {
+            s.put(t, b(&t.to_be_bytes()), e(b"v")).unwrap();
+        }
+        for k in 0..1_000u16 {
+            s.put(20_000, b(&k.to_be_bytes()), e(b"v")).unwrap();
+        }
+        let full = s.slots.capacity();
+        // A range taken away, then keys deleted one by one.
+        s.take_range(0..=8_999, usize::MAX, &mut Vec::new())
+            .unwrap();
+        for t in 9_000..9_990u64 {
+            s.delete(t, &t.to_be_bytes()).unwrap();
+        }
+        assert!(
+            s.slots.capacity() < full / 16,
+            "{} of {full}",
+            s.slots.capacity()
+        );
+        let Some(Slot::Many(pairs)) = s.slots.get(&20_000) else {
+            panic!("the tag's keys share a slot");
+        };
+        let tag_full = pairs.capacity();
+        for k in 0..990u16 {
+            s.delete(20_000, &k.to_be_bytes()).unwrap();
+        }
+        let Some(Slot::Many(pairs)) = s.slots.get(&20_000) else {
+            panic!("ten keys are left");
+        };
+        assert!(
+            pairs.capacity() < tag_full / 16,
+            "{} of {tag_full}",
+            pairs.capacity()
+        );
+        assert_eq!(s.len(), 10 + 10);
     }
 
     #[derive(Debug, Clone)]
