@@ -345,6 +345,16 @@ impl Store for PersistentStore {
         self.mem.scan(tokens, after, limit, out)
     }
 
+    fn visit(
+        &self,
+        tokens: RangeInclusive<Token>,
+        after: Option<Token>,
+        limit: usize,
+        visit: &mut dyn FnMut(Token, &Bytes, &Entry) -> bool,
+    ) -> Result<(usize, Option<Token>), StoreError> {
+        self.mem.visit(tokens, after, limit, visit)
+    }
+
     fn take_range(
         &mut self,
         tokens: RangeInclusive<Token>,

@@ -154,6 +154,23 @@ impl Entry {
     /// Reads an entry written by [`Entry::encode`]. The value shares
     /// `bytes`' buffer (no copy).
     pub fn decode(bytes: &Bytes) -> Result<Entry, EntryFormatError> {
+        let (mut entry, start) = Entry::header(bytes)?;
+        entry.value = bytes.slice(start..);
+        Ok(entry)
+    }
+
+    /// [`Entry::decode`] into a value of its own (copied): for entries
+    /// read out of a larger buffer that should not stay alive with them,
+    /// as a range copy's page.
+    pub fn decode_copied(bytes: &[u8]) -> Result<Entry, EntryFormatError> {
+        let (mut entry, start) = Entry::header(bytes)?;
+        entry.value = Bytes::copy_from_slice(&bytes[start..]);
+        Ok(entry)
+    }
+
+    /// The entry `bytes` encode, with an empty value, and where its value
+    /// starts.
+    fn header(bytes: &[u8]) -> Result<(Entry, usize), EntryFormatError> {
         let header = bytes.get(..11).ok_or(EntryFormatError::Truncated)?;
         if header[0] != ENTRY_FORMAT {
             return Err(EntryFormatError::UnknownFormat(header[0]));
@@ -174,12 +191,13 @@ impl Entry {
         } else {
             (None, 11)
         };
-        Ok(Entry {
-            value: bytes.slice(start..),
+        let entry = Entry {
+            value: Bytes::new(),
             expires_at,
             kind,
             version,
-        })
+        };
+        Ok((entry, start))
     }
 }
 

@@ -138,6 +138,151 @@ impl Cluster {
         Ok((out, next.filter(|&t| t <= last)))
     }
 
+    /// Calls `visit` with the live entries with tokens in `tokens`, in the
+    /// order [`Cluster::scan_tokens`] returns them, under each run's stripe
+    /// read lock and without copying them: at most about `limit` of them,
+    /// fewer if `visit` returns `false` (the rest of that token's keys are
+    /// still visited: keys sharing a token go together). Returns the token
+    /// to read next, `None` once the whole interval was read. A range move
+    /// between processes encodes its pages this way.
+    pub fn visit_tokens(
+        &self,
+        tokens: std::ops::RangeInclusive<Token>,
+        limit: usize,
+        visit: &mut dyn FnMut(Token, &Bytes, &Entry) -> bool,
+    ) -> Result<Option<Token>, ClusterError> {
+        let (mut next, last) = (Some(*tokens.start()), *tokens.end());
+        let (limit, mut seen) = (limit.max(1), 0);
+        while let Some(token) = next {
+            if token > last {
+                return Ok(None);
+            }
+            if seen >= limit {
+                break;
+            }
+            let mut stopped = false;
+            let now = self.now_ms();
+            let mut live = |t: Token, key: &Bytes, entry: &Entry| {
+                if entry.is_expired(now) {
+                    return true;
+                }
+                let go_on = visit(t, key, entry);
+                stopped |= !go_on;
+                go_on
+            };
+            let (n, at) = self.visit_run(token, last, limit - seen, &mut live)?;
+            seen += n;
+            next = at;
+            if stopped {
+                break;
+            }
+        }
+        Ok(next.filter(|&t| t <= last))
+    }
+
+    /// [`Cluster::visit_tokens`] within one run and one stripe, from
+    /// `token` to `upto` at most: how many entries it visited, and the
+    /// token to go on from (`None` past the end of the ring).
+    fn visit_run(
+        &self,
+        token: Token,
+        upto: Token,
+        limit: usize,
+        visit: &mut dyn FnMut(Token, &Bytes, &Entry) -> bool,
+    ) -> Result<(usize, Option<Token>), ClusterError> {
+        loop {
+            let seen = self.routing.load_full();
+            let (node, end) = seen.segment(token)?;
+            let end = end.min(stripe_end(node, token)).min(upto);
+            let store = node.read(token)?;
+            // As `read_run_upto` checks: the run's authority has not moved.
+            let now = self.routing.load();
+            if !Arc::ptr_eq(&now, &seen) || !Arc::ptr_eq(now.authority(token)?.0, node) {
+                continue;
+            }
+            let mut stopped = false;
+            let (n, last) = store
+                .visit(token..=end, None, limit, &mut |t, k, e| {
+                    let go_on = visit(t, k, e);
+                    stopped |= !go_on;
+                    go_on
+                })
+                .map_err(|e| node.store_error(e))?;
+            return Ok(match last {
+                Some(last) if n >= limit || stopped => (n, last.checked_add(1)),
+                _ => (n, end.checked_add(1)),
+            });
+        }
+    }
+
+    /// Deletes, under one stripe write lock, the entries of up to `chunk`
+    /// keys (whole tokens) from the start of `tokens` on, within one run,
+    /// whose token is `doomed` (asked once per token, under the lock).
+    /// Returns how many it deleted and the token to go on from (`None`
+    /// once `tokens` is done). Nothing is cloned: the removed entries are
+    /// freed after the lock is released. A node drops the ranges it gave
+    /// away this way.
+    pub fn remove_tokens(
+        &self,
+        tokens: std::ops::RangeInclusive<Token>,
+        chunk: usize,
+        doomed: impl Fn(Token) -> bool,
+    ) -> Result<(usize, Option<Token>), ClusterError> {
+        let (token, upto) = (*tokens.start(), *tokens.end());
+        let chunk = chunk.max(1);
+        let mut freed = Vec::new();
+        loop {
+            let seen = self.routing.load_full();
+            let (node, end) = seen.segment(token)?;
+            let end = end.min(stripe_end(node, token)).min(upto);
+            let mut guard = node.write(token)?;
+            // As `flush_run` checks, for a client write.
+            let now = self.routing.load();
+            if !Arc::ptr_eq(&now, &seen) {
+                continue;
+            }
+            let (owner, range) = now.authority(token)?;
+            if !Arc::ptr_eq(owner, node) {
+                continue;
+            }
+            // The doomed tokens, as runs of consecutive stored tokens.
+            let mut runs: Vec<(Token, Token)> = Vec::new();
+            let mut open = false;
+            let (n, last) = guard
+                .visit(token..=end, None, chunk, &mut |t, _, _| {
+                    match runs.last_mut() {
+                        _ if !doomed(t) => open = false,
+                        Some(run) if open => run.1 = t,
+                        _ => {
+                            runs.push((t, t));
+                            open = true;
+                        }
+                    }
+                    true
+                })
+                .map_err(|e| node.store_error(e))?;
+            for (a, b) in runs {
+                guard
+                    .take_range(a..=b, usize::MAX, &mut freed)
+                    .map_err(|e| node.store_error(e))?;
+            }
+            // A key deleted in a range being copied is logged, as a
+            // flush's is.
+            if let Some(range) = range.filter(|r| r.phase() == Phase::Copying) {
+                for e in &freed {
+                    range.mark_dirty(&e.key);
+                }
+            }
+            node.add_served(node.stripe_of(token), -(freed.len() as i64));
+            drop(guard);
+            let next = match last {
+                Some(last) if n >= chunk => last.checked_add(1),
+                _ => end.checked_add(1),
+            };
+            return Ok((freed.len(), next.filter(|&t| t <= upto)));
+        }
+    }
+
     /// Appends to `out` up to `limit` entries (whole tokens) from `token`
     /// on, from the node serving them, within one run and one stripe.
     /// Returns the token to read next, or `None` past the end of the ring.

@@ -225,6 +225,17 @@ impl Shard {
         self.store.scan(tokens, after, limit, out)
     }
 
+    /// [`Store::visit`].
+    pub(crate) fn visit(
+        &self,
+        tokens: RangeInclusive<Token>,
+        after: Option<Token>,
+        limit: usize,
+        visit: &mut dyn FnMut(Token, &Bytes, &Entry) -> bool,
+    ) -> Result<(usize, Option<Token>), StoreError> {
+        self.store.visit(tokens, after, limit, visit)
+    }
+
     /// [`Store::take_range`], keeping memory and the volatile index right.
     pub(crate) fn take_range(
         &mut self,

@@ -129,6 +129,33 @@ pub trait Store: Send + Sync + 'static {
         out: &mut Vec<StoredEntry>,
     ) -> Result<(), StoreError>;
 
+    /// Calls `visit` with each entry [`Store::scan`] would return, in the
+    /// same order, without copying any: a range copy encodes them under
+    /// the stripe's read lock instead of cloning each key and value out
+    /// first. It stops after `limit` entries, or at the end of a token
+    /// for which `visit` returned `false` (keys sharing a token go
+    /// together either way). Returns how many entries it visited and the
+    /// last token, `None` if none.
+    fn visit(
+        &self,
+        tokens: RangeInclusive<Token>,
+        after: Option<Token>,
+        limit: usize,
+        visit: &mut dyn FnMut(Token, &Bytes, &Entry) -> bool,
+    ) -> Result<(usize, Option<Token>), StoreError> {
+        let mut out = Vec::new();
+        self.scan(tokens, after, limit, &mut out)?;
+        let (mut n, mut last, mut go_on) = (0, None, true);
+        for e in &out {
+            if !go_on && last != Some(e.token) {
+                break;
+            }
+            go_on &= visit(e.token, &e.key, &e.entry);
+            (n, last) = (n + 1, Some(e.token));
+        }
+        Ok((n, last))
+    }
+
     /// Removes up to `limit` entries whose token lies in `tokens`, lowest
     /// tokens first, and appends them to `out`, so that the caller can free
     /// them after releasing its lock. All keys of one token go together, so
@@ -350,6 +377,53 @@ impl Store for MemStore {
             }
         }
         Ok(())
+    }
+
+    fn visit(
+        &self,
+        tokens: RangeInclusive<Token>,
+        after: Option<Token>,
+        limit: usize,
+        visit: &mut dyn FnMut(Token, &Bytes, &Entry) -> bool,
+    ) -> Result<(usize, Option<Token>), StoreError> {
+        let (lo, hi) = (*tokens.start(), *tokens.end());
+        let lo = match after {
+            Some(a) if a >= hi => return Ok((0, None)),
+            Some(a) if a >= lo => a + 1,
+            _ => lo,
+        };
+        let (mut n, mut last) = (0, None);
+        if lo > hi {
+            return Ok((n, last));
+        }
+        let mut sorted: Vec<(&Bytes, &Entry)> = Vec::new();
+        for &token in self.order.range(lo..=hi) {
+            if n >= limit {
+                break;
+            }
+            last = Some(token);
+            let go_on = match &self.slots[&token] {
+                Slot::One(k, v) => {
+                    n += 1;
+                    visit(token, k, v)
+                }
+                Slot::Many(pairs) => {
+                    sorted.clear();
+                    sorted.extend(pairs.iter());
+                    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    n += sorted.len();
+                    let mut go_on = true;
+                    for (k, v) in &sorted {
+                        go_on &= visit(token, k, v);
+                    }
+                    go_on
+                }
+            };
+            if !go_on {
+                break;
+            }
+        }
+        Ok((n, last))
     }
 
     fn take_range(

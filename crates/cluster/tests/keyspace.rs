@@ -222,3 +222,136 @@ fn pages_through_an_interval() {
     }
     assert_eq!(got, want);
 }
+
+/// A cluster of three nodes holding plain keys, keys sharing a hash tag
+/// (many keys under one token) and keys expired by the clock.
+fn mixed_keys() -> (Cluster, Vec<Bytes>) {
+    let clock = Arc::new(ManualClock::new(0));
+    let c = Cluster::new(ClusterConfig {
+        clock: clock.clone().into(),
+        ..config_for(1)
+    })
+    .unwrap();
+    for id in ["n1", "n2", "n3"] {
+        c.add_node(id).unwrap();
+    }
+    let mut live = Vec::new();
+    for i in 0..1_500u64 {
+        let key = match i % 5 {
+            0 => format!("{{tag{}}}:{i}", i % 3),
+            _ => format!("k{i}"),
+        };
+        let expiry = (i % 11 == 0).then_some(5);
+        c.put_entry(key.clone(), Entry::string(format!("v{i}")).expiring(expiry))
+            .unwrap();
+        if expiry.is_none() {
+            live.push(Bytes::from(key));
+        }
+    }
+    clock.set(6);
+    (c, live)
+}
+
+/// `visit_tokens` sees what `scan_tokens` returns, in the same order and
+/// without copying, across nodes and stripes; a visitor that says stop
+/// ends the call at the end of that token (all keys of a hash tag), and
+/// the next call goes on right after it.
+#[test]
+fn visit_tokens_sees_what_scan_tokens_returns_and_stops_at_a_token_end() {
+    let (c, _) = mixed_keys();
+    let (lo, hi) = (u64::MAX / 8, u64::MAX / 8 * 7);
+    let scanned: Vec<(u64, Bytes, Bytes)> = {
+        let (mut out, mut from) = (Vec::new(), Some(lo));
+        while let Some(t) = from {
+            let (entries, next) = c.scan_tokens(t..=hi, 64).unwrap();
+            out.extend(entries.into_iter().map(|e| (e.token, e.key, e.entry.value)));
+            from = next;
+        }
+        out
+    };
+    assert!(
+        scanned.len() > 500,
+        "{} keys in the interval",
+        scanned.len()
+    );
+    for stop_every in [None, Some(1), Some(7)] {
+        let (mut got, mut from, mut calls) = (Vec::new(), Some(lo), 0);
+        while let Some(t) = from {
+            let mut seen = 0;
+            from = c
+                .visit_tokens(t..=hi, 64, &mut |token, key, entry| {
+                    got.push((token, key.clone(), entry.value.clone()));
+                    seen += 1;
+                    stop_every.is_none_or(|n| seen % n != 0)
+                })
+                .unwrap();
+            calls += 1;
+            assert!(calls < 10_000, "visit_tokens does not advance");
+        }
+        assert_eq!(got, scanned, "stopping every {stop_every:?}");
+    }
+    // A stop on a tag's first key still visits the tag's other keys.
+    let tag = scanned
+        .iter()
+        .find(|(_, k, _)| k.starts_with(b"{tag1}"))
+        .unwrap()
+        .0;
+    let mut keys = Vec::new();
+    c.visit_tokens(tag..=hi, 64, &mut |token, key, _| {
+        keys.push((token, key.clone()));
+        false
+    })
+    .unwrap();
+    let tagged = scanned.iter().filter(|(t, _, _)| *t == tag).count();
+    assert!(tagged > 50, "{tagged} keys under the tag");
+    assert_eq!(keys.len(), tagged);
+    assert!(keys.iter().all(|(t, _)| *t == tag));
+}
+
+/// `remove_tokens` deletes exactly the keys of doomed tokens, a chunk per
+/// call, and leaves counts and memory as if those keys had been deleted
+/// one by one.
+#[test]
+fn remove_tokens_deletes_exactly_the_doomed_keys_and_keeps_the_counts() {
+    let (c, live) = mixed_keys();
+    let doomed = |t: u64| (t >> 40) % 3 == 0;
+    let (mut from, mut deleted, mut calls) = (Some(0), 0, 0);
+    while let Some(t) = from {
+        let (n, next) = c.remove_tokens(t..=u64::MAX, 16, doomed).unwrap();
+        assert!(n <= 16 + 500, "a chunk of {n}");
+        deleted += n;
+        from = next;
+        calls += 1;
+        assert!(calls < 10_000, "remove_tokens does not advance");
+    }
+    let kept: BTreeSet<Bytes> = live
+        .iter()
+        .filter(|k| !doomed(ringkv_ring::key_token(k)))
+        .cloned()
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < live.len());
+    assert_eq!(
+        full_scan(&c, 100).into_iter().collect::<BTreeSet<_>>(),
+        kept
+    );
+    // Counts and memory as if each doomed key, expired or not, had been
+    // deleted one by one.
+    let (reference, _) = mixed_keys();
+    let mut gone = 0;
+    for i in 0..1_500u64 {
+        let key = match i % 5 {
+            0 => format!("{{tag{}}}:{i}", i % 3),
+            _ => format!("k{i}"),
+        };
+        if doomed(ringkv_ring::key_token(key.as_bytes())) {
+            reference.delete(key).unwrap();
+            gone += 1;
+        }
+    }
+    assert_eq!(deleted, gone);
+    assert_eq!(c.dbsize(), reference.dbsize());
+    assert_eq!(c.dbsize() + deleted, 1_500);
+    let stored: usize = c.stats().nodes.iter().map(|n| n.stored).sum();
+    assert_eq!(stored, c.dbsize());
+    assert_eq!(c.stats().used_memory, reference.stats().used_memory);
+}
