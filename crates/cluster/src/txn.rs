@@ -174,7 +174,7 @@ impl Cluster {
         self.locked(&keys, |routing, locks, guards, places| {
             let mut txn = self.read_locked(locks, guards, places)?;
             let result = f(&mut txn);
-            self.apply_locked(routing, locks, guards, places, txn, true)?;
+            self.apply_locked(routing, locks, guards, places, txn)?;
             Ok(result)
         })
     }
@@ -188,37 +188,27 @@ impl Cluster {
     ///
     /// Errors: as [`Cluster::transaction`]'s.
     pub fn put_all(&self, pairs: Vec<(Bytes, Entry)>) -> Result<(), ClusterError> {
-        let mut txn = Txn {
-            now: 0,
-            keys: HashMap::with_capacity(pairs.len()),
-        };
-        for (key, entry) in pairs {
-            txn.keys.insert(
-                key,
-                Slot {
-                    current: Some(entry),
-                    written: true,
-                    stored: 0,
-                },
-            );
-        }
-        let mut keys: Vec<Bytes> = txn.keys.keys().cloned().collect();
-        keys.sort_unstable();
         if self.maxmemory() != 0 {
+            let keys: Vec<Bytes> = pairs.iter().map(|(k, _)| k.clone()).collect();
             return self.transaction(keys, |t| {
-                for (key, slot) in txn.keys {
-                    t.put(&key, slot.current.expect("every pair is a put"));
+                for (key, entry) in pairs {
+                    t.put(&key, entry);
                 }
             });
         }
+        // No staging map and no sort: the pairs are written in order under
+        // the locks, so a later pair of a key replaces an earlier one.
+        let (keys, entries): (Vec<Bytes>, Vec<Entry>) = pairs.into_iter().unzip();
         self.locked(&keys, |routing, locks, guards, places| {
             // The clock under the locks, as a transaction reads it.
-            txn.now = self.now_ms();
-            self.apply_locked(routing, locks, guards, places, txn, false)
+            let now = self.now_ms();
+            let writes = places.iter().zip(entries).map(|(p, e)| (p, Some(e)));
+            self.apply_writes(routing, locks, guards, writes, now)
         })
     }
 
-    /// Write-locks the stripes of `keys` (sorted, without repeats) in the
+    /// Write-locks the stripes of `keys` (without repeats, or for writes
+    /// only, where a repeat is written twice) in the
     /// global lock order, checks that each key's node still serves it
     /// (retrying from the start if one moved), runs `run` under the locks,
     /// then acknowledges as the fsync policy says.
@@ -321,9 +311,8 @@ impl Cluster {
     }
 
     /// Applies the writes staged in `txn`, all or none; the locks are
-    /// held. `check_memory`: refuse them if together they would take
-    /// `used_memory` over `maxmemory` (the slots' `stored` footprints were
-    /// read).
+    /// held. Refuses them if together they would take `used_memory` over
+    /// `maxmemory` (the slots' `stored` footprints were read).
     fn apply_locked(
         &self,
         routing: &crate::routing::Routing,
@@ -331,39 +320,48 @@ impl Cluster {
         guards: &mut [StripeWrite<'_>],
         places: &[Place],
         mut txn: Txn,
-        check_memory: bool,
     ) -> Result<(), ClusterError> {
         let now = txn.now;
         // All or nothing: the staged writes must fit under maxmemory
         // together, or none is applied.
-        if check_memory {
-            let growth: i64 = txn
-                .keys
-                .iter()
-                .filter(|(_, slot)| slot.written)
-                .map(|(key, slot)| {
-                    slot.current
-                        .as_ref()
-                        .map_or(0, |e| e.footprint(key.len()) as i64)
-                        - slot.stored
-                })
-                .sum();
-            if !self.fits(growth) {
-                return Err(self.out_of_memory());
-            }
+        let growth: i64 = txn
+            .keys
+            .iter()
+            .filter(|(_, slot)| slot.written)
+            .map(|(key, slot)| {
+                slot.current
+                    .as_ref()
+                    .map_or(0, |e| e.footprint(key.len()) as i64)
+                    - slot.stored
+            })
+            .sum();
+        if !self.fits(growth) {
+            return Err(self.out_of_memory());
         }
+        let writes = places.iter().filter_map(|p| {
+            let slot = txn.keys.remove(&p.key).expect("every key has a slot");
+            slot.written.then_some((p, slot.current))
+        });
+        self.apply_writes(routing, locks, guards, writes, now)
+    }
+
+    /// Applies `writes` (a put, or a delete for `None`), all or none; the
+    /// locks are held.
+    fn apply_writes<'p>(
+        &self,
+        routing: &crate::routing::Routing,
+        locks: &[(Arc<Node>, usize)],
+        guards: &mut [StripeWrite<'_>],
+        mut writes: impl Iterator<Item = (&'p Place, Option<Entry>)>,
+        now: u64,
+    ) -> Result<(), ClusterError> {
         // One engine batch for all the writes with a data directory: a
         // crash keeps the whole transaction or none of it. The stores serve
         // each write as it is applied, so if the batch is not kept (or a
         // write fails midway), `undo` puts back what each write replaced.
-        let mut undo: Vec<(usize, Token, Bytes, Option<Entry>, bool)> =
-            Vec::with_capacity(places.len());
+        let mut undo: Vec<(usize, Token, Bytes, Option<Entry>, bool)> = Vec::new();
         let mut apply = || -> Result<(), ClusterError> {
-            for p in places {
-                let slot = txn.keys.remove(&p.key).expect("every key has a slot");
-                if !slot.written {
-                    continue;
-                }
+            for (p, write) in writes.by_ref() {
                 let (node, stripe) = (&locks[p.guard].0, locks[p.guard].1);
                 if let (_, Some(range)) = routing.authority(p.token)?
                     && range.phase() == Phase::Copying
@@ -371,8 +369,8 @@ impl Cluster {
                     range.mark_dirty(&p.key);
                 }
                 let guard = &mut guards[p.guard];
-                let present = slot.current.is_some();
-                let old = match slot.current {
+                let present = write.is_some();
+                let old = match write {
                     Some(mut entry) => {
                         entry.version = self.next_version();
                         guard.put(p.token, p.key.clone(), entry)
