@@ -1,21 +1,20 @@
 //! Deleting local copies the node no longer serves or receives: after a
 //! change ends, once after a start, and before a copy is made again.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ringkv_cluster::Cluster;
 use ringkv_meta::MetaState;
-use ringkv_ring::{Token, TokenRange, key_token};
+use ringkv_ring::{Token, TokenRange};
 use tracing::{info, warn};
 
 use crate::Inner;
-use crate::moves::PAGE;
 use crate::view::{clears, keeps};
 
-/// Keys deleted per transaction by a cleanup.
+/// Keys a cleanup reads (and may delete) per hold of a stripe's lock.
 const DELETE_CHUNK: usize = 64;
 
 /// How a paced cleanup shares the CPU: after about `BURST` of work, it
@@ -142,119 +141,49 @@ impl<'a> Pacer<'a> {
     }
 }
 
-/// Deletes `keys` in one transaction.
-pub(crate) fn delete_now(cluster: &Cluster, keys: &[Bytes]) -> Result<u64, String> {
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    cluster
-        .transaction(keys.to_vec(), |txn| {
-            for key in keys {
-                txn.delete(key);
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(keys.len() as u64)
-}
-
-/// Deletes `keys` by `remove`, in small transactions: each holds its keys'
-/// stripes, which clients wait for, and a thread preempted while holding
-/// them (the cleanup runs on every node at once, on cores the clients
-/// need) makes them wait a scheduler slice.
-fn delete_keys(
-    keys: &[Bytes],
-    pacer: &mut Pacer<'_>,
-    remove: &impl Fn(&[Bytes]) -> Result<u64, String>,
-) -> Result<u64, String> {
-    let mut deleted = 0;
-    for chunk in keys.chunks(DELETE_CHUNK) {
-        deleted += remove(chunk)?;
-        pacer.rest()?;
-    }
-    Ok(deleted)
-}
-
-/// Deletes, by `remove` (which may keep some), the local keys of `scope`
-/// for which `doomed(token)` holds, a page at a time; returns how many it
-/// deleted.
+/// Deletes the local keys of `scope` a chunk at a time, each by `chunk`
+/// (given the tokens left of an interval; it deletes the doomed keys of
+/// its first stripe run, [`DELETE_CHUNK`] keys at most, and says where to
+/// go on: [`delete_chunk`]), resting as `pacer` says between chunks;
+/// returns how many it deleted.
 pub(crate) fn delete_where(
-    cluster: &Cluster,
     scope: &Scope,
-    doomed: impl Fn(Token) -> bool,
     pacer: &mut Pacer<'_>,
-    remove: impl Fn(&[Bytes]) -> Result<u64, String>,
+    chunk: impl Fn(RangeInclusive<Token>) -> Result<(usize, Option<Token>), String>,
 ) -> Result<u64, String> {
-    let mut deleted = 0;
+    let whole = [TokenRange::FULL];
     let ranges = match scope {
-        Scope::All => {
-            let mut cursor = 0;
-            loop {
-                let page = cluster
-                    .scan(cursor, PAGE, |key, _| doomed(key_token(key)))
-                    .map_err(|e| e.to_string())?;
-                // A page read is work too: a node that gave away a quarter
-                // of its keys reads four for each it deletes.
-                pacer.rest()?;
-                deleted += delete_keys(&page.keys, pacer, &remove)?;
-                if page.cursor == 0 {
-                    return Ok(deleted);
-                }
-                cursor = page.cursor;
-            }
-        }
-        Scope::Ranges(ranges) => ranges,
+        Scope::All => &whole[..],
+        Scope::Ranges(ranges) => &ranges[..],
     };
+    let mut deleted = 0;
     for interval in ranges.iter().flat_map(TokenRange::intervals) {
         let mut from = Some(*interval.start());
         while let Some(start) = from {
-            let (entries, next) = cluster
-                .scan_tokens(start..=*interval.end(), PAGE)
-                .map_err(|e| e.to_string())?;
-            let keys: Vec<Bytes> = entries
-                .into_iter()
-                .filter(|e| doomed(e.token))
-                .map(|e| e.key)
-                .collect();
+            let (n, next) = chunk(start..=*interval.end())?;
+            deleted += n as u64;
             pacer.rest()?;
-            deleted += delete_keys(&keys, pacer, &remove)?;
             from = next;
         }
     }
     Ok(deleted)
 }
 
-/// Deletes the keys of `chunk` that this node neither serves nor receives
-/// by its view now, under the view's read lock as a client's request
-/// runs: a range given to this node after the cleanup read its view (a
-/// forced removal's dropped range, switched here once cleared, arrives
-/// without a copy) keeps what clients wrote to it meanwhile.
-fn delete_unserved(inner: &Inner, chunk: &[Bytes]) -> Result<u64, String> {
-    let view = inner.view.read();
-    delete_unkept(&inner.cluster, &view, &inner.me, chunk)
-}
-
-/// Deletes the keys of `chunk` that `me` does not keep at `state`.
-fn delete_unkept(
+/// Deletes the keys whose token is `doomed` among the first
+/// [`DELETE_CHUNK`] keys of `tokens`' first stripe run, under its stripe's
+/// write lock, which clients wait for: a thread preempted while holding it
+/// (a cleanup runs on every node at once, on cores the clients need) makes
+/// them wait a scheduler slice, so it holds few keys. Nothing is copied
+/// out of the store: a node that gave away a quarter of its keys reads
+/// only their tokens.
+pub(crate) fn delete_chunk(
     cluster: &Cluster,
-    state: &MetaState,
-    me: &str,
-    chunk: &[Bytes],
-) -> Result<u64, String> {
-    delete_if(cluster, chunk, |token| !keeps(state, me, token))
-}
-
-/// Deletes the keys of `chunk` whose token is `doomed`, in one transaction.
-fn delete_if(
-    cluster: &Cluster,
-    chunk: &[Bytes],
+    tokens: RangeInclusive<Token>,
     doomed: impl Fn(Token) -> bool,
-) -> Result<u64, String> {
-    let doomed: Vec<Bytes> = chunk
-        .iter()
-        .filter(|key| doomed(key_token(key)))
-        .cloned()
-        .collect();
-    delete_now(cluster, &doomed)
+) -> Result<(usize, Option<Token>), String> {
+    cluster
+        .remove_tokens(tokens, DELETE_CHUNK, doomed)
+        .map_err(|e| e.to_string())
 }
 
 /// Clears this node's copy of the dropped `ranges` of the change at
@@ -274,18 +203,13 @@ pub(crate) async fn clear_dropped(
     let (worker, plan) = (Arc::clone(inner), Arc::clone(state));
     tokio::task::spawn_blocking(move || {
         let inner = &*worker;
-        let cleared = delete_where(
-            &inner.cluster,
-            &scope,
-            |token| clears(&plan, &inner.me, token),
-            &mut Pacer::full(),
-            |chunk| {
-                let view = inner.view.read();
-                delete_if(&inner.cluster, chunk, |token| {
-                    clears(&view, &inner.me, token)
-                })
-            },
-        )?;
+        // Each chunk is judged by the view now too, under its read lock.
+        let cleared = delete_where(&scope, &mut Pacer::full(), |tokens| {
+            let view = inner.view.read();
+            delete_chunk(&inner.cluster, tokens, |token| {
+                clears(&plan, &inner.me, token) && clears(&view, &inner.me, token)
+            })
+        })?;
         inner.cluster.sync().map_err(|e| e.to_string())?;
         Ok(cleared)
     })
@@ -325,13 +249,19 @@ pub(crate) async fn cleanup(inner: Arc<Inner>, scope: Scope) {
     let worker = Arc::clone(&inner);
     let done = tokio::task::spawn_blocking(move || {
         let inner = &*worker;
-        delete_where(
-            &inner.cluster,
-            &scope,
-            |token| !keeps(&state, &inner.me, token),
-            &mut Pacer::background(&inner.cleaning),
-            |chunk| delete_unserved(inner, chunk),
-        )
+        // A key is deleted only if this node neither serves nor receives
+        // it by the view now either, judged under the view's read lock as
+        // a client's request runs: a range given to this node after the
+        // cleanup read its view (a forced removal's dropped range,
+        // switched here once cleared, arrives without a copy) keeps what
+        // clients wrote to it meanwhile.
+        let mut pacer = Pacer::background(&inner.cleaning);
+        delete_where(&scope, &mut pacer, |tokens| {
+            let view = inner.view.read();
+            delete_chunk(&inner.cluster, tokens, |token| {
+                !keeps(&state, &inner.me, token) && !keeps(&view, &inner.me, token)
+            })
+        })
     })
     .await;
     match &done {
@@ -361,6 +291,7 @@ mod tests {
     use crate::view::fixtures::two_nodes;
     use ringkv_cluster::ClusterConfig;
     use ringkv_meta::Command;
+    use ringkv_ring::key_token;
 
     /// Node 2's join to node 1, begun: the state and the change's number.
     fn joining() -> (MetaState, u64) {
@@ -473,13 +404,11 @@ mod tests {
         let cluster = holding(&keys);
         // A cleanup that read `then`, deleting by `at`.
         let clean = |at: &MetaState| {
-            delete_where(
-                &cluster,
-                &Scope::All,
-                |token| !crate::view::keeps(&then, "1", token),
-                &mut Pacer::full(),
-                |chunk| delete_unkept(&cluster, at, "1", chunk),
-            )
+            delete_where(&Scope::All, &mut Pacer::full(), |tokens| {
+                delete_chunk(&cluster, tokens, |token| {
+                    !crate::view::keeps(&then, "1", token) && !crate::view::keeps(at, "1", token)
+                })
+            })
             .unwrap()
         };
         assert_eq!(clean(&now), 0);
@@ -498,26 +427,18 @@ mod tests {
         let cleaning = Cleaning::default();
         let waiting = Waiting::new(&cleaning);
         let mut pacer = Pacer::background(&cleaning);
-        let deleted = delete_where(
-            &cluster,
-            &Scope::All,
-            |_| true,
-            &mut pacer,
-            |chunk| delete_now(&cluster, chunk),
-        )
+        let deleted = delete_where(&Scope::All, &mut pacer, |tokens| {
+            delete_chunk(&cluster, tokens, |_| true)
+        })
         .unwrap();
         assert_eq!((deleted, pacer.rests), (keys.len() as u64, 0));
         drop(waiting);
         assert_eq!(cleaning.pulls_waiting.load(Ordering::Acquire), 0);
         let cluster = holding(&keys);
         cleaning.stopping.store(true, Ordering::Release);
-        let stopped = delete_where(
-            &cluster,
-            &Scope::All,
-            |_| true,
-            &mut Pacer::background(&cleaning),
-            |chunk| delete_now(&cluster, chunk),
-        );
+        let stopped = delete_where(&Scope::All, &mut Pacer::background(&cleaning), |tokens| {
+            delete_chunk(&cluster, tokens, |_| true)
+        });
         assert_eq!(stopped, Err("the node is stopping".to_string()));
         assert!(
             cluster.dbsize() > 0,
@@ -540,13 +461,11 @@ mod tests {
         for scope in [Scope::All, Scope::Ranges(moved)] {
             let cluster = holding(&keys);
             let cleaning = Cleaning::default();
-            let deleted = delete_where(
-                &cluster,
-                &scope,
-                |token| !crate::view::keeps(&state, "1", token),
-                &mut Pacer::background(&cleaning),
-                |chunk| delete_now(&cluster, chunk),
-            )
+            let deleted = delete_where(&scope, &mut Pacer::background(&cleaning), |tokens| {
+                delete_chunk(&cluster, tokens, |token| {
+                    !crate::view::keeps(&state, "1", token)
+                })
+            })
             .unwrap();
             assert_eq!(deleted as usize, stale, "{scope:?}");
             for key in &keys {

@@ -23,13 +23,14 @@ use bytes::Bytes;
 use ringkv_cluster::{Cluster, Entry};
 use ringkv_meta::{Change, MetaState, Phase};
 use ringkv_peer::Service;
-use ringkv_ring::key_token;
 use tracing::{debug, info};
 
 use crate::Inner;
-use crate::cleanup::{Pacer, Scope, Waiting, clear_dropped, delete_now, delete_where};
+use crate::cleanup::{Pacer, Scope, Waiting, clear_dropped, delete_chunk, delete_where};
 use crate::service::{decode_data as decode, encode_data as encode};
-use crate::wire::{Cursor, Pull, PullAnswer, PullKind, Pulled, Scan, ScanPage, Ship, Shipment};
+use crate::wire::{
+    Cursor, Pull, PullAnswer, PullKind, Pulled, Scan, ScanPage, Ship, Shipment, pack, unpack,
+};
 
 /// Entries per page of a copy (and of a cleanup's scan).
 pub(crate) const PAGE: usize = 1024;
@@ -101,9 +102,8 @@ pub(crate) async fn scan(inner: &Arc<Inner>, request: Scan) -> Result<ScanPage, 
 const RANGES_PER_PAGE: usize = 4096;
 
 /// Reads about `count` entries of the ranges of `change` copying from
-/// `me` to `target`, from `cursor` on: the entries (key, encoded entry)
+/// `me` to `target`, from `cursor` on: the entries, packed ([`pack`]),
 /// and where to go on (`None` when every range is done).
-#[allow(clippy::type_complexity)]
 fn read_page(
     cluster: &Cluster,
     change: &Change,
@@ -111,9 +111,9 @@ fn read_page(
     target: &str,
     cursor: Option<Cursor>,
     count: usize,
-) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Cursor>), String> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut bytes = 0;
+) -> Result<(Bytes, Option<Cursor>), String> {
+    let mut page: Vec<u8> = Vec::new();
+    let mut entries = 0;
     let (mut i, mut at) = cursor.map_or((0, None), |c| (c.range, c.token));
     let mut looked = 0;
     while i < change.ranges.len() {
@@ -131,14 +131,12 @@ fn read_page(
                 r.phase
             ));
         }
-        if out.len() >= count || bytes >= PAGE_BYTES || looked == RANGES_PER_PAGE {
-            return Ok((
-                out,
-                Some(Cursor {
-                    range: i,
-                    token: at,
-                }),
-            ));
+        if entries >= count || page.len() >= PAGE_BYTES || looked == RANGES_PER_PAGE {
+            let next = Cursor {
+                range: i,
+                token: at,
+            };
+            return Ok((page.into(), Some(next)));
         }
         looked += 1;
         let intervals: Vec<_> = r.range().intervals().collect();
@@ -151,35 +149,31 @@ fn read_page(
                 Some(t) if n == first => t,
                 _ => *interval.start(),
             };
-            let (entries, next) = cluster
-                .scan_tokens(from..=*interval.end(), count.saturating_sub(out.len()))
+            // Packed under the stripe's read lock, nothing cloned; past the
+            // byte bound the page ends with the token being read (keys
+            // sharing a token go together).
+            let next = cluster
+                .visit_tokens(
+                    from..=*interval.end(),
+                    count.saturating_sub(entries),
+                    &mut |_, key, entry| {
+                        pack(&mut page, key, |out| entry.encode(out));
+                        entries += 1;
+                        page.len() < PAGE_BYTES
+                    },
+                )
                 .map_err(|e| e.to_string())?;
-            let mut cut = None;
-            for e in entries {
-                // Past the byte bound, cut at the next token (keys sharing
-                // a token go together).
-                if bytes >= PAGE_BYTES && out.last().is_none_or(|(k, _)| key_token(k) != e.token) {
-                    cut = Some(e.token);
-                    break;
-                }
-                let mut encoded = Vec::new();
-                e.entry.encode(&mut encoded);
-                bytes += e.key.len() + encoded.len();
-                out.push((e.key.to_vec(), encoded));
-            }
-            if let Some(t) = cut.or(next) {
-                return Ok((
-                    out,
-                    Some(Cursor {
-                        range: i,
-                        token: Some(t),
-                    }),
-                ));
+            if let Some(t) = next {
+                let next = Cursor {
+                    range: i,
+                    token: Some(t),
+                };
+                return Ok((page.into(), Some(next)));
             }
         }
         (i, at) = (i + 1, None);
     }
-    Ok((out, None))
+    Ok((page.into(), None))
 }
 
 /// A last shipment asked of a recording of writes the source no longer
@@ -398,13 +392,11 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
         let plan = Arc::clone(&state);
         tokio::task::spawn_blocking(move || {
             let change = plan.change.as_ref().expect("checked above");
-            delete_where(
-                &cluster,
-                &Scope::Ranges(ranges),
-                |token| change.find(token).is_some_and(|i| pulling.contains(&i)),
-                &mut Pacer::full(),
-                |chunk| delete_now(&cluster, chunk),
-            )
+            delete_where(&Scope::Ranges(ranges), &mut Pacer::full(), |tokens| {
+                delete_chunk(&cluster, tokens, |token| {
+                    change.find(token).is_some_and(|i| pulling.contains(&i))
+                })
+            })
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -617,13 +609,17 @@ fn decode_entry(bytes: Vec<u8>) -> Result<Entry, String> {
     Entry::decode(&Bytes::from(bytes)).map_err(|e| e.to_string())
 }
 
-/// Writes a page of a copy in one transaction (one engine commit).
-fn write_page(cluster: &Cluster, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Pulled, String> {
-    let mut decoded = Vec::with_capacity(entries.len());
+/// Writes a page of a copy in one transaction (one engine commit). Each
+/// key and value is copied out of the page into a buffer of its own: an
+/// entry kept in the page's buffer would keep the whole page alive.
+fn write_page(cluster: &Cluster, page: Bytes) -> Result<Pulled, String> {
+    let mut decoded = Vec::new();
     let mut bytes = 0;
-    for (key, entry) in entries {
+    for pair in unpack(&page) {
+        let (key, entry) = pair?;
         bytes += (key.len() + entry.len()) as u64;
-        decoded.push((Bytes::from(key), decode_entry(entry)?));
+        let entry = Entry::decode_copied(entry).map_err(|e| e.to_string())?;
+        decoded.push((Bytes::copy_from_slice(key), entry));
     }
     let keys = decoded.len() as u64;
     cluster.put_all(decoded).map_err(|e| e.to_string())?;

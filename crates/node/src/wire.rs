@@ -122,10 +122,57 @@ pub struct ScanPage {
     /// last shipment must come from the same recording, or writes may have
     /// been missed (the source restarted).
     pub tracker: u64,
-    /// Keys and encoded entries (`ringkv_cluster::Entry::encode`).
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys and encoded entries (`ringkv_cluster::Entry::encode`), packed
+    /// by [`pack`].
+    pub entries: Bytes,
     /// Where to go on, `None` when every range is done.
     pub next: Option<Cursor>,
+}
+
+/// Appends one entry to a copy's page: the key's length (u32,
+/// little-endian), the key, the encoded entry's length (u32), the entry,
+/// as `encode` writes it. A page is one buffer, not two vectors per entry:
+/// the source packs it under the stripe's read lock and the target reads
+/// it in place.
+pub fn pack(page: &mut Vec<u8>, key: &[u8], encode: impl FnOnce(&mut Vec<u8>)) {
+    page.extend_from_slice(&len32(key.len()).to_le_bytes());
+    page.extend_from_slice(key);
+    let at = page.len();
+    page.extend_from_slice(&[0; 4]);
+    encode(page);
+    let n = len32(page.len() - at - 4);
+    page[at..at + 4].copy_from_slice(&n.to_le_bytes());
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).expect("a key or an entry is far under 4 GiB (the frame limit)")
+}
+
+/// The `(key, encoded entry)` pairs of a page [`pack`] wrote, in order; an
+/// error names the offset where the page stops making sense.
+pub fn unpack(page: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), String>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= page.len() {
+            return None;
+        }
+        let mut field = || -> Result<&[u8], String> {
+            let n = page
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| format!("a copy's page is truncated at byte {at}"))?;
+            let bytes = page.get(at + 4..at + 4 + n).ok_or_else(|| {
+                format!("a copy's page is truncated at byte {at}: a field of {n} bytes")
+            })?;
+            at += 4 + n;
+            Ok(bytes)
+        };
+        let pair = field().and_then(|key| Ok((key, field()?)));
+        if pair.is_err() {
+            at = page.len();
+        }
+        Some(pair)
+    })
 }
 
 /// `RangeShip`: the last changes of fenced ranges, from their source.
@@ -251,4 +298,36 @@ pub enum Counted {
     Keys(u64),
     /// The receiver is at this newer epoch: count again from there.
     Moved(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_gives_back_its_pairs_in_order_and_names_where_it_is_cut() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..50u8)
+            .map(|i| (vec![i; usize::from(i % 7)], vec![i ^ 0x55; usize::from(i)]))
+            .collect();
+        let mut page = Vec::new();
+        for (key, entry) in &pairs {
+            pack(&mut page, key, |out| out.extend_from_slice(entry));
+        }
+        let got: Vec<(Vec<u8>, Vec<u8>)> = unpack(&page)
+            .map(|p| p.map(|(k, e)| (k.to_vec(), e.to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got, pairs);
+        assert_eq!(unpack(&[]).count(), 0);
+        // Cut anywhere inside the last pair: the pairs before it, then one
+        // error naming the byte where the cut pair starts, then nothing.
+        let last = page.len() - (4 + 49 % 7) - (4 + 49);
+        for cut in last + 1..page.len() {
+            let read: Vec<_> = unpack(&page[..cut]).collect();
+            assert_eq!(read.len(), 50, "cut at {cut}");
+            assert!(read[..49].iter().all(Result::is_ok));
+            let err = read[49].as_ref().unwrap_err();
+            assert!(err.contains("truncated"), "{err}");
+        }
+    }
 }
