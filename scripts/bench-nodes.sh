@@ -53,7 +53,11 @@
 #           send time and latency in timeline-rROUND.csv), started 3 s
 #           before the 4th node, for TIMELINE_SECS s; with the nodes' JSON
 #           logs (NODE_ARGS="--log-format json"), scripts/timeline.py
-#           lines the requests up with the nodes' events.
+#           lines the requests up with the nodes' events. PROBE_N=0: no
+#           probe, so that the CPU the processes spent on the join
+#           (rebalance.csv's last two columns: the three sources', then
+#           the 4th node's, each until the sources' cleanup is done) is
+#           the join's alone.
 #
 # keyspace  $KEYS keys loaded as for rebalance into 3 ringkv nodes, into
 #           `ringkv serve --nodes n1,n2,n3` and into a lone redis-server;
@@ -426,7 +430,8 @@ pipe_load() {
 # rebalance.csv: round,system,load_ms,keys_moved,ms,keys/s,total keys after,outcome
 #                (nodes: then ms until m4 answered PING, until its change was seen,
 #                until the members' keys added up to $KEYS again, after the sources'
-#                cleanup; the total is taken when the change is no longer listed)
+#                cleanup; the total is taken when the change is no longer listed;
+#                then CPU ms of the three sources and of the 4th node until then)
 # probe NAME ROUND PHASE: $PROBE_N GETs of random loaded keys through NAME
 # (redis-benchmark -c 10); appends
 # round,phase,rps,p50_ms,p99_ms,max_ms,outcome,started_ms,ended_ms to
@@ -434,6 +439,7 @@ pipe_load() {
 # so outcome "complete" means none; otherwise the output's last line.
 probe() {
   local name=$1 r=$2 phase=$3 out t0 t1 line outcome=complete
+  [ "$PROBE_N" != 0 ] || return 0
   out="$TMP/probe-$phase.out"
   t0=$(now_ms)
   redis-benchmark -h 127.0.0.1 -p "${PORT[$name]}" -t get -c 10 -n "$PROBE_N" -r "$KEYS" --csv >"$out" 2>&1 || true
@@ -463,8 +469,9 @@ rebalance_nodes() {
   local probing=$!
   # the time from m4's start until: it answers PING, the change adding it
   # is first seen in RINGKV.NODES, 4 members are up and no change is left
-  local out t t_ping=- t_change=- deadline
+  local out t t_ping=- t_change=- deadline cpu0
   ports m4
+  cpu0=$(cpu_ticks m1 m2 m3)
   t0=$(now_ms); deadline=$((t0 + LIMIT * 1000))
   start_node m4 m4 m1
   while :; do
@@ -492,10 +499,12 @@ rebalance_nodes() {
     done
     note "rebalance $r nodes: keys add up to $KEYS after $t_clean ms: $(nodes_keys m1)"
   fi
+  local hz cpu_src cpu_m4; hz=$(getconf CLK_TCK)
+  cpu_src=$((($(cpu_ticks m1 m2 m3) - cpu0) * 1000 / hz)); cpu_m4=$(($(cpu_ticks m4) * 1000 / hz))
   cli m1 ringkv.nodes >>"$OUT/rebalance-nodes.txt"
   moved=$(tr ' ' '\n' <<<"$keys" | awk -F= '$1 == "m4" { print $2 }')
   total=$(tr ' ' '\n' <<<"$keys" | awk -F= '{ s += $2 } END { print s }')
-  echo "$r,nodes,$load,$moved,$ms,$(awk -v m="$moved" -v t=$ms 'BEGIN { printf "%d", m / (t / 1000) }'),$total,$outcome,$t_ping,$t_change,$t_clean" | rec rebalance.csv
+  echo "$r,nodes,$load,$moved,$ms,$(awk -v m="$moved" -v t=$ms 'BEGIN { printf "%d", m / (t / 1000) }'),$total,$outcome,$t_ping,$t_change,$t_clean,$cpu_src,$cpu_m4" | rec rebalance.csv
   stop m1 m2 m3 m4
 }
 rebalance_cluster() {
