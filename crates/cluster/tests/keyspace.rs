@@ -314,7 +314,7 @@ fn visit_tokens_sees_what_scan_tokens_returns_and_stops_at_a_token_end() {
 #[test]
 fn remove_tokens_deletes_exactly_the_doomed_keys_and_keeps_the_counts() {
     let (c, live) = mixed_keys();
-    let doomed = |t: u64| (t >> 40) % 3 == 0;
+    let doomed = |t: u64| (t >> 40).is_multiple_of(3);
     let (mut from, mut deleted, mut calls) = (Some(0), 0, 0);
     while let Some(t) = from {
         let (n, next) = c.remove_tokens(t..=u64::MAX, 16, doomed).unwrap();

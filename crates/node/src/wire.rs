@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(unpack(&[]).count(), 0);
         // Cut anywhere inside the last pair: the pairs before it, then one
         // error naming the byte where the cut pair starts, then nothing.
-        let last = page.len() - (4 + 49 % 7) - (4 + 49);
+        let last = page.len() - (8 + pairs[49].0.len() + pairs[49].1.len());
         for cut in last + 1..page.len() {
             let read: Vec<_> = unpack(&page[..cut]).collect();
             assert_eq!(read.len(), 50, "cut at {cut}");
