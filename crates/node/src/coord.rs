@@ -241,7 +241,23 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                         pull(&*inner.transport, &addr, body).await
                     }
                 });
-                let results = futures::future::join_all(pulls).await;
+                // A copy or a last shipment from a node leaving by force
+                // that goes down meanwhile can wait on it for a long time
+                // (a page call's limit, a slow pace): once its ranges are
+                // to be dropped, that is the next step, not this pull. The
+                // target stops its copy when asked to clear them.
+                let pulled = futures::future::join_all(pulls);
+                let results = if kind == PullKind::Clear {
+                    pulled.await
+                } else {
+                    tokio::select! {
+                        results = pulled => results,
+                        () = drop_due(&inner, change) => {
+                            info!(change, kind = ?kind, node = %node, "rebalance: the node leaving by force is down: dropping its ranges rather than waiting for the pull");
+                            continue;
+                        }
+                    }
+                };
                 let all: Vec<usize> = targets.values().flatten().copied().collect();
                 if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
                     failures += 1;
@@ -319,6 +335,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 }
                 refused = !stepped;
             }
+        }
+    }
+}
+
+/// Resolves once the committed state would drop ranges of `change`
+/// (its node, leaving by force, is down).
+async fn drop_due(inner: &Inner, change: u64) {
+    loop {
+        tokio::time::sleep(IDLE).await;
+        if let Some(ChangeStep::Propose(Command::DropRanges { change: c, .. })) =
+            change_step(&inner.store.state())
+            && c == change
+        {
+            return;
         }
     }
 }

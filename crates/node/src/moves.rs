@@ -250,6 +250,9 @@ pub(crate) const PULL_POLL: Duration = Duration::from_secs(5);
 pub(crate) struct PullJob {
     done: tokio::sync::watch::Receiver<Option<Result<Pulled, String>>>,
     task: tokio::task::AbortHandle,
+    /// Set to stop a copy at its next wait for its source (a page call,
+    /// the pace): the coordinator dropped ranges it copies.
+    cancel: tokio::sync::watch::Sender<bool>,
 }
 
 impl PullJob {
@@ -269,6 +272,18 @@ pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullA
         match jobs.get(&request) {
             Some(job) => job.done.clone(),
             None => {
+                if request.kind == PullKind::Clear {
+                    // Ranges this node was copying were dropped (their
+                    // source is down): a copy still waiting for that source
+                    // holds the moves lock until its call's limit (30 s),
+                    // and the clear waits for that lock. Stop it at its
+                    // wait; the page being written is finished first.
+                    for (running, job) in jobs.iter() {
+                        if running.change == request.change && running.kind == PullKind::Copy {
+                            job.cancel.send_replace(true);
+                        }
+                    }
+                }
                 jobs.retain(|_, job| {
                     let running = job.done.borrow().is_none();
                     if !running {
@@ -277,11 +292,12 @@ pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullA
                     running
                 });
                 let (tx, rx) = tokio::sync::watch::channel(None);
+                let (cancel, cancelled) = tokio::sync::watch::channel(false);
                 let job = {
                     let inner = Arc::clone(inner);
                     let request = request.clone();
                     tokio::spawn(async move {
-                        let result = pull(&inner, request).await;
+                        let result = pull(&inner, request, cancelled).await;
                         let _ = tx.send(Some(result));
                     })
                 };
@@ -290,6 +306,7 @@ pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullA
                     PullJob {
                         done: rx.clone(),
                         task: job.abort_handle(),
+                        cancel,
                     },
                 );
                 rx
@@ -318,7 +335,11 @@ pub(crate) async fn pull_call(inner: &Arc<Inner>, request: Pull) -> Result<PullA
 }
 
 /// The target's pull, as the coordinator asks.
-async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
+async fn pull(
+    inner: &Arc<Inner>,
+    request: Pull,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<Pulled, String> {
     let asked = std::time::Instant::now();
     let _moves = {
         // A paced cleanup holding the lock stops resting meanwhile.
@@ -414,7 +435,16 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
         // page (the page being written is finished).
         let failed = std::sync::atomic::AtomicBool::new(false);
         let copies = by_source.keys().map(|source| async {
-            let copied = copy_from(inner, &state, change, source, rate.as_ref(), &failed).await;
+            let copied = copy_from(
+                inner,
+                &state,
+                change,
+                source,
+                rate.as_ref(),
+                &failed,
+                &cancel,
+            )
+            .await;
             if copied.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -431,7 +461,11 @@ async fn pull(inner: &Arc<Inner>, request: Pull) -> Result<Pulled, String> {
             }
         }
         // The failure itself, not the others' "stopped".
-        if let Some(e) = errors.iter().find(|e| *e != STOPPED).or(errors.first()) {
+        if let Some(e) = errors
+            .iter()
+            .find(|e| *e != STOPPED && *e != CANCELLED)
+            .or(errors.first())
+        {
             return Err(e.clone());
         }
     }
@@ -458,6 +492,17 @@ fn peer_addr(state: &MetaState, node: &str) -> Result<String, String> {
 
 /// A copy stopped because another copy of the same pull failed.
 const STOPPED: &str = "stopped: another source's copy failed";
+
+/// A copy stopped because the coordinator dropped ranges it copies.
+const CANCELLED: &str = "stopped: the change dropped ranges of this copy (their source is down)";
+
+/// Resolves once `cancel` is set (never if its job is gone).
+async fn cancelled(cancel: &tokio::sync::watch::Receiver<bool>) {
+    let mut cancel = cancel.clone();
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
 
 /// `--rebalance-rate` over the concurrent copies of one pull.
 struct Rate {
@@ -535,6 +580,7 @@ async fn copy_from(
     source: &str,
     rate: Option<&Rate>,
     failed: &std::sync::atomic::AtomicBool,
+    cancel: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Pulled, String> {
     let (node, change) = (&change.node, change.id);
     inner.copied.lock().remove(&(change, source.to_string()));
@@ -549,11 +595,13 @@ async fn copy_from(
         });
         let addr = addr.clone();
         async move {
-            let answer = inner
+            let call = inner
                 .transport
-                .call(&addr, Service::RangeScan, body, CALL_LIMIT)
-                .await
-                .map_err(|e| e.to_string())?;
+                .call(&addr, Service::RangeScan, body, CALL_LIMIT);
+            let answer = tokio::select! {
+                answer = call => answer.map_err(|e| e.to_string())?,
+                () = cancelled(cancel) => return Err(CANCELLED.to_string()),
+            };
             decode::<ScanPage>(&answer)
         }
     };
@@ -590,7 +638,10 @@ async fn copy_from(
         pulled.keys += done.keys;
         pulled.bytes += done.bytes;
         if let Some(rate) = rate {
-            rate.pace(done.keys).await;
+            tokio::select! {
+                () = rate.pace(done.keys) => {}
+                () = cancelled(cancel) => return Err(CANCELLED.into()),
+            }
         }
         match next {
             Some(next) => page = next,

@@ -218,6 +218,52 @@ async fn a_member_cut_off_mid_copy_in_a_forced_removal_leaves_no_copy_served() {
     }
 }
 
+/// A member removed with `FORCE` and cut off while its targets' copies
+/// wait on their pace (one key a second: a page, then about a minute):
+/// its ranges are dropped, and each target stops its copy to clear them
+/// rather than waiting for the copy's next call to the member (which, on
+/// a network that drops packets rather than refusing them, waits out the
+/// call's 30 s limit). The removal ends well within 30 s, and the
+/// dropped keys read empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_cut_off_members_ranges_stops_the_copies_waiting_on_it() {
+    let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
+    let [a, b, c] = three_paced(&net, Some(1)).await;
+    let nodes = [&a, &b, &c];
+    until("the three agree", || all_up(&nodes)).await;
+    let mut con = client(&a).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+    set_each(&mut con, &keys).await;
+    let (victim, id, others) = a_follower(&nodes);
+    let state = others[0].state();
+    let lost: Vec<&String> = keys
+        .iter()
+        .filter(|k| state.serving_key(k.as_bytes()).unwrap().node == id)
+        .collect();
+    assert!(lost.len() >= 2);
+    let mut con = client(others[0]).await;
+    remove_forced(&mut con, &id).await;
+    until("the targets hold copies of the member's keys", || {
+        let held: std::collections::HashSet<bytes::Bytes> = others
+            .iter()
+            .flat_map(|n| n.local_key_names().unwrap())
+            .collect();
+        lost.iter().all(|k| held.contains(k.as_bytes()))
+    })
+    .await;
+    for other in &others {
+        net.cut(victim.peer_addr(), other.peer_addr());
+    }
+    until("the removal is done", || removed(&others, &id)).await;
+    for k in &lost {
+        let got = get(&mut con, k).await;
+        assert_eq!(got, None, "{k}: dropped with its range, yet served");
+    }
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
 /// A member of `nodes` that does not lead, its id, and the others.
 fn a_follower<'a>(nodes: &[&'a Node]) -> (&'a Node, String, Vec<&'a Node>) {
     let victim = *nodes.iter().find(|n| !n.is_leader()).unwrap();
