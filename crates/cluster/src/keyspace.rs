@@ -231,10 +231,37 @@ impl Cluster {
         let (token, upto) = (*tokens.start(), *tokens.end());
         let chunk = chunk.max(1);
         let mut freed = Vec::new();
+        let next = |n: usize, last: Option<Token>, end: Token| {
+            match last {
+                Some(last) if n >= chunk => last.checked_add(1),
+                _ => end.checked_add(1),
+            }
+            .filter(|&t| t <= upto)
+        };
         loop {
             let seen = self.routing.load_full();
             let (node, end) = seen.segment(token)?;
             let end = end.min(stripe_end(node, token)).min(upto);
+            // First under the read lock, which clients' reads share: a
+            // chunk with nothing doomed (most of a sweep of every key after
+            // a start) takes no write lock.
+            {
+                let store = node.read(token)?;
+                let now = self.routing.load();
+                if !Arc::ptr_eq(&now, &seen) || !Arc::ptr_eq(now.authority(token)?.0, node) {
+                    continue;
+                }
+                let mut any = false;
+                let (n, last) = store
+                    .visit(token..=end, None, chunk, &mut |t, _, _| {
+                        any |= doomed(t);
+                        !any
+                    })
+                    .map_err(|e| node.store_error(e))?;
+                if !any {
+                    return Ok((0, next(n, last, end)));
+                }
+            }
             let mut guard = node.write(token)?;
             // As `flush_run` checks, for a client write.
             let now = self.routing.load();
@@ -261,10 +288,14 @@ impl Cluster {
                     true
                 })
                 .map_err(|e| node.store_error(e))?;
+            // Each run is one store call: if one fails, the runs before it
+            // are gone and are counted as deleted all the same.
+            let mut failed = None;
             for (a, b) in runs {
-                guard
-                    .take_range(a..=b, usize::MAX, &mut freed)
-                    .map_err(|e| node.store_error(e))?;
+                if let Err(e) = guard.take_range(a..=b, usize::MAX, &mut freed) {
+                    failed = Some(node.store_error(e));
+                    break;
+                }
             }
             // A key deleted in a range being copied is logged, as a
             // flush's is.
@@ -275,11 +306,10 @@ impl Cluster {
             }
             node.add_served(node.stripe_of(token), -(freed.len() as i64));
             drop(guard);
-            let next = match last {
-                Some(last) if n >= chunk => last.checked_add(1),
-                _ => end.checked_add(1),
-            };
-            return Ok((freed.len(), next.filter(|&t| t <= upto)));
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            return Ok((freed.len(), next(n, last, end)));
         }
     }
 

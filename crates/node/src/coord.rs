@@ -241,13 +241,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                         pull(&*inner.transport, &addr, body).await
                     }
                 });
-                // A copy or a last shipment from a node leaving by force
-                // that goes down meanwhile can wait on it for a long time
-                // (a page call's limit, a slow pace): once its ranges are
-                // to be dropped, that is the next step, not this pull. The
-                // target stops its copy when asked to clear them.
+                // A copy from a node leaving by force that goes down
+                // meanwhile can wait on it for a long time (a page call's
+                // limit, a slow pace): once its ranges are to be dropped,
+                // that is the next step, not this copy. The target stops
+                // its copy when asked to clear them. (A last shipment is
+                // waited for: once applied, its ranges switch rather than
+                // drop.)
                 let pulled = futures::future::join_all(pulls);
-                let results = if kind == PullKind::Clear {
+                let results = if kind != PullKind::Copy {
                     pulled.await
                 } else {
                     tokio::select! {
@@ -339,15 +341,24 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Resolves once the committed state would drop ranges of `change`
-/// (its node, leaving by force, is down).
+/// Resolves once the committed state has called for dropping ranges of
+/// `change` (its node, leaving by force, is down) for
+/// [`crate::lease::DROP_AFTER`], as long as the turn that drops them
+/// waits: a node that comes back up sooner keeps its copy going.
 async fn drop_due(inner: &Inner, change: u64) {
+    let mut since: Option<Instant> = None;
     loop {
         tokio::time::sleep(IDLE).await;
-        if let Some(ChangeStep::Propose(Command::DropRanges { change: c, .. })) =
-            change_step(&inner.store.state())
-            && c == change
-        {
+        let due = matches!(
+            change_step(&inner.store.state()),
+            Some(ChangeStep::Propose(Command::DropRanges { change: c, .. })) if c == change
+        );
+        since = if due {
+            since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if since.is_some_and(|at| at.elapsed() >= crate::lease::DROP_AFTER) {
             return;
         }
     }
