@@ -166,9 +166,29 @@ async fn an_isolated_leader_commits_nothing_while_the_majority_goes_on() {
 /// member had overwritten, none brought back after its delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cut_off_mid_copy_in_a_forced_removal_leaves_no_copy_served() {
-    let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
     // About 50 keys go to each target: one page, then a 10 s wait.
-    let [a, b, c] = three_paced(&net, Some(5)).await;
+    cut_off_mid_copy_in_a_forced_removal(5, true).await;
+}
+
+/// A member removed with `FORCE` and cut off while its targets' copies
+/// wait on their pace (one key a second: a page, then about a minute):
+/// its ranges are dropped, and each target stops its copy to clear them
+/// rather than waiting for the copy's next call to the member (which, on
+/// a network that drops packets rather than refusing them, waits out the
+/// call's 30 s limit). The removal ends well within 30 s, and the
+/// dropped keys read empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_cut_off_members_ranges_stops_the_copies_waiting_on_it() {
+    cut_off_mid_copy_in_a_forced_removal(1, false).await;
+}
+
+/// Three nodes copying at most `rate` keys a second; a follower removed
+/// with `FORCE`; once its targets hold copies of its keys (and, with
+/// `rewrite`, after it rewrote one and deleted another), it is cut off.
+/// The removal ends within 30 s and every key it held reads empty.
+async fn cut_off_mid_copy_in_a_forced_removal(rate: u64, rewrite: bool) {
+    let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
+    let [a, b, c] = three_paced(&net, Some(rate)).await;
     let nodes = [&a, &b, &c];
     until("the three agree", || all_up(&nodes)).await;
     let mut con = client(&a).await;
@@ -191,66 +211,22 @@ async fn a_member_cut_off_mid_copy_in_a_forced_removal_leaves_no_copy_served() {
         lost.iter().all(|k| held.contains(k.as_bytes()))
     })
     .await;
-    // The member still serves its keys: one is rewritten, one deleted.
-    let mut direct = client(victim).await;
-    let () = redis::cmd("SET")
-        .arg(lost[0])
-        .arg("rewritten")
-        .query_async(&mut direct)
-        .await
-        .unwrap();
-    let deleted: u64 = redis::cmd("DEL")
-        .arg(lost[1])
-        .query_async(&mut direct)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 1);
-    for other in &others {
-        net.cut(victim.peer_addr(), other.peer_addr());
+    if rewrite {
+        // The member still serves its keys: one is rewritten, one deleted.
+        let mut direct = client(victim).await;
+        let () = redis::cmd("SET")
+            .arg(lost[0])
+            .arg("rewritten")
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        let deleted: u64 = redis::cmd("DEL")
+            .arg(lost[1])
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
     }
-    until("the removal is done", || removed(&others, &id)).await;
-    for k in &lost {
-        let got = get(&mut con, k).await;
-        assert_eq!(got, None, "{k}: dropped with its range, yet served");
-    }
-    for node in [a, b, c] {
-        node.shutdown().await;
-    }
-}
-
-/// A member removed with `FORCE` and cut off while its targets' copies
-/// wait on their pace (one key a second: a page, then about a minute):
-/// its ranges are dropped, and each target stops its copy to clear them
-/// rather than waiting for the copy's next call to the member (which, on
-/// a network that drops packets rather than refusing them, waits out the
-/// call's 30 s limit). The removal ends well within 30 s, and the
-/// dropped keys read empty.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_a_cut_off_members_ranges_stops_the_copies_waiting_on_it() {
-    let net = MemTransport::new(DEFAULT_FRAME_LIMIT);
-    let [a, b, c] = three_paced(&net, Some(1)).await;
-    let nodes = [&a, &b, &c];
-    until("the three agree", || all_up(&nodes)).await;
-    let mut con = client(&a).await;
-    let keys: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
-    set_each(&mut con, &keys).await;
-    let (victim, id, others) = a_follower(&nodes);
-    let state = others[0].state();
-    let lost: Vec<&String> = keys
-        .iter()
-        .filter(|k| state.serving_key(k.as_bytes()).unwrap().node == id)
-        .collect();
-    assert!(lost.len() >= 2);
-    let mut con = client(others[0]).await;
-    remove_forced(&mut con, &id).await;
-    until("the targets hold copies of the member's keys", || {
-        let held: std::collections::HashSet<bytes::Bytes> = others
-            .iter()
-            .flat_map(|n| n.local_key_names().unwrap())
-            .collect();
-        lost.iter().all(|k| held.contains(k.as_bytes()))
-    })
-    .await;
     for other in &others {
         net.cut(victim.peer_addr(), other.peer_addr());
     }
