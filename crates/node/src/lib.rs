@@ -59,6 +59,7 @@ mod report;
 mod router;
 mod service;
 mod slots;
+mod source;
 mod split;
 pub mod steps;
 pub mod view;

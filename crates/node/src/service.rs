@@ -75,11 +75,11 @@ impl PeerHandler for NodeService {
                     Ok(encode_data(&crate::batch::serve(executor, forward).await))
                 }
                 Service::RangeScan => {
-                    let page = crate::moves::scan(&inner, decode_data(&body)?).await?;
+                    let page = crate::source::scan(&inner, decode_data(&body)?).await?;
                     Ok(encode_data(&page))
                 }
                 Service::RangeShip => {
-                    let shipment = crate::moves::ship(&inner, decode_data(&body)?).await?;
+                    let shipment = crate::source::ship(&inner, decode_data(&body)?).await?;
                     Ok(encode_data(&shipment))
                 }
                 Service::RangePull => {
