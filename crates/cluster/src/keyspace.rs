@@ -195,7 +195,9 @@ impl Cluster {
             let (node, end) = seen.segment(token)?;
             let end = end.min(stripe_end(node, token)).min(upto);
             let store = node.read(token)?;
-            // As `read_run_upto` checks: the run's authority has not moved.
+            // Under the stripe's read lock the run's authority cannot move
+            // away from `node`; check it has not already (a new snapshot,
+            // or the run's range switched since we looked).
             let now = self.routing.load();
             if !Arc::ptr_eq(&now, &seen) || !Arc::ptr_eq(now.authority(token)?.0, node) {
                 continue;
@@ -230,38 +232,22 @@ impl Cluster {
     ) -> Result<(usize, Option<Token>), ClusterError> {
         let (token, upto) = (*tokens.start(), *tokens.end());
         let chunk = chunk.max(1);
+        // First under the read lock, which clients' reads share: a chunk
+        // with nothing doomed (most of a sweep of every key after a start)
+        // takes no write lock.
+        let mut any = false;
+        let (_, next) = self.visit_run(token, upto, chunk, &mut |t, _, _| {
+            any |= doomed(t);
+            !any
+        })?;
+        if !any {
+            return Ok((0, next.filter(|&t| t <= upto)));
+        }
         let mut freed = Vec::new();
-        let next = |n: usize, last: Option<Token>, end: Token| {
-            match last {
-                Some(last) if n >= chunk => last.checked_add(1),
-                _ => end.checked_add(1),
-            }
-            .filter(|&t| t <= upto)
-        };
         loop {
             let seen = self.routing.load_full();
             let (node, end) = seen.segment(token)?;
             let end = end.min(stripe_end(node, token)).min(upto);
-            // First under the read lock, which clients' reads share: a
-            // chunk with nothing doomed (most of a sweep of every key after
-            // a start) takes no write lock.
-            {
-                let store = node.read(token)?;
-                let now = self.routing.load();
-                if !Arc::ptr_eq(&now, &seen) || !Arc::ptr_eq(now.authority(token)?.0, node) {
-                    continue;
-                }
-                let mut any = false;
-                let (n, last) = store
-                    .visit(token..=end, None, chunk, &mut |t, _, _| {
-                        any |= doomed(t);
-                        !any
-                    })
-                    .map_err(|e| node.store_error(e))?;
-                if !any {
-                    return Ok((0, next(n, last, end)));
-                }
-            }
             let mut guard = node.write(token)?;
             // As `flush_run` checks, for a client write.
             let now = self.routing.load();
@@ -309,7 +295,11 @@ impl Cluster {
             if let Some(e) = failed {
                 return Err(e);
             }
-            return Ok((freed.len(), next(n, last, end)));
+            let next = match last {
+                Some(last) if n >= chunk => last.checked_add(1),
+                _ => end.checked_add(1),
+            };
+            return Ok((freed.len(), next.filter(|&t| t <= upto)));
         }
     }
 
@@ -333,27 +323,15 @@ impl Cluster {
         limit: usize,
         out: &mut Vec<StoredEntry>,
     ) -> Result<Option<Token>, ClusterError> {
-        loop {
-            let seen = self.routing.load_full();
-            let (node, end) = seen.segment(token)?;
-            let stripe_end = stripe_end(node, token);
-            let end = end.min(stripe_end).min(upto);
-            let store = node.read(token)?;
-            // Under the stripe's read lock the run's authority cannot move
-            // away from `node`; check it has not already (a new snapshot,
-            // or the run's range switched since we looked).
-            let now = self.routing.load();
-            if !Arc::ptr_eq(&now, &seen) || !Arc::ptr_eq(now.authority(token)?.0, node) {
-                continue;
-            }
-            store
-                .scan(token..=end, None, limit, out)
-                .map_err(|e| node.store_error(e))?;
-            return Ok(match out.last() {
-                Some(last) if out.len() >= limit => last.token.checked_add(1),
-                _ => end.checked_add(1),
+        let (_, next) = self.visit_run(token, upto, limit, &mut |token, key, entry| {
+            out.push(StoredEntry {
+                token,
+                key: key.clone(),
+                entry: entry.clone(),
             });
-        }
+            true
+        })?;
+        Ok(next)
     }
 
     /// Whether the cluster holds at least one live key, and one of them,
