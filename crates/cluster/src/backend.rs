@@ -77,6 +77,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// with no lock held; concurrent calls share the work.
     fn sync(&self) -> Result<(), StoreError>;
 
+    /// As [`Backend::sync`], for a caller that has gathered its group of
+    /// writes itself: the fsync starts at once instead of first waiting
+    /// for other writers.
+    fn sync_now(&self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
     /// Where the data lives, for logs and errors (`None`: in memory).
     fn location(&self) -> Option<String>;
 

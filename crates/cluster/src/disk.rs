@@ -239,6 +239,10 @@ impl Backend for DiskBackend {
         self.dir.sync().map_err(store_err)
     }
 
+    fn sync_now(&self) -> Result<(), StoreError> {
+        self.dir.sync_now().map_err(store_err)
+    }
+
     fn location(&self) -> Option<String> {
         Some(self.dir.path().display().to_string())
     }

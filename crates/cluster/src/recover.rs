@@ -348,10 +348,15 @@ impl Cluster {
     /// data directory's journal), whatever the fsync policy: call it
     /// before a planned shutdown or a backup. A no-op in memory.
     pub fn sync(&self) -> Result<(), ClusterError> {
-        self.backend.sync().map_err(|source| ClusterError::Storage {
-            what: "cannot sync the data directory".into(),
-            source,
-        })
+        self.backend.sync().map_err(sync_failed)
+    }
+
+    /// As [`Cluster::sync`], but the fsync starts at once: concurrent
+    /// callers still share it, but it does not first wait for other
+    /// writers' writes to arrive. For a caller that has gathered a group
+    /// of writes itself (the server's SET writer under `--fsync always`).
+    pub fn sync_now(&self) -> Result<(), ClusterError> {
+        self.backend.sync_now().map_err(sync_failed)
     }
 
     /// Writes everything the data directory holds in memory to table files
@@ -453,6 +458,13 @@ impl Cluster {
                 what: "the operation was applied but is not known to be on disk, so it is not acknowledged (after a crash it may or may not be there)".into(),
                 source,
             })
+    }
+}
+
+fn sync_failed(source: StoreError) -> ClusterError {
+    ClusterError::Storage {
+        what: "cannot sync the data directory".into(),
+        source,
     }
 }
 

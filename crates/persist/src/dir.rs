@@ -529,9 +529,21 @@ impl DataDir {
     /// one fsync serves every caller waiting for it (group commit). No lock
     /// of the caller's is needed or should be held.
     pub fn sync(&self) -> Result<(), PersistError> {
+        self.sync_group(true)
+    }
+
+    /// As [`DataDir::sync`], but the fsync starts at once, without first
+    /// letting a burst of other writers' writes arrive: for a caller that
+    /// has gathered a group of writes itself and only adds latency by
+    /// waiting (the server's SET writer under `--fsync always`).
+    pub fn sync_now(&self) -> Result<(), PersistError> {
+        self.sync_group(false)
+    }
+
+    fn sync_group(&self, gather: bool) -> Result<(), PersistError> {
         self.inner
             .group
-            .sync(|| self.inner.log.sync())
+            .sync(gather, || self.inner.log.sync())
             .map_err(|e| self.write_err(fjall::Error::Io(e)))
     }
 

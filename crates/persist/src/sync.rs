@@ -152,8 +152,15 @@ impl GroupCommit {
 
     /// Returns once an fsync that started after this call has succeeded
     /// (or with the error of the one that failed). `fsync` is called by one
-    /// caller at a time, without the mutex held.
-    pub(crate) fn sync<E>(&self, fsync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+    /// caller at a time, without the mutex held. With `gather`, a caller
+    /// that leads first lets a burst of other writers' writes arrive (see
+    /// [`GroupCommit`]); without, it fsyncs at once: for a caller that has
+    /// gathered its group itself.
+    pub(crate) fn sync<E>(
+        &self,
+        gather: bool,
+        fsync: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut state = self.state.lock();
         state.requested += 1;
         let ticket = state.requested;
@@ -171,7 +178,9 @@ impl GroupCommit {
             // writes all returned before their callers took them.
             state.running = true;
             drop(state);
-            self.gather();
+            if gather {
+                self.gather();
+            }
             let covers = self.state.lock().requested;
             let t0 = std::time::Instant::now();
             let result = fsync.take().expect("a caller leads at most once")();
@@ -198,9 +207,15 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Every caller returns only after an fsync that started after it
-    /// called, and concurrent callers share fsyncs.
+    /// called, and concurrent callers share fsyncs, whether a leader
+    /// gathers first or not.
     #[test]
     fn group_commit_covers_each_caller_and_shares_fsyncs() {
+        covers_each_caller_and_shares_fsyncs(true);
+        covers_each_caller_and_shares_fsyncs(false);
+    }
+
+    fn covers_each_caller_and_shares_fsyncs(gather: bool) {
         let group = Arc::new(GroupCommit::default());
         // A write's sequence number, and the highest one an fsync covered
         // when it started.
@@ -219,7 +234,7 @@ mod tests {
                     for _ in 0..200 {
                         let mine = written.fetch_add(1, Ordering::SeqCst) + 1;
                         group
-                            .sync(|| {
+                            .sync(gather, || {
                                 let covers = written.load(Ordering::SeqCst);
                                 std::thread::sleep(Duration::from_micros(200));
                                 fsyncs.fetch_add(1, Ordering::SeqCst);
@@ -229,7 +244,7 @@ mod tests {
                             .unwrap();
                         assert!(
                             durable.load(Ordering::SeqCst) >= mine,
-                            "write {mine} acknowledged before an fsync covered it"
+                            "write {mine} acknowledged before an fsync covered it (gather: {gather})"
                         );
                     }
                 })
@@ -246,10 +261,13 @@ mod tests {
     #[test]
     fn a_failed_fsync_fails_its_caller_and_the_next_one_retries() {
         let group = GroupCommit::default();
-        assert_eq!(group.sync(|| Err::<(), _>("disk gone")), Err("disk gone"));
+        assert_eq!(
+            group.sync(true, || Err::<(), _>("disk gone")),
+            Err("disk gone")
+        );
         let mut called = false;
         group
-            .sync(|| {
+            .sync(false, || {
                 called = true;
                 Ok::<(), &str>(())
             })

@@ -2,32 +2,32 @@
 //!
 //! With `always` a write is acknowledged only once fsynced. Connections
 //! hand their SETs (one, or a pipelined run) to one writer thread and wait
-//! without holding a runtime thread; the writer takes everything waiting
-//! and writes it as one cluster transaction (one engine commit), then hands
-//! the group to a syncer thread and writes the next group. The syncer
-//! fsyncs once for every group written since its last fsync and then
-//! answers their connections, so one group's write overlaps the previous
-//! one's fsync (+15 % SET -P 16, persistence section 8). That is Redis's shape (its AOF is written and fsynced once per
-//! event-loop turn, for every client served in it) in a multi-threaded
-//! server: before, each connection's SETs were their own commit and each
-//! connection waited for an fsync from a blocking thread of its own.
+//! without holding a runtime thread. The writer takes everything waiting,
+//! writes it as one cluster transaction (one engine commit), fsyncs once
+//! and answers every connection of the group; what arrived during that
+//! fsync is the next group. That is Redis's shape (its AOF is written and
+//! fsynced once per event-loop turn, for every client served in it) in a
+//! multi-threaded server.
 //!
-//! Measured (`docs/BENCHMARKS.md`, persistence section 7): SET at `-P 1`
-//! under `always` rose 1.6x. Under `everysec` and `no` the same writer was
-//! slower at `-P 1` (0.84x): with no fsync to share, one thread inserting
-//! every key into the engine's memtable is the bound, where the runtime's
-//! threads share that work. So it runs under `always` only. (Measured
-//! before the write log took the memtable insert off the request path,
-//! persistence section 8; not measured again since.)
+//! Measured (`docs/BENCHMARKS.md`, persistence sections 7 and 13): SET at
+//! `-P 1` under `always` rose 1.6x when the writer replaced an fsync per
+//! connection. The writer then handed each group to a second thread that
+//! fsynced it while the writer wrote the next one; at `-P 1` that made
+//! groups of 5 to 10 SETs, each group costing two thread wake-ups and the
+//! fsync's, so the overlap was dropped: one thread writes and fsyncs, its
+//! groups hold about 18 SETs at `-P 1`, and the server spends less CPU a
+//! SET. Under `everysec` and `no` there is no fsync to share, and one
+//! thread inserting every key was slower than the runtime's threads doing
+//! it (section 7), so the writer runs under `always` only.
 //!
 //! A group is written as one transaction; if it cannot be (a node of one
 //! key is down, the disk refuses it), nothing of it was written, and the
 //! writer writes each connection's SETs as a transaction of their own. A
 //! connection whose own SETs cannot be written whole runs them one by
-//! one, so each gets the reply it would have had alone. The order of SETs of one connection is
-//! kept (a connection waits for its group before it goes on); SETs of
-//! different connections in one group are concurrent, and applied in the
-//! order they arrived.
+//! one, so each gets the reply it would have had alone. The order of SETs
+//! of one connection is kept (a connection waits for its group before it
+//! goes on); SETs of different connections in one group are concurrent,
+//! and applied in the order they arrived.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,25 +90,12 @@ impl SetWriter {
 
     fn start_on(sink: Arc<impl Sink>) -> std::io::Result<SetWriter> {
         let (jobs, queue) = mpsc::channel();
-        let (synced, written) = mpsc::channel();
         let counts = Arc::new(Counts::default());
-        let syncer = {
-            let sink = Arc::clone(&sink);
-            std::thread::Builder::new()
-                .name("ringkv-sets-sync".into())
-                .spawn(move || sync(&*sink, &written))?
-        };
-        // The writer owns the syncer's sender: when the writer ends, the
-        // syncer answers what is left and ends too.
         let thread = {
             let counts = Arc::clone(&counts);
             std::thread::Builder::new()
                 .name("ringkv-sets".into())
-                .spawn(move || {
-                    run(&*sink, &queue, &counts, &synced);
-                    drop(synced);
-                    let _ = syncer.join();
-                })?
+                .spawn(move || run(&*sink, &queue, &counts))?
         };
         Ok(SetWriter {
             jobs: Some(jobs),
@@ -178,27 +165,15 @@ impl Sink for Cluster {
     }
 
     fn sync(&self) -> Result<(), String> {
-        Cluster::sync(self).map_err(|e| e.to_string())
+        // The writer has gathered its group: no reason to wait for more.
+        Cluster::sync_now(self).map_err(|e| e.to_string())
     }
 }
 
-/// A group written and not yet answered: the syncer fsyncs it (with every
-/// other group written meanwhile) and answers it.
-struct Pending {
-    jobs: Vec<Job>,
-    written: Vec<bool>,
-    /// A write in the group owes an fsync before it is acknowledged.
-    owes: bool,
-}
-
-/// The writer's loop: a group of whatever waits, written, handed to the
-/// syncer; then the next group, while the syncer's fsync runs.
-fn run(
-    sink: &impl Sink,
-    queue: &mpsc::Receiver<Job>,
-    counts: &Counts,
-    synced: &mpsc::Sender<Pending>,
-) {
+/// The writer's loop: a group of whatever waits, written, fsynced once
+/// (if a write in it owes one), answered; then the group that arrived
+/// meanwhile.
+fn run(sink: &impl Sink, queue: &mpsc::Receiver<Job>, counts: &Counts) {
     while let Ok(first) = queue.recv() {
         let mut group: Vec<Job> = Vec::new();
         let (mut keys, mut bytes) = (0, 0);
@@ -226,44 +201,19 @@ fn run(
             counts.groups.fetch_add(1, Ordering::Relaxed);
             counts.sets.fetch_add(sets as u64, Ordering::Relaxed);
         }
-        let group = Pending {
-            jobs: group,
-            written,
-            owes,
-        };
-        if let Err(mpsc::SendError(group)) = synced.send(group) {
-            // The syncer is gone (it panicked): nothing can be said to be
-            // durable, and running them alone says what happens.
-            for job in group.jobs {
-                let _ = job.done.send(Written::No);
-            }
-        }
-    }
-}
-
-/// The syncer's loop: every group written since its last turn, made
-/// durable by one fsync (if one is owed), then answered. The fsync starts
-/// after the groups' writes ended, so it covers them.
-fn sync(sink: &impl Sink, groups: &mpsc::Receiver<Pending>) {
-    while let Ok(first) = groups.recv() {
-        let mut turn = vec![first];
-        turn.extend(groups.try_iter());
-        let unsynced = match turn.iter().any(|g| g.owes) {
-            true => sink.sync().err(),
-            false => None,
-        };
+        // The fsync starts after the group's writes ended, so it covers
+        // them.
+        let unsynced = if owes { sink.sync().err() } else { None };
         if let Some(e) = &unsynced {
             error!(error = %e, "fsync failed; closing the clients of the SETs without their replies");
         }
-        for group in turn {
-            for (job, ok) in group.jobs.into_iter().zip(group.written) {
-                let written = match (ok, &unsynced) {
-                    (false, _) => Written::No,
-                    (true, None) => Written::Yes,
-                    (true, Some(e)) => Written::Unsynced(e.clone()),
-                };
-                let _ = job.done.send(written);
-            }
+        for (job, ok) in group.into_iter().zip(written) {
+            let written = match (ok, &unsynced) {
+                (false, _) => Written::No,
+                (true, None) => Written::Yes,
+                (true, Some(e)) => Written::Unsynced(e.clone()),
+            };
+            let _ = job.done.send(written);
         }
     }
 }
@@ -320,8 +270,7 @@ mod tests {
 
     /// Under `--fsync always` a SET is acknowledged only once fsynced:
     /// every client's answer comes after the end of an fsync that started
-    /// after its SET was written, though the writer writes the next group
-    /// while the fsync runs.
+    /// after its SET was written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_set_is_answered_after_an_fsync_that_began_after_its_write() {
         const CLIENTS: usize = 16;
