@@ -526,12 +526,28 @@ async fn send(
 
 /// Waits, off the event loop, until every write whose reply is queued is on
 /// disk (`--fsync always`; see `ringkv_cluster::defer_sync`). Connections
-/// waiting at once share one fsync. If the sync fails, the connection is
+/// waiting at once share one fsync: on `ringkv serve`, the SET writer's
+/// next one (`crate::sets`: the connection holds no thread while it
+/// waits); on a node, each from a blocking thread, shared through the data
+/// directory's group commit. If the sync fails, the connection is
 /// closed without those replies: the writes' outcome is unknown to their
 /// client, as after a crash, and it is told nothing false.
 async fn settle(shared: &Arc<Shared>, owed: &mut bool) -> io::Result<()> {
     if !std::mem::take(owed) {
         return Ok(());
+    }
+    if let Some(writer) = shared.sets.as_ref() {
+        // One fsync with the writer's next group, asked without holding a
+        // thread.
+        match writer.sync().await {
+            crate::sets::Written::Yes => return Ok(()),
+            crate::sets::Written::Unsynced(e) => {
+                error!(error = %e, "fsync failed; closing the client without its replies");
+                return Err(io::Error::other(e));
+            }
+            // The writer is gone: sync here.
+            crate::sets::Written::No => {}
+        }
     }
     let cluster = Arc::clone(&shared.cluster);
     let synced = tokio::task::spawn_blocking(move || cluster.sync()).await;
