@@ -445,6 +445,14 @@ async fn serve(
                 over_limit(shared, &session, None);
                 return Ok(());
             }
+            Outcome::Shutdown => {
+                // Earlier replies go out (after their fsync); this one has
+                // none. The accept loop stops and every connection drains,
+                // as on SIGTERM.
+                settle(shared, &mut owed).await?;
+                shared.shutdown.notify_one();
+                return conn.close().await;
+            }
             Outcome::Blocking(job) => {
                 // Earlier replies go out before a possibly long wait.
                 settle(shared, &mut owed).await?;

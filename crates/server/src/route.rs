@@ -273,6 +273,7 @@ impl Executor {
             let frame = match outcome {
                 Outcome::Reply(frame) | Outcome::Close(frame) => frame,
                 Outcome::OverLimit => crate::reply::err("reply too large"),
+                Outcome::Shutdown => crate::reply::err("SHUTDOWN is not a keyed command"),
                 Outcome::Moved { epoch, node } => return Some(Forwarded::Moved { epoch, node }),
                 Outcome::Blocking(job) => match tokio::task::spawn_blocking(job).await {
                     Ok(frame) => frame,

@@ -146,6 +146,10 @@ async fn serve(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = shared.shutdown.notified() => {
+                info!("shutdown requested by SHUTDOWN");
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Counted here, before the task starts, so that the

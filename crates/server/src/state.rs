@@ -46,6 +46,9 @@ pub struct Shared {
     /// With a data directory: the writer that commits plain SETs of many
     /// connections together (`crate::sets`).
     pub sets: Option<crate::sets::SetWriter>,
+    /// Notified by `SHUTDOWN`: the accept loop stops as when the server's
+    /// shutdown future resolves (a permit is kept if it is not waiting).
+    pub shutdown: tokio::sync::Notify,
 }
 
 /// Settings that `CONFIG SET` changes at run time. Each is read where it
@@ -172,6 +175,7 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             router: None,
             sets: None,
+            shutdown: tokio::sync::Notify::new(),
         }
     }
 

@@ -66,6 +66,41 @@ pub fn removenode(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     }))
 }
 
+/// `SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT]`. Every stop is the
+/// same clean stop (a first SIGTERM's), which keeps every acknowledged
+/// write whatever is asked: the options are checked as Redis 7 checks
+/// them and change nothing. `ABORT` cannot stop a shutdown once begun (the
+/// connections are draining), so it answers as Redis does when none is in
+/// progress. On a node of a multi-process cluster it is refused: the node
+/// has a Raft group and peers to leave, which its process's SIGTERM does.
+pub fn shutdown(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+    let (mut save, mut nosave, mut abort, mut other) = (false, false, false, false);
+    for arg in args {
+        let word = arg.to_ascii_uppercase();
+        match word.as_slice() {
+            b"SAVE" => save = true,
+            b"NOSAVE" => nosave = true,
+            b"ABORT" => abort = true,
+            b"NOW" | b"FORCE" => other = true,
+            _ => return reply::syntax_error().into(),
+        }
+    }
+    if (save && nosave) || (abort && (save || nosave || other)) {
+        return reply::syntax_error().into();
+    }
+    if abort {
+        return reply::err("No shutdown in progress.").into();
+    }
+    if ctx.shared.router.is_some() {
+        return reply::err(
+            "SHUTDOWN is not supported on a node of a multi-process cluster: stop its process \
+             (SIGTERM), or RINGKV.REMOVENODE it first to take it out of the cluster",
+        )
+        .into();
+    }
+    Outcome::Shutdown
+}
+
 pub fn resume(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
     let shared = Arc::clone(ctx.shared);
     Outcome::Blocking(Box::new(move || match shared.cluster.resume() {

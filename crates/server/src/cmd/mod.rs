@@ -78,6 +78,10 @@ pub enum Outcome {
     /// Wait for this (a request forwarded to the key's node, a fence to
     /// lift), then send its reply or run the request again.
     Wait(futures::future::BoxFuture<'static, crate::route::Waited>),
+    /// `SHUTDOWN`: stop the server as a first SIGTERM does, and close this
+    /// connection without a reply (as Redis: a client sees the connection
+    /// end, which is how it knows the shutdown began).
+    Shutdown,
     /// A forwarded request whose keys this node does not serve at `epoch`
     /// (see [`crate::route::Route::Moved`]).
     Moved {

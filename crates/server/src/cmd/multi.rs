@@ -197,6 +197,7 @@ pub fn exec(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
                     reply::err("cannot block inside a transaction")
                 }
                 Outcome::Moved { .. } => reply::err("a key moved inside a transaction"),
+                Outcome::Shutdown => reply::err("SHUTDOWN inside MULTI is not supported"),
             })
             .collect::<Vec<Frame>>();
         Some(replies)

@@ -78,6 +78,16 @@ impl TestServer {
             .expect("the server runs")
     }
 
+    /// Waits for the server to stop on its own (`SHUTDOWN`) and returns
+    /// its summary.
+    pub async fn stopped(mut self) -> Summary {
+        tokio::time::timeout(PATIENCE, &mut self.task)
+            .await
+            .expect("the server stops in time")
+            .expect("the server task does not panic")
+            .expect("the server runs")
+    }
+
     /// Starts the shutdown and returns the server's result, without a
     /// time limit of its own.
     pub async fn shut_down(mut self) -> Result<Summary, ServerError> {

@@ -322,3 +322,92 @@ async fn cluster_commands_say_cluster_support_is_disabled() {
     .await;
     server.stop().await;
 }
+
+/// `SHUTDOWN` stops the server as a first SIGTERM does: replies before it
+/// go out, it has none (the connection just closes, which is how redis-py
+/// and redis-cli know it worked), other connections drain, and nothing
+/// is accepted afterwards.
+#[tokio::test]
+async fn shutdown_stops_the_server_and_closes_without_a_reply() {
+    let server = start(ServerConfig::default()).await;
+    let (addr, cluster) = (server.addr, server.cluster.clone());
+    let mut s = server.raw().await;
+    let mut other = server.raw().await;
+    exchange(&mut other, b"PING\r\n", b"+PONG\r\n").await;
+    let mut send = resp(&[b"SET", b"k", b"v"]);
+    send.extend(resp(&[b"SHUTDOWN", b"NOSAVE"]));
+    send.extend(resp(&[b"SET", b"after", b"v"]));
+    s.write_all(&send).await.unwrap();
+    expect_reply(&mut s, b"+OK\r\n").await;
+    expect_closed(&mut s).await;
+    expect_closed(&mut other).await;
+    let summary = server.stopped().await;
+    assert_eq!(summary.dropped, 0, "every connection drained");
+    assert_eq!(cluster.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        cluster.get(b"after").unwrap(),
+        None,
+        "nothing after SHUTDOWN runs"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// Bad `SHUTDOWN` options, `ABORT`, and `SHUTDOWN` queued in `MULTI` are
+/// answered with errors, and the server goes on.
+#[tokio::test]
+async fn shutdown_refuses_bad_options_and_keeps_serving() {
+    let server = start(ServerConfig::default()).await;
+    let mut s = server.raw().await;
+    for (args, reply) in [
+        (
+            &[&b"SHUTDOWN"[..], b"SAVE", b"NOSAVE"][..],
+            &b"-ERR syntax error\r\n"[..],
+        ),
+        (&[b"SHUTDOWN", b"LATER"], b"-ERR syntax error\r\n"),
+        (&[b"SHUTDOWN", b"ABORT", b"NOW"], b"-ERR syntax error\r\n"),
+        (
+            &[b"SHUTDOWN", b"ABORT"],
+            b"-ERR No shutdown in progress.\r\n",
+        ),
+    ] {
+        exchange(&mut s, &resp(args), reply).await;
+    }
+    exchange(&mut s, b"MULTI\r\n", b"+OK\r\n").await;
+    exchange(
+        &mut s,
+        &resp(&[b"SHUTDOWN"]),
+        b"-ERR SHUTDOWN inside MULTI is not supported: it reads or changes the whole key space\r\n",
+    )
+    .await;
+    exchange(&mut s, b"DISCARD\r\n", b"+OK\r\n").await;
+    exchange(&mut s, b"PING\r\n", b"+PONG\r\n").await;
+    server.stop().await;
+}
+
+/// With a password, `SHUTDOWN` before `AUTH` is refused and stops nothing.
+#[tokio::test]
+async fn shutdown_needs_authentication() {
+    let config = ServerConfig {
+        requirepass: Some("s3cret".into()),
+        ..ServerConfig::default()
+    };
+    let server = start(config).await;
+    let mut s = server.raw().await;
+    let mut buf = [0u8; 64];
+    s.write_all(&resp(&[b"SHUTDOWN"])).await.unwrap();
+    let n = tokio::time::timeout(PATIENCE, tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+        .await
+        .expect("a reply in time")
+        .expect("read");
+    assert!(
+        buf[..n].starts_with(b"-NOAUTH"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    exchange(&mut s, &resp(&[b"AUTH", b"s3cret"]), b"+OK\r\n").await;
+    exchange(&mut s, b"PING\r\n", b"+PONG\r\n").await;
+    server.stop().await;
+}
