@@ -123,7 +123,11 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for peers on {}", args.peer_listen))?;
         let node = Node::start(config, client, peer).await?;
-        ringkv_server::shutdown::signal().await;
+        // A signal, or a client's SHUTDOWN (which stops the client server).
+        tokio::select! {
+            () = ringkv_server::shutdown::signal() => {}
+            () = node.client_server_stopped() => {}
+        }
         tracing::info!(node = %args.id, "stopping");
         node.shutdown().await;
         anyhow::Ok(())

@@ -62,6 +62,7 @@ mod slots;
 mod source;
 mod split;
 pub mod steps;
+mod stop;
 pub mod view;
 pub mod wire;
 

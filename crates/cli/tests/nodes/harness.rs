@@ -192,6 +192,31 @@ impl NodeProc {
         }
     }
 
+    /// Waits for the process to stop on its own, cleanly (exit status 0).
+    pub fn wait_exit(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "{} ended with {status}:\n{}",
+                    self.id,
+                    self.log_tail()
+                );
+                self.child = None;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop:\n{}",
+                self.id,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }

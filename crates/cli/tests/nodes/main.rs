@@ -7,6 +7,7 @@
 //! through every node, and all nodes report the same membership and epoch.
 //! And a node killed for good is removed with `FORCE`, losing exactly its
 //! keys. And redis-py's Redis Cluster client routes by the nodes' slot map.
+//! And `SHUTDOWN` stops a node's process, which restarts with its keys.
 
 mod harness;
 
@@ -378,4 +379,27 @@ fn cluster_up_starts_agreeing_nodes_status_prints_them_and_a_signal_stops_them_a
         !after.status.success(),
         "a node still answers after the stop"
     );
+}
+
+/// `SHUTDOWN` through a node's client port stops the process as SIGTERM
+/// does: the connection closes without a reply, the process exits cleanly,
+/// and it restarts on its directory with its keys.
+#[test]
+fn shutdown_stops_a_node_process_which_restarts_with_its_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let mut n = started(home.path(), &["n1"], 1, &[]);
+    let mut con = n[0].connect().unwrap();
+    let () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let e = redis::cmd("SHUTDOWN").query::<()>(&mut con).unwrap_err();
+    assert!(
+        e.is_connection_dropped() || e.is_io_error(),
+        "SHUTDOWN answered instead of closing: {e}"
+    );
+    n[0].wait_exit();
+    n[0].wait_log("stopping");
+    n[0].start(Mode::Restart, &[]);
+    settle(&[&n[0]], &["n1"]);
+    let mut con = n[0].connect().unwrap();
+    let v: Option<String> = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
 }

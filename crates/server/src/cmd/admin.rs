@@ -71,9 +71,10 @@ pub fn removenode(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
 /// write whatever is asked: the options are checked as Redis 7 checks
 /// them and change nothing. `ABORT` cannot stop a shutdown once begun (the
 /// connections are draining), so it answers as Redis does when none is in
-/// progress. On a node of a multi-process cluster it is refused: the node
-/// has a Raft group and peers to leave, which its process's SIGTERM does.
-pub fn shutdown(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
+/// progress. On a node of a multi-process cluster it stops the node's
+/// process the same way (`ringkv node` watches its client server); the
+/// node stays a member, down until it returns.
+pub fn shutdown(_: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     let (mut save, mut nosave, mut abort, mut other) = (false, false, false, false);
     for arg in args {
         let word = arg.to_ascii_uppercase();
@@ -90,13 +91,6 @@ pub fn shutdown(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Outcome {
     }
     if abort {
         return reply::err("No shutdown in progress.").into();
-    }
-    if ctx.shared.router.is_some() {
-        return reply::err(
-            "SHUTDOWN is not supported on a node of a multi-process cluster: stop its process \
-             (SIGTERM), or RINGKV.REMOVENODE it first to take it out of the cluster",
-        )
-        .into();
     }
     Outcome::Shutdown
 }
