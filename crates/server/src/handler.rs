@@ -534,12 +534,11 @@ async fn send(
 
 /// Waits, off the event loop, until every write whose reply is queued is on
 /// disk (`--fsync always`; see `ringkv_cluster::defer_sync`). Connections
-/// waiting at once share one fsync: on `ringkv serve`, the SET writer's
-/// next one (`crate::sets`: the connection holds no thread while it
-/// waits); on a node, each from a blocking thread, shared through the data
-/// directory's group commit. If the sync fails, the connection is
-/// closed without those replies: the writes' outcome is unknown to their
-/// client, as after a crash, and it is told nothing false.
+/// waiting at once share one fsync: the SET writer's next one
+/// (`crate::sets`: the connection holds no thread while it waits). If the
+/// sync fails, the connection is closed without those replies: the
+/// writes' outcome is unknown to their client, as after a crash, and it is
+/// told nothing false.
 async fn settle(shared: &Arc<Shared>, owed: &mut bool) -> io::Result<()> {
     if !std::mem::take(owed) {
         return Ok(());

@@ -116,9 +116,10 @@ async fn serve(
     }
     let mut shared = Shared::new(cluster, config, local_addr);
     shared.router = router.clone();
-    // Only under `--fsync always` (see `crate::sets` for why).
+    // Only under `--fsync always` (see `crate::sets` for why). On a node
+    // (with a router) it groups no SETs (a node routes each key itself),
+    // but every connection's fsync still joins its groups (`settle`).
     if shared.cluster.is_persistent()
-        && shared.router.is_none()
         && shared.cluster.config().fsync == ringkv_cluster::FsyncPolicy::Always
     {
         let writer =

@@ -43,8 +43,9 @@ pub struct Shared {
     /// A node of a multi-process cluster routes keyed requests through
     /// this (`None` for `ringkv serve`).
     pub router: Option<Arc<dyn crate::route::Router>>,
-    /// With a data directory: the writer that commits plain SETs of many
-    /// connections together (`crate::sets`).
+    /// Under `--fsync always`: the writer that commits plain SETs of many
+    /// connections together and fsyncs for every connection (`crate::sets`;
+    /// on a node it writes no SETs, only fsyncs).
     pub sets: Option<crate::sets::SetWriter>,
     /// Notified by `SHUTDOWN`: the accept loop stops as when the server's
     /// shutdown future resolves (a permit is kept if it is not waiting).

@@ -383,13 +383,19 @@ fn cluster_up_starts_agreeing_nodes_status_prints_them_and_a_signal_stops_them_a
 
 /// `SHUTDOWN` through a node's client port stops the process as SIGTERM
 /// does: the connection closes without a reply, the process exits cleanly,
-/// and it restarts on its directory with its keys.
+/// and it restarts on its directory with its keys. Under `--fsync always`,
+/// where each write's fsync goes through the server's SET writer.
 #[test]
 fn shutdown_stops_a_node_process_which_restarts_with_its_keys() {
     let home = tempfile::tempdir().unwrap();
-    let mut n = started(home.path(), &["n1"], 1, &[]);
+    let mut n = started(home.path(), &["n1"], 1, &["--fsync", "always"]);
     let mut con = n[0].connect().unwrap();
     let () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let () = redis::cmd("SET").arg("gone").arg("v").query(&mut con).unwrap();
+    let n_: i64 = redis::cmd("INCR").arg("n").query(&mut con).unwrap();
+    assert_eq!(n_, 1);
+    let deleted: i64 = redis::cmd("DEL").arg("gone").query(&mut con).unwrap();
+    assert_eq!(deleted, 1);
     let e = redis::cmd("SHUTDOWN").query::<()>(&mut con).unwrap_err();
     assert!(
         e.is_connection_dropped() || e.is_io_error(),
@@ -400,6 +406,9 @@ fn shutdown_stops_a_node_process_which_restarts_with_its_keys() {
     n[0].start(Mode::Restart, &[]);
     settle(&[&n[0]], &["n1"]);
     let mut con = n[0].connect().unwrap();
-    let v: Option<String> = redis::cmd("GET").arg("k").query(&mut con).unwrap();
-    assert_eq!(v.as_deref(), Some("v"));
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&["k", "n", "gone"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, [Some("v".to_string()), Some("1".to_string()), None]);
 }
