@@ -543,29 +543,10 @@ async fn settle(shared: &Arc<Shared>, owed: &mut bool) -> io::Result<()> {
     if !std::mem::take(owed) {
         return Ok(());
     }
-    if let Some(writer) = shared.sets.as_ref() {
-        // One fsync with the writer's next group, asked without holding a
-        // thread.
-        match writer.sync().await {
-            crate::sets::Written::Yes => return Ok(()),
-            crate::sets::Written::Unsynced(e) => {
-                error!(error = %e, "fsync failed; closing the client without its replies");
-                return Err(io::Error::other(e));
-            }
-            // The writer is gone: sync here.
-            crate::sets::Written::No => {}
-        }
-    }
-    let cluster = Arc::clone(&shared.cluster);
-    let synced = tokio::task::spawn_blocking(move || cluster.sync()).await;
-    match synced {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            error!(error = %e, "fsync failed; closing the client without its replies");
-            Err(io::Error::other(e.to_string()))
-        }
-        Err(e) => Err(io::Error::other(format!("the fsync task failed: {e}"))),
-    }
+    crate::sets::sync(shared).await.map_err(|e| {
+        error!(error = %e, "fsync failed; closing the client without its replies");
+        io::Error::other(e)
+    })
 }
 
 /// Whether pipelined plain SETs of this connection may run as one write:

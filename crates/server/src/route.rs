@@ -258,17 +258,11 @@ impl Executor {
                     &request,
                 )
             });
-            if owes {
-                let cluster = Arc::clone(&shared.cluster);
-                match tokio::task::spawn_blocking(move || cluster.sync()).await {
-                    Ok(Ok(())) => {}
-                    _ => {
-                        return Some(encode(
-                            &crate::reply::err("fsync failed on the key's node"),
-                            protocol,
-                        ));
-                    }
-                }
+            if owes && crate::sets::sync(shared).await.is_err() {
+                return Some(encode(
+                    &crate::reply::err("fsync failed on the key's node"),
+                    protocol,
+                ));
             }
             let frame = match outcome {
                 Outcome::Reply(frame) | Outcome::Close(frame) => frame,

@@ -151,6 +151,26 @@ impl Drop for SetWriter {
     }
 }
 
+/// Waits until every write that returned before the call is on disk:
+/// with the writer's next group (the caller holds no thread), or, with no
+/// writer (not `--fsync always`, or it is gone), from a blocking thread
+/// through the data directory's group commit.
+pub async fn sync(shared: &crate::state::Shared) -> Result<(), String> {
+    if let Some(writer) = shared.sets.as_ref() {
+        match writer.sync().await {
+            Written::Yes => return Ok(()),
+            Written::Unsynced(e) => return Err(e),
+            Written::No => {}
+        }
+    }
+    let cluster = Arc::clone(&shared.cluster);
+    match tokio::task::spawn_blocking(move || cluster.sync()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("the fsync task failed: {e}")),
+    }
+}
+
 /// Where the writer writes: the cluster (a fake that records the order of
 /// writes and fsyncs in the tests).
 trait Sink: Send + Sync + 'static {
