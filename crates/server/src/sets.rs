@@ -1,4 +1,5 @@
-//! Group commit of plain SETs across connections, under `--fsync always`.
+//! Group commit under `--fsync always`: the plain SETs of many connections
+//! written together, and every connection's fsync shared.
 //!
 //! With `always` a write is acknowledged only once fsynced. Connections
 //! hand their SETs (one, or a pipelined run) to one writer thread and wait
@@ -11,7 +12,7 @@
 //! (`INCR`, `DEL`, a transaction, ...) asks the writer for an fsync only
 //! ([`SetWriter::sync`]) and is answered with the next group: before, it
 //! waited in a blocking thread of its own for group commit's fsync, and
-//! `INCR` at `-P 1` ran half as fast (persistence section 13).
+//! `INCR` at `-P 1` ran half as fast (persistence section 14).
 //!
 //! Measured (`docs/BENCHMARKS.md`, persistence sections 7 and 13): SET at
 //! `-P 1` under `always` rose 1.6x when the writer replaced an fsync per
