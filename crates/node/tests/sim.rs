@@ -7,7 +7,8 @@
 //! them on their data directories, joins new nodes and decommissions
 //! members, while six clients write, read and delete 40 keys through any
 //! node (each node copies at a seeded `--rebalance-rate`, so that clients
-//! write to ranges while they are copied).
+//! write to ranges while they are copied; a quarter of the seeds run under
+//! `--fsync always`).
 //!
 //! After the faults end and the cluster has settled (one membership and
 //! epoch on every member, no change in flight, every member up), every key
@@ -216,6 +217,13 @@ impl Sim {
         config.rebalance_rate = self.rebalance_rate;
         config.placement = PlacementSpec::BalancedPartitions { partitions: 32 };
         config.data_dir = Some(self.dir(id));
+        // A quarter of the seeds (all with RINGKV_SIM_ALWAYS=1) under
+        // `--fsync always`, where every client's and every forwarded
+        // request's fsync goes through the server's SET writer; chosen by
+        // the seed, so the schedule's random stream is as before.
+        if self.seed.is_multiple_of(4) || std::env::var_os("RINGKV_SIM_ALWAYS").is_some() {
+            config.fsync = ringkv_cluster::FsyncPolicy::Always;
+        }
         config.down_after = Duration::from_millis(1500);
         // A one-millisecond range: openraft draws the timeout from an
         // unseeded generator, which a wider range would let steer a run.
