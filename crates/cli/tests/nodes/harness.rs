@@ -168,48 +168,40 @@ impl NodeProc {
 
     /// Waits for the process to abort at its armed crash point.
     pub fn wait_abort(&mut self) {
-        let deadline = Instant::now() + PATIENCE;
-        let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert_eq!(
-                    status.signal(),
-                    Some(6),
-                    "{} ended ({status}) but did not abort:\n{}",
-                    self.id,
-                    self.log_tail()
-                );
-                self.child = None;
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never reached its crash point:\n{}",
-                self.id,
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = self.wait_end("never reached its crash point");
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "{} ended ({status}) but did not abort:\n{}",
+            self.id,
+            self.log_tail()
+        );
     }
 
     /// Waits for the process to stop on its own, cleanly (exit status 0).
     pub fn wait_exit(&mut self) {
+        let status = self.wait_end("did not stop");
+        assert!(
+            status.success(),
+            "{} ended with {status}:\n{}",
+            self.id,
+            self.log_tail()
+        );
+    }
+
+    /// Waits for the process to end by itself; `late` says what failed if
+    /// it does not within [`PATIENCE`].
+    fn wait_end(&mut self, late: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         let child = self.child.as_mut().expect("running");
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "{} ended with {status}:\n{}",
-                    self.id,
-                    self.log_tail()
-                );
                 self.child = None;
-                return;
+                return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not stop:\n{}",
+                "{} {late}:\n{}",
                 self.id,
                 self.log_tail()
             );
