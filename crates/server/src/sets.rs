@@ -246,7 +246,7 @@ fn run(sink: &impl Sink, queue: &mpsc::Receiver<Job>, counts: &Counts) {
             None
         };
         if let Some(e) = &unsynced {
-            error!(error = %e, "fsync failed; closing the clients of the SETs without their replies");
+            error!(error = %e, "fsync failed; closing the clients of the group without their replies");
         }
         for (job, ok) in group.into_iter().zip(written) {
             let written = match (ok, &unsynced) {
