@@ -24,13 +24,20 @@ const SECRET: &str = "the node process tests' secret";
 /// from `bind(0)` is an ephemeral one, which any outgoing connection of the
 /// tests running alongside (clients, peers, redis-py) may take before the
 /// node binds it, and the node then fails with "Address already in use".
+/// A port is handed out once per test process; another test process may
+/// still draw it before the node binds it, which [`NodeProc::start`]
+/// answers by drawing again.
 pub fn free_addr() -> SocketAddr {
     use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         // A fresh `RandomState` is randomly keyed: a random draw from std.
         let mut draw = std::collections::hash_map::RandomState::new().build_hasher();
         draw.write_u32(std::process::id());
         let port = 20_000 + (draw.finish() % 12_000) as u16;
+        if !HANDED_OUT.lock().unwrap().insert(port) {
+            continue;
+        }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             return listener.local_addr().expect("addr");
         }
@@ -81,6 +88,23 @@ impl NodeProc {
     }
 
     fn launch(&mut self, mode: Mode, env: &[(&str, &str)], args: &[&str]) {
+        // A node's first start draws new addresses if another test took
+        // one of its own between the draw and the bind (see `free_addr`).
+        let mut draws = 0;
+        while let Err(log) = self.spawn(&mode, env, args) {
+            let taken = log.contains("Address already in use");
+            if !taken || matches!(mode, Mode::Restart) || draws == 3 {
+                panic!("{} exited before it started:\n{log}", self.id);
+            }
+            draws += 1;
+            (self.client, self.peer) = (free_addr(), free_addr());
+            self.log.lock().unwrap().clear();
+        }
+    }
+
+    /// Starts the process and waits for it to start its servers; the end
+    /// of its log if it exits first.
+    fn spawn(&mut self, mode: &Mode, env: &[(&str, &str)], args: &[&str]) -> Result<(), String> {
         assert!(self.child.is_none(), "{} runs already", self.id);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
         cmd.arg("node")
@@ -112,33 +136,31 @@ impl NodeProc {
         let mut child = cmd.spawn().expect("ringkv node starts");
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::clone(&self.log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 log.lock().unwrap().push(line);
             }
         });
         self.child = Some(child);
-        self.wait_log("node started");
-    }
-
-    /// Waits for a log line containing `needle`.
-    pub fn wait_log(&mut self, needle: &str) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return;
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("node started"))
+            {
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "{} exited ({status}) before logging {needle:?}:\n{}",
-                    self.id,
-                    self.log_tail()
-                );
+                self.child = None;
+                reader.join().expect("the log reader");
+                return Err(format!("{status}\n{}", self.log_tail()));
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: no {needle:?}:\n{}",
+                "{}: not started:\n{}",
                 self.id,
                 self.log_tail()
             );
