@@ -283,7 +283,7 @@ impl DataDir {
         // tree's folder) need their markers no more.
         guard::forget_finished_drops(&path);
         let failure = Arc::new(Mutex::new(None));
-        let log = Arc::new(OpLog::open(&path, &db)?);
+        let log = Arc::new(OpLog::open(&path, &db, policy == FsyncPolicy::Always)?);
         let applier =
             log.start(db.clone(), failure.clone())
                 .map_err(|source| PersistError::Dir {

@@ -55,7 +55,7 @@ fn records_round_trip() {
 fn apply_keeps_the_last_write_of_each_key() {
     let dir = tempfile::tempdir().unwrap();
     let (db, ks) = db(dir.path());
-    let log = OpLog::open(dir.path(), &db).unwrap();
+    let log = OpLog::open(dir.path(), &db, false).unwrap();
     log.append(vec![put(&ks, "a", "1"), put(&ks, "b", "1")])
         .unwrap();
     log.append(vec![put(&ks, "a", "2")]).unwrap();
@@ -84,7 +84,7 @@ fn open_replays_what_the_engine_missed_and_drops_a_torn_tail() {
     let file;
     {
         let (db, ks) = db(dir.path());
-        let log = OpLog::open(dir.path(), &db).unwrap();
+        let log = OpLog::open(dir.path(), &db, false).unwrap();
         log.append(vec![put(&ks, "a", "1"), put(&ks, "b", "1")])
             .unwrap();
         log.apply(&db).unwrap();
@@ -101,7 +101,7 @@ fn open_replays_what_the_engine_missed_and_drops_a_torn_tail() {
     fs::write(&file, &bytes).unwrap();
 
     let (db, ks) = db(dir.path());
-    let log = OpLog::open(dir.path(), &db).unwrap();
+    let log = OpLog::open(dir.path(), &db, false).unwrap();
     assert_eq!(get(&ks, "a"), None);
     assert_eq!(get(&ks, "b").as_deref(), Some(&b"2"[..]));
     assert_eq!(get(&ks, "c"), None);
@@ -122,7 +122,7 @@ fn a_damaged_record_in_a_closed_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (db, ks) = db(dir.path());
-        let log = OpLog::open(dir.path(), &db).unwrap();
+        let log = OpLog::open(dir.path(), &db, false).unwrap();
         two_files(&log, &ks);
         drop(log);
     }
@@ -135,7 +135,7 @@ fn a_damaged_record_in_a_closed_file_is_refused() {
     bytes[last] ^= 0xff;
     fs::write(&first, &bytes).unwrap();
     let (db, _) = db(dir.path());
-    let err = OpLog::open(dir.path(), &db).err().expect("refused");
+    let err = OpLog::open(dir.path(), &db, false).err().expect("refused");
     let text = err.to_string();
     assert!(text.contains(&*first.to_string_lossy()), "{text}");
     assert!(text.contains("damaged record at byte 0"), "{text}");
@@ -145,11 +145,114 @@ fn a_damaged_record_in_a_closed_file_is_refused() {
 fn closed_files_go_once_the_engine_holds_them() {
     let dir = tempfile::tempdir().unwrap();
     let (db, ks) = db(dir.path());
-    let log = OpLog::open(dir.path(), &db).unwrap();
+    let log = OpLog::open(dir.path(), &db, false).unwrap();
     two_files(&log, &ks);
     assert_eq!(files(&log.dir).unwrap().len(), 2);
     log.apply(&db).unwrap();
     let left = files(&log.dir).unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].0, 2);
+}
+
+/// Under `--fsync always` the log moves to a spare of written zeros as
+/// soon as one is ready. A crash leaves the newest file ending in those
+/// zeros, which replay reads as the end of its records (a torn record
+/// over them is dropped); a closed file is cut to its records.
+#[test]
+fn a_prefilled_file_is_replayed_to_its_last_record() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (db, ks) = db(dir.path());
+        let log = OpLog::open(dir.path(), &db, true).unwrap();
+        log.append(vec![put(&ks, "a", "1")]).unwrap();
+        assert!(log.make_spare().unwrap(), "a spare is made");
+        assert!(!log.make_spare().unwrap(), "one spare at a time");
+        assert!(log.dir.join(SPARE).exists());
+        let newest = vec![
+            vec![put(&ks, "b", "1")],
+            vec![put(&ks, "c", "1"), (ks.clone(), b"a".to_vec(), None)],
+        ];
+        let mut end = 0;
+        for ops in newest {
+            let mut record = Vec::new();
+            encode(&ops, &mut record);
+            end += record.len() as u64;
+            log.append(ops).unwrap();
+        }
+        assert!(
+            !log.dir.join(SPARE).exists(),
+            "the spare became the newest file"
+        );
+        let found = files(&log.dir).unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        let mut first = Vec::new();
+        encode(&[put(&ks, "a", "1")], &mut first);
+        let closed = fs::metadata(&found[0].1).unwrap();
+        assert_eq!(
+            closed.len(),
+            first.len() as u64,
+            "a closed file is its records"
+        );
+        let newest = fs::metadata(&found[1].1).unwrap();
+        assert_eq!(newest.len(), ROTATE_AT, "zeros past the records");
+        assert!(
+            newest.blocks() * 512 >= ROTATE_AT,
+            "zeros written, not a hole"
+        );
+        assert_eq!(log.state.lock().len, end);
+        // The zeros hold no record, not two million empty ones.
+        let mut replayed = Replayed::default();
+        replay(dir.path(), &found[1].1, true, &db, &mut replayed).unwrap();
+        assert_eq!((replayed.records, replayed.ops), (2, 3));
+        // A crash in the middle of the next record: its header and one
+        // byte of 20 reached the disk.
+        let file = OpenOptions::new().write(true).open(&found[1].1).unwrap();
+        file.write_all_at(&[20, 0, 0, 0, 7, 7, 7, 7, 1], end)
+            .unwrap();
+        drop(log);
+    }
+    let (db, ks) = db(dir.path());
+    let log = OpLog::open(dir.path(), &db, true).unwrap();
+    assert_eq!(get(&ks, "a"), None, "deleted in the newest file");
+    assert_eq!(get(&ks, "b").as_deref(), Some(&b"1"[..]));
+    assert_eq!(get(&ks, "c").as_deref(), Some(&b"1"[..]));
+    assert_eq!(files(&log.dir).unwrap().len(), 1, "replayed files deleted");
+}
+
+/// Without `prefill` (`everysec`, `no`) no spare is made and files grow.
+#[test]
+fn no_spare_without_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, ks) = db(dir.path());
+    let log = OpLog::open(dir.path(), &db, false).unwrap();
+    assert!(!log.make_spare().unwrap());
+    log.append(vec![put(&ks, "a", "1")]).unwrap();
+    assert!(!log.dir.join(SPARE).exists());
+    let found = files(&log.dir).unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(fs::metadata(&found[0].1).unwrap().len() < 100);
+}
+
+/// A spare half made when the process died is deleted at the next open,
+/// and never replayed.
+#[test]
+fn a_spare_left_behind_is_deleted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (db, ks) = db(dir.path());
+        let log = OpLog::open(dir.path(), &db, true).unwrap();
+        log.append(vec![put(&ks, "a", "1")]).unwrap();
+        drop(log);
+    }
+    let log_dir = dir.path().join(DIR);
+    // Not zeros: were it replayed, `b` would appear.
+    let mut stray = Vec::new();
+    let (db, ks) = db(dir.path());
+    encode(&[put(&ks, "b", "1")], &mut stray);
+    fs::write(log_dir.join(SPARE), &stray).unwrap();
+    let _log = OpLog::open(dir.path(), &db, true).unwrap();
+    assert!(!log_dir.join(SPARE).exists());
+    assert_eq!(get(&ks, "a").as_deref(), Some(&b"1"[..]));
+    assert_eq!(get(&ks, "b"), None);
 }
