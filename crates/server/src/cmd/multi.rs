@@ -58,6 +58,11 @@ pub fn queue(ctx: &mut Ctx<'_>, request: &[Bytes]) -> Option<Outcome> {
         multi.dirty = true;
         return None;
     }
+    if spec.flags.contains(&"no_multi") {
+        // Redis's reply for its `no-multi` commands (`SHUTDOWN` here).
+        multi.dirty = true;
+        return Some(reply::err("Command not allowed inside a transaction").into());
+    }
     if !queueable(spec) {
         multi.dirty = true;
         return Some(

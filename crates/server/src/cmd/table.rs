@@ -129,7 +129,7 @@ pub static COMMANDS: &[Spec] = &[
         "Returns server information, with a Ring section."),
     spec!("command", -1, &["stale", "loading"], (0, 0, 0), "server", introspect::command,
         "Describes the commands (COMMAND, COMMAND COUNT, COMMAND DOCS, COMMAND INFO)."),
-    spec!("shutdown", -1, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", admin::shutdown,
+    spec!("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi"], (0, 0, 0), "server", admin::shutdown,
         "Stops the server as SIGTERM does: stops accepting, lets connections finish what they sent (within --shutdown-timeout), writes the data directory's memory to its files; closes this connection without a reply. NOSAVE, SAVE, NOW and FORCE are accepted and change nothing (the journal keeps every write either way); ABORT answers that no shutdown is in progress. On a node, stops the node's process."),
     spec!("config", -2, &["admin", "stale", "loading"], (0, 0, 0), "server", config::config,
         "CONFIG GET, SET (maxclients, timeout, requirepass), RESETSTAT."),
