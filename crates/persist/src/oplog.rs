@@ -55,7 +55,7 @@ use std::time::Duration;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use hashbrown::HashTable;
 use parking_lot::{Condvar, Mutex};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::error::{Failure, PersistError, describe, io_of};
@@ -611,19 +611,25 @@ impl OpLog {
     }
 
     fn run(&self, db: &Database, failure: &Mutex<Option<Failure>>) {
-        let mut spare_at = std::time::Instant::now();
+        let (mut spare_at, mut told) = (std::time::Instant::now(), false);
         loop {
             if self.prefill && std::time::Instant::now() >= spare_at {
                 match self.make_spare() {
-                    Ok(_) => {}
+                    Ok(_) => told = false,
                     Err(e) => {
                         spare_at = std::time::Instant::now() + SPARE_RETRY;
-                        warn!(
-                            path = %self.dir.join(SPARE).display(),
-                            error = %e,
-                            "could not make the write log's next file ahead; appends grow the \
-                             current one (each fsync then costs more)"
-                        );
+                        let path = self.dir.join(SPARE);
+                        if told {
+                            debug!(path = %path.display(), error = %e, "still no spare write log file");
+                        } else {
+                            told = true;
+                            warn!(
+                                path = %path.display(),
+                                error = %e,
+                                "could not make the write log's next file ahead; appends grow \
+                                 the current one (each fsync then costs more)"
+                            );
+                        }
                     }
                 }
             }
