@@ -1,6 +1,8 @@
 //! The write log's tests.
 
+use super::replay::decode;
 use super::*;
+use fjall::KeyspaceCreateOptions;
 
 fn db(dir: &Path) -> (Database, Keyspace) {
     let db = Database::builder(dir).open().unwrap();
