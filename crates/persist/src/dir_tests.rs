@@ -110,3 +110,51 @@ fn atomically_writes_all_staged_writes_or_none() {
     a.put(9, b"k", b"9", Durability::NoSync).unwrap();
     assert!(a.get(9, b"k").unwrap().is_some());
 }
+
+/// Under `always` the applier makes a spare log file as the directory
+/// opens, the next write moves the log into it, and another is made;
+/// under `everysec` there is none (the log files grow, as before).
+#[test]
+fn only_always_keeps_a_spare_log_file() {
+    use crate::oplog::{DIR, ROTATE_AT};
+    let spare_of = |path: &Path| path.join(DIR).join("spare");
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "no {what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("always");
+    let dir = DataDir::open(&path, FsyncPolicy::Always).unwrap();
+    wait_for("first spare", &|| spare_of(&path).exists());
+    let tree = dir.tree("t").unwrap();
+    tree.put(1, b"k", b"v", Durability::Fsync).unwrap();
+    let newest = crate::oplog::files(&path.join(DIR))
+        .unwrap()
+        .pop()
+        .unwrap()
+        .1;
+    assert_eq!(
+        fs::metadata(&newest).unwrap().len(),
+        ROTATE_AT,
+        "the write went into the spare"
+    );
+    wait_for("second spare", &|| spare_of(&path).exists());
+    drop((tree, dir));
+    assert!(!spare_of(&path).exists(), "a clean close deletes the spare");
+
+    let path = tmp.path().join("everysec");
+    let dir = DataDir::open(&path, FsyncPolicy::EverySec).unwrap();
+    let tree = dir.tree("t").unwrap();
+    tree.put(1, b"k", b"v", Durability::NoSync).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!spare_of(&path).exists());
+    let newest = crate::oplog::files(&path.join(DIR))
+        .unwrap()
+        .pop()
+        .unwrap()
+        .1;
+    assert!(fs::metadata(&newest).unwrap().len() < 1024);
+}
