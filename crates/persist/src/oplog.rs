@@ -16,14 +16,16 @@
 //! **Files.** `oplog/<n>.log`, appended one record at a time; a file over
 //! [`ROTATE_AT`] is fsynced and closed, and the next one opened. A record
 //! is `len (u32 LE) | crc32c (u32 LE) | ops`, one commit's operations,
-//! whole or not at all. Under `--fsync always` the next file is made
-//! ahead (`oplog/spare`, see [`OpLog::make_spare`]): zeros written and
-//! fsynced up to [`ROTATE_AT`], so that an append overwrites blocks the
-//! file has and its fdatasync flushes data only; the newest file then
-//! ends in zeros after its last record, and a file is cut to its records
-//! when it is closed. An operation is `kind (1 put, 0 delete) | tree
+//! whole or not at all. An operation is `kind (1 put, 0 delete) | tree
 //! name (u8 length, bytes) | key (u32 length, bytes) | value (u32 length,
 //! bytes; puts only)`.
+//!
+//! Under `--fsync always` the next file is made ahead (`oplog/spare`, see
+//! [`OpLog::make_spare`]): zeros written and fsynced up to [`ROTATE_AT`],
+//! so that an append overwrites blocks the file has and its fdatasync
+//! flushes data only. The newest file then ends in zeros after its last
+//! record (replay stops at a header of zeros: no record is empty), and a
+//! file is cut to its records when it is closed.
 //!
 //! **The rules that make it safe.**
 //! 1. A record is in the file (the page cache) before its operations are

@@ -202,7 +202,8 @@ pub fn exec(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Outcome {
                     reply::err("cannot block inside a transaction")
                 }
                 Outcome::Moved { .. } => reply::err("a key moved inside a transaction"),
-                Outcome::Shutdown => reply::err("SHUTDOWN inside MULTI is not supported"),
+                // Refused when queued (`no_multi`); never reached.
+                Outcome::Shutdown => reply::err("Command not allowed inside a transaction"),
             })
             .collect::<Vec<Frame>>();
         Some(replies)
