@@ -134,14 +134,20 @@ stop() {
   for n in "$@"; do wait "${PID[$n]}" 2>/dev/null || true; unset "PID[$n]"; done
 }
 # cpu_ticks NAME...: user + system clock ticks used so far by these processes
-cpu_ticks() {
-  local n t=0 s
+cpu_ticks() { ticks "$@"; echo "$TICKS"; }
+# ticks NAME...: TICKS= the same, without a process (for the probe's window)
+ticks() {
+  local n f
+  TICKS=0
   for n in "$@"; do
-    s=$(cut -d' ' -f14,15 "/proc/${PID[$n]}/stat" 2>/dev/null || echo "0 0")
-    t=$((t + ${s% *} + ${s#* }))
+    read -r -a f <"/proc/${PID[$n]}/stat" 2>/dev/null || continue
+    TICKS=$((TICKS + f[13] + f[14]))
   done
-  echo $t
 }
+# nap SECONDS: sleeps without a process (a read that times out on a pipe
+# this shell holds both ends of)
+exec {NAP_FD}<> <(:)
+nap() { read -rt "$1" -u "$NAP_FD" || true; }
 
 # --- ringkv node processes -------------------------------------------------
 # start_node NAME ID (init | PEER_NAME): a node process, in memory
@@ -158,7 +164,12 @@ start_node() {
   fi
   # shellcheck disable=SC2206 # NODE_ARGS is split into words on purpose
   a+=($NODE_ARGS)
-  "$RINGKV" "${a[@]}" >>"$OUT/$name.log" 2>&1 &
+  if [ -n "${HOLD_FD:-}" ]; then
+    # held: forked now, started (exec) when a line is written to HOLD_FD
+    { read -r -u "$HOLD_FD" _; exec {HOLD_FD}>&- {NAP_FD}>&-; exec "$RINGKV" "${a[@]}"; } >>"$OUT/$name.log" 2>&1 &
+  else
+    "$RINGKV" "${a[@]}" >>"$OUT/$name.log" 2>&1 &
+  fi
   PID[$name]=$!
 }
 # ports NAME: free ports for NAME's next start (start_node takes them)
@@ -209,6 +220,7 @@ warm_nodes() {
   done
 }
 # nodes_keys NAME: the keys= of every member, "id=keys ..."
+# (view_members: the same from VIEW, without a process)
 nodes_keys() { cli "$1" ringkv.nodes | awk '/keys=/ { for (i = 1; i <= NF; i++) if ($i ~ /^keys=/) printf "%s=%s ", $1, substr($i, 6) }'; }
 
 # --- Redis Cluster ---------------------------------------------------------
@@ -487,6 +499,23 @@ view_keys() {
   done <<<"$VIEW"
   return 0
 }
+# view_members: MEMBERS= "id=keys ..." of the members in VIEW
+view_members() {
+  local line; MEMBERS=
+  while IFS= read -r line; do
+    [[ $line =~ ^([^ ]+)\ .*keys=([0-9]+) ]] && MEMBERS+="${BASH_REMATCH[1]}=${BASH_REMATCH[2]} "
+  done <<<"$VIEW"
+  return 0
+}
+# pong NAME: whether NAME answers PING, asked through a connection of this
+# shell's own (no process)
+pong() {
+  local line
+  exec 9<>"/dev/tcp/127.0.0.1/${PORT[$1]}" 2>/dev/null || return 1
+  printf 'PING\r\n' >&9 && IFS= read -r -t 1 -u 9 line
+  exec 9>&-
+  [[ $line == +PONG* ]]
+}
 # now: NOW= ms since the epoch, without a process (now_ms starts `date`)
 now() { NOW=${EPOCHREALTIME/./}; NOW=${NOW:0:-3}; }
 
@@ -495,8 +524,11 @@ rebalance_nodes() {
   start_nodes m 3
   load=$(pipe_load rr m)
   note "rebalance $r nodes: keys before: $(nodes_keys m1)"
-  # m4's ports and the connection that watches the change, before the probe
-  ports m4
+  # m4's process (forked now, held until its start: forking this shell
+  # takes both cores for 2-3 ms), its ports and the connection that
+  # watches the change, before the probe
+  exec {HOLD_FD}<> <(:)
+  start_node m4 m4 m1
   exec 7<>"/dev/tcp/127.0.0.1/${PORT[m1]}"
   # client latency: GETs of the loaded keys through m1, idle, then while
   # m4 joins (started just before it; $PROBE_N requests last about as long
@@ -513,29 +545,33 @@ rebalance_nodes() {
   # the time from m4's start until: it answers PING, the change adding it
   # is first seen in RINGKV.NODES, 4 members are up and no change is left
   local t_ping=- t_change=- deadline cpu0
-  cpu0=$(cpu_ticks m1 m2 m3)
+  ticks m1 m2 m3; cpu0=$TICKS
   now; t0=$NOW; deadline=$((t0 + LIMIT * 1000))
-  start_node m4 m4 m1
+  echo start >&"$HOLD_FD"
+  exec {HOLD_FD}>&-
+  unset HOLD_FD
   while :; do
     now
     [ "$NOW" -lt $deadline ] || { outcome=timeout; break; }
     alive m4; alive m1
-    [ "$t_ping" != - ] || { cli m4 ping >/dev/null 2>&1 && t_ping=$((NOW - t0)); }
-    view || { sleep 0.05; continue; }
+    [ "$t_ping" != - ] || { pong m4 && t_ping=$((NOW - t0)); }
+    view || { nap 0.05; continue; }
     view_up
     [ "$t_change" != - ] || [ $CHANGE = 0 ] || t_change=$((NOW - t0))
     [ "$UP" = 4 ] && [ $CHANGE = 0 ] && break
-    sleep 0.05
+    nap 0.05
   done
   now; ms=$((NOW - t0))
-  local keys; keys=$(nodes_keys m1)
+  # the members' keys in the view that showed the change done (with no
+  # process: the probe still runs)
+  local keys; view_members; keys=$MEMBERS
   # the sources drop the keys they gave away after the change: until when
   # the members' keys= add up to $KEYS again (at most 60 s more)
   local t_clean=-
   if [ $outcome = ok ]; then
     while [ $((NOW - t0)) -lt $((ms + 60000)) ]; do
       view && view_keys && [ "$SUM" = "$KEYS" ] && { t_clean=$((NOW - t0)); break; }
-      sleep 0.05; now
+      nap 0.05; now
     done
   fi
   exec 7>&-
