@@ -9,20 +9,22 @@
 //! nonce)`, which the client checks. Every message has a fixed size, so a
 //! stranger cannot make a node buffer anything before it is trusted.
 //!
-//! The handshake authenticates the two ends of a connection; it neither
-//! encrypts nor authenticates the frames after it. Someone who can
-//! intercept and rewrite the traffic between two nodes could relay a
-//! genuine handshake and then inject frames. So peers need a network
-//! trusted for integrity, not only for secrecy: a private network, a VPN,
-//! or a TLS tunnel. (A MAC on every frame keyed from the secret and both
-//! nonces, or TLS-PSK, would lift that; `docs/DISTRIBUTED.md` lists it as
-//! open.)
+//! The handshake also gives each end the keys of the records that carry
+//! every byte after it ([`crate::records`]): `HMAC-SHA256(secret,
+//! "ringkv-peer to server" || server nonce || client nonce)` for what the
+//! client sends, the same with "ringkv-peer to client" for what the server
+//! sends. Someone who relays a genuine handshake and then changes or
+//! injects bytes breaks the connection instead. Without a secret (a
+//! loopback-only cluster) there are no keys and the bytes go as they are.
+//! Nothing is encrypted: secrecy needs a private network or a tunnel.
 
 use std::net::SocketAddr;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::records::Keys;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -31,7 +33,8 @@ const NONCE: usize = 32;
 const PROOF: usize = 32;
 /// The first bytes on a peer connection, both ways: a peer port spoken to
 /// by something else (a Redis client, a scanner) fails at once.
-const MAGIC: &[u8; 8] = b"RKVPEER1";
+/// (`RKVPEER1` was the protocol before records had MACs.)
+const MAGIC: &[u8; 8] = b"RKVPEER2";
 
 /// The shared cluster secret (`--cluster-secret`). Empty means none: only
 /// allowed when every address is loopback ([`check_secret`]).
@@ -71,6 +74,34 @@ impl Secret {
         mac.update(a);
         mac.update(b);
         mac
+    }
+
+    /// The record keys of a connection whose handshake used these nonces,
+    /// as the server (`server` true) or the client sees them; none
+    /// without a secret.
+    fn keys(&self, server_nonce: &[u8], client_nonce: &[u8], server: bool) -> Option<Keys> {
+        if self.is_none() {
+            return None;
+        }
+        let key = |label: &[u8]| {
+            let derived = self
+                .mac(label, server_nonce, client_nonce)
+                .finalize()
+                .into_bytes();
+            HmacSha256::new_from_slice(&derived).expect("HMAC takes any key length")
+        };
+        let (to_server, to_client) = (key(b"ringkv-peer to server"), key(b"ringkv-peer to client"));
+        Some(if server {
+            Keys {
+                send: to_client,
+                recv: to_server,
+            }
+        } else {
+            Keys {
+                send: to_server,
+                recv: to_client,
+            }
+        })
     }
 }
 
@@ -121,6 +152,12 @@ impl From<std::io::Error> for Handshake {
 async fn read_magic<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), Handshake> {
     let mut magic = [0u8; MAGIC.len()];
     stream.read_exact(&mut magic).await?;
+    if &magic == b"RKVPEER1" {
+        return Err(Handshake::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the other end speaks an older peer protocol (RKVPEER1): run the same ringkv version on every node",
+        )));
+    }
     if &magic != MAGIC {
         return Err(Handshake::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -130,11 +167,11 @@ async fn read_magic<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), Handshak
     Ok(())
 }
 
-/// The server's side: challenge, check, prove.
+/// The server's side: challenge, check, prove; the record keys.
 pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     secret: &Secret,
-) -> Result<(), Handshake> {
+) -> Result<Option<Keys>, Handshake> {
     let server_nonce: [u8; NONCE] = rand::random();
     let mut hello = Vec::with_capacity(MAGIC.len() + NONCE);
     hello.extend_from_slice(MAGIC);
@@ -153,14 +190,15 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         .finalize()
         .into_bytes();
     stream.write_all(&mine).await?;
-    Ok(())
+    Ok(secret.keys(&server_nonce, client_nonce, true))
 }
 
-/// The client's side: answer the challenge, check the server's proof.
+/// The client's side: answer the challenge, check the server's proof;
+/// the record keys.
 pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     secret: &Secret,
-) -> Result<(), Handshake> {
+) -> Result<Option<Keys>, Handshake> {
     read_magic(stream).await?;
     let mut server_nonce = [0u8; NONCE];
     stream.read_exact(&mut server_nonce).await?;
@@ -186,17 +224,22 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     secret
         .mac(b"ringkv-peer server", &client_nonce, &server_nonce)
         .verify_slice(&theirs)
-        .map_err(|_| Handshake::BadProof)
+        .map_err(|_| Handshake::BadProof)?;
+    Ok(secret.keys(&server_nonce, &client_nonce, false))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::RecordStream;
 
     async fn shake(
         server: &Secret,
         client: &Secret,
-    ) -> (Result<(), Handshake>, Result<(), Handshake>) {
+    ) -> (
+        Result<Option<Keys>, Handshake>,
+        Result<Option<Keys>, Handshake>,
+    ) {
         let (mut a, mut b) = tokio::io::duplex(1024);
         let (s, c) = tokio::join!(
             async {
@@ -226,6 +269,71 @@ mod tests {
         assert!(matches!(c, Err(Handshake::BadProof)), "{c:?}");
         let (s, _) = shake(&Secret::new("0123456789abcdef"), &Secret::none()).await;
         assert!(matches!(s, Err(Handshake::BadProof)), "{s:?}");
+    }
+
+    /// The record keys a handshake gives the server and the client.
+    async fn handshake(secret: &Secret) -> (Option<Keys>, Option<Keys>) {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let (s, c) = tokio::join!(accept(&mut a, secret), connect(&mut b, secret));
+        (s.unwrap(), c.unwrap())
+    }
+
+    /// The bytes on the wire when an end with `keys` sends `payload`.
+    async fn sealed(keys: Option<Keys>, payload: &[u8]) -> Vec<u8> {
+        let (a, mut wire) = tokio::io::duplex(1 << 16);
+        let mut sender = RecordStream::new(a, keys);
+        sender.write_all(payload).await.unwrap();
+        sender.shutdown().await.unwrap();
+        drop(sender);
+        let mut bytes = Vec::new();
+        wire.read_to_end(&mut bytes).await.unwrap();
+        bytes
+    }
+
+    /// What an end with `keys` reads from `wire`.
+    async fn opened(keys: Option<Keys>, wire: &[u8]) -> std::io::Result<Vec<u8>> {
+        let (mut feed, b) = tokio::io::duplex(1 << 16);
+        feed.write_all(wire).await.unwrap();
+        drop(feed);
+        let mut receiver = RecordStream::new(b, keys);
+        let mut got = Vec::new();
+        receiver.read_to_end(&mut got).await.map(|_| got)
+    }
+
+    #[tokio::test]
+    async fn the_handshake_keys_records_per_connection_and_direction() {
+        let secret = Secret::new("0123456789abcdef");
+        let (server, client) = handshake(&secret).await;
+        let (server, client) = (server.unwrap(), client.unwrap());
+        let (server2, client2) = handshake(&secret).await;
+        let wire = sealed(Some(client), b"to the server").await;
+        // Not encrypted: the payload between a length and a tag.
+        assert_eq!(wire.len(), 4 + 13 + 16);
+        assert_eq!(&wire[4..17], b"to the server");
+        // The other end of the same connection reads it...
+        let again = |k: &Keys| Keys {
+            send: k.send.clone(),
+            recv: k.recv.clone(),
+        };
+        assert_eq!(
+            opened(Some(again(&server)), &wire).await.unwrap(),
+            b"to the server"
+        );
+        // ... the server of another connection with the same secret does
+        // not (recorded bytes cannot be replayed into a new connection),
+        // nor does the sender's own side (a reflection).
+        let err = opened(server2, &wire).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        let err = opened(client2, &wire).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        // The server's records go the other way.
+        let back = sealed(Some(server), b"to the client").await;
+        let client_again = handshake(&secret).await.1;
+        assert!(opened(client_again, &back).await.is_err());
+        // Without a secret: no keys, plain bytes.
+        let (s, c) = handshake(&Secret::none()).await;
+        assert!(s.is_none() && c.is_none());
+        assert_eq!(sealed(None, b"plain").await, b"plain");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!   per peer, length-delimited bincode frames with a size limit, per-call
 //!   deadlines (carried to the server, which drops late work), and a
 //!   handshake that authenticates both ends with the cluster secret before
-//!   any frame is read ([`Secret`], an HMAC-SHA256 challenge-response).
+//!   any frame is read ([`Secret`], an HMAC-SHA256 challenge-response),
+//!   then every byte in records with a MAC keyed from that handshake
+//!   (`records.rs`).
 //! - [`MemTransport`]: peers in one process, the same frame limit and
 //!   deadlines, links that tests can cut, and seeded [`Faults`] (lost
 //!   requests and answers, delays that reorder) for simulations.
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod mem;
+mod records;
 mod tcp;
 
 pub use auth::{Secret, SecretError, check_secret};

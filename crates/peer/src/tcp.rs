@@ -1,4 +1,5 @@
-//! The network transport: tarpc over TCP, after the secret handshake.
+//! The network transport: tarpc over TCP, after the secret handshake, in
+//! MACed records ([`crate::records`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 use tracing::{debug, warn};
 
 use crate::auth::{self, Handshake, Secret};
+use crate::records::RecordStream;
 use crate::{BoxFuture, DEFAULT_FRAME_LIMIT, PeerHandler, PeerTransport, Service, TransportError};
 
 /// Bodies travel as `ByteBuf`: serde's `Vec<u8>` is a sequence, which
@@ -187,8 +189,8 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let shaken = tokio::time::timeout(limits.handshake, auth::accept(&mut stream, &secret)).await;
     drop(shake);
-    match shaken {
-        Ok(Ok(())) => {}
+    let keys = match shaken {
+        Ok(Ok(keys)) => keys,
         Ok(Err(e)) => {
             warn!(%from, error = %e, "peer handshake failed; closing");
             return;
@@ -197,7 +199,7 @@ async fn connection(
             warn!(%from, limit = ?limits.handshake, "peer handshake timed out; closing");
             return;
         }
-    }
+    };
     let Ok(_slot) = slots.try_acquire_owned() else {
         warn!(%from, limit = limits.connections, "too many peer connections; closing one");
         return;
@@ -206,7 +208,7 @@ async fn connection(
     debug!(%from, "peer connected");
     let framed = LengthDelimitedCodec::builder()
         .max_frame_length(limits.frame)
-        .new_framed(stream);
+        .new_framed(RecordStream::new(stream, keys));
     let transport = serde_transport::new(framed, Bincode::default());
     BaseChannel::with_defaults(transport)
         .execute(
@@ -338,8 +340,10 @@ impl TcpTransport {
         };
         let _ = stream.set_nodelay(true);
         keepalive(&stream);
-        match tokio::time::timeout_at(deadline, auth::connect(&mut stream, &self.secret)).await {
-            Ok(Ok(())) => {}
+        let keys = match tokio::time::timeout_at(deadline, auth::connect(&mut stream, &self.secret))
+            .await
+        {
+            Ok(Ok(keys)) => keys,
             Ok(Err(Handshake::BadProof)) => {
                 return Err(TransportError::Auth {
                     addr: addr.to_owned(),
@@ -348,10 +352,10 @@ impl TcpTransport {
             }
             Ok(Err(e)) => return Err(unreachable(format!("handshake: {e}"))),
             Err(_) => return Err(unreachable("the handshake timed out".into())),
-        }
+        };
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(self.limits.frame)
-            .new_framed(stream);
+            .new_framed(RecordStream::new(stream, keys));
         let transport = serde_transport::new(framed, Bincode::default());
         let client = PeerClient::new(tarpc::client::Config::default(), transport).spawn();
         self.clients().insert(addr.to_owned(), client.clone());
