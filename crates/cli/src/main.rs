@@ -398,12 +398,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        // The second signal future is first polled once shutdown starts, so
-        // it waits for the next signal.
-        let (first, second) = (
-            ringkv_server::shutdown::signal(),
-            ringkv_server::shutdown::signal(),
-        );
+        // Both listened for from now: a second signal right after the
+        // first cuts the grace period short.
+        let (first, second) = ringkv_server::shutdown::signals();
         ringkv_server::run_until(listener, cluster.clone(), config, first, second).await?;
         Ok(())
     });
