@@ -306,30 +306,35 @@ mod tests {
         let (server, client) = handshake(&secret).await;
         let (server, client) = (server.unwrap(), client.unwrap());
         let (server2, client2) = handshake(&secret).await;
-        let wire = sealed(Some(client), b"to the server").await;
-        // Not encrypted: the payload between a length and a tag.
-        assert_eq!(wire.len(), 4 + 13 + 16);
-        assert_eq!(&wire[4..17], b"to the server");
-        // The other end of the same connection reads it...
         let again = |k: &Keys| Keys {
             send: k.send.clone(),
             recv: k.recv.clone(),
         };
+        let wire = sealed(Some(again(&client)), b"to the server").await;
+        // Not encrypted: the payload between a length and a tag.
+        assert_eq!(wire.len(), 4 + 13 + 16);
+        assert_eq!(&wire[4..17], b"to the server");
+        // The other end of the same connection reads it...
         assert_eq!(
             opened(Some(again(&server)), &wire).await.unwrap(),
             b"to the server"
         );
-        // ... the server of another connection with the same secret does
-        // not (recorded bytes cannot be replayed into a new connection),
-        // nor does the sender's own side (a reflection).
-        let err = opened(server2, &wire).await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
-        let err = opened(client2, &wire).await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
-        // The server's records go the other way.
-        let back = sealed(Some(server), b"to the client").await;
-        let client_again = handshake(&secret).await.1;
-        assert!(opened(client_again, &back).await.is_err());
+        // ... the sender itself does not (a reflection: each direction has
+        // its own key), nor does either end of another connection with the
+        // same secret (recorded bytes cannot be replayed into it).
+        for (who, keys) in [
+            ("the sender", Some(again(&client))),
+            ("another server", server2),
+            ("another client", client2),
+        ] {
+            let err = opened(keys, &wire).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{who}: {err}");
+        }
+        // The server's records go the other way: the client reads them,
+        // the server itself does not.
+        let back = sealed(Some(again(&server)), b"to the client").await;
+        assert_eq!(opened(Some(client), &back).await.unwrap(), b"to the client");
+        assert!(opened(Some(server), &back).await.is_err());
         // Without a secret: no keys, plain bytes.
         let (s, c) = handshake(&Secret::none()).await;
         assert!(s.is_none() && c.is_none());

@@ -6,7 +6,8 @@
 //! A record is `len (u32, big-endian) || payload || tag`, where `tag` is
 //! the first 16 bytes of `HMAC-SHA256(key, seq || len || payload)`. `seq`
 //! counts the records sent in that direction from 0, so a record replayed,
-//! reordered or left out fails the next check; `key` is one of two keys the
+//! reordered or left out fails the next check (records cut off at the end
+//! look like a connection closed, which the calls in flight see as one); `key` is one of two keys the
 //! handshake derives from the secret and both nonces, one per direction,
 //! so a record cannot be sent back to its sender either
 //! ([`crate::auth`]). A payload holds at most [`MAX_RECORD`] bytes: a forged
@@ -128,6 +129,8 @@ pub(crate) struct RecordStream<S> {
     raw: BytesMut,
     /// Checked payload not yet read.
     plain: BytesMut,
+    /// A record failed its check: every later read fails too.
+    failed: bool,
 }
 
 impl<S> RecordStream<S> {
@@ -149,6 +152,7 @@ impl<S> RecordStream<S> {
             out: BytesMut::new(),
             raw: BytesMut::new(),
             plain: BytesMut::new(),
+            failed: false,
         }
     }
 }
@@ -184,15 +188,33 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordStream<S> {
                 this.plain.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            if let Some(payload) = recv.open(&mut this.raw)? {
-                this.plain = payload;
-                continue;
+            // The drained payload's buffer goes: `raw` can then reuse its
+            // memory rather than grow beside it.
+            this.plain = BytesMut::new();
+            if this.failed {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "this peer connection already failed an integrity check",
+                )));
+            }
+            match recv.open(&mut this.raw) {
+                Ok(Some(payload)) => {
+                    this.plain = payload;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    this.failed = true;
+                    return Poll::Ready(Err(e));
+                }
             }
             this.raw.reserve(READ_CHUNK);
+            // At most a chunk a read: `raw` holds at most a record and a
+            // chunk.
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.inner),
                 cx,
-                &mut this.raw
+                &mut (&mut this.raw).limit(READ_CHUNK)
             ))?;
             if n == 0 {
                 return Poll::Ready(if this.raw.is_empty() {
@@ -410,7 +432,9 @@ mod tests {
         let err = err.expect("a record over the limit was waited for");
         assert!(err.to_string().contains("claims"), "{err}");
         let (_, err) = receive(0u32.to_be_bytes().to_vec()).await;
-        assert!(err.is_some(), "an empty record was accepted");
+        let err = err.expect("an empty record was accepted");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("claims"), "{err}");
         let r = sealed(&[b"abc"]);
         let (got, err) = receive(r[0][..r[0].len() - 1].to_vec()).await;
         assert!(got.is_empty(), "a cut record's payload was read");
