@@ -425,7 +425,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_forged_length_or_a_cut_record_fails_without_buffering_it() {
+    async fn a_forged_length_or_a_cut_record_fails() {
         let mut huge = ((MAX_RECORD + 1) as u32).to_be_bytes().to_vec();
         huge.extend_from_slice(&[0; 64]);
         let (_, err) = receive(huge).await;
