@@ -63,6 +63,24 @@ async fn leader(raft: &MetaRaft) {
         .expect("the only voter leads");
 }
 
+/// Opens `path` again once the open before it has closed. openraft's
+/// state-machine worker and its snapshot task end a moment after
+/// `Raft::shutdown` returns, holding the store's clone of the directory,
+/// whose lock refuses a second open until then.
+async fn reopen(path: &std::path::Path) -> DataDir {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match DataDir::open(path, FsyncPolicy::No) {
+            Err(ringkv_persist::PersistError::Locked { .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            opened => return opened.expect("the directory reopens once closed"),
+        }
+    }
+}
+
 /// A process that stops and starts again on its data directory has the
 /// same log and the same state, and goes on committing. Also across a snapshot: `test_config` snapshots
 /// every 64 entries and purges the log behind it.
@@ -109,7 +127,7 @@ async fn a_restart_keeps_the_log_and_the_state() {
         )
     };
     assert_eq!(members, 79);
-    let dir = DataDir::open(&path, FsyncPolicy::No).unwrap();
+    let dir = reopen(&path).await;
     let (raft, store) = start(&dir).await;
     leader(&raft).await;
     assert!(raft.metrics().borrow().current_term >= term);

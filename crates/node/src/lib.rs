@@ -272,6 +272,9 @@ pub struct Node {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _peer_server: Option<PeerServer>,
     mem: Option<(MemTransport, String)>,
+    /// `--data-dir`, whose two directories [`Node::crash`] waits to be
+    /// closed.
+    data_dir: Option<PathBuf>,
 }
 
 const RAFT_ID_RECORD: &[u8] = b"node/raft-id";
@@ -582,6 +585,7 @@ impl Node {
             tasks,
             _peer_server: peer_server,
             mem: registered.0.take(),
+            data_dir: config.data_dir.clone(),
         })
     }
 
@@ -663,8 +667,10 @@ impl Node {
     /// unanswered, its tasks stop at their next wait, and no final
     /// checkpoint is taken. Returns once nothing holds its store any more
     /// (a peer call it was serving can hold it until that call's time
-    /// limit), so that a restart on the same directory finds it unlocked;
-    /// the store is closed as the kernel keeps a killed process's writes.
+    /// limit) and its data directories have finished closing (openraft's
+    /// state-machine task outlives `Raft::shutdown` for a moment), so that
+    /// a restart on the same directory finds it unlocked; the store is
+    /// closed as the kernel keeps a killed process's writes.
     /// `false` if something still held it after `patience`.
     pub async fn crash(mut self, patience: Duration) -> bool {
         if let Some((net, addr)) = self.mem.take() {
@@ -684,9 +690,13 @@ impl Node {
             let _ = raft.shutdown().await;
         }
         let store = Arc::downgrade(&self.inner.cluster);
+        let dirs: Vec<PathBuf> = match &self.data_dir {
+            Some(dir) => vec![dir.join("data"), dir.join("raft")],
+            None => vec![],
+        };
         drop(self);
         let deadline = tokio::time::Instant::now() + patience;
-        while store.strong_count() > 0 {
+        while store.strong_count() > 0 || dirs.iter().any(DataDir::in_use) {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }

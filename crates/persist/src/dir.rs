@@ -13,7 +13,7 @@
 //! appended there and reaches fjall later, in batches, from the log's
 //! applier thread; fjall's journal then only guards fjall's share.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,8 +94,12 @@ struct Inner {
     /// engine refuses after it.
     /// Shared with the `everysec` thread, whose fsync may fail first.
     failure: Arc<Mutex<Option<Failure>>>,
-    /// Dropped last, once the database is closed: records the clean close.
+    /// Dropped once the database is closed: records the clean close.
     closer: Closer,
+    /// ringkv's lock on the directory ([`guard::lock`]), released last,
+    /// after the clean-close record: a reopen never sees a half-closed
+    /// directory.
+    lock: File,
 }
 
 /// Writes the record of a clean close (see `crate::guard`) when dropped,
@@ -155,8 +159,12 @@ impl Drop for Inner {
                 // The engine's own close would write out what its journal
                 // buffer still holds: the write that failed, which was
                 // never acknowledged. Keep the engine open instead (its
-                // lock is released when the process exits).
+                // lock is released when the process exits), and ringkv's
+                // lock with it (a duplicate of the descriptor holds it).
                 std::mem::forget(self.db.clone());
+                if let Ok(held) = self.lock.try_clone() {
+                    std::mem::forget(held);
+                }
             }
         }
     }
@@ -172,6 +180,16 @@ impl std::fmt::Debug for DataDir {
 }
 
 impl DataDir {
+    /// Whether an open of `dir`, in this process or another, still holds
+    /// it: a clone lives, or the last one's close has not finished (it
+    /// releases the directory once the clean-close record is written). A
+    /// process that drops a directory and opens it again can wait on this;
+    /// the check takes the lock for an instant, so an open racing it may
+    /// be refused as locked.
+    pub fn in_use(dir: impl AsRef<Path>) -> bool {
+        guard::in_use(dir.as_ref())
+    }
+
     /// Opens the data directory `dir`, creating it (and its parents) on
     /// first use.
     ///
@@ -206,6 +224,9 @@ impl DataDir {
                 return Err(PersistError::NotADatabase { path, marker });
             }
         }
+        // Held from here until the close is complete; the checks above
+        // only read.
+        let lock = guard::lock(&path)?;
         guard::check_writable(&path)?;
         if !fresh {
             guard::check_trees(&path)?;
@@ -324,6 +345,7 @@ impl DataDir {
                     path: path.clone(),
                     clean: AtomicBool::new(false),
                 },
+                lock,
             }),
         })
     }

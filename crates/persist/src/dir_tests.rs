@@ -158,3 +158,50 @@ fn only_always_keeps_a_spare_log_file() {
         .1;
     assert!(fs::metadata(&newest).unwrap().len() < 1024);
 }
+
+/// An open that races the close of the same directory on another thread
+/// waits its turn: it is refused as locked until the close has finished,
+/// clean-close record included, and never opens a half-closed directory
+/// (the record would then be written over a journal the new open writes,
+/// and the open after it refuse the directory as damaged). A CI run met
+/// the race: a restart listed the write log's files while the previous
+/// close deleted them.
+#[test]
+fn an_open_during_a_close_waits_for_the_close_to_finish() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("data");
+    for round in 0..5u64 {
+        let dir = DataDir::open(&path, FsyncPolicy::No).unwrap();
+        let tree = dir.tree("t").unwrap();
+        for i in 0..2_000u64 {
+            let value = format!("{round}-{i}");
+            tree.put(i, b"k", value.as_bytes(), Durability::NoSync)
+                .unwrap();
+        }
+        drop(tree);
+        assert!(DataDir::in_use(&path));
+        let closing = std::thread::spawn(move || drop(dir));
+        let reopened = loop {
+            match DataDir::open(&path, FsyncPolicy::No) {
+                Err(PersistError::Locked { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                other => break other.expect("opens once the close has finished"),
+            }
+        };
+        closing.join().unwrap();
+        assert!(DataDir::in_use(&path), "the reopened directory is held");
+        assert!(
+            !path.join(guard::CLEAN_CLOSE).exists(),
+            "round {round}: a record of a clean close while the directory is open"
+        );
+        let tree = reopened.tree("t").unwrap();
+        let want = format!("{round}-1999");
+        assert_eq!(
+            tree.get(1999, b"k").unwrap().as_deref(),
+            Some(want.as_bytes())
+        );
+        drop((tree, reopened));
+        assert!(!DataDir::in_use(&path), "a finished close holds nothing");
+        // The next round's open checks this close's record.
+    }
+    DataDir::open(&path, FsyncPolicy::No).expect("the last close left a sound directory");
+}

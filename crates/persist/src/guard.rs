@@ -1,6 +1,11 @@
 //! ringkv's own checks of a data directory before the engine opens it,
 //! and the record of a clean close they compare against.
 //!
+//! Before any of them, [`lock`] takes ringkv's own lock on the directory,
+//! held until the last step of the close (the clean-close record written
+//! after the engine closed): an open in this process or another never
+//! inspects, or races, a directory that is still open or still closing.
+//!
 //! The engine recovers from a crash by design: it drops a journal's tail
 //! that does not decode (a torn last write) and deletes a tree whose
 //! creation did not finish. Applied to a damaged directory, the same
@@ -31,6 +36,38 @@ pub(crate) const CLEAN_CLOSE: &str = "clean-close";
 const HEADER: &str = "ringkv clean close 1";
 /// A file created and removed to check that the directory is writable.
 const PROBE: &str = ".ringkv-write-check";
+/// ringkv's lock file. The engine has its own (`lock`), but takes it only
+/// when it opens, after the checks here, and releases it before the
+/// clean-close record is written.
+pub(crate) const LOCK: &str = "ringkv.lock";
+
+/// Takes the exclusive lock on the data directory `dir` (an advisory
+/// `flock` on [`LOCK`], created if missing), held for as long as the
+/// returned file is open. Refused with [`PersistError::Locked`] while
+/// another open, in this process or another, holds it.
+pub(crate) fn lock(dir: &Path) -> Result<File, PersistError> {
+    let file = dir.join(LOCK);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&file)
+        .map_err(|source| PersistError::NotWritable {
+            path: dir.to_path_buf(),
+            file: file.clone(),
+            source,
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(PersistError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(PersistError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
 
 /// The engine's journal files in `dir` (`<number>.jnl`), sorted by name.
 fn journals(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
@@ -48,6 +85,16 @@ fn journals(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Whether an open of `dir`, in this process or another, holds its lock
+/// (see [`lock`]): it is open, or has not finished closing. Takes the lock
+/// for an instant to find out, so an open racing this call may be refused.
+pub(crate) fn in_use(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join(LOCK)) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock))
 }
 
 /// Checks that the directory and the files the engine opens for writing
@@ -328,5 +375,5 @@ pub(crate) fn record_clean_close(dir: &Path) -> Result<(), std::io::Error> {
 /// Whether `name` is a file ringkv leaves behind only by crashing at the
 /// wrong instant (not data: a directory holding only these is new).
 pub(crate) fn is_scratch(name: &std::ffi::OsStr) -> bool {
-    name == PROBE || name == format!("{CLEAN_CLOSE}.tmp").as_str()
+    name == PROBE || name == LOCK || name == format!("{CLEAN_CLOSE}.tmp").as_str()
 }
