@@ -319,6 +319,75 @@ async fn serve(
                 continue;
             }
         }
+        if !alone
+            && pending.is_empty()
+            && broken.is_none()
+            && conn.has_buffered()
+            && cmd::joins_write_run(&request)
+            && batches_sets(shared, &session)
+        {
+            // A pipelined run of other writes: one transaction, so one
+            // journal append and one commit (`cmd::runs`). Bounded as a
+            // run of SETs is, counting a reply as at most 64 bytes.
+            let room = match shared.config.client_output_buffer_limit {
+                0 => SET_RUN_MAX,
+                limit => (limit.saturating_sub(conn.queued()) / 64).min(SET_RUN_MAX),
+            };
+            let mut run = vec![(request, session.request_bytes)];
+            let mut run_bytes = session.request_bytes;
+            while run.len() < room && run_bytes < SET_RUN_BYTES {
+                match conn.next_buffered(limits) {
+                    Ok(Some((r, bytes))) if cmd::joins_write_run(&r) => {
+                        run_bytes += bytes;
+                        run.push((r, bytes));
+                        tokio::task::coop::consume_budget().await;
+                    }
+                    Ok(Some((other, bytes))) => {
+                        pending.push_back(Pending::Request(other, bytes));
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            if run.len() == 1 {
+                request = run.pop().expect("one request").0;
+            } else {
+                let requests: Vec<&[Bytes]> = run.iter().map(|(r, _)| &r[..]).collect();
+                let (frames, owes) = ringkv_cluster::defer_sync(|| {
+                    let mut ctx = Ctx {
+                        shared,
+                        session: &mut session,
+                        txn: None,
+                    };
+                    cmd::write_run(&mut ctx, &requests)
+                });
+                owed |= owes;
+                let Some(frames) = frames else {
+                    // Nothing was applied: each runs on its own. The first
+                    // one's bytes are counted already.
+                    run[0].1 = 0;
+                    for (r, bytes) in run.into_iter().rev() {
+                        pending.push_front(Pending::Alone(r, bytes));
+                    }
+                    continue;
+                };
+                let more: u64 = run.iter().skip(1).map(|(_, b)| *b as u64).sum();
+                shared
+                    .stats
+                    .net_input_bytes
+                    .fetch_add(more, Ordering::Relaxed);
+                for frame in frames {
+                    if !send_reply(shared, &mut conn, &session, &mut owed, &frame).await? {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+        }
         if let Some(router) = shared.router.as_deref()
             && pending.is_empty()
             && broken.is_none()

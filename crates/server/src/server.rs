@@ -138,9 +138,14 @@ async fn serve(
     // `true` once shutdown starts; each connection watches it while idle.
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    // Aborted when this future ends or is dropped (a node that crashes
-    // drops its server without a shutdown): it holds the cluster.
-    let expiry = AbortOnDrop(tokio::spawn(active_expiry(Arc::clone(&shared.cluster))));
+    // Stopped with the connections, and waited for, so that the cluster
+    // (and its data directory) is released when the server returns;
+    // aborted when this future is dropped instead (a node that crashes
+    // drops its server without a shutdown).
+    let mut expiry = AbortOnDrop(tokio::spawn(active_expiry(
+        Arc::clone(&shared.cluster),
+        stopping.clone(),
+    )));
     info!(addr = %local_addr, nodes = shared.cluster.members().len(), "listening");
 
     tokio::pin!(shutdown);
@@ -185,7 +190,6 @@ async fn serve(
     }
 
     drop(listener);
-    drop(expiry);
     let open = shared.stats.connected.load(Ordering::Relaxed);
     info!(
         connections = open,
@@ -194,6 +198,8 @@ async fn serve(
     );
     let _ = stop.send(true);
     let dropped = drain(&mut tasks, shared.config.shutdown_timeout, force).await;
+    // Its cycle in progress (at most `EXPIRE_BUDGET`) ends first.
+    let _ = (&mut expiry.0).await;
     let stats = &shared.stats;
     let summary = Summary {
         connections: stats.connections.load(Ordering::Relaxed),
@@ -304,11 +310,15 @@ const EXPIRE_BUDGET: ExpireBudget = ExpireBudget {
 /// [`EXPIRE_BUDGET`]. It runs on a blocking thread, not a runtime worker,
 /// so clients are never queued behind it; it takes stripe locks one sample
 /// step at a time, as short as a client's command.
-async fn active_expiry(cluster: Arc<Cluster>) {
+/// Ends when `stopping` turns `true`, after the cycle in progress.
+async fn active_expiry(cluster: Arc<Cluster>, mut stopping: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EXPIRE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping.wait_for(|&stop| stop) => return,
+        }
         let cluster = Arc::clone(&cluster);
         let Ok(cycle) =
             tokio::task::spawn_blocking(move || cluster.active_expire_cycle(EXPIRE_BUDGET)).await

@@ -125,6 +125,9 @@ pub struct Stats {
     /// Runs of pipelined SETs written as one transaction (a ringkv
     /// addition to INFO stats: `ringkv_set_runs`).
     pub set_runs: AtomicU64,
+    /// Runs of other pipelined writes made as one transaction
+    /// (`cmd::write_run`; INFO stats: `ringkv_write_runs`).
+    pub write_runs: AtomicU64,
 }
 
 /// One command's counters, as `INFO commandstats` shows them.

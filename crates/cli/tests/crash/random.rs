@@ -293,7 +293,8 @@ fn client(
     let mut ops = 0;
     // Odd clients pipeline their writes: up to 8 commands on distinct keys
     // in one round trip, which the server writes as one engine commit
-    // per run of SETs (each key still has at most one command in flight).
+    // per run of SETs, or per run of writes that begins with a DEL (each
+    // key still has at most one command in flight).
     let pipelined = id % 2 == 1;
     while !stop.load(Ordering::Relaxed) {
         if pipelined {

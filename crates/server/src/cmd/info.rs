@@ -188,6 +188,7 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
                 &count(&stats.output_limit_disconnections),
             );
             line("ringkv_set_runs", &count(&stats.set_runs));
+            line("ringkv_write_runs", &count(&stats.write_runs));
             if let Some(sets) = &shared.sets {
                 let (groups, grouped) = sets.written();
                 line("ringkv_set_groups", &groups);

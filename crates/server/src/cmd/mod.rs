@@ -25,12 +25,14 @@ mod info;
 mod introspect;
 mod keyspace;
 mod multi;
+mod runs;
 mod set;
 mod string_edit;
 mod strings;
 mod table;
 
 pub use multi::{Multi, first_key, request_keys};
+pub use runs::{joins_write_run, write_run};
 pub use table::{COMMANDS, Spec};
 
 use std::sync::atomic::Ordering;

@@ -84,21 +84,24 @@ async fn replies(server: &TestServer, pipeline: &[Vec<u8>]) -> Vec<u8> {
 /// Runs `pipeline` on servers with a data directory (one per policy of
 /// [`POLICIES`]) and on one without, all fresh with `maxmemory` and
 /// `crashed` down, and checks they answer, store and count alike. Returns
-/// the replies and how many runs each disk server wrote as one.
+/// the replies, how many runs of SETs each disk server wrote as one, and
+/// how many runs of other writes it made as one transaction.
 async fn alike(
     pipeline: &[Vec<u8>],
     keys: &[Vec<u8>],
     maxmemory: u64,
     crashed: Option<&str>,
-) -> (String, Vec<u64>) {
+) -> (String, Vec<u64>, Vec<u64>) {
     let mut answered = String::new();
     let mut runs = Vec::new();
+    let mut write_runs = Vec::new();
     for fsync in POLICIES {
-        let (a, n) = alike_with(fsync, pipeline, keys, maxmemory, crashed).await;
+        let (a, n, w) = alike_with(fsync, pipeline, keys, maxmemory, crashed).await;
         answered = a;
         runs.push(n);
+        write_runs.push(w);
     }
-    (answered, runs)
+    (answered, runs, write_runs)
 }
 
 /// [`alike`] for one policy.
@@ -108,7 +111,7 @@ async fn alike_with(
     keys: &[Vec<u8>],
     maxmemory: u64,
     crashed: Option<&str>,
-) -> (String, u64) {
+) -> (String, u64, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let disk = server(Some(dir.path()), fsync, maxmemory, crashed).await;
     let memory = server(None, fsync, maxmemory, crashed).await;
@@ -135,7 +138,7 @@ async fn alike_with(
         String::from_utf8(info)
             .expect("UTF-8")
             .lines()
-            .filter(|l| l.starts_with("cmdstat_set:") || l.starts_with("cmdstat_get:"))
+            .filter(|l| l.starts_with("cmdstat_"))
             .map(|l| l.split(",usec").next().unwrap_or(l).to_owned())
             .collect()
     };
@@ -146,9 +149,11 @@ async fn alike_with(
     );
     let runs = set_runs(&disk).await;
     assert_eq!(set_runs(&memory).await, 0, "no grouping in memory");
+    let write_runs = stat(&disk, "ringkv_write_runs").await;
+    assert_eq!(stat(&memory, "ringkv_write_runs").await, 0);
     memory.stop().await;
     disk.stop().await;
-    (show(&a), runs)
+    (show(&a), runs, write_runs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +177,7 @@ async fn a_pipeline_of_sets_answers_as_one_set_at_a_time() {
         }
         keys.push(key);
     }
-    let (answered, runs) = alike(&pipeline, &keys, 0, None).await;
+    let (answered, runs, _) = alike(&pipeline, &keys, 0, None).await;
     assert!(answered.contains("wrong number of arguments"), "{answered}");
     assert!(
         runs.iter().all(|&n| n > 0),
@@ -187,7 +192,7 @@ async fn a_pipeline_of_sets_answers_as_one_set_at_a_time() {
 async fn a_run_that_cannot_be_written_whole_falls_back_to_one_set_at_a_time() {
     let keys: Vec<Vec<u8>> = (0..30).map(|i| format!("f{i}").into_bytes()).collect();
     let pipeline: Vec<Vec<u8>> = keys.iter().map(|k| resp(&[b"SET", k, b"v"])).collect();
-    let (answered, runs) = alike(&pipeline, &keys, 0, Some("node2")).await;
+    let (answered, runs, _) = alike(&pipeline, &keys, 0, Some("node2")).await;
     assert!(answered.contains("+OK"), "{answered}");
     assert!(answered.contains("-TRYAGAIN"), "{answered}");
     assert_eq!(runs, [0, 0], "no run was written as one");
@@ -253,7 +258,7 @@ async fn under_a_memory_limit_sets_answer_as_one_at_a_time() {
     // Overwrites of stored keys with values of the same size.
     pipeline.extend(keys[..8].iter().map(|k| resp(&[b"SET", k, &value])));
     // Room for about ten of them.
-    let (answered, runs) = alike(&pipeline, &keys, 11_000, None).await;
+    let (answered, runs, _) = alike(&pipeline, &keys, 11_000, None).await;
     assert!(answered.starts_with("+OK"), "{answered}");
     assert!(answered.contains("-OOM"), "{answered}");
     assert_eq!(runs, [0, 0]);
@@ -418,4 +423,134 @@ async fn a_down_node_fails_only_the_sets_of_its_keys_in_a_group() {
     assert_eq!(written, ok, "every SET answered OK went through the writer");
     disk.stop().await;
     memory.stop().await;
+}
+
+/// A pipeline of other writes (`INCR`, `APPEND`, `DEL`, `EXPIRE`, `MSET`,
+/// `SET` with options, ...) with a data directory runs in runs of one
+/// transaction each (`cmd::write_run`); a client cannot tell: the same
+/// replies byte for byte, errors included, the same values and the same
+/// command counts as one request at a time without a data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_of_other_writes_answers_as_one_write_at_a_time() {
+    let mut pipeline = Vec::new();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for i in 0..240usize {
+        // Few keys, so that runs repeat them and later writes read earlier
+        // ones; `s` keys hold text, on which INCR fails.
+        let key = format!("c{}", i * 7 % 5).into_bytes();
+        let text = format!("s{}", i * 3 % 4).into_bytes();
+        let n = i.to_string().into_bytes();
+        let r: Vec<&[u8]> = match i % 31 {
+            0 => vec![b"INCR", &key],
+            1 => vec![b"INCRBY", &key, &n],
+            2 => vec![b"DECR", &key],
+            3 => vec![b"DECRBY", &key, b"2"],
+            4 => vec![b"APPEND", &text, &n],
+            5 => vec![b"INCR", &text],
+            6 => vec![b"SETRANGE", &text, b"2", b"zz"],
+            7 => vec![b"EXPIRE", &key, b"1000"],
+            8 => vec![b"PERSIST", &key],
+            9 => vec![b"PEXPIRE", &text, b"900000"],
+            10 => vec![b"DEL", &key, &text],
+            11 => vec![b"SETNX", &key, b"5"],
+            12 => vec![b"MSET", &key, b"40", &text, b"t"],
+            13 => vec![b"MSETNX", b"fresh", b"1", &key, b"2"],
+            14 => vec![b"SET", &key, b"7", b"EX", b"1000"],
+            15 => vec![b"SET", &key, &n],
+            16 => vec![b"GET", &key],
+            17 => vec![b"INCRBY", &key, b"x"],
+            18 => vec![b"INCR"],
+            19 => vec![b"SETEX", &text, b"1000", b"abc"],
+            20 => vec![b"SET", &key, b"1", b"GET"],
+            21 => vec![b"UNLINK", &text],
+            22 => vec![b"SET", &text, b"q", b"XX"],
+            23 => vec![b"SETRANGE", &key, b"-1", b"x"],
+            24 => vec![b"EXPIRE", &key, b"abc"],
+            25 => vec![b"incr", &key],
+            26 => vec![b"DECRBY", &key, b"-9223372036854775808"],
+            _ => vec![b"INCRBY", &key, b"3"],
+        };
+        pipeline.push(resp(&r));
+        keys.extend([key, text]);
+    }
+    keys.push(b"fresh".to_vec());
+    keys.sort();
+    keys.dedup();
+    let (answered, _, write_runs) = alike(&pipeline, &keys, 0, None).await;
+    for expected in [
+        "not an integer",
+        "wrong number of arguments",
+        "offset is out of range",
+    ] {
+        assert!(answered.contains(expected), "{expected}: {answered}");
+    }
+    assert!(
+        write_runs.iter().all(|&n| n > 10),
+        "runs of writes were made as one: {write_runs:?}"
+    );
+}
+
+/// A run with a key on a crashed node cannot be made: each write runs
+/// alone, the crashed node's keys answered `-TRYAGAIN` and the others
+/// made, exactly as without runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_writes_that_cannot_be_made_falls_back_to_one_at_a_time() {
+    let keys: Vec<Vec<u8>> = (0..30).map(|i| format!("w{i}").into_bytes()).collect();
+    let pipeline: Vec<Vec<u8>> = keys
+        .iter()
+        .flat_map(|k| [resp(&[b"INCR", k]), resp(&[b"APPEND", k, b"0"])])
+        .collect();
+    let (answered, _, write_runs) = alike(&pipeline, &keys, 0, Some("node2")).await;
+    assert!(answered.contains(":1"), "{answered}");
+    assert!(answered.contains("-TRYAGAIN"), "{answered}");
+    assert_eq!(write_runs, [0, 0], "no run was made as one");
+}
+
+/// Many clients pipelining increments of shared counters: runs of
+/// different clients interleave, so each client's `INCR` replies of a key
+/// only grow, the counters end at the number of increments, and they
+/// reopen so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_increments_of_many_clients_are_all_counted() {
+    const CLIENTS: usize = 6;
+    const PIPELINES: usize = 15;
+    const DEPTH: usize = 24;
+    for fsync in POLICIES {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = server(Some(dir.path()), fsync, 0, None).await;
+        clients_at_once(&disk, CLIENTS, |c, mut con| async move {
+            let mut last = [0i64; 4];
+            for p in 0..PIPELINES {
+                let mut pipe = redis::pipe();
+                for i in 0..DEPTH {
+                    pipe.cmd("INCR").arg(format!("shared{}", (c + p + i) % 4));
+                }
+                let got: Vec<i64> = pipe.query_async(&mut con).await.expect("pipeline");
+                for (i, n) in got.into_iter().enumerate() {
+                    let k = (c + p + i) % 4;
+                    assert!(
+                        n > last[k],
+                        "client {c}: shared{k} went from {} to {n}",
+                        last[k]
+                    );
+                    last[k] = n;
+                }
+            }
+        })
+        .await;
+        assert!(stat(&disk, "ringkv_write_runs").await > 0, "{fsync:?}");
+        disk.stop().await;
+        let cluster =
+            Cluster::open(dir.path(), ClusterConfig { fsync, ..config() }).expect("reopen");
+        let total: i64 = (0..4)
+            .map(|k| {
+                let v = cluster.get(format!("shared{k}").as_bytes()).expect("get");
+                std::str::from_utf8(&v.expect("kept"))
+                    .expect("UTF-8")
+                    .parse::<i64>()
+                    .expect("n")
+            })
+            .sum();
+        assert_eq!(total, (CLIENTS * PIPELINES * DEPTH) as i64, "{fsync:?}");
+    }
 }
